@@ -1,0 +1,296 @@
+//! A mock LLM provider for memproxy's tests and benchmark. It speaks the real OpenAI
+//! chat completions wire format (JSON and SSE), records every request it receives, and
+//! can be scripted per call: error statuses, delays, hangs, streams that pause until the
+//! test releases them, and streams cut mid-way.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use axum::Router;
+use serde_json::{json, Value};
+use tokio::sync::{oneshot, Notify};
+
+/// One scripted answer, used for the next request (FIFO); unscripted requests get the
+/// default echo answer.
+#[derive(Debug, Clone)]
+pub enum Behavior {
+    /// Answer with this HTTP status and JSON body.
+    Status(u16, Value),
+    /// Answer normally with this text.
+    Text(String),
+    /// Wait this long, then answer normally.
+    Delay(Duration),
+    /// Never answer (until the client gives up).
+    Hang,
+    /// Stream: send the chunk for `first`, wait for [`MockUpstream::release`], then the rest.
+    PausedStream { first: String, rest: String },
+    /// Stream: send the chunk for `first`, then break the connection.
+    CutStream { first: String },
+}
+
+/// A request the mock received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+#[derive(Default)]
+struct Shared {
+    script: Mutex<VecDeque<Behavior>>,
+    requests: Mutex<Vec<Recorded>>,
+    gate: Notify,
+    fixed: Option<String>,
+}
+
+/// A running mock upstream; stops when dropped.
+pub struct MockUpstream {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl MockUpstream {
+    /// Starts on a random loopback port.
+    pub async fn start() -> Self {
+        Self::start_on("127.0.0.1:0", None).await
+    }
+
+    /// Starts on `addr`; with `fixed`, every answer is that text and nothing is recorded
+    /// (benchmark mode).
+    pub async fn start_on(addr: &str, fixed: Option<String>) -> Self {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("bind mock upstream");
+        let addr = listener.local_addr().expect("local addr");
+        let shared = Arc::new(Shared {
+            fixed,
+            ..Default::default()
+        });
+        let (tx, rx) = oneshot::channel::<()>();
+        let app = app(shared.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(
+                listener.tap_io(|t| {
+                    let _ = t.set_nodelay(true);
+                }),
+                app,
+            )
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        Self {
+            addr,
+            shared,
+            _stop: tx,
+        }
+    }
+
+    /// The OpenAI-style base URL (`http://addr/v1`).
+    pub fn url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Scripts the next answer.
+    pub fn push(&self, b: Behavior) {
+        self.shared.script.lock().unwrap().push_back(b);
+    }
+
+    /// Releases a paused stream.
+    pub fn release(&self) {
+        self.shared.gate.notify_one();
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.requests.lock().unwrap().clone()
+    }
+
+    /// How many requests were received.
+    pub fn count(&self) -> usize {
+        self.shared.requests.lock().unwrap().len()
+    }
+}
+
+/// The mock's routes (also used by the `mock-upstream` binary).
+pub fn app_fixed(text: String) -> Router {
+    app(Arc::new(Shared {
+        fixed: Some(text),
+        ..Default::default()
+    }))
+}
+
+fn app(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/chat/completions", post(chat))
+        .route(
+            "/v1/models",
+            get(|| async {
+                axum::Json(json!({"object":"list","data":[{"id":"mock","object":"model"}]}))
+            }),
+        )
+        .with_state(shared)
+}
+
+fn last_user_text(body: &Value) -> String {
+    body["messages"]
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .map(|m| match &m["content"] {
+            Value::String(s) => s.clone(),
+            Value::Array(parts) => parts
+                .iter()
+                .filter_map(|p| p["text"].as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+            _ => String::new(),
+        })
+        .unwrap_or_default()
+}
+
+fn usage(prompt: &str, text: &str) -> Value {
+    let p = (prompt.len() as u64).div_ceil(4).max(1);
+    let c = (text.len() as u64).div_ceil(4).max(1);
+    json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c})
+}
+
+fn completion(model: &str, text: &str, prompt: &str) -> Value {
+    json!({
+        "id": "chatcmpl-mock", "object": "chat.completion", "created": 1_700_000_000u64, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": usage(prompt, text),
+    })
+}
+
+fn chunk(model: &str, delta: Value, finish: Option<&str>) -> Bytes {
+    let v = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000u64,
+                   "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+fn stream_frames(model: &str, text: &str, prompt: &str, include_usage: bool) -> Vec<Bytes> {
+    let mut frames = vec![chunk(
+        model,
+        json!({"role": "assistant", "content": ""}),
+        None,
+    )];
+    for piece in text.split_inclusive(' ') {
+        frames.push(chunk(model, json!({"content": piece}), None));
+    }
+    frames.push(chunk(model, json!({}), Some("stop")));
+    if include_usage {
+        let v = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000u64,
+                       "model": model, "choices": [], "usage": usage(prompt, text)});
+        frames.push(Bytes::from(format!("data: {v}\n\n")));
+    }
+    frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    frames
+}
+
+fn sse(body: Body) -> Response {
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(body)
+        .unwrap()
+}
+
+async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, bytes: Bytes) -> Response {
+    let body: Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": {"message": format!("mock: bad JSON: {e}"), "type": "invalid_request_error"}}))).into_response()
+        }
+    };
+    let model = body["model"].as_str().unwrap_or("mock").to_string();
+    let stream = body["stream"] == true;
+    let include_usage = body["stream_options"]["include_usage"] == true;
+    let prompt = last_user_text(&body);
+
+    if let Some(text) = &shared.fixed {
+        return answer(&model, text, &prompt, stream, include_usage);
+    }
+    shared.requests.lock().unwrap().push(Recorded {
+        path: "/v1/chat/completions".into(),
+        headers,
+        body: body.clone(),
+    });
+    let behavior = shared.script.lock().unwrap().pop_front();
+    let default_text = format!("mock reply to: {prompt}");
+    match behavior {
+        None => answer(&model, &default_text, &prompt, stream, include_usage),
+        Some(Behavior::Text(t)) => answer(&model, &t, &prompt, stream, include_usage),
+        Some(Behavior::Status(code, v)) => {
+            (StatusCode::from_u16(code).unwrap(), axum::Json(v)).into_response()
+        }
+        Some(Behavior::Delay(d)) => {
+            tokio::time::sleep(d).await;
+            answer(&model, &default_text, &prompt, stream, include_usage)
+        }
+        Some(Behavior::Hang) => {
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+        Some(Behavior::PausedStream { first, rest }) => {
+            let first_frame = chunk(&model, json!({"role": "assistant", "content": first}), None);
+            let mut rest_frames = stream_frames(&model, &rest, &prompt, include_usage);
+            rest_frames.remove(0);
+            let s = async_stream(shared.clone(), first_frame, rest_frames);
+            sse(Body::from_stream(s))
+        }
+        Some(Behavior::CutStream { first }) => {
+            let first_frame = chunk(&model, json!({"role": "assistant", "content": first}), None);
+            let s = futures_util::stream::iter(vec![
+                Ok::<Bytes, std::io::Error>(first_frame),
+                Err(std::io::Error::other("mock: connection cut")),
+            ]);
+            sse(Body::from_stream(s))
+        }
+    }
+}
+
+fn async_stream(
+    shared: Arc<Shared>,
+    first: Bytes,
+    rest: Vec<Bytes>,
+) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> {
+    futures_util::stream::unfold(
+        (0usize, Some(first), rest, shared),
+        |(step, first, rest, shared)| async move {
+            if let Some(f) = first {
+                return Some((Ok(f), (step, None, rest, shared)));
+            }
+            if step == 0 {
+                shared.gate.notified().await;
+            }
+            if step >= rest.len() {
+                return None;
+            }
+            let item = rest[step].clone();
+            Some((Ok(item), (step + 1, None, rest, shared)))
+        },
+    )
+}
+
+fn answer(model: &str, text: &str, prompt: &str, stream: bool, include_usage: bool) -> Response {
+    if stream {
+        let frames = stream_frames(model, text, prompt, include_usage);
+        sse(Body::from_stream(futures_util::stream::iter(
+            frames.into_iter().map(Ok::<_, Infallible>),
+        )))
+    } else {
+        axum::Json(completion(model, text, prompt)).into_response()
+    }
+}

@@ -1,0 +1,596 @@
+//! Configuration: LiteLLM's `config.yaml` schema (plus memproxy's own sections), the
+//! built-in offline defaults, `os.environ/NAME` references, and the precedence
+//! CLI flags > environment variables > file > defaults.
+//!
+//! Parsing happens in [`raw`]; [`load`] resolves environment references, warns about
+//! unknown keys (naming their path), and validates everything into [`Config`], failing at
+//! start-up with the config path of whatever is wrong.
+
+mod env;
+mod raw;
+mod secret;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use regex::{Regex, RegexBuilder};
+use serde::Serialize;
+use serde_json::Value;
+
+pub use secret::Secret;
+
+use crate::identity::{validate_user_id, HeaderPattern, IdentityConfig};
+use raw::RawConfig;
+
+/// Default port, as the original proxy's `PROXY_PORT`.
+pub const DEFAULT_PORT: u16 = 8764;
+/// Default request body limit: 32 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+/// Default upstream timeout (LiteLLM's router default).
+pub const DEFAULT_TIMEOUT_SECS: f64 = 600.0;
+
+/// The configuration used when no file is given: works offline, no key needed.
+pub const BUILTIN_CONFIG: &str = r#"
+model_list:
+  - model_name: mock
+    litellm_params:
+      model: openai/mock
+      mock_response: "Hello from memproxy! This answer comes from the built-in mock model; add your providers to a config.yaml to talk to real models."
+  - model_name: gpt-4o-mini-mock
+    litellm_params:
+      model: openai/gpt-4o-mini
+      mock_response: "Hello from memproxy's mock gpt-4o-mini."
+"#;
+
+/// Why a configuration could not be used. Every variant names where the problem is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid YAML: {message}")]
+    Yaml { path: String, message: String },
+    #[error("environment variable {var} is not set (referenced as os.environ/{var} at {path})")]
+    MissingEnv { var: String, path: String },
+    #[error("invalid config at {path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+fn invalid(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// Values given on the command line or in environment variables; they win over the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub upstream: Option<String>,
+    pub master_key: Option<String>,
+}
+
+/// The fully resolved configuration the server runs with.
+#[derive(Debug, Serialize)]
+pub struct Config {
+    pub server: ServerSettings,
+    /// The admin key; when absent, requests are not authenticated (loopback only).
+    pub master_key: Option<Secret<String>>,
+    /// Storage location for later stores (`DATABASE_URL`); absent means embedded.
+    pub database_url: Option<Secret<String>>,
+    pub models: Vec<DeploymentConfig>,
+    pub router: RouterSettings,
+    pub identity: IdentityConfig,
+    /// Drop request fields a provider does not accept (LiteLLM's `drop_params`).
+    pub drop_params: bool,
+    /// Sent as `x-supermemory-api-key` to Supermemory routers (`SUPERMEMORY_API_KEY`).
+    pub supermemory_api_key: Option<Secret<String>>,
+    /// Warnings found while loading (unknown keys, unsupported providers).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
+}
+
+/// Where and how the HTTP server listens.
+#[derive(Debug, Serialize)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    /// Request bodies above this size get 413.
+    pub max_body_bytes: usize,
+    /// Upstream mode: forward every model request to this OpenAI-compatible gateway.
+    pub upstream: Option<String>,
+    /// Key sent to the upstream gateway in upstream mode.
+    pub upstream_api_key: Option<Secret<String>>,
+}
+
+/// Retries, timeouts and fallbacks across deployments (LiteLLM's `router_settings`).
+#[derive(Debug, Serialize)]
+pub struct RouterSettings {
+    /// Extra attempts after a retryable failure (429, 5xx, connect error, timeout).
+    pub num_retries: u32,
+    /// Upstream timeout when a deployment sets none.
+    #[serde(serialize_with = "ser_secs")]
+    pub timeout: Duration,
+    /// Pause before a retry.
+    #[serde(serialize_with = "ser_secs")]
+    pub retry_after: Duration,
+    /// model_name → model names tried in order once its own deployments failed.
+    pub fallbacks: BTreeMap<String, Vec<String>>,
+}
+
+/// The wire protocol a deployment speaks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// OpenAI or any OpenAI-compatible server (vLLM, Ollama, LM Studio, LiteLLM).
+    #[serde(rename = "openai")]
+    OpenAi,
+    Anthropic,
+    Gemini,
+    /// A provider memproxy does not speak; requests to it get 501.
+    Unsupported(String),
+}
+
+/// One entry of `model_list`: a deployment clients reach by `model_name`.
+#[derive(Debug, Serialize)]
+pub struct DeploymentConfig {
+    /// The name clients send (may contain `*` wildcards, as in LiteLLM).
+    pub model_name: String,
+    pub provider: ProviderKind,
+    /// The model name sent upstream (may contain `*`, replaced by the wildcard match).
+    pub upstream_model: String,
+    pub api_base: String,
+    pub api_key: Option<Secret<String>>,
+    /// Answer offline with this text instead of calling any upstream.
+    pub mock_response: Option<String>,
+    #[serde(serialize_with = "ser_secs")]
+    pub timeout: Duration,
+    /// Per-deployment retry count, overriding `router_settings.num_retries`.
+    pub max_retries: Option<u32>,
+    /// Load-balancing weight (LiteLLM's `weight`, else `rpm`, else 1).
+    pub weight: f64,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub api_version: Option<String>,
+    pub extra_headers: BTreeMap<String, String>,
+    /// Endpoints the deployment serves natively (LiteLLM `model_info.supported_endpoints`).
+    pub supported_endpoints: Option<Vec<String>>,
+    pub input_cost_per_token: Option<f64>,
+    pub output_cost_per_token: Option<f64>,
+    /// The api_base is a Supermemory router: memory is handled there, not injected here.
+    pub supermemory_router: bool,
+}
+
+fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+impl Config {
+    /// True when the server would listen on a loopback address only.
+    pub fn is_loopback(&self) -> bool {
+        let host = self
+            .server
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// Checks that the server may start as configured.
+    pub fn check_exposure(&self) -> Result<(), ConfigError> {
+        if self.master_key.is_none() && !self.is_loopback() {
+            return Err(invalid(
+                "general_settings.master_key",
+                format!(
+                    "refusing to listen on {} without a master key: anyone on the network could use \
+                     your providers and read every user's memory. Set general_settings.master_key \
+                     (e.g. `master_key: os.environ/LITELLM_MASTER_KEY`), or pass --master-key / \
+                     LITELLM_MASTER_KEY, or bind to 127.0.0.1",
+                    self.server.host
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Loads `path` (or the built-in defaults when `None`), resolves `os.environ/` references
+/// through `lookup`, applies `overrides`, and validates.
+pub fn load(
+    path: Option<&str>,
+    overrides: &Overrides,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let (text, origin) = match path {
+        Some(p) => (
+            std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_string(),
+                source,
+            })?,
+            p.to_string(),
+        ),
+        None => (
+            BUILTIN_CONFIG.to_string(),
+            "(built-in defaults)".to_string(),
+        ),
+    };
+    parse(&text, &origin, overrides, lookup)
+}
+
+/// Like [`load`], from YAML text; `origin` names it in errors.
+pub fn parse(
+    text: &str,
+    origin: &str,
+    overrides: &Overrides,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let mut tree: Value = if text.trim().is_empty() {
+        Value::Object(Default::default())
+    } else {
+        serde_saphyr::from_str(text).map_err(|e| ConfigError::Yaml {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })?
+    };
+    if tree.is_null() {
+        tree = Value::Object(Default::default());
+    }
+    env::resolve(&mut tree, lookup)?;
+
+    let mut warnings = Vec::new();
+    let raw: RawConfig = {
+        let mut on_unknown = |path: serde_ignored::Path<'_>| {
+            warnings.push(format!(
+                "unknown config key `{}` ignored",
+                path.to_string().trim_start_matches('?')
+            ))
+        };
+        let de = serde_ignored::Deserializer::new(&tree, &mut on_unknown);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            invalid(path, e.into_inner().to_string())
+        })?
+    };
+    validate(raw, overrides, lookup, warnings)
+}
+
+fn secs(v: f64, path: &str) -> Result<Duration, ConfigError> {
+    Duration::try_from_secs_f64(v)
+        .map_err(|_| invalid(path, "must be a non-negative number of seconds"))
+}
+
+fn validate(
+    raw: RawConfig,
+    overrides: &Overrides,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    mut warnings: Vec<String>,
+) -> Result<Config, ConfigError> {
+    let router = RouterSettings {
+        num_retries: raw
+            .router_settings
+            .num_retries
+            .or(raw.litellm_settings.num_retries)
+            .unwrap_or(2),
+        timeout: secs(
+            raw.router_settings
+                .timeout
+                .or(raw.litellm_settings.request_timeout)
+                .unwrap_or(DEFAULT_TIMEOUT_SECS),
+            "router_settings.timeout",
+        )?,
+        retry_after: secs(
+            raw.router_settings.retry_after.unwrap_or(0.0),
+            "router_settings.retry_after",
+        )?,
+        fallbacks: raw
+            .router_settings
+            .fallbacks
+            .or(raw.litellm_settings.fallbacks)
+            .unwrap_or_default()
+            .into_iter()
+            .flatten()
+            .collect(),
+    };
+    if let Some(strategy) = &raw.router_settings.routing_strategy {
+        if strategy != "simple-shuffle" {
+            warnings.push(format!(
+                "router_settings.routing_strategy `{strategy}` is not supported; using simple-shuffle"
+            ));
+        }
+    }
+
+    let mut models = Vec::with_capacity(raw.model_list.len());
+    for (i, m) in raw.model_list.into_iter().enumerate() {
+        models.push(deployment(i, m, &router, &mut warnings)?);
+    }
+    for (from, to) in &router.fallbacks {
+        for name in std::iter::once(from).chain(to) {
+            if !models.iter().any(|m| m.model_name == *name) {
+                warnings.push(format!(
+                    "router_settings.fallbacks names model `{name}` which is not in model_list"
+                ));
+            }
+        }
+    }
+
+    let identity = identity_config(raw.user_id_mappings)?;
+
+    let max_body_bytes = match (
+        raw.server.max_body_bytes,
+        raw.general_settings.max_request_size_mb,
+    ) {
+        (Some(b), _) => b,
+        (None, Some(mb)) if mb > 0.0 => (mb * 1024.0 * 1024.0) as usize,
+        _ => DEFAULT_MAX_BODY_BYTES,
+    };
+    let server = ServerSettings {
+        host: overrides
+            .host
+            .clone()
+            .or(raw.server.host)
+            .unwrap_or_else(|| "127.0.0.1".into()),
+        port: overrides.port.or(raw.server.port).unwrap_or(DEFAULT_PORT),
+        max_body_bytes,
+        upstream: overrides
+            .upstream
+            .clone()
+            .or(raw.server.upstream)
+            .map(|u| u.trim_end_matches('/').to_string()),
+        upstream_api_key: raw
+            .server
+            .upstream_api_key
+            .or_else(|| lookup("LITELLM_API_KEY"))
+            .map(Secret::new),
+    };
+    if let Some(u) = &server.upstream {
+        if !(u.starts_with("http://") || u.starts_with("https://")) {
+            return Err(invalid(
+                "server.upstream",
+                format!("`{u}` is not an http(s) URL"),
+            ));
+        }
+    }
+    let master_key = overrides
+        .master_key
+        .clone()
+        .or(raw.general_settings.master_key)
+        .filter(|k| !k.is_empty())
+        .map(Secret::new);
+
+    if raw.context_retrieval.is_some() || raw.tool_execution.is_some() || raw.memory.is_some() {
+        warnings.push(
+            "context_retrieval / tool_execution / memory sections are accepted but memory is not \
+             active in this build"
+                .into(),
+        );
+    }
+
+    Ok(Config {
+        server,
+        master_key,
+        database_url: raw.general_settings.database_url.map(Secret::new),
+        models,
+        router,
+        identity,
+        drop_params: raw.litellm_settings.drop_params.unwrap_or(false),
+        supermemory_api_key: lookup("SUPERMEMORY_API_KEY")
+            .filter(|k| !k.is_empty())
+            .map(Secret::new),
+        warnings,
+    })
+}
+
+fn default_api_base(provider: &str) -> Option<&'static str> {
+    Some(match provider {
+        "openai" => "https://api.openai.com/v1",
+        "anthropic" => "https://api.anthropic.com",
+        "gemini" => "https://generativelanguage.googleapis.com",
+        "groq" => "https://api.groq.com/openai/v1",
+        "deepseek" => "https://api.deepseek.com/v1",
+        "mistral" => "https://api.mistral.ai/v1",
+        "openrouter" => "https://openrouter.ai/api/v1",
+        "together_ai" => "https://api.together.xyz/v1",
+        "xai" => "https://api.x.ai/v1",
+        "fireworks_ai" => "https://api.fireworks.ai/inference/v1",
+        "ollama" | "ollama_chat" => "http://localhost:11434/v1",
+        "lm_studio" => "http://localhost:1234/v1",
+        _ => return None,
+    })
+}
+
+const OPENAI_COMPATIBLE: &[&str] = &[
+    "openai",
+    "hosted_vllm",
+    "vllm",
+    "lm_studio",
+    "litellm_proxy",
+    "openai_like",
+    "custom_openai",
+    "ollama",
+    "ollama_chat",
+    "groq",
+    "deepseek",
+    "mistral",
+    "openrouter",
+    "together_ai",
+    "xai",
+    "fireworks_ai",
+];
+
+fn deployment(
+    i: usize,
+    m: raw::RawModel,
+    router: &RouterSettings,
+    warnings: &mut Vec<String>,
+) -> Result<DeploymentConfig, ConfigError> {
+    let at = format!("model_list[{i}]");
+    if m.model_name.trim().is_empty() {
+        return Err(invalid(format!("{at}.model_name"), "must not be empty"));
+    }
+    let p = m.litellm_params;
+    let (prefix, name) = match p.model.split_once('/') {
+        Some((prefix, name)) => (prefix.to_string(), name.to_string()),
+        None => ("openai".to_string(), p.model.clone()),
+    };
+    let provider_name = p.custom_llm_provider.clone().unwrap_or(prefix.clone());
+    // With custom_llm_provider set, the whole `model` may be the upstream name.
+    let upstream_model = if p.custom_llm_provider.is_some() && prefix != provider_name {
+        p.model.clone()
+    } else {
+        name
+    };
+    let provider = if OPENAI_COMPATIBLE.contains(&provider_name.as_str()) {
+        ProviderKind::OpenAi
+    } else if provider_name == "anthropic" {
+        ProviderKind::Anthropic
+    } else if provider_name == "gemini" {
+        ProviderKind::Gemini
+    } else {
+        if p.mock_response.is_none() {
+            warnings.push(format!(
+                "{at}.litellm_params.model: provider `{provider_name}` is not supported; requests to \
+                 `{}` will fail with 501",
+                m.model_name
+            ));
+        }
+        ProviderKind::Unsupported(provider_name.clone())
+    };
+    let api_base = match p.api_base {
+        Some(b) => b.trim_end_matches('/').to_string(),
+        None => default_api_base(&provider_name).unwrap_or("").to_string(),
+    };
+    if api_base.is_empty()
+        && p.mock_response.is_none()
+        && !matches!(provider, ProviderKind::Unsupported(_))
+    {
+        return Err(invalid(
+            format!("{at}.litellm_params.api_base"),
+            format!("provider `{provider_name}` has no default endpoint; set api_base"),
+        ));
+    }
+    if !api_base.is_empty()
+        && !(api_base.starts_with("http://") || api_base.starts_with("https://"))
+    {
+        return Err(invalid(
+            format!("{at}.litellm_params.api_base"),
+            format!("`{api_base}` is not an http(s) URL"),
+        ));
+    }
+    let timeout = match p.timeout.or(p.stream_timeout) {
+        Some(t) => secs(t, &format!("{at}.litellm_params.timeout"))?,
+        None => router.timeout,
+    };
+    let mut extra_headers = p.extra_headers.unwrap_or_default();
+    if let Some(org) = p.organization {
+        extra_headers.insert("OpenAI-Organization".into(), org);
+    }
+    for name in extra_headers.keys() {
+        if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(invalid(
+                format!("{at}.litellm_params.extra_headers"),
+                format!("`{name}` is not a valid header name"),
+            ));
+        }
+    }
+    let weight = p.weight.or(p.rpm.map(|r| r as f64)).unwrap_or(1.0);
+    if weight.is_nan() || weight <= 0.0 {
+        return Err(invalid(
+            format!("{at}.litellm_params.weight"),
+            "must be positive",
+        ));
+    }
+    let info = m.model_info;
+    Ok(DeploymentConfig {
+        supermemory_router: api_base.contains("supermemory.ai"),
+        model_name: m.model_name,
+        provider,
+        upstream_model,
+        api_base,
+        api_key: p.api_key.filter(|k| !k.is_empty()).map(Secret::new),
+        mock_response: p.mock_response,
+        timeout,
+        max_retries: p.max_retries,
+        weight,
+        rpm: p.rpm,
+        tpm: p.tpm,
+        api_version: p.api_version,
+        extra_headers,
+        supported_endpoints: info.as_ref().and_then(|i| i.supported_endpoints.clone()),
+        input_cost_per_token: info.as_ref().and_then(|i| i.input_cost_per_token),
+        output_cost_per_token: info.as_ref().and_then(|i| i.output_cost_per_token),
+    })
+}
+
+/// Built-in client patterns, used when the config has no `header_patterns`.
+const BUILTIN_PATTERNS: &[(&str, &str, &str)] = &[
+    ("user-agent", "OpenAIClientImpl/Java", "pycharm-ai"),
+    ("user-agent", "^Claude Code|claude-cli", "claude-code"),
+    ("user-agent", "^codex_(exec|cli_rs)", "codex"),
+];
+
+fn compile(pattern: &str, path: &str) -> Result<Regex, ConfigError> {
+    RegexBuilder::new(pattern)
+        .case_insensitive(true)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| invalid(path, format!("invalid regex `{pattern}`: {e}")))
+}
+
+fn header_name(name: &str, path: &str) -> Result<axum::http::HeaderName, ConfigError> {
+    axum::http::HeaderName::from_bytes(name.trim().to_ascii_lowercase().as_bytes())
+        .map_err(|_| invalid(path, format!("`{name}` is not a valid header name")))
+}
+
+fn identity_config(raw: Option<raw::RawUserIdMappings>) -> Result<IdentityConfig, ConfigError> {
+    let raw = raw.unwrap_or(raw::RawUserIdMappings {
+        custom_header: None,
+        header_patterns: None,
+        default_user_id: None,
+    });
+    let custom_header = header_name(
+        raw.custom_header.as_deref().unwrap_or("x-memory-user-id"),
+        "user_id_mappings.custom_header",
+    )?;
+    let patterns = match raw.header_patterns {
+        Some(list) => list
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let at = format!("user_id_mappings.header_patterns[{i}]");
+                validate_user_id(&p.user_id)
+                    .map_err(|e| invalid(format!("{at}.user_id"), e.to_string()))?;
+                Ok(HeaderPattern {
+                    header: header_name(&p.header, &format!("{at}.header"))?,
+                    regex: compile(&p.pattern, &format!("{at}.pattern"))?,
+                    user_id: p.user_id,
+                })
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?,
+        None => BUILTIN_PATTERNS
+            .iter()
+            .map(|(h, p, u)| {
+                Ok(HeaderPattern {
+                    header: header_name(h, "builtin")?,
+                    regex: compile(p, "builtin")?,
+                    user_id: (*u).to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?,
+    };
+    let default_user_id = raw.default_user_id.unwrap_or_else(|| "default-dev".into());
+    validate_user_id(&default_user_id)
+        .map_err(|e| invalid("user_id_mappings.default_user_id", e.to_string()))?;
+    Ok(IdentityConfig {
+        custom_header,
+        patterns,
+        default_user_id,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,120 @@
+//! The `config.yaml` schema as written by users: LiteLLM's keys plus memproxy's own
+//! sections. Only parsing lives here; `super::load` validates it into [`super::Config`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub model_list: Vec<RawModel>,
+    #[serde(default)]
+    pub general_settings: RawGeneral,
+    #[serde(default)]
+    pub router_settings: RawRouter,
+    #[serde(default)]
+    pub litellm_settings: RawLitellm,
+    pub user_id_mappings: Option<RawUserIdMappings>,
+    #[serde(default)]
+    pub server: RawServer,
+    /// Sections of later features, accepted so that existing configs keep loading.
+    pub context_retrieval: Option<Value>,
+    pub tool_execution: Option<Value>,
+    pub memory: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawModel {
+    pub model_name: String,
+    pub litellm_params: RawParams,
+    #[serde(default)]
+    pub model_info: Option<RawModelInfo>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawParams {
+    pub model: String,
+    pub api_base: Option<String>,
+    pub api_key: Option<String>,
+    pub custom_llm_provider: Option<String>,
+    pub mock_response: Option<String>,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub timeout: Option<f64>,
+    pub stream_timeout: Option<f64>,
+    pub max_retries: Option<u32>,
+    pub weight: Option<f64>,
+    pub api_version: Option<String>,
+    pub organization: Option<String>,
+    pub extra_headers: Option<BTreeMap<String, String>>,
+    #[expect(
+        dead_code,
+        reason = "accepted LiteLLM key; translation honours the global drop_params"
+    )]
+    pub drop_params: Option<bool>,
+}
+
+/// LiteLLM's `model_info`; the fields not read yet are accepted so configs load cleanly.
+#[derive(Debug, Deserialize)]
+#[expect(dead_code, reason = "accepted LiteLLM keys, read by later features")]
+pub struct RawModelInfo {
+    pub id: Option<String>,
+    pub supported_endpoints: Option<Vec<String>>,
+    pub input_cost_per_token: Option<f64>,
+    pub output_cost_per_token: Option<f64>,
+    pub mode: Option<String>,
+    pub base_model: Option<String>,
+    pub max_tokens: Option<u64>,
+    pub max_input_tokens: Option<u64>,
+    pub max_output_tokens: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawGeneral {
+    pub master_key: Option<String>,
+    pub database_url: Option<String>,
+    /// LiteLLM's request size limit in megabytes.
+    pub max_request_size_mb: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRouter {
+    pub num_retries: Option<u32>,
+    pub timeout: Option<f64>,
+    pub fallbacks: Option<Vec<BTreeMap<String, Vec<String>>>>,
+    pub retry_after: Option<f64>,
+    pub routing_strategy: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawLitellm {
+    pub drop_params: Option<bool>,
+    pub num_retries: Option<u32>,
+    pub request_timeout: Option<f64>,
+    pub fallbacks: Option<Vec<BTreeMap<String, Vec<String>>>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawUserIdMappings {
+    pub custom_header: Option<String>,
+    pub header_patterns: Option<Vec<RawHeaderPattern>>,
+    pub default_user_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawHeaderPattern {
+    pub header: String,
+    pub pattern: String,
+    pub user_id: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawServer {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub upstream: Option<String>,
+    pub upstream_api_key: Option<String>,
+    pub max_body_bytes: Option<usize>,
+}

@@ -1,0 +1,25 @@
+//! memproxy: a memory gateway between AI clients and LLM providers.
+//!
+//! # Layout
+//! - [`config`]: LiteLLM-compatible `config.yaml`, env references, precedence, validation.
+//! - [`server`]: the HTTP app (route table, gateway middleware, handlers, error mapping).
+//! - [`auth`]: master-key authentication.
+//! - [`identity`]: client detection → `user_id` (memory scope).
+//! - [`protocol`]: client wire formats; the OpenAI chat shape is the internal representation.
+//! - [`routing`]: model name → deployments, load balancing, retries, fallbacks.
+//! - [`providers`]: one file per provider behind one interface.
+//! - [`telemetry`]: JSON logging.
+//!
+//! A request's path: `server::routes` → `server::middleware::gateway` (request id, auth,
+//! identity) → `server::chat` → `routing::ModelRouter::chat` → `providers::*`.
+
+pub mod auth;
+pub mod config;
+pub mod identity;
+pub mod protocol;
+pub mod providers;
+pub mod routing;
+pub mod server;
+pub mod telemetry;
+
+pub use server::{router, serve, AppState};

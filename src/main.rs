@@ -1,0 +1,182 @@
+//! The `memproxy` binary: parses the command line, loads the config, serves.
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use memproxy::config::{self, Overrides};
+
+#[derive(Parser)]
+#[command(
+    name = "memproxy",
+    version,
+    about = "A memory gateway for AI clients and LLM providers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the proxy (the default command).
+    Serve(ServeArgs),
+    /// Validate a config file and print it resolved, secrets masked.
+    CheckConfig {
+        /// The config file to check.
+        file: String,
+        #[command(flatten)]
+        args: ServeArgs,
+    },
+}
+
+#[derive(Args, Clone, Default)]
+struct ServeArgs {
+    /// LiteLLM-style config.yaml; without it, built-in offline defaults are used.
+    #[arg(long, env = "LITELLM_CONFIG_PATH")]
+    config: Option<String>,
+    /// Address to listen on.
+    #[arg(long, env = "PROXY_HOST")]
+    host: Option<String>,
+    /// Port to listen on (default 8764).
+    #[arg(long, env = "PROXY_PORT")]
+    port: Option<u16>,
+    /// Upstream mode: forward every model request to this OpenAI-compatible gateway.
+    #[arg(long, env = "LITELLM_BASE_URL")]
+    upstream: Option<String>,
+    /// Master key (overrides general_settings.master_key).
+    #[arg(long, env = "LITELLM_MASTER_KEY", hide_env_values = true)]
+    master_key: Option<String>,
+    /// Log level or filter (trace, debug, info, warn, error).
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    log_level: String,
+}
+
+impl ServeArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            host: self.host.clone(),
+            port: self.port,
+            upstream: self.upstream.clone(),
+            master_key: self.master_key.clone(),
+        }
+    }
+}
+
+fn env_lookup(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::CheckConfig { file, args }) => check_config(&file, &args),
+        Some(Command::Serve(args)) => run(args),
+        None => run(cli.serve),
+    }
+}
+
+#[expect(clippy::print_stdout, clippy::print_stderr, reason = "CLI output")]
+fn check_config(file: &str, args: &ServeArgs) -> ExitCode {
+    match config::load(Some(file), &args.overrides(), &env_lookup) {
+        Ok(cfg) => {
+            for w in &cfg.warnings {
+                eprintln!("warning: {w}");
+            }
+            if let Err(e) = cfg.check_exposure() {
+                eprintln!("warning: {e}");
+            }
+            println!("{}", serde_json::to_string_pretty(&cfg).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[expect(clippy::print_stderr, reason = "start-up errors before logging is up")]
+fn run(args: ServeArgs) -> ExitCode {
+    memproxy::telemetry::init_logging(&args.log_level);
+    let cfg = match config::load(args.config.as_deref(), &args.overrides(), &env_lookup)
+        .and_then(|c| c.check_exposure().map(|()| c))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
+    if cfg.master_key.is_none() {
+        tracing::warn!(
+            "NO MASTER KEY: every local process can use this proxy without a key. Set \
+             general_settings.master_key (or LITELLM_MASTER_KEY) before sharing it."
+        );
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let addr = format!("{}:{}", cfg.server.host, cfg.server.port);
+        let listener = match tokio::net::TcpListener::bind(&addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: cannot listen on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let models: Vec<String> = cfg.models.iter().map(|m| m.model_name.clone()).collect();
+        let state = match memproxy::AppState::new(cfg) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(address = %addr, models = ?models, "memproxy listening");
+        match memproxy::serve(listener, state, shutdown_signal()).await {
+            Ok(()) => {
+                tracing::info!("memproxy stopped");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "server failed");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}

@@ -1,0 +1,363 @@
+//! OpenAI chat completions: the request kept as raw JSON members (no `Value` tree, fields
+//! the gateway does not know pass through byte for byte), and small typed views of the
+//! parts the gateway reads (model, stream, messages, usage, chunk deltas).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Why a request body is not a usable chat completions request.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("request body is not valid JSON: {0}")]
+    Json(String),
+    #[error("request body must be a JSON object")]
+    NotObject,
+    #[error("missing required field `{0}`")]
+    Missing(&'static str),
+    #[error("field `{field}` {expected}")]
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+    },
+}
+
+/// A chat completions request: its members in order, borrowed from the request bytes
+/// where possible, plus the few fields the gateway itself needs.
+#[derive(Debug, Clone)]
+pub struct ChatBody<'a> {
+    members: Vec<(Cow<'a, str>, Cow<'a, RawValue>)>,
+    /// The requested `model`.
+    pub model: String,
+    /// Whether the client asked for a stream.
+    pub stream: bool,
+}
+
+struct Members<'a>(Vec<(Cow<'a, str>, Cow<'a, RawValue>)>);
+
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+                    let v: &'de RawValue = map.next_value()?;
+                    // A repeated key: the last one wins, as in most JSON parsers.
+                    if let Some(slot) = out.iter_mut().find(|(ek, _): &&mut (Cow<str>, _)| *ek == k)
+                    {
+                        slot.1 = Cow::Borrowed(v);
+                    } else {
+                        out.push((k, Cow::Borrowed(v)));
+                    }
+                }
+                Ok(Members(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// The parts of a message the gateway reads; everything else stays raw.
+#[derive(Debug, Deserialize)]
+pub struct MessageView<'a> {
+    #[serde(borrow)]
+    pub role: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub content: Option<&'a RawValue>,
+}
+
+impl<'a> ChatBody<'a> {
+    /// Parses and validates a request body without building a JSON tree.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, BodyError> {
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if first != Some(&b'{') {
+            // Distinguish "not JSON" from "JSON but not an object" for a clearer message.
+            return match serde_json::from_slice::<&RawValue>(bytes) {
+                Ok(_) => Err(BodyError::NotObject),
+                Err(e) => Err(BodyError::Json(e.to_string())),
+            };
+        }
+        let Members(members) =
+            serde_json::from_slice(bytes).map_err(|e| BodyError::Json(e.to_string()))?;
+        let mut body = ChatBody {
+            members,
+            model: String::new(),
+            stream: false,
+        };
+        body.model = match body.get("model") {
+            None => return Err(BodyError::Missing("model")),
+            Some(raw) => match serde_json::from_str::<Cow<str>>(raw.get()) {
+                Ok(m) if !m.trim().is_empty() => m.into_owned(),
+                Ok(_) => {
+                    return Err(BodyError::WrongType {
+                        field: "model",
+                        expected: "must not be empty",
+                    })
+                }
+                Err(_) => {
+                    return Err(BodyError::WrongType {
+                        field: "model",
+                        expected: "must be a string",
+                    })
+                }
+            },
+        };
+        body.stream = match body.get("stream").map(|r| r.get()) {
+            None | Some("null") | Some("false") => false,
+            Some("true") => true,
+            Some(_) => {
+                return Err(BodyError::WrongType {
+                    field: "stream",
+                    expected: "must be a boolean",
+                })
+            }
+        };
+        body.validate_messages()?;
+        Ok(body)
+    }
+
+    fn validate_messages(&self) -> Result<(), BodyError> {
+        let raw = self.get("messages").ok_or(BodyError::Missing("messages"))?;
+        let wrong = BodyError::WrongType {
+            field: "messages",
+            expected: "must be a non-empty array of objects, each with a string `role`",
+        };
+        let list: Vec<MessageView> = serde_json::from_str(raw.get()).map_err(|_| wrong)?;
+        if list.is_empty() {
+            return Err(BodyError::WrongType {
+                field: "messages",
+                expected: "must not be empty",
+            });
+        }
+        Ok(())
+    }
+
+    /// The raw JSON of a top-level member.
+    pub fn get(&self, key: &str) -> Option<&RawValue> {
+        self.members
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_ref())
+    }
+
+    /// Sets (or adds) a top-level member.
+    pub fn set(&mut self, key: &str, value: Box<RawValue>) {
+        match self.members.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => slot.1 = Cow::Owned(value),
+            None => self
+                .members
+                .push((Cow::Owned(key.to_string()), Cow::Owned(value))),
+        }
+    }
+
+    /// Removes a top-level member.
+    pub fn remove(&mut self, key: &str) {
+        self.members.retain(|(k, _)| k != key);
+    }
+
+    /// The messages, typed just enough to read roles and content.
+    pub fn messages(&self) -> Vec<MessageView<'_>> {
+        self.get("messages")
+            .and_then(|raw| serde_json::from_str(raw.get()).ok())
+            .unwrap_or_default()
+    }
+
+    /// Serializes the request for an OpenAI-compatible upstream: `model` replaced by the
+    /// upstream's name and, for streams, usage requested in the final chunk. Returns the
+    /// bytes and whether usage reporting was added by the gateway (not asked by the client).
+    pub fn to_upstream(&self, upstream_model: &str) -> (Vec<u8>, bool) {
+        let mut out = Vec::with_capacity(
+            self.members
+                .iter()
+                .map(|(k, v)| k.len() + v.get().len() + 4)
+                .sum::<usize>()
+                + 64,
+        );
+        out.push(b'{');
+        let mut first = true;
+        let mut usage_added = false;
+        let mut push_member = |out: &mut Vec<u8>, key: &str, value: &str| {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            write_json_str(out, key);
+            out.push(b':');
+            out.extend_from_slice(value.as_bytes());
+        };
+        for (k, v) in &self.members {
+            match k.as_ref() {
+                "model" => {
+                    let mut m = Vec::with_capacity(upstream_model.len() + 2);
+                    write_json_str(&mut m, upstream_model);
+                    push_member(&mut out, k, std::str::from_utf8(&m).unwrap_or("\"\""));
+                }
+                "stream_options" if self.stream => {
+                    let mut opts: serde_json::Map<String, serde_json::Value> =
+                        serde_json::from_str(v.get()).unwrap_or_default();
+                    if opts.get("include_usage") != Some(&serde_json::Value::Bool(true)) {
+                        opts.insert("include_usage".into(), true.into());
+                        usage_added = true;
+                    }
+                    let text = serde_json::to_string(&opts).unwrap_or_else(|_| "{}".into());
+                    push_member(&mut out, k, &text);
+                }
+                _ => push_member(&mut out, k, v.get()),
+            }
+        }
+        if self.stream && self.get("stream_options").is_none() {
+            push_member(&mut out, "stream_options", r#"{"include_usage":true}"#);
+            usage_added = true;
+        }
+        out.push(b'}');
+        (out, usage_added)
+    }
+}
+
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    // Serializing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// Token counts as OpenAI reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub total_tokens: u64,
+}
+
+/// The parts of a non-streamed chat completion the gateway reads.
+#[derive(Debug, Deserialize)]
+pub struct CompletionView<'a> {
+    #[serde(default)]
+    pub usage: Option<Usage>,
+    #[serde(borrow, default)]
+    pub choices: Vec<ChoiceView<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChoiceView<'a> {
+    #[serde(borrow, default)]
+    pub message: Option<MessageView<'a>>,
+    #[serde(borrow, default)]
+    pub delta: Option<DeltaView<'a>>,
+    #[serde(borrow, default)]
+    pub finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeltaView<'a> {
+    #[serde(borrow, default)]
+    pub content: Option<Cow<'a, str>>,
+}
+
+/// The parts of one streamed chunk the gateway reads.
+#[derive(Debug, Deserialize)]
+pub struct ChunkView<'a> {
+    #[serde(default)]
+    pub usage: Option<Usage>,
+    #[serde(borrow, default)]
+    pub choices: Vec<ChoiceView<'a>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_unknown_fields_and_order() {
+        let src = br#"{"model":"gpt-4","messages":[{"role":"user","content":"hi"}],"x_custom":{"a":[1,2]},"temperature":0.5}"#;
+        let body = ChatBody::parse(src).unwrap();
+        assert_eq!(body.model, "gpt-4");
+        let (out, added) = body.to_upstream("gpt-4-0613");
+        assert!(!added);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"model":"gpt-4-0613","messages":[{"role":"user","content":"hi"}],"x_custom":{"a":[1,2]},"temperature":0.5}"#
+        );
+    }
+
+    #[test]
+    fn streams_request_usage() {
+        let body = ChatBody::parse(
+            br#"{"model":"m","stream":true,"messages":[{"role":"user","content":"x"}]}"#,
+        )
+        .unwrap();
+        let (out, added) = body.to_upstream("m");
+        assert!(added);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+
+        let body = ChatBody::parse(br#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"x"}]}"#).unwrap();
+        assert!(!body.to_upstream("m").1);
+    }
+
+    #[test]
+    fn rejects_bad_shapes_clearly() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"{not json", "not valid JSON"),
+            (b"[1,2]", "must be a JSON object"),
+            (
+                br#"{"messages":[{"role":"user","content":"x"}]}"#,
+                "missing required field `model`",
+            ),
+            (br#"{"model":5,"messages":[]}"#, "`model` must be a string"),
+            (
+                br#"{"model":"m","stream":"yes","messages":[{"role":"user"}]}"#,
+                "`stream` must be a boolean",
+            ),
+            (br#"{"model":"m","messages":"hi"}"#, "`messages`"),
+            (br#"{"model":"m","messages":[]}"#, "must not be empty"),
+            (b"{\"model\":\"m\xff\",\"messages\":[]}", "not valid JSON"),
+        ];
+        for (input, want) in cases {
+            let err = ChatBody::parse(input).unwrap_err().to_string();
+            assert!(
+                err.contains(want),
+                "{:?}: {err}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[test]
+    fn escaped_keys_and_duplicates() {
+        let body =
+            ChatBody::parse(br#"{"mo\u0064el":"a","model":"b","messages":[{"role":"user"}]}"#)
+                .unwrap();
+        assert_eq!(body.model, "b");
+    }
+}

@@ -1,0 +1,151 @@
+//! LLM providers behind one interface. Each provider lives in one file with its wire
+//! types private to it; [`Provider`] dispatches to them. Every provider takes the internal
+//! request ([`ChatBody`], OpenAI chat shape) and answers with a [`Reply`] in that shape.
+
+mod mock;
+mod openai;
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use bytes::Bytes;
+use futures_util::Stream;
+
+use crate::config::{Config, DeploymentConfig, ProviderKind};
+use crate::protocol::chat::{ChatBody, Usage};
+
+/// A stream of chat-completion chunk payloads (the JSON after `data: `), ending where the
+/// upstream sent `[DONE]` or closed.
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Bytes, ProviderError>> + Send>>;
+
+/// A provider's answer.
+pub enum Reply {
+    /// A complete chat completion (OpenAI JSON) and its usage.
+    Complete { body: Bytes, usage: Option<Usage> },
+    /// A stream; `usage_added` says usage reporting was requested by the gateway, so a
+    /// usage-only final chunk is not meant for the client.
+    Stream {
+        chunks: ChunkStream,
+        usage_added: bool,
+    },
+}
+
+/// Why a provider call failed. Each variant knows whether a retry may help.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    #[error("cannot reach upstream {upstream}: {message}")]
+    Connect { upstream: String, message: String },
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The upstream answered with an error status; its message is passed on.
+    #[error("{message}")]
+    Status {
+        status: StatusCode,
+        message: String,
+        kind: Option<String>,
+        code: Option<String>,
+    },
+    #[error("upstream sent a malformed response: {0}")]
+    BadResponse(String),
+    #[error("{0}")]
+    NotSupported(String),
+}
+
+impl ProviderError {
+    /// 429, 5xx, connection failures and timeouts may succeed on another attempt.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ProviderError::Connect { .. } | ProviderError::Timeout(_) => true,
+            ProviderError::Status { status, .. } => {
+                *status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+            }
+            ProviderError::BadResponse(_) | ProviderError::NotSupported(_) => false,
+        }
+    }
+
+    /// Errors after which another model group (a fallback) may succeed.
+    pub fn allows_fallback(&self) -> bool {
+        self.is_retryable()
+            || matches!(self, ProviderError::Status { status, .. }
+                if *status == StatusCode::UNAUTHORIZED || *status == StatusCode::FORBIDDEN)
+    }
+}
+
+/// Who a call is made for; providers use it for per-user headers and sessions.
+pub struct CallContext<'a> {
+    pub user_id: &'a str,
+    pub request_id: &'a str,
+    /// The client's credentials, forwarded in upstream mode when no upstream key is set.
+    pub client_authorization: Option<&'a str>,
+}
+
+/// Process-wide values providers need (shared HTTP settings, Supermemory key).
+pub struct ProviderEnv {
+    pub http: reqwest::Client,
+    pub supermemory_api_key: Option<String>,
+}
+
+impl ProviderEnv {
+    /// Builds the shared upstream HTTP client (rustls with the ring provider).
+    pub fn new(config: &Config) -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            http: http_client(false)?,
+            supermemory_api_key: config
+                .supermemory_api_key
+                .as_ref()
+                .map(|k| k.expose().clone()),
+        })
+    }
+}
+
+pub(crate) fn http_client(cookies: bool) -> Result<reqwest::Client, reqwest::Error> {
+    // Installing twice is harmless: the second call reports the first provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(10))
+        .cookie_store(cookies)
+        .build()
+}
+
+/// The provider implementation of one deployment.
+pub enum Provider {
+    OpenAi(openai::OpenAi),
+    Mock(mock::Mock),
+    Unsupported(String),
+}
+
+impl Provider {
+    /// Builds the provider for a deployment.
+    pub fn new(cfg: &DeploymentConfig, env: &ProviderEnv) -> Self {
+        if let Some(text) = &cfg.mock_response {
+            return Provider::Mock(mock::Mock::new(text.clone()));
+        }
+        match &cfg.provider {
+            ProviderKind::OpenAi => Provider::OpenAi(openai::OpenAi::new(cfg, env)),
+            ProviderKind::Anthropic => Provider::Unsupported("anthropic".into()),
+            ProviderKind::Gemini => Provider::Unsupported("gemini".into()),
+            ProviderKind::Unsupported(name) => Provider::Unsupported(name.clone()),
+        }
+    }
+
+    /// Sends a chat request; `upstream_model` is the provider's name for the model.
+    pub async fn chat(
+        &self,
+        cfg: &DeploymentConfig,
+        body: &ChatBody<'_>,
+        upstream_model: &str,
+        ctx: &CallContext<'_>,
+    ) -> Result<Reply, ProviderError> {
+        match self {
+            Provider::OpenAi(p) => p.chat(cfg, body, upstream_model, ctx).await,
+            Provider::Mock(p) => Ok(p.chat(body, upstream_model)),
+            Provider::Unsupported(name) => Err(ProviderError::NotSupported(format!(
+                "provider `{name}` (model `{}`) is not supported by this build of memproxy",
+                cfg.model_name
+            ))),
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! Model routing: maps a requested model name to its deployments (exact names, LiteLLM
+//! `*` wildcards, or the single upstream of upstream mode), load-balances between them
+//! (weighted shuffle), retries retryable failures and then tries `fallbacks`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Config, DeploymentConfig, ProviderKind};
+use crate::protocol::chat::ChatBody;
+use crate::providers::{CallContext, Provider, ProviderEnv, ProviderError, Reply};
+
+/// The `model_name` of the synthetic deployment used in upstream mode.
+pub const UPSTREAM_MODE_MODEL: &str = "(upstream)";
+
+/// A configured deployment and its provider.
+pub struct Deployment {
+    pub config: DeploymentConfig,
+    provider: Provider,
+}
+
+/// Why a request could not be routed or answered.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("model `{model}` is not configured; available models: {}", available.join(", "))]
+    UnknownModel {
+        model: String,
+        available: Vec<String>,
+    },
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+}
+
+/// A successful call: the reply and what produced it.
+pub struct Routed {
+    pub reply: Reply,
+    pub deployment: Arc<Deployment>,
+    /// Upstream calls made, retries and fallbacks included.
+    pub attempts: u32,
+}
+
+struct Group {
+    deployments: Vec<Arc<Deployment>>,
+    total_weight: f64,
+}
+
+/// Deployments by model name, with the retry and fallback policy.
+pub struct ModelRouter {
+    groups: HashMap<String, Group>,
+    wildcards: Vec<(String, Group)>,
+    names: Vec<String>,
+    fallbacks: BTreeMap<String, Vec<String>>,
+    num_retries: u32,
+    retry_after: Duration,
+    upstream: Option<Arc<Deployment>>,
+}
+
+impl Group {
+    fn new(deployments: Vec<Arc<Deployment>>) -> Self {
+        let total_weight = deployments.iter().map(|d| d.config.weight).sum();
+        Self {
+            deployments,
+            total_weight,
+        }
+    }
+
+    /// Weighted random choice, preferring deployments not tried yet for this request.
+    fn pick(&self, tried: &[usize]) -> usize {
+        let n = self.deployments.len();
+        if n == 1 {
+            return 0;
+        }
+        let fresh = |i: &usize| !tried.contains(i);
+        let candidates: f64 = (0..n)
+            .filter(fresh)
+            .map(|i| self.deployments[i].config.weight)
+            .sum();
+        let (pool_weight, only_fresh) = if candidates > 0.0 {
+            (candidates, true)
+        } else {
+            (self.total_weight, false)
+        };
+        let mut x = fastrand::f64() * pool_weight;
+        for i in 0..n {
+            if only_fresh && tried.contains(&i) {
+                continue;
+            }
+            x -= self.deployments[i].config.weight;
+            if x <= 0.0 {
+                return i;
+            }
+        }
+        (0..n).rev().find(|i| !only_fresh || fresh(i)).unwrap_or(0)
+    }
+}
+
+fn wildcard_match<'m>(pattern: &str, model: &'m str) -> Option<&'m str> {
+    let (prefix, suffix) = pattern.split_once('*')?;
+    if model.len() >= prefix.len() + suffix.len()
+        && model.starts_with(prefix)
+        && model.ends_with(suffix)
+    {
+        Some(&model[prefix.len()..model.len() - suffix.len()])
+    } else {
+        None
+    }
+}
+
+impl ModelRouter {
+    /// Builds the router from the config's model list (which it takes over).
+    pub fn new(config: &mut Config, env: &ProviderEnv) -> Self {
+        let mut by_name: Vec<(String, Vec<Arc<Deployment>>)> = Vec::new();
+        for cfg in std::mem::take(&mut config.models) {
+            let dep = Arc::new(Deployment {
+                provider: Provider::new(&cfg, env),
+                config: cfg,
+            });
+            match by_name
+                .iter_mut()
+                .find(|(n, _)| *n == dep.config.model_name)
+            {
+                Some((_, list)) => list.push(dep),
+                None => by_name.push((dep.config.model_name.clone(), vec![dep])),
+            }
+        }
+        let names = by_name.iter().map(|(n, _)| n.clone()).collect();
+        let mut groups = HashMap::new();
+        let mut wildcards = Vec::new();
+        for (name, list) in by_name {
+            if name.contains('*') {
+                wildcards.push((name, Group::new(list)));
+            } else {
+                groups.insert(name, Group::new(list));
+            }
+        }
+        let upstream = config.server.upstream.as_ref().map(|url| {
+            let cfg = DeploymentConfig {
+                model_name: UPSTREAM_MODE_MODEL.into(),
+                provider: ProviderKind::OpenAi,
+                upstream_model: "*".into(),
+                api_base: url.clone(),
+                api_key: config.server.upstream_api_key.clone(),
+                mock_response: None,
+                timeout: config.router.timeout,
+                max_retries: None,
+                weight: 1.0,
+                rpm: None,
+                tpm: None,
+                api_version: None,
+                extra_headers: Default::default(),
+                supported_endpoints: None,
+                input_cost_per_token: None,
+                output_cost_per_token: None,
+                supermemory_router: false,
+            };
+            Arc::new(Deployment {
+                provider: Provider::new(&cfg, env),
+                config: cfg,
+            })
+        });
+        Self {
+            groups,
+            wildcards,
+            names,
+            fallbacks: config.router.fallbacks.clone(),
+            num_retries: config.router.num_retries,
+            retry_after: config.router.retry_after,
+            upstream,
+        }
+    }
+
+    /// Model names clients may request, in config order.
+    pub fn model_names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Whether requests for `model` can be routed.
+    pub fn knows(&self, model: &str) -> bool {
+        self.upstream.is_some() || self.lookup(model).is_some()
+    }
+
+    /// The deployments serving `model`, if any.
+    pub fn deployments(&self, model: &str) -> Vec<Arc<Deployment>> {
+        if let Some(up) = &self.upstream {
+            return vec![up.clone()];
+        }
+        self.lookup(model)
+            .map(|(g, _)| g.deployments.clone())
+            .unwrap_or_default()
+    }
+
+    fn lookup<'m>(&self, model: &'m str) -> Option<(&Group, Option<&'m str>)> {
+        if let Some(g) = self.groups.get(model) {
+            return Some((g, None));
+        }
+        self.wildcards
+            .iter()
+            .find_map(|(p, g)| wildcard_match(p, model).map(|m| (g, Some(m))))
+    }
+
+    fn unknown(&self, model: &str) -> RouteError {
+        RouteError::UnknownModel {
+            model: model.to_string(),
+            available: self.names.clone(),
+        }
+    }
+
+    /// Sends the request to a deployment of its model, with retries and fallbacks.
+    pub async fn chat(
+        &self,
+        body: &ChatBody<'_>,
+        ctx: &CallContext<'_>,
+    ) -> Result<Routed, RouteError> {
+        if let Some(up) = &self.upstream {
+            return self.try_group_upstream(up, body, ctx).await;
+        }
+        let requested = body.model.as_str();
+        if self.lookup(requested).is_none() {
+            return Err(self.unknown(requested));
+        }
+        let chain = std::iter::once(requested).chain(
+            self.fallbacks
+                .get(requested)
+                .into_iter()
+                .flatten()
+                .map(String::as_str),
+        );
+        let mut attempts = 0;
+        let mut last: Option<ProviderError> = None;
+        for model in chain {
+            let Some((group, wildcard)) = self.lookup(model) else {
+                tracing::warn!(model, "fallback model is not configured; skipped");
+                continue;
+            };
+            if model != requested {
+                tracing::info!(from = requested, to = model, "falling back");
+            }
+            let mut tried = Vec::new();
+            let first = group.pick(&tried);
+            let retries = group.deployments[first]
+                .config
+                .max_retries
+                .unwrap_or(self.num_retries);
+            let mut idx = first;
+            for attempt in 0..=retries {
+                if attempt > 0 {
+                    idx = group.pick(&tried);
+                    if !self.retry_after.is_zero() {
+                        tokio::time::sleep(self.retry_after).await;
+                    }
+                }
+                tried.push(idx);
+                let dep = &group.deployments[idx];
+                let upstream_model = match wildcard {
+                    Some(m) if dep.config.upstream_model.contains('*') => {
+                        dep.config.upstream_model.replace('*', m)
+                    }
+                    _ => dep.config.upstream_model.clone(),
+                };
+                attempts += 1;
+                match dep
+                    .provider
+                    .chat(&dep.config, body, &upstream_model, ctx)
+                    .await
+                {
+                    Ok(reply) => {
+                        return Ok(Routed {
+                            reply,
+                            deployment: dep.clone(),
+                            attempts,
+                        })
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            request_id = ctx.request_id,
+                            model,
+                            api_base = %dep.config.api_base,
+                            attempt,
+                            error = %e,
+                            "upstream call failed"
+                        );
+                        let retry = e.is_retryable();
+                        last = Some(e);
+                        if !retry {
+                            break;
+                        }
+                    }
+                }
+            }
+            if !last.as_ref().is_some_and(ProviderError::allows_fallback) {
+                break;
+            }
+        }
+        Err(last
+            .map(RouteError::Provider)
+            .unwrap_or_else(|| self.unknown(requested)))
+    }
+
+    async fn try_group_upstream(
+        &self,
+        up: &Arc<Deployment>,
+        body: &ChatBody<'_>,
+        ctx: &CallContext<'_>,
+    ) -> Result<Routed, RouteError> {
+        let mut last = None;
+        for attempt in 0..=self.num_retries {
+            if attempt > 0 && !self.retry_after.is_zero() {
+                tokio::time::sleep(self.retry_after).await;
+            }
+            match up.provider.chat(&up.config, body, &body.model, ctx).await {
+                Ok(reply) => {
+                    return Ok(Routed {
+                        reply,
+                        deployment: up.clone(),
+                        attempts: attempt + 1,
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(request_id = ctx.request_id, attempt, error = %e, "upstream gateway call failed");
+                    let retry = e.is_retryable();
+                    last = Some(e);
+                    if !retry {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(RouteError::Provider(
+            last.unwrap_or(ProviderError::Timeout(Duration::ZERO)),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards() {
+        assert_eq!(
+            wildcard_match("anthropic/*", "anthropic/claude-3"),
+            Some("claude-3")
+        );
+        assert_eq!(
+            wildcard_match("claude-*", "claude-sonnet-4-5"),
+            Some("sonnet-4-5")
+        );
+        assert_eq!(wildcard_match("claude-*", "gpt-4"), None);
+        assert_eq!(wildcard_match("*", "anything"), Some("anything"));
+    }
+}

@@ -1,0 +1,115 @@
+//! Operational endpoints: health checks, the model list, and the routing decision for
+//! the caller's headers (`/memory-routing/info`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde_json::json;
+
+use super::middleware::RequestCtx;
+use super::AppState;
+use crate::auth::Principal;
+use crate::identity::MatchedRule;
+
+/// `GET /health/liveliness`: the process answers.
+pub async fn liveliness() -> Json<&'static str> {
+    Json("I'm alive!")
+}
+
+/// `GET /health`: overall status.
+pub async fn health(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    Json(json!({
+        "status": "healthy",
+        "version": env!("CARGO_PKG_VERSION"),
+        "models": state.router.model_names().len(),
+        "upstream_mode": state.config.server.upstream.is_some(),
+        "uptime_seconds": state.started.elapsed().as_secs(),
+    }))
+}
+
+/// `GET /health/readiness`: ready when models are routable and stores answer.
+pub async fn readiness(State(state): State<Arc<AppState>>) -> Response {
+    let models_ok =
+        !state.router.model_names().is_empty() || state.config.server.upstream.is_some();
+    let status = if models_ok { "ready" } else { "not_ready" };
+    let body = json!({
+        "status": status,
+        "checks": {
+            "models": {"ok": models_ok, "count": state.router.model_names().len()},
+            "upstream_mode": state.config.server.upstream.is_some(),
+        }
+    });
+    let code = if models_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+/// `GET /v1/models`: the configured model names in OpenAI's list shape.
+pub async fn models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let data: Vec<_> = state
+        .router
+        .model_names()
+        .iter()
+        .map(|m| json!({"id": m, "object": "model", "created": created, "owned_by": "memproxy"}))
+        .collect();
+    Json(json!({"object": "list", "data": data}))
+}
+
+/// `GET /memory-routing/info[?model=]`: how this request's headers are classified.
+pub async fn routing_info(
+    State(state): State<Arc<AppState>>,
+    Extension(ctx): Extension<RequestCtx>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: axum::http::HeaderMap,
+) -> Json<serde_json::Value> {
+    let identity = &state.config.identity;
+    let rule = match &ctx.identity.rule {
+        MatchedRule::KeyBinding => json!({"type": "key_binding"}),
+        MatchedRule::CustomHeader => {
+            json!({"type": "custom_header", "header": identity.custom_header.as_str()})
+        }
+        MatchedRule::HeaderPattern { index } => {
+            let p = &identity.patterns[*index];
+            json!({"type": "header_pattern", "index": index, "header": p.header.as_str(),
+                   "pattern": p.regex.as_str()})
+        }
+        MatchedRule::Default => json!({"type": "default"}),
+    };
+    let session_id = headers.get("x-session-id").and_then(|v| v.to_str().ok());
+    let model = q.get("model").map(|m| {
+        let deployments = state.router.deployments(m);
+        let supermemory = deployments.iter().any(|d| d.config.supermemory_router);
+        json!({
+            "name": m,
+            "configured": state.router.knows(m),
+            "memory_enabled": false,
+            "memory_mode": if supermemory { "supermemory_router" } else { "none" },
+            "deployments": deployments.iter().map(|d| json!({
+                "provider": d.config.provider, "api_base": d.config.api_base,
+                "upstream_model": d.config.upstream_model,
+            })).collect::<Vec<_>>(),
+        })
+    });
+    Json(json!({
+        "user_id": ctx.identity.user_id,
+        "authenticated_as": match ctx.principal { Principal::Master => "master_key", Principal::Open => "none (no master key set)" },
+        "matched_rule": rule,
+        "session_id": session_id,
+        "request_id": ctx.request_id,
+        "model": model,
+        "custom_header": identity.custom_header.as_str(),
+        "default_user_id": identity.default_user_id,
+    }))
+}

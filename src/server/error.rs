@@ -1,0 +1,178 @@
+//! The one place where errors become HTTP: every error a request can meet is an
+//! [`ApiError`], which knows its status, and is written in OpenAI's error shape
+//! `{"error":{"message","type","code","param"}}`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::auth::AuthError;
+use crate::identity::IdentityError;
+use crate::protocol::chat::BodyError;
+use crate::providers::ProviderError;
+use crate::routing::RouteError;
+
+/// Every way a request can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    #[error("request body is larger than the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("request body was not received in time")]
+    BodyTimeout,
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("invalid user id: {0}")]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error("no route for {method} {path}")]
+    NotFound { method: String, path: String },
+    #[error("method not allowed for this path")]
+    MethodNotAllowed,
+}
+
+/// The kind of the error, low-cardinality, for logs and metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorKind(pub &'static str);
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: Body<'a>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    message: String,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    code: Option<&'a str>,
+    param: Option<&'a str>,
+}
+
+impl ApiError {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Body(_) | ApiError::BadRequest(_) | ApiError::Identity(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound { .. } | ApiError::Route(RouteError::UnknownModel { .. }) => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Route(RouteError::Provider(p)) => provider_status(p),
+        }
+    }
+
+    /// OpenAI's `type` and `code` for this error.
+    pub fn kind_and_code(&self) -> (&str, Option<&str>) {
+        match self {
+            ApiError::Body(BodyError::Json(_)) => ("invalid_request_error", Some("invalid_json")),
+            ApiError::Body(_) | ApiError::BadRequest(_) => {
+                ("invalid_request_error", Some("invalid_request"))
+            }
+            ApiError::TooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
+            ApiError::BodyTimeout => ("invalid_request_error", Some("request_timeout")),
+            ApiError::Auth(_) => ("authentication_error", Some("invalid_api_key")),
+            ApiError::Identity(_) => ("invalid_request_error", Some("invalid_user_id")),
+            ApiError::NotFound { .. } => ("invalid_request_error", Some("not_found")),
+            ApiError::MethodNotAllowed => ("invalid_request_error", Some("method_not_allowed")),
+            ApiError::Route(RouteError::UnknownModel { .. }) => {
+                ("invalid_request_error", Some("model_not_found"))
+            }
+            ApiError::Route(RouteError::Provider(p)) => match p {
+                ProviderError::Connect { .. } => {
+                    ("api_connection_error", Some("upstream_unreachable"))
+                }
+                ProviderError::Timeout(_) => ("timeout_error", Some("upstream_timeout")),
+                ProviderError::BadResponse(_) => ("api_error", Some("bad_upstream_response")),
+                ProviderError::NotSupported(_) => {
+                    ("invalid_request_error", Some("provider_not_supported"))
+                }
+                ProviderError::Status {
+                    status, kind, code, ..
+                } => (
+                    kind.as_deref().unwrap_or_else(|| default_kind(*status)),
+                    code.as_deref(),
+                ),
+            },
+        }
+    }
+
+    /// A short label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ApiError::Body(_) | ApiError::BadRequest(_) => "bad_request",
+            ApiError::TooLarge { .. } => "too_large",
+            ApiError::BodyTimeout => "body_timeout",
+            ApiError::Auth(_) => "auth",
+            ApiError::Identity(_) => "invalid_user_id",
+            ApiError::NotFound { .. } => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Route(RouteError::UnknownModel { .. }) => "unknown_model",
+            ApiError::Route(RouteError::Provider(p)) => match p {
+                ProviderError::Connect { .. } => "upstream_connect",
+                ProviderError::Timeout(_) => "upstream_timeout",
+                ProviderError::BadResponse(_) => "upstream_bad_response",
+                ProviderError::NotSupported(_) => "not_supported",
+                ProviderError::Status { .. } => "upstream_status",
+            },
+        }
+    }
+
+    /// The OpenAI-shaped JSON body for this error.
+    pub fn to_json(&self) -> String {
+        let (kind, code) = self.kind_and_code();
+        serde_json::to_string(&Envelope {
+            error: Body {
+                message: self.to_string(),
+                kind,
+                code,
+                param: None,
+            },
+        })
+        .unwrap_or_default()
+    }
+}
+
+fn provider_status(p: &ProviderError) -> StatusCode {
+    match p {
+        ProviderError::Connect { .. } | ProviderError::BadResponse(_) => StatusCode::BAD_GATEWAY,
+        ProviderError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        ProviderError::NotSupported(_) => StatusCode::NOT_IMPLEMENTED,
+        ProviderError::Status { status, .. } => *status,
+    }
+}
+
+fn default_kind(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 | 403 => "authentication_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        400..=499 => "invalid_request_error",
+        _ => "api_error",
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status(), self.to_json()).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if matches!(self, ApiError::Auth(_)) {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp.extensions_mut().insert(ErrorKind(self.label()));
+        resp
+    }
+}

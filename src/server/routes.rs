@@ -1,0 +1,39 @@
+//! The route table: paths → handlers. Handlers are thin; the work is in the modules they call.
+
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::routing::{get, post};
+use axum::Router;
+
+use super::error::ApiError;
+use super::{admin, chat, middleware, AppState};
+
+/// Builds the application: every route behind the gateway middleware.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/chat/completions", post(chat::chat_completions))
+        .route("/v1/models", get(admin::models))
+        .route("/models", get(admin::models))
+        .route("/health", get(admin::health))
+        .route("/health/liveliness", get(admin::liveliness))
+        .route("/health/liveness", get(admin::liveliness))
+        .route("/health/readiness", get(admin::readiness))
+        .route("/memory-routing/info", get(admin::routing_info))
+        .route("/v1/debug/routing", get(admin::routing_info))
+        .fallback(not_found)
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::gateway,
+        ))
+        .with_state(state)
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::NotFound {
+        method: req.method().to_string(),
+        path: req.uri().path().to_string(),
+    }
+}
