@@ -137,6 +137,7 @@ fn run(args: ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or(addr);
         let models: Vec<String> = cfg.models.iter().map(|m| m.model_name.clone()).collect();
         let state = match memproxy::AppState::new(cfg) {
             Ok(s) => s,

@@ -473,8 +473,7 @@ fn deployment(
             format!("provider `{provider_name}` has no default endpoint; set api_base"),
         ));
     }
-    if !api_base.is_empty()
-        && !(api_base.starts_with("http://") || api_base.starts_with("https://"))
+    if !(api_base.is_empty() || api_base.starts_with("http://") || api_base.starts_with("https://"))
     {
         return Err(invalid(
             format!("{at}.litellm_params.api_base"),

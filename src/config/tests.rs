@@ -1,2 +1,203 @@
+use super::*;
+
+fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+    move |n| {
+        pairs
+            .iter()
+            .find(|(k, _)| *k == n)
+            .map(|(_, v)| v.to_string())
+    }
+}
+
+fn load_str(yaml: &str) -> Result<Config, ConfigError> {
+    parse(
+        yaml,
+        "test.yaml",
+        &Overrides::default(),
+        &env(&[("KEY", "sk-real")]),
+    )
+}
+
+const SPEC_EXAMPLE: &str = r#"
+general_settings:
+  master_key: sk-1234
+model_list:
+  - model_name: claude-sonnet-4.5
+    litellm_params:
+      model: anthropic/claude-sonnet-4-5-20250929
+      api_base: https://api.supermemory.ai/v3/api.anthropic.com
+      api_key: os.environ/KEY
+      custom_llm_provider: anthropic
+  - model_name: gpt-4
+    litellm_params: {model: openai/gpt-4, api_key: os.environ/KEY, rpm: 60}
+router_settings: {num_retries: 2, timeout: 600, fallbacks: [{gpt-4: [claude-sonnet-4.5]}]}
+"#;
+
 #[test]
-fn placeholder() {}
+fn spec_example_loads() {
+    let c = load_str(SPEC_EXAMPLE).unwrap();
+    assert_eq!(c.models.len(), 2);
+    let claude = &c.models[0];
+    assert_eq!(claude.provider, ProviderKind::Anthropic);
+    assert_eq!(claude.upstream_model, "claude-sonnet-4-5-20250929");
+    assert!(claude.supermemory_router);
+    assert_eq!(claude.api_key.as_ref().unwrap().expose(), "sk-real");
+    let gpt = &c.models[1];
+    assert_eq!(gpt.provider, ProviderKind::OpenAi);
+    assert_eq!(gpt.api_base, "https://api.openai.com/v1");
+    assert_eq!(gpt.weight, 60.0);
+    assert_eq!(
+        c.router.fallbacks["gpt-4"],
+        vec!["claude-sonnet-4.5".to_string()]
+    );
+    assert_eq!(c.router.timeout, Duration::from_secs(600));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+#[test]
+fn unknown_keys_warn_with_their_path() {
+    let c = load_str(
+        "model_list:\n  - model_name: m\n    litellm_params: {model: openai/x, mock_response: hi, frobnicate: 1}\nweird_section: {a: 1}\n",
+    )
+    .unwrap();
+    let all = c.warnings.join("\n");
+    assert!(
+        all.contains("model_list.0.litellm_params.frobnicate")
+            || all.contains("model_list[0].litellm_params.frobnicate"),
+        "{all}"
+    );
+    assert!(all.contains("weird_section"), "{all}");
+}
+
+#[test]
+fn wrong_types_name_the_path() {
+    let err = load_str(
+        "model_list:\n  - model_name: m\n    litellm_params: {model: openai/x, rpm: lots}\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("model_list") && err.contains("rpm"), "{err}");
+}
+
+#[test]
+fn invalid_regex_names_the_path() {
+    let err = load_str(
+        "user_id_mappings:\n  header_patterns:\n    - {header: user-agent, pattern: '([', user_id: x}\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("user_id_mappings.header_patterns[0].pattern"),
+        "{err}"
+    );
+}
+
+#[test]
+fn invalid_configured_user_id_is_rejected() {
+    let err = load_str("user_id_mappings:\n  default_user_id: 'has space'\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("user_id_mappings.default_user_id"), "{err}");
+}
+
+#[test]
+fn missing_env_names_variable_and_path() {
+    let err = parse(SPEC_EXAMPLE, "t", &Overrides::default(), &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("KEY") && err.contains("model_list[0].litellm_params.api_key"),
+        "{err}"
+    );
+}
+
+#[test]
+fn yaml_merge_keys_apply() {
+    let c = load_str(
+        "x-base: &base {model: openai/gpt-4o, api_key: os.environ/KEY}\nmodel_list:\n  - model_name: a\n    litellm_params:\n      <<: *base\n      api_base: http://localhost:9/v1\n",
+    )
+    .unwrap();
+    assert_eq!(c.models[0].upstream_model, "gpt-4o");
+    assert_eq!(c.models[0].api_base, "http://localhost:9/v1");
+}
+
+#[test]
+fn precedence_overrides_beat_file_beat_defaults() {
+    let yaml = "server: {host: 127.0.0.2, port: 1111}\n";
+    let c = parse(yaml, "t", &Overrides::default(), &|_| None).unwrap();
+    assert_eq!((c.server.host.as_str(), c.server.port), ("127.0.0.2", 1111));
+    let o = Overrides {
+        port: Some(2222),
+        ..Default::default()
+    };
+    let c = parse(yaml, "t", &o, &|_| None).unwrap();
+    assert_eq!((c.server.host.as_str(), c.server.port), ("127.0.0.2", 2222));
+    let c = parse("", "t", &Overrides::default(), &|_| None).unwrap();
+    assert_eq!(
+        (c.server.host.as_str(), c.server.port),
+        ("127.0.0.1", DEFAULT_PORT)
+    );
+}
+
+#[test]
+fn exposure_requires_master_key_off_loopback() {
+    let o = Overrides {
+        host: Some("0.0.0.0".into()),
+        ..Default::default()
+    };
+    let c = parse("", "t", &o, &|_| None).unwrap();
+    let err = c.check_exposure().unwrap_err().to_string();
+    assert!(
+        err.contains("master key") && err.contains("master_key"),
+        "{err}"
+    );
+    let o = Overrides {
+        host: Some("0.0.0.0".into()),
+        master_key: Some("sk-x".into()),
+        ..Default::default()
+    };
+    assert!(parse("", "t", &o, &|_| None)
+        .unwrap()
+        .check_exposure()
+        .is_ok());
+    for host in ["127.0.0.1", "localhost", "::1", "[::1]"] {
+        let o = Overrides {
+            host: Some(host.into()),
+            ..Default::default()
+        };
+        assert!(
+            parse("", "t", &o, &|_| None)
+                .unwrap()
+                .check_exposure()
+                .is_ok(),
+            "{host}"
+        );
+    }
+}
+
+#[test]
+fn builtin_defaults_have_a_mock_model() {
+    let c = load(None, &Overrides::default(), &|_| None).unwrap();
+    assert!(c.models.iter().any(|m| m.mock_response.is_some()));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+#[test]
+fn secrets_are_masked_when_printed() {
+    let c = load_str(SPEC_EXAMPLE).unwrap();
+    let dump = serde_json::to_string(&c).unwrap();
+    assert!(
+        !dump.contains("sk-real") && !dump.contains("sk-1234"),
+        "{dump}"
+    );
+    assert!(!format!("{c:?}").contains("sk-real"));
+}
+
+#[test]
+fn unsupported_provider_warns_but_loads() {
+    let c =
+        load_str("model_list:\n  - model_name: b\n    litellm_params: {model: bedrock/claude}\n")
+            .unwrap();
+    assert!(matches!(c.models[0].provider, ProviderKind::Unsupported(_)));
+    assert!(c.warnings.iter().any(|w| w.contains("bedrock")));
+}

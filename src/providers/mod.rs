@@ -112,7 +112,7 @@ pub(crate) fn http_client(cookies: bool) -> Result<reqwest::Client, reqwest::Err
 
 /// The provider implementation of one deployment.
 pub enum Provider {
-    OpenAi(openai::OpenAi),
+    OpenAi(Box<openai::OpenAi>),
     Mock(mock::Mock),
     Unsupported(String),
 }
@@ -124,7 +124,7 @@ impl Provider {
             return Provider::Mock(mock::Mock::new(text.clone()));
         }
         match &cfg.provider {
-            ProviderKind::OpenAi => Provider::OpenAi(openai::OpenAi::new(cfg, env)),
+            ProviderKind::OpenAi => Provider::OpenAi(Box::new(openai::OpenAi::new(cfg, env))),
             ProviderKind::Anthropic => Provider::Unsupported("anthropic".into()),
             ProviderKind::Gemini => Provider::Unsupported("gemini".into()),
             ProviderKind::Unsupported(name) => Provider::Unsupported(name.clone()),

@@ -32,17 +32,18 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes
     let collected = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect())
         .await
         .map_err(|_| ApiError::BodyTimeout)?;
-    let bytes =
-        match collected {
-            Ok(c) => c.to_bytes(),
-            Err(e) if is_length_limit(&*e) => return Err(ApiError::TooLarge { limit }),
-            Err(e) => return Err(ApiError::BadRequest(match declared {
+    let bytes = match collected {
+        Ok(c) => c.to_bytes(),
+        Err(e) if is_length_limit(&*e) => return Err(ApiError::TooLarge { limit }),
+        Err(e) => {
+            return Err(ApiError::BadRequest(match declared {
                 Some(n) => format!(
                     "request body ended before the {n} bytes its Content-Length announced ({e})"
                 ),
                 None => format!("could not read the request body: {e}"),
-            })),
-        };
+            }))
+        }
+    };
     if let Some(n) = declared {
         if bytes.len() as u64 != n {
             return Err(ApiError::BadRequest(format!(

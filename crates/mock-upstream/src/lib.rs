@@ -33,7 +33,8 @@ pub enum Behavior {
     Hang,
     /// Stream: send the chunk for `first`, wait for [`MockUpstream::release`], then the rest.
     PausedStream { first: String, rest: String },
-    /// Stream: send the chunk for `first`, then break the connection.
+    /// Stream: send the chunk for `first`, wait for [`MockUpstream::release`], then break
+    /// the connection.
     CutStream { first: String },
 }
 
@@ -136,6 +137,7 @@ fn app(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/chat/completions", post(chat))
+        .route("/{*rest}", post(chat))
         .route(
             "/v1/models",
             get(|| async {
@@ -252,10 +254,18 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, bytes: Byte
         }
         Some(Behavior::CutStream { first }) => {
             let first_frame = chunk(&model, json!({"role": "assistant", "content": first}), None);
-            let s = futures_util::stream::iter(vec![
-                Ok::<Bytes, std::io::Error>(first_frame),
-                Err(std::io::Error::other("mock: connection cut")),
-            ]);
+            let s = futures_util::stream::unfold(Some(first_frame), move |first| {
+                let shared = shared.clone();
+                async move {
+                    match first {
+                        Some(f) => Some((Ok::<Bytes, std::io::Error>(f), None)),
+                        None => {
+                            shared.gate.notified().await;
+                            Some((Err(std::io::Error::other("mock: connection cut")), None))
+                        }
+                    }
+                }
+            });
             sse(Body::from_stream(s))
         }
     }

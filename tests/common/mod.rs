@@ -1,0 +1,94 @@
+//! Test harness: the real memproxy app on a random port, configured from YAML text.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use memproxy::config::{self, Overrides};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+#[allow(unused_imports)]
+pub use mock_upstream::{Behavior, MockUpstream};
+
+pub struct Proxy {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Proxy {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Signals a graceful shutdown and waits until the server has stopped.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        let _ = self.stop.take().map(|s| s.send(()));
+        self.handle.take().unwrap().await.unwrap()
+    }
+
+    /// Signals a graceful shutdown without waiting.
+    pub fn begin_shutdown(&mut self) -> JoinHandle<std::io::Result<()>> {
+        let _ = self.stop.take().map(|s| s.send(()));
+        self.handle.take().unwrap()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(h) = &self.handle {
+            h.abort();
+        }
+    }
+}
+
+pub async fn start(yaml: &str) -> Proxy {
+    start_with(yaml, &[], Overrides::default()).await
+}
+
+pub async fn start_with(yaml: &str, env: &[(&str, &str)], overrides: Overrides) -> Proxy {
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let lookup = move |n: &str| env.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let cfg = config::parse(yaml, "test.yaml", &overrides, &lookup).expect("config");
+    let state = memproxy::AppState::new(cfg).expect("state");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(memproxy::serve(listener, state, async {
+        let _ = rx.await;
+    }));
+    Proxy {
+        addr,
+        stop: Some(tx),
+        handle: Some(handle),
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+/// A config with one OpenAI-compatible deployment `gpt` at the mock.
+pub fn one_model(mock: &MockUpstream) -> String {
+    format!(
+        "model_list:\n  - model_name: gpt\n    litellm_params: {{model: openai/gpt-4o-up, api_base: {}, api_key: sk-up}}\nrouter_settings: {{num_retries: 0}}\n",
+        mock.url()
+    )
+}
+
+pub fn chat_body(model: &str, text: &str) -> serde_json::Value {
+    serde_json::json!({"model": model, "messages": [{"role": "user", "content": text}]})
+}
+
+/// Reads an SSE response to the end, returning the `data:` payloads.
+pub async fn sse_payloads(resp: reqwest::Response) -> Vec<String> {
+    let text = resp.text().await.unwrap();
+    text.split("\n\n")
+        .filter_map(|ev| ev.strip_prefix("data: "))
+        .map(str::to_string)
+        .collect()
+}
