@@ -161,6 +161,53 @@ impl<'a> ChatBody<'a> {
         Ok(())
     }
 
+    /// Detaches the body from the request bytes it borrows.
+    pub fn into_owned(self) -> ChatBody<'static> {
+        ChatBody {
+            members: self
+                .members
+                .into_iter()
+                .map(|(k, v)| (Cow::Owned(k.into_owned()), Cow::Owned(v.into_owned())))
+                .collect(),
+            model: self.model,
+            stream: self.stream,
+        }
+    }
+
+    /// Builds a body from a typed request (used by translators from other client APIs).
+    pub fn from_request(req: &ChatRequest) -> Result<ChatBody<'static>, BodyError> {
+        let bytes = serde_json::to_vec(req).map_err(|e| BodyError::Json(e.to_string()))?;
+        Ok(ChatBody::parse(&bytes)?.into_owned())
+    }
+
+    /// The typed view of the whole request, for translation to other wire formats.
+    pub fn to_request(&self) -> Result<ChatRequest, BodyError> {
+        let bytes = self.to_json();
+        serde_json::from_slice(&bytes).map_err(|e| BodyError::Json(e.to_string()))
+    }
+
+    /// The request as JSON, unchanged.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            self.members
+                .iter()
+                .map(|(k, v)| k.len() + v.get().len() + 4)
+                .sum::<usize>()
+                + 2,
+        );
+        out.push(b'{');
+        for (i, (k, v)) in self.members.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_json_str(&mut out, k);
+            out.push(b':');
+            out.extend_from_slice(v.get().as_bytes());
+        }
+        out.push(b'}');
+        out
+    }
+
     /// The raw JSON of a top-level member.
     pub fn get(&self, key: &str) -> Option<&RawValue> {
         self.members
@@ -248,6 +295,159 @@ fn write_json_str(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
+/// A chat completions request, typed for translation into other wire formats. Fields
+/// the gateway does not model are kept in `extra`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<ChatMessage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<ToolDef>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_completion_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    /// A string or an array of strings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_options: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<serde_json::Value>,
+    /// `low` | `medium` | `high` (OpenAI reasoning models; mapped to thinking budgets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_effort: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One chat message.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `developer`, `user`, `assistant` or `tool`.
+    pub role: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Content>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<WireToolCall>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// Reasoning text of an earlier assistant turn (DeepSeek/LiteLLM convention).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    /// Anthropic thinking blocks of an earlier assistant turn (LiteLLM convention).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking_blocks: Option<Vec<serde_json::Value>>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Message content: a string or typed parts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+impl Content {
+    /// All text parts joined with newlines.
+    pub fn text(&self) -> String {
+        match self {
+            Content::Text(t) => t.clone(),
+            Content::Parts(parts) => parts
+                .iter()
+                .filter_map(|p| p.text.as_deref())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+}
+
+/// One content part (`text`, `image_url`, …); unknown part types keep their fields.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Part {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<ImageUrl>,
+    /// Provider hints such as Anthropic's `cache_control`, kept as given.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// An image by URL or `data:` URI.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ImageUrl {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// A tool call in an assistant message.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WireToolCall {
+    #[serde(default)]
+    pub id: String,
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    pub function: FunctionCall,
+}
+
+fn function_type() -> String {
+    "function".into()
+}
+
+/// The function part of a tool call; `arguments` is JSON text.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FunctionCall {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub arguments: String,
+}
+
+/// A tool the model may call.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ToolDef {
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<FunctionDef>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A function tool's declaration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FunctionDef {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+}
+
 /// Token counts as OpenAI reports them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
@@ -257,40 +457,54 @@ pub struct Usage {
     pub completion_tokens: u64,
     #[serde(default)]
     pub total_tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens_details: Option<CompletionDetails>,
 }
 
-/// The parts of a non-streamed chat completion the gateway reads.
-#[derive(Debug, Deserialize)]
-pub struct CompletionView<'a> {
+/// `usage.prompt_tokens_details`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromptDetails {
     #[serde(default)]
-    pub usage: Option<Usage>,
-    #[serde(borrow, default)]
-    pub choices: Vec<ChoiceView<'a>>,
+    pub cached_tokens: u64,
 }
 
-#[derive(Debug, Deserialize)]
-pub struct ChoiceView<'a> {
-    #[serde(borrow, default)]
-    pub message: Option<MessageView<'a>>,
-    #[serde(borrow, default)]
-    pub delta: Option<DeltaView<'a>>,
-    #[serde(borrow, default)]
-    pub finish_reason: Option<Cow<'a, str>>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct DeltaView<'a> {
-    #[serde(borrow, default)]
-    pub content: Option<Cow<'a, str>>,
-}
-
-/// The parts of one streamed chunk the gateway reads.
-#[derive(Debug, Deserialize)]
-pub struct ChunkView<'a> {
+/// `usage.completion_tokens_details`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompletionDetails {
     #[serde(default)]
-    pub usage: Option<Usage>,
-    #[serde(borrow, default)]
-    pub choices: Vec<ChoiceView<'a>>,
+    pub reasoning_tokens: u64,
+}
+
+impl From<Usage> for super::ir::Usage {
+    fn from(u: Usage) -> Self {
+        Self {
+            input_tokens: u.prompt_tokens,
+            output_tokens: u.completion_tokens,
+            cached_input_tokens: u.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
+            cache_creation_input_tokens: 0,
+            reasoning_tokens: u
+                .completion_tokens_details
+                .map_or(0, |d| d.reasoning_tokens),
+        }
+    }
+}
+
+impl From<super::ir::Usage> for Usage {
+    fn from(u: super::ir::Usage) -> Self {
+        Self {
+            prompt_tokens: u.input_tokens,
+            completion_tokens: u.output_tokens,
+            total_tokens: u.total(),
+            prompt_tokens_details: (u.cached_input_tokens > 0).then_some(PromptDetails {
+                cached_tokens: u.cached_input_tokens,
+            }),
+            completion_tokens_details: (u.reasoning_tokens > 0).then_some(CompletionDetails {
+                reasoning_tokens: u.reasoning_tokens,
+            }),
+        }
+    }
 }
 
 #[cfg(test)]

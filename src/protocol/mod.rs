@@ -1,6 +1,47 @@
-//! Client-facing wire formats. The OpenAI chat format ([`chat`]) is the internal
-//! representation every client API and provider meets in: a request is a [`chat::ChatBody`]
-//! (raw JSON members, so unknown fields pass through untouched) and a stream is a sequence
-//! of chat-completion chunk payloads.
+//! Client-facing and provider wire formats, and the internal representation ([`ir`])
+//! where they meet. The OpenAI chat request shape ([`chat::ChatBody`]) is the request IR;
+//! answers are decoded into [`ir::Completion`] / [`ir::StreamEvent`] and encoded back.
+//! One file per format: [`chat`] + [`chat_codec`] (OpenAI chat).
 
 pub mod chat;
+pub mod chat_codec;
+pub mod ir;
+
+use bytes::Bytes;
+
+use ir::{Completion, DecodeError, Format, StreamDecoder, StreamEncoder};
+
+/// A stream decoder for answers in `format`.
+pub fn decoder_for(format: Format) -> Box<dyn StreamDecoder> {
+    match format {
+        Format::OpenAiChat | Format::Anthropic | Format::Gemini => {
+            Box::new(chat_codec::ChunkDecoder::default())
+        }
+    }
+}
+
+/// A stream encoder producing `format` for a client; `model` names the answer's model
+/// until the upstream says otherwise; `include_usage` asks for a usage chunk (OpenAI).
+pub fn encoder_for(format: Format, model: &str, include_usage: bool) -> Box<dyn StreamEncoder> {
+    match format {
+        Format::OpenAiChat | Format::Anthropic | Format::Gemini => {
+            Box::new(chat_codec::ChunkEncoder::new(model, include_usage))
+        }
+    }
+}
+
+/// Decodes a complete answer body in `format`.
+pub fn decode_completion(format: Format, body: &[u8]) -> Result<Completion, DecodeError> {
+    match format {
+        Format::OpenAiChat | Format::Anthropic | Format::Gemini => {
+            chat_codec::decode_completion(body)
+        }
+    }
+}
+
+/// Encodes a complete answer for a client speaking `format`.
+pub fn encode_completion(format: Format, c: &Completion) -> Bytes {
+    match format {
+        Format::OpenAiChat | Format::Anthropic | Format::Gemini => chat_codec::encode_completion(c),
+    }
+}

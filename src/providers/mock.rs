@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::Reply;
 use crate::protocol::chat::{ChatBody, Usage};
+use crate::protocol::ir::{Format, SseEvent};
 
 pub struct Mock {
     text: String,
@@ -29,6 +30,7 @@ impl Mock {
             prompt_tokens: estimate_tokens(prompt),
             completion_tokens: estimate_tokens(self.text.len()),
             total_tokens: estimate_tokens(prompt) + estimate_tokens(self.text.len()),
+            ..Default::default()
         };
         let id = format!("chatcmpl-mock-{}", uuid::Uuid::new_v4().simple());
         let created = SystemTime::now()
@@ -44,11 +46,11 @@ impl Mock {
             });
             return Reply::Complete {
                 body: Bytes::from(v.to_string()),
-                usage: Some(usage),
+                format: Format::OpenAiChat,
             };
         }
         let chunk = |delta: serde_json::Value, finish: Option<&str>| {
-            Bytes::from(
+            SseEvent::data(
                 json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
                 .to_string(),
@@ -59,17 +61,19 @@ impl Mock {
             chunks.push(chunk(json!({"content": piece}), None));
         }
         chunks.push(chunk(json!({}), Some("stop")));
-        chunks.push(Bytes::from(
+        chunks.push(SseEvent::data(
             json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
                    "choices": [], "usage": usage})
             .to_string(),
         ));
+        chunks.push(SseEvent::data("[DONE]"));
         let client_wants_usage = body
             .get("stream_options")
             .and_then(|o| serde_json::from_str::<serde_json::Value>(o.get()).ok())
             .is_some_and(|o| o["include_usage"] == true);
         Reply::Stream {
-            chunks: Box::pin(futures_util::stream::iter(chunks.into_iter().map(Ok))),
+            events: Box::pin(futures_util::stream::iter(chunks.into_iter().map(Ok))),
+            format: Format::OpenAiChat,
             usage_added: !client_wants_usage,
         }
     }

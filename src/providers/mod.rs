@@ -13,20 +13,23 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 use crate::config::{Config, DeploymentConfig, ProviderKind};
-use crate::protocol::chat::{ChatBody, Usage};
+use crate::protocol::chat::ChatBody;
+use crate::protocol::ir::{Format, SseEvent};
 
-/// A stream of chat-completion chunk payloads (the JSON after `data: `), ending where the
-/// upstream sent `[DONE]` or closed.
-pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Bytes, ProviderError>> + Send>>;
+/// A provider's stream of wire events, in its own format, each as it arrives; it ends
+/// where the upstream closed (OpenAI's `[DONE]` is consumed by the provider).
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<SseEvent, ProviderError>> + Send>>;
 
-/// A provider's answer.
+/// A provider's answer, in the provider's own wire format (`format`): the server passes
+/// it through when the client speaks the same format and translates it otherwise.
 pub enum Reply {
-    /// A complete chat completion (OpenAI JSON) and its usage.
-    Complete { body: Bytes, usage: Option<Usage> },
-    /// A stream; `usage_added` says usage reporting was requested by the gateway, so a
-    /// usage-only final chunk is not meant for the client.
+    /// A complete answer body.
+    Complete { body: Bytes, format: Format },
+    /// A stream; `usage_added` says usage reporting was requested by the gateway (not the
+    /// client), so a usage-only OpenAI chunk is not meant for the client.
     Stream {
-        chunks: ChunkStream,
+        events: EventStream,
+        format: Format,
         usage_added: bool,
     },
 }

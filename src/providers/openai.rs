@@ -12,9 +12,10 @@ use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::{CallContext, ChunkStream, ProviderEnv, ProviderError, Reply};
+use super::{CallContext, EventStream, ProviderEnv, ProviderError, Reply};
 use crate::config::DeploymentConfig;
-use crate::protocol::chat::{ChatBody, CompletionView};
+use crate::protocol::chat::ChatBody;
+use crate::protocol::ir::{Format, SseEvent};
 
 pub struct OpenAi {
     url: String,
@@ -143,22 +144,21 @@ impl OpenAi {
             return Err(status_error(status, &bytes));
         }
         if !body.stream {
-            let bytes = read_all(resp, timeout).await?;
-            let view: CompletionView = serde_json::from_slice(&bytes)
-                .map_err(|e| ProviderError::BadResponse(format!("invalid JSON completion: {e}")))?;
+            let body = read_all(resp, timeout).await?;
             return Ok(Reply::Complete {
-                usage: view.usage,
-                body: bytes,
+                body,
+                format: Format::OpenAiChat,
             });
         }
         Ok(Reply::Stream {
-            chunks: sse_chunks(resp, timeout),
+            events: sse_events(resp, timeout),
+            format: Format::OpenAiChat,
             usage_added,
         })
     }
 }
 
-fn transport_error(url: &str, e: reqwest::Error) -> ProviderError {
+pub(crate) fn transport_error(url: &str, e: reqwest::Error) -> ProviderError {
     if e.is_timeout() {
         return ProviderError::Timeout(Duration::ZERO);
     }
@@ -174,7 +174,10 @@ fn transport_error(url: &str, e: reqwest::Error) -> ProviderError {
     }
 }
 
-async fn read_all(resp: reqwest::Response, timeout: Duration) -> Result<Bytes, ProviderError> {
+pub(crate) async fn read_all(
+    resp: reqwest::Response,
+    timeout: Duration,
+) -> Result<Bytes, ProviderError> {
     let url = resp.url().to_string();
     tokio::time::timeout(timeout, resp.bytes())
         .await
@@ -242,9 +245,9 @@ pub(crate) fn status_error(status: StatusCode, bytes: &[u8]) -> ProviderError {
     }
 }
 
-/// Turns an SSE response into chunk payloads, each as soon as it arrives; an upstream
-/// that stays silent longer than `idle` ends the stream with a timeout.
-fn sse_chunks(resp: reqwest::Response, idle: Duration) -> ChunkStream {
+/// Turns an SSE response into wire events, each as soon as it arrives; an upstream that
+/// stays silent longer than `idle` ends the stream with a timeout.
+pub(crate) fn sse_events(resp: reqwest::Response, idle: Duration) -> EventStream {
     let url = resp.url().to_string();
     let events = resp.bytes_stream().eventsource();
     let state = Some((events, url));
@@ -256,10 +259,12 @@ fn sse_chunks(resp: reqwest::Response, idle: Duration) -> ChunkStream {
                 Err(_) => Some((Err(ProviderError::Timeout(idle)), None)),
                 Ok(None) => None,
                 Ok(Some(Ok(ev))) => {
-                    if ev.data.trim() == "[DONE]" {
-                        return None;
-                    }
-                    Some((Ok(Bytes::from(ev.data)), Some((events, url))))
+                    let event = (!ev.event.is_empty() && ev.event != "message").then_some(ev.event);
+                    let wire = SseEvent {
+                        event,
+                        data: Bytes::from(ev.data),
+                    };
+                    Some((Ok(wire), Some((events, url))))
                 }
                 Ok(Some(Err(e))) => Some((
                     Err(ProviderError::Connect {

@@ -127,6 +127,17 @@ impl ApiError {
         }
     }
 
+    /// The error as wire-neutral fields, for encoders of any client format.
+    pub fn info(&self) -> crate::protocol::ir::ErrorInfo {
+        let (kind, code) = self.kind_and_code();
+        crate::protocol::ir::ErrorInfo {
+            status: self.status().as_u16(),
+            message: self.to_string(),
+            kind: kind.to_string(),
+            code: code.map(str::to_string),
+        }
+    }
+
     /// The OpenAI-shaped JSON body for this error.
     pub fn to_json(&self) -> String {
         let (kind, code) = self.kind_and_code();

@@ -6,6 +6,7 @@ mod body;
 mod chat;
 pub mod error;
 mod middleware;
+mod respond;
 mod routes;
 
 use std::future::Future;

@@ -1,0 +1,276 @@
+//! The internal representation where every client API and every provider meet.
+//!
+//! Requests travel as [`super::chat::ChatBody`] (OpenAI chat shape, raw members), read
+//! through the typed views of [`super::chat`]. Answers are decoded from any provider's
+//! wire format into a [`Completion`] or a sequence of [`StreamEvent`]s, and encoded from
+//! those into the client's wire format. So each wire format adds one decoder/encoder pair,
+//! never one translator per partner format. Same-format pairs skip the IR and pass through.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// A wire format spoken by a client API or a provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// OpenAI chat completions (also every OpenAI-compatible server).
+    OpenAiChat,
+    /// Anthropic Messages.
+    Anthropic,
+    /// Google Gemini generateContent.
+    Gemini,
+}
+
+/// Why the model stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FinishReason {
+    Stop,
+    Length,
+    ToolCalls,
+    ContentFilter,
+    /// A provider reason with no common equivalent, kept verbatim.
+    Other(String),
+}
+
+/// Token counts, in the common vocabulary of all providers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Prompt tokens, cached ones included.
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Prompt tokens served from a cache (subset of `input_tokens`).
+    pub cached_input_tokens: u64,
+    /// Prompt tokens written to a cache (Anthropic `cache_creation_input_tokens`).
+    pub cache_creation_input_tokens: u64,
+    /// Output tokens spent on reasoning (subset of `output_tokens`).
+    pub reasoning_tokens: u64,
+}
+
+impl Usage {
+    /// Input plus output tokens.
+    pub fn total(&self) -> u64 {
+        self.input_tokens + self.output_tokens
+    }
+}
+
+/// One tool call the model made; `arguments` is JSON text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
+}
+
+/// A complete (non-streamed) answer.
+#[derive(Debug, Clone, Default)]
+pub struct Completion {
+    pub id: String,
+    pub model: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// The answer's text (all text blocks joined).
+    pub text: String,
+    /// Visible reasoning ("thinking"), when the provider returned it.
+    pub reasoning: Option<String>,
+    /// Anthropic's thinking signature, needed to send thinking back in a later turn.
+    pub reasoning_signature: Option<String>,
+    pub tool_calls: Vec<ToolCall>,
+    pub finish_reason: Option<FinishReason>,
+    pub usage: Usage,
+}
+
+/// One step of a streamed answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    /// The answer begins (sent once, first).
+    Start { id: String, model: String },
+    /// Answer text.
+    Text(String),
+    /// Reasoning ("thinking") text.
+    Reasoning(String),
+    /// The signature closing a thinking block.
+    ReasoningSignature(String),
+    /// A tool call begins; `index` counts tool calls from 0 within the answer.
+    ToolCallStart {
+        index: usize,
+        id: String,
+        name: String,
+    },
+    /// A piece of a tool call's JSON arguments.
+    ToolCallArgs { index: usize, arguments: String },
+    /// The model stopped.
+    Finish(FinishReason),
+    /// Token counts (may come more than once; later values replace earlier ones).
+    Usage(Usage),
+}
+
+/// One server-sent event on the wire: optional `event:` name and its `data:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    pub event: Option<String>,
+    pub data: Bytes,
+}
+
+impl SseEvent {
+    /// A data-only event (OpenAI style).
+    pub fn data(data: impl Into<Bytes>) -> Self {
+        Self {
+            event: None,
+            data: data.into(),
+        }
+    }
+
+    /// A named event (Anthropic style).
+    pub fn named(event: &str, data: impl Into<Bytes>) -> Self {
+        Self {
+            event: Some(event.to_string()),
+            data: data.into(),
+        }
+    }
+
+    /// The event framed for the wire.
+    pub fn to_frame(&self) -> Bytes {
+        let mut out = Vec::with_capacity(self.data.len() + 32);
+        if let Some(name) = &self.event {
+            out.extend_from_slice(b"event: ");
+            out.extend_from_slice(name.as_bytes());
+            out.push(b'\n');
+        }
+        for line in self.data.split(|b| *b == b'\n') {
+            out.extend_from_slice(b"data: ");
+            out.extend_from_slice(line);
+            out.push(b'\n');
+        }
+        out.push(b'\n');
+        Bytes::from(out)
+    }
+}
+
+/// An error to report inside a stream or body, in whatever shape the client expects.
+#[derive(Debug, Clone)]
+pub struct ErrorInfo {
+    pub status: u16,
+    pub message: String,
+    /// OpenAI-style error type (`invalid_request_error`, `api_error`, …).
+    pub kind: String,
+    pub code: Option<String>,
+}
+
+/// A provider's wire answer could not be decoded.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct DecodeError(pub String);
+
+/// Turns one wire format's stream events into [`StreamEvent`]s.
+pub trait StreamDecoder: Send {
+    /// Decodes one wire event; may produce zero or more IR events. `Ok(true)` means the
+    /// wire stream said it is complete.
+    fn decode(&mut self, ev: &SseEvent, out: &mut Vec<StreamEvent>) -> Result<bool, DecodeError>;
+}
+
+/// Turns [`StreamEvent`]s into one wire format's stream events.
+pub trait StreamEncoder: Send {
+    fn encode(&mut self, ev: &StreamEvent, out: &mut Vec<SseEvent>);
+    /// The stream ended normally: close open blocks, send the terminator.
+    fn finish(&mut self, out: &mut Vec<SseEvent>);
+    /// The stream failed mid-way: send the format's error event.
+    fn fail(&mut self, err: &ErrorInfo, out: &mut Vec<SseEvent>);
+}
+
+/// Accumulates streamed events into a [`Completion`] (for capture, logs and analytics).
+#[derive(Debug, Default)]
+pub struct Collector {
+    pub completion: Completion,
+    pub saw_finish: bool,
+}
+
+impl Collector {
+    pub fn push(&mut self, ev: &StreamEvent) {
+        let c = &mut self.completion;
+        match ev {
+            StreamEvent::Start { id, model } => {
+                c.id.clone_from(id);
+                c.model.clone_from(model);
+            }
+            StreamEvent::Text(t) => c.text.push_str(t),
+            StreamEvent::Reasoning(t) => c.reasoning.get_or_insert_with(String::new).push_str(t),
+            StreamEvent::ReasoningSignature(s) => c.reasoning_signature = Some(s.clone()),
+            StreamEvent::ToolCallStart { index, id, name } => {
+                if c.tool_calls.len() <= *index {
+                    c.tool_calls.resize(
+                        *index + 1,
+                        ToolCall {
+                            id: String::new(),
+                            name: String::new(),
+                            arguments: String::new(),
+                        },
+                    );
+                }
+                c.tool_calls[*index].id.clone_from(id);
+                c.tool_calls[*index].name.clone_from(name);
+            }
+            StreamEvent::ToolCallArgs { index, arguments } => {
+                if let Some(tc) = c.tool_calls.get_mut(*index) {
+                    tc.arguments.push_str(arguments);
+                }
+            }
+            StreamEvent::Finish(r) => {
+                c.finish_reason = Some(r.clone());
+                self.saw_finish = true;
+            }
+            StreamEvent::Usage(u) => c.usage = *u,
+        }
+    }
+}
+
+/// Unix seconds now.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_named_and_multiline_events() {
+        let f = SseEvent::named("message_stop", "{\"a\":1}").to_frame();
+        assert_eq!(&f[..], b"event: message_stop\ndata: {\"a\":1}\n\n");
+        let f = SseEvent::data("x\ny").to_frame();
+        assert_eq!(&f[..], b"data: x\ndata: y\n\n");
+    }
+
+    #[test]
+    fn collector_assembles_tool_calls() {
+        let mut c = Collector::default();
+        for ev in [
+            StreamEvent::Start {
+                id: "1".into(),
+                model: "m".into(),
+            },
+            StreamEvent::Text("Hi".into()),
+            StreamEvent::ToolCallStart {
+                index: 0,
+                id: "t".into(),
+                name: "f".into(),
+            },
+            StreamEvent::ToolCallArgs {
+                index: 0,
+                arguments: "{\"a\":".into(),
+            },
+            StreamEvent::ToolCallArgs {
+                index: 0,
+                arguments: "1}".into(),
+            },
+            StreamEvent::Finish(FinishReason::ToolCalls),
+        ] {
+            c.push(&ev);
+        }
+        assert_eq!(c.completion.tool_calls[0].arguments, "{\"a\":1}");
+        assert_eq!(c.completion.text, "Hi");
+        assert!(c.saw_finish);
+    }
+}

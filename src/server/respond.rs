@@ -1,0 +1,261 @@
+//! Answers go back to the client in the client's wire format: passed through when the
+//! provider spoke the same format, translated through the IR otherwise. Streams are
+//! relayed event by event as they arrive; what they carried is collected for the
+//! completion hook (logs now; memory capture and analytics hook in here).
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::error::ApiError;
+use crate::protocol::ir::{Collector, Completion, ErrorInfo, Format, SseEvent, StreamEvent};
+use crate::protocol::{self, ir};
+use crate::providers::{EventStream, ProviderError, Reply};
+use crate::routing::RouteError;
+
+/// What the client speaks and expects.
+pub struct ClientSpec {
+    pub format: Format,
+    /// The model name the client asked for.
+    pub model: String,
+    /// OpenAI clients: whether they asked for the final usage chunk.
+    pub include_usage: bool,
+    pub request_id: String,
+    pub started: Instant,
+}
+
+/// What an answered request produced, handed to the completion hook.
+#[derive(Debug)]
+pub struct Exchange {
+    pub completion: Completion,
+    /// The answer arrived whole (a stream reached its end marker).
+    pub completed: bool,
+    pub ttft: Option<Duration>,
+}
+
+/// Called once when the answer is complete (or the client went away).
+pub type OnDone = Box<dyn FnOnce(Exchange) + Send>;
+
+/// Builds the client's response from a provider reply.
+pub fn respond(reply: Reply, client: ClientSpec, on_done: OnDone) -> Result<Response, ApiError> {
+    match reply {
+        Reply::Complete { body, format } => {
+            let (body, completion) = if format == client.format {
+                let completion = protocol::decode_completion(format, &body).unwrap_or_else(|e| {
+                    tracing::warn!(request_id = %client.request_id, error = %e, "could not read the upstream answer");
+                    Completion::default()
+                });
+                (body, completion)
+            } else {
+                let completion = protocol::decode_completion(format, &body).map_err(|e| {
+                    ApiError::from(RouteError::Provider(ProviderError::BadResponse(e.0)))
+                })?;
+                (
+                    protocol::encode_completion(client.format, &completion),
+                    completion,
+                )
+            };
+            on_done(Exchange {
+                completion,
+                completed: true,
+                ttft: None,
+            });
+            let mut resp = (StatusCode::OK, body).into_response();
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            Ok(resp)
+        }
+        Reply::Stream {
+            events,
+            format,
+            usage_added,
+        } => Ok(sse_response(relay(
+            events,
+            format,
+            usage_added,
+            client,
+            on_done,
+        ))),
+    }
+}
+
+/// An SSE response around an already framed byte stream.
+pub fn sse_response<S>(stream: S) -> Response
+where
+    S: futures_util::Stream<Item = Result<Bytes, Infallible>> + Send + 'static,
+{
+    let mut resp = Response::new(Body::from_stream(stream));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
+}
+
+/// Collects what a stream carried and reports it when dropped (end or disconnect).
+struct Tracker {
+    collector: Collector,
+    complete: bool,
+    first_event: Option<Instant>,
+    client: ClientSpec,
+    on_done: Option<OnDone>,
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        let ttft = self.first_event.map(|t| t - self.client.started);
+        let usage = self.collector.completion.usage;
+        tracing::info!(
+            target: "memproxy::stream",
+            request_id = %self.client.request_id,
+            model = %self.client.model,
+            completed = self.complete,
+            ttft_ms = ttft.map(|d| d.as_secs_f64() * 1000.0),
+            duration_ms = self.client.started.elapsed().as_secs_f64() * 1000.0,
+            input_tokens = usage.input_tokens,
+            output_tokens = usage.output_tokens,
+            "stream ended"
+        );
+        if let Some(cb) = self.on_done.take() {
+            cb(Exchange {
+                completion: std::mem::take(&mut self.collector.completion),
+                completed: self.complete,
+                ttft,
+            });
+        }
+    }
+}
+
+struct RelayState {
+    events: EventStream,
+    decoder: Box<dyn ir::StreamDecoder>,
+    /// `None`: same format on both sides, wire events pass through untouched.
+    encoder: Option<Box<dyn ir::StreamEncoder>>,
+    /// Used only to report a failure in the client's format during passthrough.
+    error_encoder: Box<dyn ir::StreamEncoder>,
+    hide_usage_chunk: bool,
+    pending: VecDeque<Bytes>,
+    finished: bool,
+    tracker: Tracker,
+    irs: Vec<StreamEvent>,
+    wire: Vec<SseEvent>,
+}
+
+fn error_info(e: ProviderError) -> ErrorInfo {
+    ApiError::from(RouteError::Provider(e)).info()
+}
+
+impl RelayState {
+    /// Handles one upstream wire event, queueing the frames for the client.
+    fn on_event(&mut self, ev: SseEvent) {
+        self.irs.clear();
+        let complete = match self.decoder.decode(&ev, &mut self.irs) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(request_id = %self.tracker.client.request_id, error = %e, "undecodable stream event");
+                false
+            }
+        };
+        for ir in &self.irs {
+            if self.tracker.first_event.is_none() && !matches!(ir, StreamEvent::Start { .. }) {
+                self.tracker.first_event = Some(Instant::now());
+            }
+            self.tracker.collector.push(ir);
+        }
+        match &mut self.encoder {
+            None => {
+                let usage_only = !self.irs.is_empty()
+                    && self.irs.iter().all(|e| matches!(e, StreamEvent::Usage(_)));
+                if !(self.hide_usage_chunk && usage_only) {
+                    self.pending.push_back(ev.to_frame());
+                }
+            }
+            Some(enc) => {
+                self.wire.clear();
+                for ir in &self.irs {
+                    enc.encode(ir, &mut self.wire);
+                }
+                if complete {
+                    enc.finish(&mut self.wire);
+                }
+                self.pending
+                    .extend(self.wire.iter().map(SseEvent::to_frame));
+            }
+        }
+        if complete {
+            self.tracker.complete = true;
+            self.finished = true;
+        }
+    }
+
+    fn on_failure(&mut self, err: ErrorInfo) {
+        self.wire.clear();
+        match &mut self.encoder {
+            Some(enc) => enc.fail(&err, &mut self.wire),
+            None => self.error_encoder.fail(&err, &mut self.wire),
+        }
+        self.pending
+            .extend(self.wire.iter().map(SseEvent::to_frame));
+        self.finished = true;
+    }
+}
+
+fn relay(
+    events: EventStream,
+    format: Format,
+    usage_added: bool,
+    client: ClientSpec,
+    on_done: OnDone,
+) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send {
+    let passthrough = format == client.format;
+    let state = RelayState {
+        events,
+        decoder: protocol::decoder_for(format),
+        encoder: (!passthrough)
+            .then(|| protocol::encoder_for(client.format, &client.model, client.include_usage)),
+        error_encoder: protocol::encoder_for(client.format, &client.model, false),
+        hide_usage_chunk: passthrough && usage_added && format == Format::OpenAiChat,
+        pending: VecDeque::new(),
+        finished: false,
+        tracker: Tracker {
+            collector: Collector::default(),
+            complete: false,
+            first_event: None,
+            client,
+            on_done: Some(on_done),
+        },
+        irs: Vec::new(),
+        wire: Vec::new(),
+    };
+    futures_util::stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(frame) = st.pending.pop_front() {
+                return Some((Ok(frame), st));
+            }
+            if st.finished {
+                return None;
+            }
+            match st.events.next().await {
+                Some(Ok(ev)) => st.on_event(ev),
+                Some(Err(e)) => {
+                    tracing::warn!(request_id = %st.tracker.client.request_id, error = %e, "upstream stream failed");
+                    st.on_failure(error_info(e));
+                }
+                None => st.on_failure(error_info(ProviderError::BadResponse(
+                    "upstream closed the stream before it was complete".into(),
+                ))),
+            }
+        }
+    })
+}
