@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, DeploymentConfig, ProviderKind};
-use crate::protocol::chat::ChatBody;
-use crate::providers::{CallContext, Provider, ProviderEnv, ProviderError, Reply};
+use crate::providers::{CallContext, LlmRequest, Provider, ProviderEnv, ProviderError, Reply};
 
 /// The `model_name` of the synthetic deployment used in upstream mode.
 pub const UPSTREAM_MODE_MODEL: &str = "(upstream)";
@@ -208,13 +207,13 @@ impl ModelRouter {
     /// Sends the request to a deployment of its model, with retries and fallbacks.
     pub async fn chat(
         &self,
-        body: &ChatBody<'_>,
+        req: &LlmRequest<'_>,
         ctx: &CallContext<'_>,
     ) -> Result<Routed, RouteError> {
         if let Some(up) = &self.upstream {
-            return self.try_group_upstream(up, body, ctx).await;
+            return self.try_group_upstream(up, req, ctx).await;
         }
-        let requested = body.model.as_str();
+        let requested = req.model();
         if self.lookup(requested).is_none() {
             return Err(self.unknown(requested));
         }
@@ -260,7 +259,7 @@ impl ModelRouter {
                 attempts += 1;
                 match dep
                     .provider
-                    .chat(&dep.config, body, &upstream_model, ctx)
+                    .chat(&dep.config, req, &upstream_model, ctx)
                     .await
                 {
                     Ok(reply) => {
@@ -299,7 +298,7 @@ impl ModelRouter {
     async fn try_group_upstream(
         &self,
         up: &Arc<Deployment>,
-        body: &ChatBody<'_>,
+        req: &LlmRequest<'_>,
         ctx: &CallContext<'_>,
     ) -> Result<Routed, RouteError> {
         let mut last = None;
@@ -307,7 +306,7 @@ impl ModelRouter {
             if attempt > 0 && !self.retry_after.is_zero() {
                 tokio::time::sleep(self.retry_after).await;
             }
-            match up.provider.chat(&up.config, body, &body.model, ctx).await {
+            match up.provider.chat(&up.config, req, req.model(), ctx).await {
                 Ok(reply) => {
                     return Ok(Routed {
                         reply,

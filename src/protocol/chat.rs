@@ -208,6 +208,17 @@ impl<'a> ChatBody<'a> {
         out
     }
 
+    /// The request as JSON with `model` replaced (for native passthrough upstreams).
+    pub fn to_json_with_model(&self, upstream_model: &str) -> Vec<u8> {
+        let mut copy = self.clone();
+        let mut m = Vec::with_capacity(upstream_model.len() + 2);
+        write_json_str(&mut m, upstream_model);
+        if let Ok(raw) = RawValue::from_string(String::from_utf8_lossy(&m).into_owned()) {
+            copy.set("model", raw);
+        }
+        copy.to_json()
+    }
+
     /// The raw JSON of a top-level member.
     pub fn get(&self, key: &str) -> Option<&RawValue> {
         self.members

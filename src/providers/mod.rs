@@ -75,6 +75,38 @@ impl ProviderError {
     }
 }
 
+/// A model request as the router and providers see it.
+pub struct LlmRequest<'a> {
+    /// The request in the internal representation (OpenAI chat shape).
+    pub chat: ChatBody<'a>,
+    /// The client's own body when it spoke another API, for providers that speak that
+    /// API natively (so provider-specific fields survive untranslated).
+    pub native: Option<Native<'a>>,
+}
+
+/// A client body in a wire format other than OpenAI chat, kept raw.
+pub enum Native<'a> {
+    /// An Anthropic Messages request (raw members; `model` and `messages` validated).
+    Anthropic(ChatBody<'a>),
+}
+
+impl<'a> LlmRequest<'a> {
+    /// A request that arrived in OpenAI chat format.
+    pub fn chat(chat: ChatBody<'a>) -> Self {
+        Self { chat, native: None }
+    }
+
+    /// The model the client asked for.
+    pub fn model(&self) -> &str {
+        &self.chat.model
+    }
+
+    /// Whether the client asked for a stream.
+    pub fn stream(&self) -> bool {
+        self.chat.stream
+    }
+}
+
 /// Who a call is made for; providers use it for per-user headers and sessions.
 pub struct CallContext<'a> {
     pub user_id: &'a str,
@@ -138,13 +170,13 @@ impl Provider {
     pub async fn chat(
         &self,
         cfg: &DeploymentConfig,
-        body: &ChatBody<'_>,
+        req: &LlmRequest<'_>,
         upstream_model: &str,
         ctx: &CallContext<'_>,
     ) -> Result<Reply, ProviderError> {
         match self {
-            Provider::OpenAi(p) => p.chat(cfg, body, upstream_model, ctx).await,
-            Provider::Mock(p) => Ok(p.chat(body, upstream_model)),
+            Provider::OpenAi(p) => p.chat(cfg, &req.chat, upstream_model, ctx).await,
+            Provider::Mock(p) => Ok(p.chat(&req.chat, upstream_model)),
             Provider::Unsupported(name) => Err(ProviderError::NotSupported(format!(
                 "provider `{name}` (model `{}`) is not supported by this build of memproxy",
                 cfg.model_name

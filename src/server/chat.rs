@@ -12,7 +12,7 @@ use super::respond::{respond, ClientSpec};
 use super::{body, AppState};
 use crate::protocol::chat::ChatBody;
 use crate::protocol::ir::Format;
-use crate::providers::CallContext;
+use crate::providers::{CallContext, LlmRequest};
 
 /// Handles a chat completions request.
 pub async fn chat_completions(State(state): State<Arc<AppState>>, req: Request) -> Response {
@@ -46,7 +46,9 @@ pub async fn chat_completions(State(state): State<Arc<AppState>>, req: Request) 
         request_id: ctx.request_id.clone(),
         started: ctx.started,
     };
-    let mut resp = match state.router.chat(&body, &call).await {
+    let model = body.model.clone();
+    let req = LlmRequest::chat(body);
+    let mut resp = match state.router.chat(&req, &call).await {
         Ok(routed) => respond(
             routed.reply,
             client,
@@ -64,7 +66,6 @@ pub async fn chat_completions(State(state): State<Arc<AppState>>, req: Request) 
         .unwrap_or_else(IntoResponse::into_response),
         Err(e) => ApiError::from(e).into_response(),
     };
-    resp.extensions_mut()
-        .insert(LoggedModel(body.model.clone()));
+    resp.extensions_mut().insert(LoggedModel(model));
     resp
 }

@@ -19,6 +19,9 @@ use axum::Router;
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, Notify};
 
+mod anthropic;
+mod gemini;
+
 /// One scripted answer, used for the next request (FIFO); unscripted requests get the
 /// default echo answer.
 #[derive(Debug, Clone)]
@@ -33,6 +36,12 @@ pub enum Behavior {
     Hang,
     /// Stream: send the chunk for `first`, wait for [`MockUpstream::release`], then the rest.
     PausedStream { first: String, rest: String },
+    /// Answer with one tool call (streamed or not, in the endpoint's wire format).
+    ToolCall {
+        id: String,
+        name: String,
+        arguments: String,
+    },
     /// Stream: send the chunk for `first`, wait for [`MockUpstream::release`], then break
     /// the connection.
     CutStream { first: String },
@@ -47,11 +56,23 @@ pub struct Recorded {
 }
 
 #[derive(Default)]
-struct Shared {
+pub(crate) struct Shared {
     script: Mutex<VecDeque<Behavior>>,
     requests: Mutex<Vec<Recorded>>,
-    gate: Notify,
-    fixed: Option<String>,
+    pub(crate) gate: Notify,
+    pub(crate) fixed: Option<String>,
+}
+
+impl Shared {
+    /// Records a request and returns the scripted behaviour for it, if any.
+    pub(crate) fn record(&self, path: &str, headers: HeaderMap, body: &Value) -> Option<Behavior> {
+        self.requests.lock().unwrap().push(Recorded {
+            path: path.to_string(),
+            headers,
+            body: body.clone(),
+        });
+        self.script.lock().unwrap().pop_front()
+    }
 }
 
 /// A running mock upstream; stops when dropped.
@@ -135,6 +156,8 @@ pub fn app_fixed(text: String) -> Router {
 
 fn app(shared: Arc<Shared>) -> Router {
     Router::new()
+        .merge(anthropic::routes())
+        .merge(gemini::routes())
         .route("/v1/chat/completions", post(chat))
         .route("/chat/completions", post(chat))
         .route("/{*rest}", post(chat))
@@ -147,7 +170,7 @@ fn app(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-fn last_user_text(body: &Value) -> String {
+pub(crate) fn last_user_text(body: &Value) -> String {
     body["messages"]
         .as_array()
         .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
@@ -209,7 +232,12 @@ fn sse(body: Body) -> Response {
         .unwrap()
 }
 
-async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, bytes: Bytes) -> Response {
+async fn chat(
+    State(shared): State<Arc<Shared>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
     let body: Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,
         Err(e) => {
@@ -224,16 +252,56 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, bytes: Byte
     if let Some(text) = &shared.fixed {
         return answer(&model, text, &prompt, stream, include_usage);
     }
-    shared.requests.lock().unwrap().push(Recorded {
-        path: "/v1/chat/completions".into(),
-        headers,
-        body: body.clone(),
-    });
-    let behavior = shared.script.lock().unwrap().pop_front();
+    let behavior = shared.record(uri.path(), headers, &body);
     let default_text = format!("mock reply to: {prompt}");
     match behavior {
         None => answer(&model, &default_text, &prompt, stream, include_usage),
         Some(Behavior::Text(t)) => answer(&model, &t, &prompt, stream, include_usage),
+        Some(Behavior::ToolCall {
+            id,
+            name,
+            arguments,
+        }) => {
+            if stream {
+                let mut frames = vec![chunk(
+                    &model,
+                    json!({"role": "assistant", "content": null,
+                        "tool_calls": [{"index": 0, "id": id, "type": "function",
+                                        "function": {"name": name, "arguments": ""}}]}),
+                    None,
+                )];
+                let mid = arguments.len() / 2;
+                let mid = (0..=mid)
+                    .rev()
+                    .find(|i| arguments.is_char_boundary(*i))
+                    .unwrap_or(0);
+                for part in [&arguments[..mid], &arguments[mid..]] {
+                    frames.push(chunk(
+                        &model,
+                        json!({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}),
+                        None,
+                    ));
+                }
+                frames.push(chunk(&model, json!({}), Some("tool_calls")));
+                if include_usage {
+                    let v = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000u64,
+                                   "model": model, "choices": [], "usage": usage(&prompt, &arguments)});
+                    frames.push(Bytes::from(format!("data: {v}\n\n")));
+                }
+                frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
+                sse(Body::from_stream(futures_util::stream::iter(
+                    frames.into_iter().map(Ok::<_, Infallible>),
+                )))
+            } else {
+                axum::Json(json!({
+                    "id": "chatcmpl-mock", "object": "chat.completion", "created": 1_700_000_000u64, "model": model,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": null,
+                        "tool_calls": [{"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}]},
+                        "finish_reason": "tool_calls"}],
+                    "usage": usage(&prompt, &arguments),
+                })).into_response()
+            }
+        }
         Some(Behavior::Status(code, v)) => {
             (StatusCode::from_u16(code).unwrap(), axum::Json(v)).into_response()
         }
