@@ -30,9 +30,9 @@ pub enum RouteError {
     Provider(#[from] ProviderError),
 }
 
-/// A successful call: the reply and what produced it.
-pub struct Routed {
-    pub reply: Reply,
+/// A successful call: its result and what produced it.
+pub struct Routed<T> {
+    pub value: T,
     pub deployment: Arc<Deployment>,
     /// Upstream calls made, retries and fallbacks included.
     pub attempts: u32,
@@ -51,7 +51,7 @@ pub struct ModelRouter {
     fallbacks: BTreeMap<String, Vec<String>>,
     num_retries: u32,
     retry_after: Duration,
-    upstream: Option<Arc<Deployment>>,
+    upstream: Option<Group>,
 }
 
 impl Group {
@@ -152,10 +152,10 @@ impl ModelRouter {
                 output_cost_per_token: None,
                 supermemory_router: false,
             };
-            Arc::new(Deployment {
+            Group::new(vec![Arc::new(Deployment {
                 provider: Provider::new(&cfg, env),
                 config: cfg,
-            })
+            })])
         });
         Self {
             groups,
@@ -181,7 +181,7 @@ impl ModelRouter {
     /// The deployments serving `model`, if any.
     pub fn deployments(&self, model: &str) -> Vec<Arc<Deployment>> {
         if let Some(up) = &self.upstream {
-            return vec![up.clone()];
+            return up.deployments.clone();
         }
         self.lookup(model)
             .map(|(g, _)| g.deployments.clone())
@@ -204,33 +204,68 @@ impl ModelRouter {
         }
     }
 
-    /// Sends the request to a deployment of its model, with retries and fallbacks.
+    /// Sends a chat request to a deployment of its model, with retries and fallbacks.
     pub async fn chat(
         &self,
         req: &LlmRequest<'_>,
         ctx: &CallContext<'_>,
-    ) -> Result<Routed, RouteError> {
-        if let Some(up) = &self.upstream {
-            return self.try_group_upstream(up, req, ctx).await;
-        }
-        let requested = req.model();
-        if self.lookup(requested).is_none() {
-            return Err(self.unknown(requested));
-        }
-        let chain = std::iter::once(requested).chain(
-            self.fallbacks
-                .get(requested)
-                .into_iter()
-                .flatten()
-                .map(String::as_str),
-        );
+    ) -> Result<Routed<Reply>, RouteError> {
+        self.call(req.model(), ctx, |dep, upstream_model| async move {
+            dep.provider
+                .chat(&dep.config, req, &upstream_model, ctx)
+                .await
+        })
+        .await
+    }
+
+    /// Sends an embeddings request (OpenAI shape) to a deployment of its model.
+    pub async fn embed(
+        &self,
+        body: &crate::protocol::chat::ChatBody<'_>,
+        ctx: &CallContext<'_>,
+    ) -> Result<Routed<bytes::Bytes>, RouteError> {
+        self.call(&body.model, ctx, |dep, upstream_model| async move {
+            dep.provider
+                .embed(&dep.config, body, &upstream_model, ctx)
+                .await
+        })
+        .await
+    }
+
+    /// Runs `op` against a deployment of `requested`: weighted choice, retries of
+    /// retryable failures (preferring deployments not tried yet), then `fallbacks`.
+    /// `op` gets the deployment and the provider's name for the model.
+    pub async fn call<'s, T, F, Fut>(
+        &'s self,
+        requested: &str,
+        ctx: &CallContext<'_>,
+        op: F,
+    ) -> Result<Routed<T>, RouteError>
+    where
+        F: Fn(&'s Deployment, String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ProviderError>>,
+    {
+        let chain: Vec<(&str, &Group, Option<&str>)> = match &self.upstream {
+            Some(up) => vec![(requested, up, Some(requested))],
+            None => {
+                let Some((group, wildcard)) = self.lookup(requested) else {
+                    return Err(self.unknown(requested));
+                };
+                let mut chain = vec![(requested, group, wildcard)];
+                for model in self.fallbacks.get(requested).into_iter().flatten() {
+                    match self.lookup(model) {
+                        Some((g, w)) => chain.push((model.as_str(), g, w)),
+                        None => {
+                            tracing::warn!(model = %model, "fallback model is not configured; skipped")
+                        }
+                    }
+                }
+                chain
+            }
+        };
         let mut attempts = 0;
         let mut last: Option<ProviderError> = None;
-        for model in chain {
-            let Some((group, wildcard)) = self.lookup(model) else {
-                tracing::warn!(model, "fallback model is not configured; skipped");
-                continue;
-            };
+        for (model, group, wildcard) in chain {
             if model != requested {
                 tracing::info!(from = requested, to = model, "falling back");
             }
@@ -257,14 +292,10 @@ impl ModelRouter {
                     _ => dep.config.upstream_model.clone(),
                 };
                 attempts += 1;
-                match dep
-                    .provider
-                    .chat(&dep.config, req, &upstream_model, ctx)
-                    .await
-                {
-                    Ok(reply) => {
+                match op(dep, upstream_model).await {
+                    Ok(value) => {
                         return Ok(Routed {
-                            reply,
+                            value,
                             deployment: dep.clone(),
                             attempts,
                         })
@@ -293,40 +324,6 @@ impl ModelRouter {
         Err(last
             .map(RouteError::Provider)
             .unwrap_or_else(|| self.unknown(requested)))
-    }
-
-    async fn try_group_upstream(
-        &self,
-        up: &Arc<Deployment>,
-        req: &LlmRequest<'_>,
-        ctx: &CallContext<'_>,
-    ) -> Result<Routed, RouteError> {
-        let mut last = None;
-        for attempt in 0..=self.num_retries {
-            if attempt > 0 && !self.retry_after.is_zero() {
-                tokio::time::sleep(self.retry_after).await;
-            }
-            match up.provider.chat(&up.config, req, req.model(), ctx).await {
-                Ok(reply) => {
-                    return Ok(Routed {
-                        reply,
-                        deployment: up.clone(),
-                        attempts: attempt + 1,
-                    })
-                }
-                Err(e) => {
-                    tracing::warn!(request_id = ctx.request_id, attempt, error = %e, "upstream gateway call failed");
-                    let retry = e.is_retryable();
-                    last = Some(e);
-                    if !retry {
-                        break;
-                    }
-                }
-            }
-        }
-        Err(RouteError::Provider(
-            last.unwrap_or(ProviderError::Timeout(Duration::ZERO)),
-        ))
     }
 }
 

@@ -96,8 +96,16 @@ pub struct MessageView<'a> {
 }
 
 impl<'a> ChatBody<'a> {
-    /// Parses and validates a request body without building a JSON tree.
+    /// Parses and validates a chat request body without building a JSON tree.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, BodyError> {
+        let body = Self::parse_object(bytes)?;
+        body.validate_messages()?;
+        Ok(body)
+    }
+
+    /// Parses any model request object (`model` required, `stream` optional), without
+    /// the chat-specific `messages` check: embeddings and other endpoints use it.
+    pub fn parse_object(bytes: &'a [u8]) -> Result<Self, BodyError> {
         let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
         if first != Some(&b'{') {
             // Distinguish "not JSON" from "JSON but not an object" for a clearer message.
@@ -141,7 +149,6 @@ impl<'a> ChatBody<'a> {
                 })
             }
         };
-        body.validate_messages()?;
         Ok(body)
     }
 

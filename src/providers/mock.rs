@@ -78,3 +78,59 @@ impl Mock {
         }
     }
 }
+
+/// Deterministic offline embeddings: each word hashed into one of 64 dimensions, the
+/// vector normalised, so texts sharing words are close (good enough for demos and tests).
+pub fn embed(body: &ChatBody<'_>, model: &str) -> Result<Bytes, super::ProviderError> {
+    let inputs: Vec<String> = match body
+        .get("input")
+        .map(|r| serde_json::from_str::<serde_json::Value>(r.get()))
+    {
+        Some(Ok(serde_json::Value::String(s))) => vec![s],
+        Some(Ok(serde_json::Value::Array(items))) => items
+            .into_iter()
+            .map(|v| match v {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            })
+            .collect(),
+        _ => {
+            return Err(super::ProviderError::Status {
+                status: axum::http::StatusCode::BAD_REQUEST,
+                message: "`input` must be a string or an array of strings".into(),
+                kind: Some("invalid_request_error".into()),
+                code: None,
+            })
+        }
+    };
+    let data: Vec<serde_json::Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, text)| json!({"object": "embedding", "index": i, "embedding": hashed_vector(text)}))
+        .collect();
+    let tokens: usize = inputs.iter().map(|t| t.len().div_ceil(4)).sum();
+    Ok(Bytes::from(
+        json!({"object": "list", "data": data, "model": model,
+               "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+        .to_string(),
+    ))
+}
+
+fn hashed_vector(text: &str) -> Vec<f32> {
+    let mut v = vec![0f32; 64];
+    for word in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in word.to_lowercase().bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+        v[(h % 64) as usize] += 1.0;
+    }
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+    v
+}

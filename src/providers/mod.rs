@@ -183,4 +183,24 @@ impl Provider {
             ))),
         }
     }
+
+    /// Computes embeddings (OpenAI `/embeddings` request and answer shapes).
+    pub async fn embed(
+        &self,
+        cfg: &DeploymentConfig,
+        body: &ChatBody<'_>,
+        upstream_model: &str,
+        ctx: &CallContext<'_>,
+    ) -> Result<Bytes, ProviderError> {
+        match self {
+            Provider::OpenAi(p) => p.embed(cfg, body, upstream_model, ctx).await,
+            Provider::Mock(_) => mock::embed(body, upstream_model),
+            _ => Err(ProviderError::Status {
+                status: StatusCode::BAD_REQUEST,
+                message: format!("model `{}` does not serve embeddings", cfg.model_name),
+                kind: Some("invalid_request_error".into()),
+                code: Some("embeddings_not_supported".into()),
+            }),
+        }
+    }
 }

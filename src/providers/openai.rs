@@ -93,28 +93,40 @@ impl OpenAi {
         }
     }
 
-    pub async fn chat(
+    /// `POST {api_base}/embeddings`, the answer passed through.
+    pub async fn embed(
         &self,
         cfg: &DeploymentConfig,
         body: &ChatBody<'_>,
         upstream_model: &str,
         ctx: &CallContext<'_>,
-    ) -> Result<Reply, ProviderError> {
-        let (payload, usage_added) = body.to_upstream(upstream_model);
+    ) -> Result<Bytes, ProviderError> {
+        let url = self.url.replace("/chat/completions", "/embeddings");
+        let req = self
+            .request(&url, ctx)
+            .header("accept", "application/json")
+            .body(body.to_json_with_model(upstream_model));
+        let resp = tokio::time::timeout(cfg.timeout, req.send())
+            .await
+            .map_err(|_| ProviderError::Timeout(cfg.timeout))?
+            .map_err(|e| transport_error(&url, e))?;
+        let status =
+            StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let bytes = read_all(resp, cfg.timeout).await?;
+        if !status.is_success() {
+            return Err(status_error(status, &bytes));
+        }
+        Ok(bytes)
+    }
+
+    /// A POST to `url` with auth, identity and memory headers set.
+    fn request(&self, url: &str, ctx: &CallContext<'_>) -> reqwest::RequestBuilder {
         let mut req = self
             .client_for(ctx.user_id)
-            .post(&self.url)
+            .post(url)
             .header("content-type", "application/json")
             .header("x-request-id", ctx.request_id)
-            .header("x-memproxy-user-id", ctx.user_id)
-            .header(
-                "accept",
-                if body.stream {
-                    "text/event-stream"
-                } else {
-                    "application/json"
-                },
-            );
+            .header("x-memproxy-user-id", ctx.user_id);
         for (k, v) in &self.extra {
             req = req.header(k, v);
         }
@@ -131,6 +143,23 @@ impl OpenAi {
                 req = req.header("x-supermemory-api-key", k);
             }
         }
+        req
+    }
+
+    pub async fn chat(
+        &self,
+        cfg: &DeploymentConfig,
+        body: &ChatBody<'_>,
+        upstream_model: &str,
+        ctx: &CallContext<'_>,
+    ) -> Result<Reply, ProviderError> {
+        let (payload, usage_added) = body.to_upstream(upstream_model);
+        let accept = if body.stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        };
+        let req = self.request(&self.url, ctx).header("accept", accept);
         let timeout = cfg.timeout;
         let resp = tokio::time::timeout(timeout, req.body(payload).send())
             .await

@@ -50,7 +50,7 @@ pub async fn chat_completions(State(state): State<Arc<AppState>>, req: Request) 
     let req = LlmRequest::chat(body);
     let mut resp = match state.router.chat(&req, &call).await {
         Ok(routed) => respond(
-            routed.reply,
+            routed.value,
             client,
             Box::new(|ex| {
                 tracing::debug!(

@@ -4,6 +4,7 @@
 mod admin;
 mod body;
 mod chat;
+mod embeddings;
 pub mod error;
 mod middleware;
 mod respond;

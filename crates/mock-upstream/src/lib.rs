@@ -158,6 +158,7 @@ fn app(shared: Arc<Shared>) -> Router {
     Router::new()
         .merge(anthropic::routes())
         .merge(gemini::routes())
+        .route("/v1/embeddings", post(embeddings))
         .route("/v1/chat/completions", post(chat))
         .route("/chat/completions", post(chat))
         .route("/{*rest}", post(chat))
@@ -337,6 +338,35 @@ async fn chat(
             sse(Body::from_stream(s))
         }
     }
+}
+
+async fn embeddings(
+    State(shared): State<Arc<Shared>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    if let Some(Behavior::Status(code, v)) = shared.record(uri.path(), headers, &body) {
+        return (StatusCode::from_u16(code).unwrap(), axum::Json(v)).into_response();
+    }
+    let inputs: Vec<String> = match &body["input"] {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a
+            .iter()
+            .map(|v| v.as_str().unwrap_or_default().to_string())
+            .collect(),
+        _ => vec![],
+    };
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| json!({"object": "embedding", "index": i, "embedding": [t.len() as f32, 1.0, 0.5]}))
+        .collect();
+    axum::Json(
+        json!({"object": "list", "data": data, "model": body["model"],
+                      "usage": {"prompt_tokens": 1, "total_tokens": 1}}),
+    )
+    .into_response()
 }
 
 fn async_stream(

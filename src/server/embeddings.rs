@@ -1,0 +1,56 @@
+//! `POST /v1/embeddings`: OpenAI-compatible embeddings, routed like chat.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use super::middleware::{LoggedModel, RequestCtx};
+use super::{body, AppState};
+use crate::protocol::chat::ChatBody;
+use crate::providers::CallContext;
+
+/// Handles an embeddings request.
+pub async fn embeddings(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let (parts, req_body) = req.into_parts();
+    let Some(ctx) = parts.extensions.get::<RequestCtx>() else {
+        return ApiError::BadRequest("request context missing".into()).into_response();
+    };
+    let bytes = match body::read(&parts.headers, req_body, state.config.server.max_body_bytes).await
+    {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let body = match ChatBody::parse_object(&bytes) {
+        Ok(b) => b,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    if body.get("input").is_none() {
+        return ApiError::BadRequest("missing required field `input`".into()).into_response();
+    }
+    let call = CallContext {
+        user_id: &ctx.identity.user_id,
+        request_id: &ctx.request_id,
+        client_authorization: parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    };
+    let result = state.router.embed(&body, &call).await;
+    let mut resp = match result {
+        Ok(routed) => {
+            let mut r = (StatusCode::OK, routed.value).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    };
+    resp.extensions_mut()
+        .insert(LoggedModel(body.model.clone()));
+    resp
+}
