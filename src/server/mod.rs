@@ -7,6 +7,7 @@ mod chat;
 mod embeddings;
 pub mod error;
 mod middleware;
+mod pipeline;
 mod respond;
 mod routes;
 
