@@ -2,6 +2,7 @@
 //! types private to it; [`Provider`] dispatches to them. Every provider takes the internal
 //! request ([`ChatBody`], OpenAI chat shape) and answers with a [`Reply`] in that shape.
 
+mod gemini;
 mod mock;
 mod openai;
 
@@ -148,6 +149,7 @@ pub(crate) fn http_client(cookies: bool) -> Result<reqwest::Client, reqwest::Err
 /// The provider implementation of one deployment.
 pub enum Provider {
     OpenAi(Box<openai::OpenAi>),
+    Gemini(Box<gemini::Gemini>),
     Mock(mock::Mock),
     Unsupported(String),
 }
@@ -161,7 +163,7 @@ impl Provider {
         match &cfg.provider {
             ProviderKind::OpenAi => Provider::OpenAi(Box::new(openai::OpenAi::new(cfg, env))),
             ProviderKind::Anthropic => Provider::Unsupported("anthropic".into()),
-            ProviderKind::Gemini => Provider::Unsupported("gemini".into()),
+            ProviderKind::Gemini => Provider::Gemini(Box::new(gemini::Gemini::new(cfg, env))),
             ProviderKind::Unsupported(name) => Provider::Unsupported(name.clone()),
         }
     }
@@ -176,6 +178,7 @@ impl Provider {
     ) -> Result<Reply, ProviderError> {
         match self {
             Provider::OpenAi(p) => p.chat(cfg, &req.chat, upstream_model, ctx).await,
+            Provider::Gemini(p) => p.chat(cfg, &req.chat, upstream_model, ctx).await,
             Provider::Mock(p) => Ok(p.chat(&req.chat, upstream_model)),
             Provider::Unsupported(name) => Err(ProviderError::NotSupported(format!(
                 "provider `{name}` (model `{}`) is not supported by this build of memproxy",
