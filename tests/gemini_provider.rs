@@ -285,3 +285,15 @@ async fn stream_cut_before_the_finish_ends_with_an_error_event() {
     assert_eq!(last["error"]["code"], "upstream_unreachable", "{last}");
     assert!(!events.iter().any(|e| e == "[DONE]"));
 }
+
+#[tokio::test]
+async fn silent_upstream_times_out() {
+    let mock = MockUpstream::start().await;
+    mock.push(Behavior::Hang);
+    let yaml = gemini_model(&mock).replace("api_key: g-key", "api_key: g-key, timeout: 0.3");
+    let proxy = start(&yaml).await;
+    let resp = post(&proxy, &chat_body("gem", "x")).await;
+    assert_eq!(resp.status(), 504);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "upstream_timeout");
+}

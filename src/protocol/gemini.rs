@@ -504,9 +504,10 @@ fn tool_result(earlier: &[ChatMessage], m: &ChatMessage) -> Result<Part, String>
 }
 
 /// Schema keywords Gemini's OpenAPI-subset `Schema` accepts; any other key is rejected
-/// with 400 ("Unknown name …"), so everything else (`$schema`, `$id`,
-/// `additionalProperties`, `strict`, `const`, `examples`, `oneOf`, `allOf`, `not`,
-/// `exclusiveMinimum`, …) is dropped, at every depth.
+/// with 400 ("Unknown name …"), so everything else (`$schema`, `$id`, `$comment`,
+/// `additionalProperties`, `strict`, `examples`, `not`, `exclusiveMinimum`,
+/// `exclusiveMaximum`, `multipleOf`, `uniqueItems`, `patternProperties`, …) is dropped,
+/// at every depth, once [`clean_schema`] has converted what it can.
 const SCHEMA_KEYS: &[&str] = &[
     "type",
     "format",
