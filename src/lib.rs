@@ -1,23 +1,32 @@
 //! memproxy: a memory gateway between AI clients and LLM providers.
 //!
 //! # Layout
+//! - [`analytics`]: the usage databank: one row per model request, written in batches by
+//!   the store's own thread; prices; the usage queries.
 //! - [`config`]: LiteLLM-compatible `config.yaml`, env references, precedence, validation.
 //! - [`server`]: the HTTP app (route table, gateway middleware, handlers, error mapping).
-//! - [`auth`]: master-key authentication.
+//! - [`auth`]: master-key and virtual-key authentication.
+//! - [`keys`]: virtual keys (`/key/*`): hashed storage, hot-path cache, limits, budgets.
+//! - [`ratelimit`]: token buckets per user id and per key, behind a clock and a store trait.
+//! - [`metrics`]: Prometheus metrics for `/metrics`.
 //! - [`identity`]: client detection → `user_id` (memory scope).
 //! - [`protocol`]: client wire formats; the OpenAI chat shape is the internal representation.
 //! - [`routing`]: model name → deployments, load balancing, retries, fallbacks.
 //! - [`providers`]: one file per provider behind one interface.
-//! - [`telemetry`]: JSON logging.
+//! - [`telemetry`]: JSON logging; OpenTelemetry traces over OTLP when configured.
 //!
 //! A request's path: `server::routes` → `server::middleware::gateway` (request id, auth,
 //! identity) → `server::chat` → `routing::ModelRouter::chat` → `providers::*`.
 
+pub mod analytics;
 pub mod auth;
 pub mod config;
 pub mod identity;
+pub mod keys;
+pub mod metrics;
 pub mod protocol;
 pub mod providers;
+pub mod ratelimit;
 pub mod routing;
 pub mod server;
 pub mod telemetry;

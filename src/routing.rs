@@ -150,6 +150,7 @@ impl ModelRouter {
                 supported_endpoints: None,
                 input_cost_per_token: None,
                 output_cost_per_token: None,
+                cache_read_input_token_cost: None,
                 supermemory_router: false,
             };
             Group::new(vec![Arc::new(Deployment {

@@ -19,6 +19,10 @@ fn clean_cmd() -> Command {
     ] {
         c.env_remove(var);
     }
+    c.env(
+        "MEMPROXY_DATA_DIR",
+        std::env::temp_dir().join("memproxy-cli-tests"),
+    );
     c
 }
 

@@ -7,6 +7,7 @@
 //! start-up with the config path of whatever is wrong.
 
 mod env;
+mod ops;
 mod raw;
 mod secret;
 
@@ -18,6 +19,7 @@ use regex::{Regex, RegexBuilder};
 use serde::Serialize;
 use serde_json::Value;
 
+pub use ops::{AnalyticsSettings, ObservabilitySettings, RateLimitSettings, DEFAULT_OPS_DATA_DIR};
 pub use secret::Secret;
 
 use crate::identity::{validate_user_id, HeaderPattern, IdentityConfig};
@@ -73,6 +75,8 @@ pub struct Overrides {
     pub port: Option<u16>,
     pub upstream: Option<String>,
     pub master_key: Option<String>,
+    /// Memory data directory (`--data-dir`).
+    pub data_dir: Option<String>,
 }
 
 /// The fully resolved configuration the server runs with.
@@ -88,6 +92,12 @@ pub struct Config {
     pub identity: IdentityConfig,
     /// Drop request fields a provider does not accept (LiteLLM's `drop_params`).
     pub drop_params: bool,
+    /// `analytics`: the usage databank (also holds virtual keys).
+    pub analytics: AnalyticsSettings,
+    /// `rate_limits`: per-user token buckets.
+    pub rate_limits: RateLimitSettings,
+    /// `observability`: OTLP traces, `/metrics`.
+    pub observability: ObservabilitySettings,
     /// Sent as `x-supermemory-api-key` to Supermemory routers (`SUPERMEMORY_API_KEY`).
     pub supermemory_api_key: Option<Secret<String>>,
     /// Warnings found while loading (unknown keys, unsupported providers).
@@ -160,8 +170,11 @@ pub struct DeploymentConfig {
     pub extra_headers: BTreeMap<String, String>,
     /// Endpoints the deployment serves natively (LiteLLM `model_info.supported_endpoints`).
     pub supported_endpoints: Option<Vec<String>>,
+    /// Price overrides (LiteLLM `model_info`), USD per token; else the built-in table.
     pub input_cost_per_token: Option<f64>,
     pub output_cost_per_token: Option<f64>,
+    /// USD per cached prompt token (LiteLLM `model_info.cache_read_input_token_cost`).
+    pub cache_read_input_token_cost: Option<f64>,
     /// The api_base is a Supermemory router: memory is handled there, not injected here.
     pub supermemory_router: bool,
 }
@@ -370,6 +383,15 @@ fn validate(
         );
     }
 
+    let analytics = ops::analytics(
+        raw.analytics,
+        overrides.data_dir.as_deref(),
+        raw.general_settings.data_dir,
+        lookup,
+    )?;
+    let rate_limits = ops::rate_limits(raw.rate_limits, lookup)?;
+    let observability = ops::observability(raw.observability, lookup)?;
+
     Ok(Config {
         server,
         master_key,
@@ -378,6 +400,9 @@ fn validate(
         router,
         identity,
         drop_params: raw.litellm_settings.drop_params.unwrap_or(false),
+        analytics,
+        rate_limits,
+        observability,
         supermemory_api_key: lookup("SUPERMEMORY_API_KEY")
             .filter(|k| !k.is_empty())
             .map(Secret::new),
@@ -522,6 +547,7 @@ fn deployment(
         supported_endpoints: info.as_ref().and_then(|i| i.supported_endpoints.clone()),
         input_cost_per_token: info.as_ref().and_then(|i| i.input_cost_per_token),
         output_cost_per_token: info.as_ref().and_then(|i| i.output_cost_per_token),
+        cache_read_input_token_cost: info.as_ref().and_then(|i| i.cache_read_input_token_cost),
     })
 }
 

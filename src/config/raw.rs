@@ -23,6 +23,9 @@ pub struct RawConfig {
     pub context_retrieval: Option<Value>,
     pub tool_execution: Option<Value>,
     pub memory: Option<Value>,
+    pub analytics: Option<super::ops::RawAnalytics>,
+    pub rate_limits: Option<super::ops::RawRateLimits>,
+    pub observability: Option<super::ops::RawObservability>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,6 +67,7 @@ pub struct RawModelInfo {
     pub supported_endpoints: Option<Vec<String>>,
     pub input_cost_per_token: Option<f64>,
     pub output_cost_per_token: Option<f64>,
+    pub cache_read_input_token_cost: Option<f64>,
     pub mode: Option<String>,
     pub base_model: Option<String>,
     pub max_tokens: Option<u64>,
@@ -77,6 +81,8 @@ pub struct RawGeneral {
     pub database_url: Option<String>,
     /// LiteLLM's request size limit in megabytes.
     pub max_request_size_mb: Option<f64>,
+    /// Where the embedded databases live (memproxy's own key).
+    pub data_dir: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

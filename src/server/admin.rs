@@ -1,5 +1,5 @@
-//! Operational endpoints: health checks, the model list, and the routing decision for
-//! the caller's headers (`/memory-routing/info`).
+//! Operational endpoints: health checks, Prometheus `/metrics`, the model list, and the
+//! routing decision for the caller's headers (`/memory-routing/info`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,24 +32,54 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Json<serde_json::Valu
     }))
 }
 
+/// How long readiness waits for the analytics store to answer.
+const STORE_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// `GET /health/readiness`: ready when models are routable and stores answer.
 pub async fn readiness(State(state): State<Arc<AppState>>) -> Response {
     let models_ok =
         !state.router.model_names().is_empty() || state.config.server.upstream.is_some();
-    let status = if models_ok { "ready" } else { "not_ready" };
+    let store = tokio::time::timeout(STORE_CHECK_TIMEOUT, state.analytics.call(|s| s.check()))
+        .await
+        .unwrap_or_else(|_| {
+            Err(crate::analytics::StoreError::Unavailable(
+                "no answer within 2 s".into(),
+            ))
+        });
+    let stats = state.analytics.stats();
+    let store_ok = store.is_ok();
+    let ready = models_ok && store_ok;
+    let status = if ready { "ready" } else { "not_ready" };
     let body = json!({
         "status": status,
         "checks": {
             "models": {"ok": models_ok, "count": state.router.model_names().len()},
             "upstream_mode": state.config.server.upstream.is_some(),
+            "analytics_store": {
+                "ok": store_ok,
+                "error": store.err().map(|e| e.to_string()),
+                "queue_depth": stats.queue_depth,
+                "rows_dropped": stats.dropped_queue_full + stats.dropped_store_error,
+            },
         }
     });
-    let code = if models_ok {
+    let code = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(body)).into_response()
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let text = state.metrics.render(state.analytics.stats());
+    let mut resp = text.into_response();
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
 }
 
 /// `GET /v1/models`: the configured model names in OpenAI's list shape.
@@ -104,7 +134,12 @@ pub async fn routing_info(
     });
     Json(json!({
         "user_id": ctx.identity.user_id,
-        "authenticated_as": match ctx.principal { Principal::Master => "master_key", Principal::Open => "none (no master key set)" },
+        "authenticated_as": match &ctx.principal {
+            Principal::Master => "master_key",
+            Principal::Open => "none (no master key set)",
+            Principal::VirtualKey(_) => "virtual_key",
+        },
+        "key_alias": ctx.principal.key().and_then(|k| k.row.alias.clone()),
         "matched_rule": rule,
         "session_id": session_id,
         "request_id": ctx.request_id,

@@ -6,10 +6,13 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::analytics::StoreError;
 use crate::auth::AuthError;
 use crate::identity::IdentityError;
+use crate::keys::KeyError;
 use crate::protocol::chat::BodyError;
 use crate::providers::ProviderError;
+use crate::ratelimit::{fmt_reset, Denied, Dimension};
 use crate::routing::RouteError;
 
 /// Every way a request can fail.
@@ -33,6 +36,14 @@ pub enum ApiError {
     NotFound { method: String, path: String },
     #[error("method not allowed for this path")]
     MethodNotAllowed,
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    RateLimited(#[from] Denied),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no request with id `{0}` was recorded")]
+    UnknownRequest(String),
 }
 
 /// The kind of the error, low-cardinality, for logs and metrics.
@@ -68,6 +79,17 @@ impl ApiError {
             }
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Route(RouteError::Provider(p)) => provider_status(p),
+            ApiError::Key(k) => match k {
+                KeyError::Expired { .. } => StatusCode::UNAUTHORIZED,
+                KeyError::ModelNotAllowed { .. } | KeyError::AdminOnly => StatusCode::FORBIDDEN,
+                KeyError::BudgetExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+                KeyError::Invalid(_) => StatusCode::BAD_REQUEST,
+                KeyError::NotFound => StatusCode::NOT_FOUND,
+                KeyError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            },
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::UnknownRequest(_) => StatusCode::NOT_FOUND,
         }
     }
 
@@ -80,7 +102,26 @@ impl ApiError {
             }
             ApiError::TooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
             ApiError::BodyTimeout => ("invalid_request_error", Some("request_timeout")),
+            ApiError::Auth(AuthError::Expired(_)) => ("authentication_error", Some("key_expired")),
             ApiError::Auth(_) => ("authentication_error", Some("invalid_api_key")),
+            ApiError::Key(k) => match k {
+                KeyError::Expired { .. } => ("authentication_error", Some("key_expired")),
+                KeyError::ModelNotAllowed { .. } => ("permission_error", Some("model_not_allowed")),
+                KeyError::AdminOnly => ("permission_error", Some("admin_only")),
+                KeyError::BudgetExceeded { .. } => ("budget_exceeded", Some("budget_exceeded")),
+                KeyError::Invalid(_) => ("invalid_request_error", Some("invalid_request")),
+                KeyError::NotFound => ("invalid_request_error", Some("key_not_found")),
+                KeyError::Store(_) => ("api_error", Some("store_unavailable")),
+            },
+            ApiError::RateLimited(d) => (
+                match d.dimension {
+                    Dimension::Requests => "requests",
+                    Dimension::Tokens => "tokens",
+                },
+                Some("rate_limit_exceeded"),
+            ),
+            ApiError::Store(_) => ("api_error", Some("store_unavailable")),
+            ApiError::UnknownRequest(_) => ("invalid_request_error", Some("not_found")),
             ApiError::Identity(_) => ("invalid_request_error", Some("invalid_user_id")),
             ApiError::NotFound { .. } => ("invalid_request_error", Some("not_found")),
             ApiError::MethodNotAllowed => ("invalid_request_error", Some("method_not_allowed")),
@@ -112,7 +153,20 @@ impl ApiError {
             ApiError::Body(_) | ApiError::BadRequest(_) => "bad_request",
             ApiError::TooLarge { .. } => "too_large",
             ApiError::BodyTimeout => "body_timeout",
+            ApiError::Auth(AuthError::Expired(_)) => "key_expired",
             ApiError::Auth(_) => "auth",
+            ApiError::Key(k) => match k {
+                KeyError::Expired { .. } => "key_expired",
+                KeyError::ModelNotAllowed { .. } => "model_not_allowed",
+                KeyError::AdminOnly => "admin_only",
+                KeyError::BudgetExceeded { .. } => "budget_exceeded",
+                KeyError::Invalid(_) => "bad_request",
+                KeyError::NotFound => "not_found",
+                KeyError::Store(_) => "store_unavailable",
+            },
+            ApiError::RateLimited(_) => "rate_limited",
+            ApiError::Store(_) => "store_unavailable",
+            ApiError::UnknownRequest(_) => "not_found",
             ApiError::Identity(_) => "invalid_user_id",
             ApiError::NotFound { .. } => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
@@ -183,7 +237,33 @@ impl IntoResponse for ApiError {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if let ApiError::RateLimited(d) = &self {
+            rate_limit_headers(resp.headers_mut(), d);
+        }
         resp.extensions_mut().insert(ErrorKind(self.label()));
         resp
+    }
+}
+
+/// `Retry-After` and OpenAI's `x-ratelimit-*` headers of a refused request.
+fn rate_limit_headers(h: &mut axum::http::HeaderMap, d: &Denied) {
+    let dim = match d.dimension {
+        Dimension::Requests => "requests",
+        Dimension::Tokens => "tokens",
+    };
+    let secs = d.retry_after_ms.div_ceil(1000).max(1);
+    h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    let pairs = [
+        (format!("x-ratelimit-limit-{dim}"), d.limit.to_string()),
+        (format!("x-ratelimit-remaining-{dim}"), "0".to_string()),
+        (format!("x-ratelimit-reset-{dim}"), fmt_reset(d.reset_ms)),
+    ];
+    for (name, value) in pairs {
+        if let (Ok(n), Ok(v)) = (
+            axum::http::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            h.insert(n, v);
+        }
     }
 }

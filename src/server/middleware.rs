@@ -1,20 +1,26 @@
-//! The gateway layer every request passes first: request id, authentication, client
-//! detection, the `x-request-id` / `x-memproxy-user-id` response headers, and the one
-//! access-log line per request.
+//! The gateway layer every request passes first: request id, authentication (master or
+//! virtual key), client detection (a key's user binding wins over headers), for model
+//! requests the key budget and the request rate limits, the `x-request-id` /
+//! `x-memproxy-user-id` response headers, metrics, the analytics row of model requests
+//! refused before their handler, and the one access-log line per request.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
+use super::accounting::{self, Refusal, RoutedGroup};
 use super::error::{ApiError, ErrorKind};
 use super::AppState;
+use crate::analytics::timefmt;
 use crate::auth::Principal;
 use crate::identity::Decision;
+use crate::ratelimit::{Dimension, Quota};
 
 /// What the gateway layer learned about a request, for the handlers.
 #[derive(Debug, Clone)]
@@ -23,6 +29,10 @@ pub struct RequestCtx {
     pub principal: Principal,
     pub identity: Decision,
     pub started: Instant,
+    /// Wall-clock arrival time, Unix milliseconds (the analytics row's time).
+    pub arrived_ms: i64,
+    /// Set once the pipeline has taken over the request's analytics row.
+    pub recorded: Arc<AtomicBool>,
 }
 
 /// Set by handlers on their response so the access log names the model.
@@ -30,8 +40,20 @@ pub struct RequestCtx {
 pub struct LoggedModel(pub String);
 
 /// Paths answered without authentication.
-fn is_open(path: &str) -> bool {
+fn is_open(state: &AppState, path: &str) -> bool {
     matches!(path, "/health/liveliness" | "/health/liveness")
+        || (path == "/metrics" && !state.config.observability.metrics_require_auth)
+}
+
+/// The client API of a model request path (analytics `endpoint`), if it is one.
+fn model_endpoint(path: &str) -> Option<&'static str> {
+    Some(match path.strip_prefix("/v1").unwrap_or(path) {
+        "/chat/completions" => "chat",
+        "/messages" => "messages",
+        "/responses" => "responses",
+        "/embeddings" => "embeddings",
+        _ => return None,
+    })
 }
 
 fn client_request_id(req: &Request) -> Option<String> {
@@ -40,36 +62,70 @@ fn client_request_id(req: &Request) -> Option<String> {
         .then(|| v.to_string())
 }
 
+/// Authenticates and identifies a request; for model requests also checks the key's
+/// budget and counts the request against the rate limits.
+async fn admit(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    model_request: bool,
+) -> Result<(Principal, Decision, Option<Quota>), ApiError> {
+    let now = timefmt::now_ms();
+    let principal = state.auth.authenticate(headers, &state.keys, now)?;
+    let scope = principal.key().and_then(|k| k.row.user_id.as_deref());
+    let identity = state.config.identity.detect(headers, scope)?;
+    let mut quota = None;
+    if model_request {
+        if let Some(k) = principal.key() {
+            k.check_budget()?;
+        }
+        quota = state
+            .limits
+            .check_request(&identity.user_id, principal.key().map(|k| &**k))
+            .await
+            .inspect_err(|d| {
+                state.metrics.rate_limited(d.scope.label(), "requests");
+            })?;
+    }
+    Ok((principal, identity, quota))
+}
+
 /// The gateway middleware (see the module docs).
 pub async fn gateway(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = client_request_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_string();
+    let endpoint = model_endpoint(&path);
+    let open = is_open(&state, &path);
 
-    let admitted = if is_open(&path) {
+    let admitted = if open {
         Ok(None)
     } else {
-        state
-            .auth
-            .authenticate(req.headers())
-            .map_err(ApiError::from)
-            .and_then(|principal| {
-                let identity = state.config.identity.detect(req.headers(), None)?;
-                Ok(Some((principal, identity)))
-            })
+        admit(&state, req.headers(), endpoint.is_some())
+            .await
+            .map(Some)
     };
-    let mut user_id = None;
+    let mut ctx = None;
+    let mut quota = None;
     let mut resp = match admitted {
-        Ok(ctx) => {
-            if let Some((principal, identity)) = ctx {
-                user_id = Some(identity.user_id.clone());
-                req.extensions_mut().insert(RequestCtx {
+        Ok(admitted) => {
+            if let Some((principal, identity, q)) = admitted {
+                quota = q;
+                let c = RequestCtx {
                     request_id: request_id.clone(),
                     principal,
                     identity,
                     started,
-                });
+                    arrived_ms: timefmt::now_ms(),
+                    recorded: Arc::new(AtomicBool::new(false)),
+                };
+                req.extensions_mut().insert(c.clone());
+                ctx = Some(c);
             }
             let span = tracing::info_span!("request", request_id = %request_id);
             next.run(req).instrument(span).await
@@ -77,27 +133,57 @@ pub async fn gateway(State(state): State<Arc<AppState>>, mut req: Request, next:
         Err(e) => e.into_response(),
     };
 
+    let user_id = ctx.as_ref().map(|c| c.identity.user_id.as_str());
     let headers = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         headers.insert("x-request-id", v);
     }
-    if let Some(Ok(v)) = user_id.as_deref().map(HeaderValue::from_str) {
+    if let Some(Ok(v)) = user_id.map(HeaderValue::from_str) {
         headers.insert("x-memproxy-user-id", v);
+    }
+    if let Some(q) = &quota {
+        if resp.status().is_success() {
+            accounting::quota_headers(resp.headers_mut(), Dimension::Requests, q);
+        }
     }
     let status = resp.status().as_u16();
     let model = resp.extensions().get::<LoggedModel>().map(|m| m.0.as_str());
     let error = resp.extensions().get::<ErrorKind>().map(|e| e.0);
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    if !is_open(&path) {
+    if let Some(endpoint) = endpoint {
+        let recorded = ctx
+            .as_ref()
+            .is_some_and(|c| c.recorded.load(Ordering::Relaxed));
+        if !recorded {
+            accounting::record_refused(
+                &state,
+                ctx.as_ref(),
+                Refusal {
+                    request_id: &request_id,
+                    endpoint,
+                    model,
+                    status,
+                    error,
+                    started,
+                },
+            );
+        }
+    }
+    let group = resp
+        .extensions()
+        .get::<RoutedGroup>()
+        .map_or("", |g| g.0.config.model_name.as_str());
+    let elapsed = started.elapsed();
+    state.metrics.request(&route, status, group, elapsed);
+    if !open {
         tracing::info!(
             target: "memproxy::access",
             request_id = %request_id,
-            user_id = user_id.as_deref().unwrap_or(""),
+            user_id = user_id.unwrap_or(""),
             method = %method,
             path = %path,
             model = model.unwrap_or(""),
             status,
-            latency_ms,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
             error = error.unwrap_or(""),
             "request"
         );

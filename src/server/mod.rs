@@ -1,15 +1,18 @@
 //! The HTTP server: shared state, the app ([`router`]), and [`serve`] with graceful
 //! shutdown. Routes are listed in [`routes`]; errors become HTTP only in [`error`].
 
+mod accounting;
 mod admin;
 mod body;
 mod chat;
 mod embeddings;
 pub mod error;
+mod keys_api;
 mod middleware;
 mod pipeline;
 mod respond;
 mod routes;
+mod usage_api;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,9 +23,13 @@ use tokio::net::TcpListener;
 
 pub use routes::router;
 
+use crate::analytics::Analytics;
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::keys::Keys;
+use crate::metrics::Metrics;
 use crate::providers::ProviderEnv;
+use crate::ratelimit::{Clock, MonotonicClock, RateLimits};
 use crate::routing::ModelRouter;
 
 /// Everything request handlers share; built once at start-up, read-only afterwards.
@@ -31,6 +38,14 @@ pub struct AppState {
     pub router: ModelRouter,
     pub auth: Auth,
     pub started: Instant,
+    /// The usage databank (and the store of virtual keys).
+    pub analytics: Analytics,
+    /// Virtual keys, cached for the hot path.
+    pub keys: Keys,
+    pub limits: RateLimits,
+    pub metrics: Metrics,
+    /// Open a GenAI span around each model call (traces are exported).
+    pub genai_spans: bool,
 }
 
 /// Why the server state could not be built.
@@ -41,12 +56,25 @@ pub enum StartError {
 }
 
 impl AppState {
-    /// Builds providers, router and auth from a validated config.
-    pub fn new(mut config: Config) -> Result<Arc<Self>, StartError> {
+    /// Builds providers, router, auth and the operations stores from a validated config.
+    /// Opens files and starts the analytics thread: call at start-up.
+    pub fn new(config: Config) -> Result<Arc<Self>, StartError> {
+        Self::with_clock(config, Arc::new(MonotonicClock::default()))
+    }
+
+    /// Like [`AppState::new`], with the clock the rate limits use (tests control time).
+    pub fn with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Result<Arc<Self>, StartError> {
         let env = ProviderEnv::new(&config)?;
         let router = ModelRouter::new(&mut config, &env);
+        let (analytics, keys) = Analytics::open(&config.analytics, |s| s.load_keys());
+        let metrics = Metrics::new(router.model_names().iter().map(String::as_str));
         Ok(Arc::new(Self {
             auth: Auth::new(config.master_key.clone()),
+            analytics,
+            keys: Keys::from_rows(keys),
+            limits: RateLimits::new(&config.rate_limits, clock),
+            metrics,
+            genai_spans: crate::telemetry::traces_enabled(),
             config,
             router,
             started: Instant::now(),
@@ -55,7 +83,7 @@ impl AppState {
 }
 
 /// Serves the app on `listener` until `shutdown` resolves, then lets in-flight requests
-/// (streams included) finish.
+/// (streams included) finish, and writes every queued analytics row.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
@@ -64,7 +92,9 @@ pub async fn serve(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router(state))
+    let result = axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    state.analytics.shutdown().await;
+    result
 }

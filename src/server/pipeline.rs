@@ -1,18 +1,23 @@
 //! The path every model request takes once its API handler has parsed it into the
-//! internal representation: route to a deployment, answer in the client's format, and
-//! report the finished exchange (logs; memory capture and analytics hook in here).
-//! Chat, Messages and Responses handlers all end in [`run`].
+//! internal representation: key model check and token limit, route to a deployment,
+//! answer in the client's format, and report the finished exchange (analytics row,
+//! metrics, spend, token settlement via [`accounting`](super::accounting); memory capture
+//! hooks in here). Chat, Messages and Responses handlers all end in [`run`].
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
+use tracing::Instrument;
 
+use super::accounting::{self, Accounting, RoutedGroup};
 use super::error::ApiError;
 use super::middleware::RequestCtx;
-use super::respond::{respond, ClientSpec, Exchange};
+use super::respond::{respond, AnswerUsage, ClientSpec};
 use super::AppState;
 use crate::providers::{CallContext, LlmRequest};
+use crate::ratelimit::Dimension;
 
 /// Routes `req` and answers it in the format of `client`.
 pub async fn run(
@@ -22,6 +27,30 @@ pub async fn run(
     req: LlmRequest<'_>,
     client: ClientSpec,
 ) -> Result<Response, ApiError> {
+    let mut acct = Accounting::start(state, ctx, client.format, req.model(), req.stream());
+    let key = ctx.principal.key().map(|k| &**k);
+    if let Some(k) = key {
+        if let Err(e) = k.check_model(req.model()) {
+            return Err(acct.fail(e.into(), None));
+        }
+    }
+    let mut token_quota = None;
+    if state.limits.limits_tokens(key) {
+        let estimate =
+            accounting::estimate_tokens(req.chat.get("messages").map_or(0, |m| m.get().len()));
+        match state
+            .limits
+            .charge_tokens(&ctx.identity.user_id, key, estimate)
+            .await
+        {
+            Ok((charge, quota)) => {
+                acct.charged(charge);
+                token_quota = quota;
+            }
+            Err(denied) => return Err(acct.fail(denied.into(), None)),
+        }
+    }
+
     let call = CallContext {
         user_id: &ctx.identity.user_id,
         request_id: &ctx.request_id,
@@ -29,18 +58,29 @@ pub async fn run(
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok()),
     };
-    let routed = state.router.chat(&req, &call).await?;
-    respond(routed.value, client, Box::new(on_done))
-}
-
-/// Called once per answered request, when the answer is complete or abandoned.
-fn on_done(ex: Exchange) {
-    tracing::debug!(
-        completed = ex.completed,
-        ttft_ms = ex.ttft.map(|d| d.as_secs_f64() * 1000.0),
-        output_chars = ex.completion.text.len(),
-        input_tokens = ex.completion.usage.input_tokens,
-        output_tokens = ex.completion.usage.output_tokens,
-        "exchange complete"
-    );
+    let t0 = Instant::now();
+    let result = state
+        .router
+        .chat(&req, &call)
+        .instrument(acct.span().clone())
+        .await;
+    let upstream = t0.elapsed();
+    let routed = match result {
+        Ok(r) => r,
+        Err(e) => return Err(acct.fail(e.into(), Some(upstream))),
+    };
+    let price = acct.routed(&routed.deployment, routed.attempts, req.model(), upstream);
+    let group = RoutedGroup(routed.deployment.clone());
+    let mut resp = respond(routed.value, client, Box::new(move |ex| acct.finish(ex)))?;
+    let overhead = ctx.started.elapsed().saturating_sub(upstream);
+    let cost = resp
+        .extensions()
+        .get::<AnswerUsage>()
+        .and_then(|u| price.map(|p| p.cost(&u.0)));
+    accounting::cost_headers(resp.headers_mut(), cost, overhead);
+    if let Some(q) = &token_quota {
+        accounting::quota_headers(resp.headers_mut(), Dimension::Tokens, q);
+    }
+    resp.extensions_mut().insert(group);
+    Ok(resp)
 }

@@ -37,7 +37,17 @@ pub struct Exchange {
     /// The answer arrived whole (a stream reached its end marker).
     pub completed: bool,
     pub ttft: Option<Duration>,
+    /// Streams: time spent waiting for the provider's events (after the headers).
+    pub upstream_wait: Duration,
+    /// Streams: time spent waiting for the client to take the frames.
+    pub client_wait: Duration,
+    /// Streams: the error kind that ended the stream, if one did.
+    pub error: Option<&'static str>,
 }
+
+/// The token usage of a complete (non-streamed) answer, on its response for the pipeline.
+#[derive(Debug, Clone, Copy)]
+pub struct AnswerUsage(pub ir::Usage);
 
 /// Called once when the answer is complete (or the client went away).
 pub type OnDone = Box<dyn FnOnce(Exchange) + Send>;
@@ -61,12 +71,17 @@ pub fn respond(reply: Reply, client: ClientSpec, on_done: OnDone) -> Result<Resp
                     completion,
                 )
             };
+            let usage = completion.usage;
             on_done(Exchange {
                 completion,
                 completed: true,
                 ttft: None,
+                upstream_wait: Duration::ZERO,
+                client_wait: Duration::ZERO,
+                error: None,
             });
             let mut resp = (StatusCode::OK, body).into_response();
+            resp.extensions_mut().insert(AnswerUsage(usage));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
@@ -110,6 +125,11 @@ struct Tracker {
     first_event: Option<Instant>,
     client: ClientSpec,
     on_done: Option<OnDone>,
+    upstream_wait: Duration,
+    client_wait: Duration,
+    /// When the last frame was handed out (the client's turn began).
+    yielded_at: Option<Instant>,
+    error: Option<&'static str>,
 }
 
 impl Drop for Tracker {
@@ -132,6 +152,9 @@ impl Drop for Tracker {
                 completion: std::mem::take(&mut self.collector.completion),
                 completed: self.complete,
                 ttft,
+                upstream_wait: self.upstream_wait,
+                client_wait: self.client_wait,
+                error: self.error,
             });
         }
     }
@@ -152,8 +175,9 @@ struct RelayState {
     wire: Vec<SseEvent>,
 }
 
-fn error_info(e: ProviderError) -> ErrorInfo {
-    ApiError::from(RouteError::Provider(e)).info()
+fn error_info(e: ProviderError) -> (ErrorInfo, &'static str) {
+    let e = ApiError::from(RouteError::Provider(e));
+    (e.info(), e.label())
 }
 
 impl RelayState {
@@ -211,7 +235,8 @@ impl RelayState {
         self.finished = true;
     }
 
-    fn on_failure(&mut self, err: ErrorInfo) {
+    fn on_failure(&mut self, (err, label): (ErrorInfo, &'static str)) {
+        self.tracker.error = Some(label);
         self.wire.clear();
         match &mut self.encoder {
             Some(enc) => enc.fail(&err, &mut self.wire),
@@ -246,19 +271,30 @@ fn relay(
             first_event: None,
             client,
             on_done: Some(on_done),
+            upstream_wait: Duration::ZERO,
+            client_wait: Duration::ZERO,
+            yielded_at: None,
+            error: None,
         },
         irs: Vec::new(),
         wire: Vec::new(),
     };
     futures_util::stream::unfold(state, |mut st| async move {
+        if let Some(t) = st.tracker.yielded_at.take() {
+            st.tracker.client_wait += t.elapsed();
+        }
         loop {
             if let Some(frame) = st.pending.pop_front() {
+                st.tracker.yielded_at = Some(Instant::now());
                 return Some((Ok(frame), st));
             }
             if st.finished {
                 return None;
             }
-            match st.events.next().await {
+            let waiting = Instant::now();
+            let next = st.events.next().await;
+            st.tracker.upstream_wait += waiting.elapsed();
+            match next {
                 Some(Ok(ev)) => st.on_event(ev),
                 Some(Err(e)) => {
                     tracing::warn!(request_id = %st.tracker.client.request_id, error = %e, "upstream stream failed");

@@ -7,7 +7,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use super::error::ApiError;
-use super::{admin, chat, embeddings, middleware, AppState};
+use super::{admin, chat, embeddings, keys_api, middleware, usage_api, AppState};
 
 /// Builds the application: every route behind the gateway middleware.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -24,6 +24,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health/readiness", get(admin::readiness))
         .route("/memory-routing/info", get(admin::routing_info))
         .route("/v1/debug/routing", get(admin::routing_info))
+        .route("/metrics", get(admin::metrics))
+        .route("/v1/usage", get(usage_api::usage))
+        .route("/v1/usage/requests", get(usage_api::requests))
+        .route("/v1/feedback", post(usage_api::feedback))
+        .route("/key/generate", post(keys_api::generate))
+        .route("/key/info", get(keys_api::info))
+        .route("/key/delete", post(keys_api::delete))
+        .route("/key/list", get(keys_api::list))
         .fallback(not_found)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn_with_state(

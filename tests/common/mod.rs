@@ -12,6 +12,8 @@ pub use mock_upstream::{Behavior, MockUpstream};
 
 pub struct Proxy {
     pub addr: SocketAddr,
+    /// The memory data dir made for this proxy (none when the test chose its own).
+    pub data_dir: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -46,7 +48,16 @@ pub async fn start(yaml: &str) -> Proxy {
     start_with(yaml, &[], Overrides::default()).await
 }
 
-pub async fn start_with(yaml: &str, env: &[(&str, &str)], overrides: Overrides) -> Proxy {
+/// Starts the app; without `overrides.data_dir`, memory lives in a fresh temp dir.
+pub async fn start_with(yaml: &str, env: &[(&str, &str)], mut overrides: Overrides) -> Proxy {
+    let data_dir = match overrides.data_dir {
+        Some(_) => None,
+        None => {
+            let d = tempfile::tempdir().expect("temp data dir");
+            overrides.data_dir = Some(d.path().to_string_lossy().into_owned());
+            Some(d)
+        }
+    };
     let env: Vec<(String, String)> = env
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -62,6 +73,39 @@ pub async fn start_with(yaml: &str, env: &[(&str, &str)], overrides: Overrides) 
     }));
     Proxy {
         addr,
+        data_dir,
+        stop: Some(tx),
+        handle: Some(handle),
+    }
+}
+
+/// Parses a test config, with its data dir in a fresh temp dir (returned with it).
+pub fn test_config(yaml: &str, env: &[(&str, &str)]) -> (config::Config, tempfile::TempDir) {
+    let d = tempfile::tempdir().expect("temp data dir");
+    let overrides = Overrides {
+        data_dir: Some(d.path().to_string_lossy().into_owned()),
+        ..Default::default()
+    };
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let lookup = move |n: &str| env.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let cfg = config::parse(yaml, "test.yaml", &overrides, &lookup).expect("config");
+    (cfg, d)
+}
+
+/// Serves an already built state (tests that control the clock or inspect the state).
+pub async fn start_state(state: std::sync::Arc<memproxy::AppState>) -> Proxy {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(memproxy::serve(listener, state, async {
+        let _ = rx.await;
+    }));
+    Proxy {
+        addr,
+        data_dir: None,
         stop: Some(tx),
         handle: Some(handle),
     }

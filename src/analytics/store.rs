@@ -1,0 +1,164 @@
+//! What is stored and asked of the operations store: usage [`Record`]s, usage queries,
+//! feedback, and virtual keys. [`AnalyticsStore`] is the interface a backend implements
+//! (embedded SQLite now, PostgreSQL later); its methods are blocking and only ever run on
+//! the store's own thread (see `writer`), never on an async worker.
+
+use serde::Serialize;
+
+use crate::keys::KeyRow;
+
+/// One model request, as written to the databank.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Record {
+    /// When the request arrived, Unix milliseconds.
+    pub ts_ms: i64,
+    pub request_id: String,
+    /// The detected user id (memory scope); empty when the request was refused before.
+    pub user_id: String,
+    /// SHA-256 (hex) of the virtual key used; none for the master key or open mode.
+    pub key_id: Option<String>,
+    pub key_alias: Option<String>,
+    /// The client API: `chat`, `messages`, `responses`, `embeddings`.
+    pub endpoint: String,
+    /// The model name the client asked for.
+    pub model: String,
+    /// The `model_name` of the deployment that answered (differs on fallback).
+    pub deployment: Option<String>,
+    /// The provider's name for the model.
+    pub upstream_model: Option<String>,
+    pub provider: Option<String>,
+    pub stream: bool,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    /// Prompt tokens served from the provider's cache (part of `tokens_in`).
+    pub tokens_cached: u64,
+    /// Output tokens spent on reasoning (part of `tokens_out`).
+    pub tokens_reasoning: u64,
+    /// USD; none when the model has no known price.
+    pub cost_usd: Option<f64>,
+    /// From arrival to the last byte handed to the client.
+    pub total_ms: f64,
+    /// Streams: from arrival to the first content event.
+    pub ttft_ms: Option<f64>,
+    /// Time spent waiting for the provider (retries included).
+    pub upstream_ms: Option<f64>,
+    /// memproxy's own time: total − upstream (− the client's reading time for streams).
+    pub overhead_ms: f64,
+    pub status: u16,
+    /// Low-cardinality error label (`upstream_status`, `rate_limited`, …).
+    pub error_type: Option<String>,
+    pub memories_injected: u32,
+    pub tool_rounds: u32,
+    /// Upstream calls made, retries and fallbacks included.
+    pub attempts: u32,
+}
+
+/// A stored row as the query API returns it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredRecord {
+    /// Opaque, increasing row id.
+    pub id: i64,
+    pub time: String,
+    #[serde(flatten)]
+    pub record: Record,
+    pub feedback_score: Option<f64>,
+    pub feedback_comment: Option<String>,
+}
+
+/// How usage totals are grouped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupBy {
+    User,
+    Model,
+    Key,
+    Day,
+}
+
+/// `GET /v1/usage`.
+#[derive(Debug, Clone)]
+pub struct UsageQuery {
+    pub group_by: GroupBy,
+    /// Inclusive lower bound, Unix ms.
+    pub from_ms: Option<i64>,
+    /// Exclusive upper bound, Unix ms.
+    pub to_ms: Option<i64>,
+}
+
+/// Totals of one group.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct UsageGroup {
+    pub group: String,
+    /// For `group_by=key`: the key's alias, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_alias: Option<String>,
+    pub requests: u64,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub cost_usd: f64,
+    /// Requests answered with a status ≥ 400 or ended by an error.
+    pub errors: u64,
+    /// Nearest-rank percentiles of `total_ms`.
+    pub latency_p50_ms: f64,
+    pub latency_p95_ms: f64,
+}
+
+/// `GET /v1/usage/requests`: filters and one page.
+#[derive(Debug, Clone, Default)]
+pub struct RequestsQuery {
+    pub user_id: Option<String>,
+    pub model: Option<String>,
+    pub key_id: Option<String>,
+    pub request_id: Option<String>,
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub limit: usize,
+    /// Rows with an id below this one (the previous page's `next_cursor`).
+    pub before_id: Option<i64>,
+}
+
+/// `POST /v1/feedback`.
+#[derive(Debug, Clone)]
+pub struct Feedback {
+    pub request_id: String,
+    pub score: Option<f64>,
+    pub comment: Option<String>,
+    /// Set when a virtual key sends it: only its own requests may be rated.
+    pub key_id: Option<String>,
+}
+
+/// A store operation that failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("the analytics store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("analytics database error: {0}")]
+    Database(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+/// A backend of the operations store. Implementations block; they run on one dedicated
+/// thread, which owns the store, so `&mut self` needs no locking.
+pub trait AnalyticsStore: Send {
+    /// Writes a batch of rows atomically (one transaction) and adds each row's cost to
+    /// its key's spend.
+    fn insert_records(&mut self, rows: &[Record]) -> Result<(), StoreError>;
+    /// Totals per group.
+    fn usage(&mut self, q: &UsageQuery) -> Result<Vec<UsageGroup>, StoreError>;
+    /// One page of rows, newest first.
+    fn requests(&mut self, q: &RequestsQuery) -> Result<Vec<StoredRecord>, StoreError>;
+    /// Attaches feedback to the newest row of the request; false when there is none.
+    fn set_feedback(&mut self, fb: &Feedback) -> Result<bool, StoreError>;
+    /// Every virtual key, with its accumulated spend.
+    fn load_keys(&mut self) -> Result<Vec<KeyRow>, StoreError>;
+    fn insert_key(&mut self, key: &KeyRow) -> Result<(), StoreError>;
+    /// Deletes keys by hash; returns the hashes that existed.
+    fn delete_keys(&mut self, hashes: &[String]) -> Result<Vec<String>, StoreError>;
+    /// A cheap round trip proving the store answers (readiness).
+    fn check(&mut self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,176 @@
+//! The store's own thread: it owns the [`AnalyticsStore`], drains queued rows in batches
+//! (one transaction each) and runs queries in queue order, so a query sees every row
+//! queued before it. Nothing here runs on an async worker thread.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::store::{AnalyticsStore, Record, StoreError};
+use super::timefmt;
+
+/// Opens (or reopens) the store; called on the store thread.
+pub type Opener = Box<dyn FnMut() -> Result<Box<dyn AnalyticsStore>, StoreError> + Send>;
+
+/// A job for the store thread.
+pub type Job = Box<dyn FnOnce(Option<&mut dyn AnalyticsStore>) + Send>;
+
+/// What the store thread is asked to do, in queue order.
+pub enum Command {
+    Record(Box<Record>),
+    /// Run a query or update against the store (after writing earlier rows).
+    Call(Job),
+    /// Write every earlier row, then answer.
+    Flush(tokio::sync::oneshot::Sender<()>),
+    /// Write every earlier row and stop.
+    Shutdown,
+}
+
+/// Counters shared between the request path, the store thread and `/metrics`.
+#[derive(Default)]
+pub struct Shared {
+    /// Rows queued and not yet taken by the store thread.
+    pub depth: AtomicUsize,
+    pub written: AtomicU64,
+    /// Rows refused because the queue was full.
+    pub dropped_queue_full: AtomicU64,
+    /// Rows lost because the store failed.
+    pub dropped_store_error: AtomicU64,
+    /// The last store operation succeeded.
+    pub store_ok: AtomicBool,
+    pub last_error: Mutex<Option<String>>,
+    /// Unix ms of the last "queue full" warning (they are logged at most once a second).
+    pub last_full_warning_ms: AtomicI64,
+}
+
+impl Shared {
+    pub fn fail(&self, e: &StoreError) {
+        self.store_ok.store(false, Ordering::Relaxed);
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(e.to_string());
+        }
+    }
+
+    pub fn succeed(&self) {
+        self.store_ok.store(true, Ordering::Relaxed);
+    }
+}
+
+/// How long the thread waits between attempts to reopen a store that failed to open.
+const REOPEN_INTERVAL: Duration = Duration::from_secs(5);
+
+struct Worker<'a> {
+    store: Option<Box<dyn AnalyticsStore>>,
+    opener: Opener,
+    last_open_attempt: Instant,
+    shared: &'a Shared,
+    batch: Vec<Record>,
+}
+
+impl Worker<'_> {
+    fn store(&mut self) -> Option<&mut dyn AnalyticsStore> {
+        if self.store.is_none() && self.last_open_attempt.elapsed() >= REOPEN_INTERVAL {
+            self.last_open_attempt = Instant::now();
+            match (self.opener)() {
+                Ok(s) => {
+                    tracing::info!("analytics store opened");
+                    self.shared.succeed();
+                    self.store = Some(s);
+                }
+                Err(e) => self.shared.fail(&e),
+            }
+        }
+        self.store
+            .as_deref_mut()
+            .map(|s| s as &mut dyn AnalyticsStore)
+    }
+
+    fn write_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let n = batch.len() as u64;
+        let result = match self.store() {
+            Some(s) => s.insert_records(&batch),
+            None => Err(StoreError::Unavailable(
+                self.shared
+                    .last_error
+                    .lock()
+                    .ok()
+                    .and_then(|e| e.clone())
+                    .unwrap_or_else(|| "not open".into()),
+            )),
+        };
+        match result {
+            Ok(()) => {
+                self.shared.written.fetch_add(n, Ordering::Relaxed);
+                self.shared.succeed();
+            }
+            Err(e) => {
+                self.shared
+                    .dropped_store_error
+                    .fetch_add(n, Ordering::Relaxed);
+                self.shared.fail(&e);
+                let first = &batch[0];
+                tracing::error!(
+                    rows = n,
+                    first_request_id = %first.request_id,
+                    first_time = %timefmt::format_ms(first.ts_ms),
+                    error = %e,
+                    "analytics rows could not be written and are lost"
+                );
+            }
+        }
+        self.batch = batch;
+        self.batch.clear();
+    }
+}
+
+/// The store thread's loop; returns after `Shutdown` or when every sender is gone.
+pub fn run(
+    rx: Receiver<Command>,
+    store: Option<Box<dyn AnalyticsStore>>,
+    opener: Opener,
+    shared: &Shared,
+    batch_size: usize,
+) {
+    let mut w = Worker {
+        store,
+        opener,
+        last_open_attempt: Instant::now(),
+        shared,
+        batch: Vec::with_capacity(batch_size),
+    };
+    'outer: while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(cmd) = next.take() {
+            match cmd {
+                Command::Record(r) => {
+                    shared.depth.fetch_sub(1, Ordering::Relaxed);
+                    w.batch.push(*r);
+                    if w.batch.len() >= batch_size {
+                        w.write_batch();
+                    }
+                    match rx.try_recv() {
+                        Ok(c) => next = Some(c),
+                        Err(TryRecvError::Empty) => {}
+                        Err(TryRecvError::Disconnected) => break 'outer,
+                    }
+                }
+                Command::Call(job) => {
+                    w.write_batch();
+                    job(w.store());
+                }
+                Command::Flush(done) => {
+                    w.write_batch();
+                    let _ = done.send(());
+                }
+                Command::Shutdown => break 'outer,
+            }
+        }
+        w.write_batch();
+    }
+    w.write_batch();
+}

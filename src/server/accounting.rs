@@ -1,0 +1,372 @@
+//! Accounting for one model request: its analytics row, metrics, key spend, token-limit
+//! settlement and the GenAI trace span. The pipeline starts an [`Accounting`] when a
+//! request reaches it and finishes it from the completion hook (or with the error that
+//! ended the request); an accounting dropped unfinished still writes its row. Starting one
+//! marks the request (`RequestCtx::recorded`) so the middleware does not write a second.
+//! Requests refused before the pipeline get their row from [`record_refused`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+
+use super::error::ApiError;
+use super::middleware::RequestCtx;
+use super::respond::Exchange;
+use super::AppState;
+use crate::analytics::pricing::{self, Price};
+use crate::analytics::Record;
+use crate::config::ProviderKind;
+use crate::keys::VirtualKey;
+use crate::protocol::ir::{Format, Usage};
+use crate::ratelimit::{fmt_reset, Dimension, Quota, TokenCharge};
+use crate::routing::Deployment;
+
+/// The model group that answered, on the response (the metrics' `model` label).
+#[derive(Clone)]
+pub struct RoutedGroup(pub Arc<Deployment>);
+
+/// The client API's name in rows.
+pub fn endpoint_name(format: Format) -> &'static str {
+    match format {
+        Format::OpenAiChat => "chat",
+        Format::Anthropic => "messages",
+        Format::Gemini => "gemini",
+    }
+}
+
+fn provider_name(p: &ProviderKind) -> &str {
+    match p {
+        ProviderKind::OpenAi => "openai",
+        ProviderKind::Anthropic => "anthropic",
+        ProviderKind::Gemini => "gemini",
+        ProviderKind::Unsupported(name) => name,
+    }
+}
+
+/// The OpenTelemetry GenAI semantic-conventions name of a provider.
+fn genai_provider(p: &ProviderKind) -> &str {
+    match p {
+        ProviderKind::Gemini => "gcp.gemini",
+        other => provider_name(other),
+    }
+}
+
+/// A rough prompt size for token limits: 4 bytes per token.
+pub fn estimate_tokens(body_bytes: usize) -> u64 {
+    (body_bytes as u64).div_ceil(4).max(1)
+}
+
+/// Where the answer came from.
+struct RoutedInfo {
+    deployment: Arc<Deployment>,
+    upstream_model: String,
+    attempts: u32,
+    price: Option<Price>,
+}
+
+/// One model request's bookkeeping, from the pipeline to the end of its answer.
+pub struct Accounting {
+    state: Arc<AppState>,
+    record: Record,
+    started: Instant,
+    key: Option<Arc<VirtualKey>>,
+    charge: Option<TokenCharge>,
+    /// Time spent in the router call (headers of a stream, whole answer otherwise).
+    upstream: Option<Duration>,
+    routed: Option<RoutedInfo>,
+    span: tracing::Span,
+    finished: bool,
+}
+
+impl Accounting {
+    /// Starts the accounting of a request for `model` spoken in `format`.
+    pub fn start(
+        state: &Arc<AppState>,
+        ctx: &RequestCtx,
+        format: Format,
+        model: &str,
+        stream: bool,
+    ) -> Self {
+        ctx.recorded
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let key = ctx.principal.key().cloned();
+        let span = if state.genai_spans {
+            let operation = "chat";
+            tracing::info_span!(
+                target: "memproxy::genai",
+                "gen_ai",
+                otel.name = %format_args!("{operation} {model}"),
+                otel.kind = "client",
+                gen_ai.operation.name = operation,
+                gen_ai.request.model = %model,
+                gen_ai.system = tracing::field::Empty,
+                gen_ai.provider.name = tracing::field::Empty,
+                gen_ai.response.model = tracing::field::Empty,
+                gen_ai.response.id = tracing::field::Empty,
+                gen_ai.usage.input_tokens = tracing::field::Empty,
+                gen_ai.usage.output_tokens = tracing::field::Empty,
+                error.type = tracing::field::Empty,
+                memproxy.request_id = %ctx.request_id,
+            )
+        } else {
+            tracing::Span::none()
+        };
+        Self {
+            record: Record {
+                ts_ms: ctx.arrived_ms,
+                request_id: ctx.request_id.clone(),
+                user_id: ctx.identity.user_id.clone(),
+                key_id: key.as_ref().map(|k| k.row.hash.clone()),
+                key_alias: key.as_ref().and_then(|k| k.row.alias.clone()),
+                endpoint: endpoint_name(format).to_string(),
+                model: model.to_string(),
+                stream,
+                ..Default::default()
+            },
+            state: state.clone(),
+            started: ctx.started,
+            key,
+            charge: None,
+            upstream: None,
+            routed: None,
+            span,
+            finished: false,
+        }
+    }
+
+    /// The span around the model call (disabled unless traces are exported).
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// Keeps the up-front token charge, to settle it with the real usage.
+    pub fn charged(&mut self, charge: TokenCharge) {
+        self.charge = Some(charge);
+    }
+
+    /// Sets how many memories were injected (memory retrieval).
+    #[expect(
+        dead_code,
+        reason = "called once memory retrieval is wired into the pipeline"
+    )]
+    pub fn memories_injected(&mut self, n: u32) {
+        self.record.memories_injected = n;
+    }
+
+    /// Sets how many memory-tool rounds the proxy ran.
+    #[expect(
+        dead_code,
+        reason = "called once memory tools are wired into the pipeline"
+    )]
+    pub fn tool_rounds(&mut self, n: u32) {
+        self.record.tool_rounds = n;
+    }
+
+    /// Notes the deployment that answered and the time the router call took; returns the
+    /// price of its model, if known.
+    pub fn routed(
+        &mut self,
+        deployment: &Arc<Deployment>,
+        attempts: u32,
+        requested: &str,
+        upstream: Duration,
+    ) -> Option<Price> {
+        let cfg = &deployment.config;
+        let upstream_model = if cfg.upstream_model.contains('*') {
+            requested.to_string()
+        } else {
+            cfg.upstream_model.clone()
+        };
+        let price = pricing::price_for(cfg, &upstream_model);
+        self.span
+            .record("gen_ai.system", provider_name(&cfg.provider));
+        self.span
+            .record("gen_ai.provider.name", genai_provider(&cfg.provider));
+        self.upstream = Some(upstream);
+        self.routed = Some(RoutedInfo {
+            deployment: deployment.clone(),
+            upstream_model,
+            attempts,
+            price,
+        });
+        price
+    }
+
+    /// The request ended with `err` before any answer; returns the error for the client.
+    pub fn fail(mut self, err: ApiError, upstream: Option<Duration>) -> ApiError {
+        self.upstream = upstream;
+        self.record.status = err.status().as_u16();
+        self.record.error_type = Some(err.label().to_string());
+        self.span.record("error.type", err.label());
+        if matches!(err, ApiError::Route(_)) {
+            self.state.metrics.upstream_error(err.label());
+        }
+        if let ApiError::RateLimited(d) = &err {
+            self.state.metrics.rate_limited(
+                d.scope.label(),
+                match d.dimension {
+                    Dimension::Requests => "requests",
+                    Dimension::Tokens => "tokens",
+                },
+            );
+        }
+        self.write(Usage::default(), None, Duration::ZERO, Duration::ZERO);
+        err
+    }
+
+    /// The completion hook: the answer is complete (or the client left).
+    pub fn finish(mut self, ex: Exchange) {
+        self.record.status = 200;
+        self.record.error_type = match (ex.error, ex.completed) {
+            (Some(e), _) => {
+                self.state.metrics.upstream_error(e);
+                Some(e.to_string())
+            }
+            (None, false) => Some("client_closed".into()),
+            (None, true) => None,
+        };
+        self.record.ttft_ms = ex.ttft.map(ms);
+        let usage = ex.completion.usage;
+        self.span
+            .record("gen_ai.response.model", ex.completion.model.as_str());
+        self.span
+            .record("gen_ai.response.id", ex.completion.id.as_str());
+        self.span
+            .record("gen_ai.usage.input_tokens", usage.input_tokens);
+        self.span
+            .record("gen_ai.usage.output_tokens", usage.output_tokens);
+        if let Some(e) = &self.record.error_type {
+            self.span.record("error.type", e.as_str());
+        }
+        self.write(usage, ex.ttft, ex.upstream_wait, ex.client_wait);
+    }
+
+    fn write(
+        &mut self,
+        usage: Usage,
+        ttft: Option<Duration>,
+        upstream_wait: Duration,
+        client_wait: Duration,
+    ) {
+        self.finished = true;
+        let total = self.started.elapsed();
+        let upstream = self.upstream.map(|u| u + upstream_wait);
+        let overhead = total
+            .saturating_sub(upstream.unwrap_or_default())
+            .saturating_sub(client_wait);
+        let cost = self
+            .routed
+            .as_ref()
+            .and_then(|r| r.price)
+            .map(|p| p.cost(&usage));
+        let r = &mut self.record;
+        r.tokens_in = usage.input_tokens;
+        r.tokens_out = usage.output_tokens;
+        r.tokens_cached = usage.cached_input_tokens;
+        r.tokens_reasoning = usage.reasoning_tokens;
+        r.cost_usd = cost;
+        r.total_ms = ms(total);
+        r.upstream_ms = upstream.map(ms);
+        r.overhead_ms = ms(overhead);
+        if let Some(routed) = &self.routed {
+            let cfg = &routed.deployment.config;
+            r.deployment = Some(cfg.model_name.clone());
+            r.provider = Some(provider_name(&cfg.provider).to_string());
+            r.upstream_model = Some(routed.upstream_model.clone());
+            r.attempts = routed.attempts;
+            if let Some(m) = self.state.metrics.model(&cfg.model_name) {
+                m.observe(&usage, cost, upstream, ttft);
+            }
+        }
+        self.state.metrics.overhead(overhead);
+        if let (Some(k), Some(c)) = (&self.key, cost) {
+            k.add_spend(c);
+        }
+        if let Some(charge) = &self.charge {
+            self.state.limits.settle_tokens(charge, usage.total());
+        }
+        self.state
+            .analytics
+            .record(std::mem::take(&mut self.record));
+    }
+}
+
+impl Drop for Accounting {
+    /// An accounting dropped unfinished (the answer could not be built) still leaves a row.
+    fn drop(&mut self) {
+        if !self.finished {
+            self.record.status = 502;
+            self.record.error_type = Some("unfinished".into());
+            self.write(Usage::default(), None, Duration::ZERO, Duration::ZERO);
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// A model request refused before the pipeline (authentication, budget, rate limit, bad
+/// body…).
+pub struct Refusal<'a> {
+    pub request_id: &'a str,
+    pub endpoint: &'static str,
+    pub model: Option<&'a str>,
+    pub status: u16,
+    pub error: Option<&'static str>,
+    pub started: Instant,
+}
+
+/// Writes the row of a refused request.
+pub fn record_refused(state: &AppState, ctx: Option<&RequestCtx>, r: Refusal<'_>) {
+    let key = ctx.and_then(|c| c.principal.key());
+    let total = ms(r.started.elapsed());
+    state.analytics.record(Record {
+        ts_ms: ctx.map_or_else(crate::analytics::timefmt::now_ms, |c| c.arrived_ms),
+        request_id: r.request_id.to_string(),
+        user_id: ctx.map(|c| c.identity.user_id.clone()).unwrap_or_default(),
+        key_id: key.map(|k| k.row.hash.clone()),
+        key_alias: key.and_then(|k| k.row.alias.clone()),
+        endpoint: r.endpoint.to_string(),
+        model: r.model.unwrap_or_default().to_string(),
+        total_ms: total,
+        overhead_ms: total,
+        status: r.status,
+        error_type: r.error.map(str::to_string),
+        ..Default::default()
+    });
+}
+
+/// Adds `x-ratelimit-*` headers of one dimension.
+pub fn quota_headers(h: &mut HeaderMap, dimension: Dimension, q: &Quota) {
+    let dim = match dimension {
+        Dimension::Requests => "requests",
+        Dimension::Tokens => "tokens",
+    };
+    let values = [
+        ("limit", q.limit.to_string()),
+        ("remaining", q.remaining.to_string()),
+        ("reset", fmt_reset(q.reset_ms)),
+    ];
+    for (what, value) in values {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(format!("x-ratelimit-{what}-{dim}").as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            h.insert(n, v);
+        }
+    }
+}
+
+/// `x-memproxy-cost` (USD, when the price is known) and `x-memproxy-overhead-ms`.
+pub fn cost_headers(h: &mut HeaderMap, cost: Option<f64>, overhead: Duration) {
+    if let Some(c) = cost {
+        if let Ok(v) = HeaderValue::from_str(&format!("{c:.8}")) {
+            h.insert("x-memproxy-cost", v);
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", ms(overhead))) {
+        h.insert("x-memproxy-overhead-ms", v);
+    }
+}
