@@ -54,7 +54,10 @@ async fn get_json(proxy: &Proxy, path: &str) -> (u16, Value) {
         .send()
         .await
         .unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+    (
+        resp.status().as_u16(),
+        resp.json().await.unwrap_or(Value::Null),
+    )
 }
 
 async fn rows(proxy: &Proxy, query: &str) -> Vec<Value> {
@@ -137,7 +140,10 @@ async fn rows_carry_tokens_cost_and_latencies_for_plain_and_streamed_answers() {
 
     let s = by_id[stream_id.as_str()];
     assert_eq!(s["stream"], true);
-    assert_eq!((s["tokens_in"].as_u64(), s["tokens_out"].as_u64()), (Some(sin), Some(sout)));
+    assert_eq!(
+        (s["tokens_in"].as_u64(), s["tokens_out"].as_u64()),
+        (Some(sin), Some(sout))
+    );
     assert!((s["cost_usd"].as_f64().unwrap() - mini_cost(sin, sout)).abs() < 1e-12);
     assert!(s["ttft_ms"].as_f64().is_some());
     assert!(s["error_type"].is_null());
@@ -157,7 +163,10 @@ async fn streams_without_client_usage_still_count_tokens_and_overrides_price() {
     );
     let row = &rows(&proxy, "user_id=carol").await[0];
     // Mock usage: ceil(len/4) for prompt and answer ("mock reply to: abcdefgh").
-    assert_eq!((row["tokens_in"].as_u64(), row["tokens_out"].as_u64()), (Some(2), Some(6)));
+    assert_eq!(
+        (row["tokens_in"].as_u64(), row["tokens_out"].as_u64()),
+        (Some(2), Some(6))
+    );
     let expected = 2.0 * 0.001 + 6.0 * 0.002;
     assert!((row["cost_usd"].as_f64().unwrap() - expected).abs() < 1e-12);
 
@@ -178,11 +187,15 @@ async fn errors_produce_rows_too() {
     ));
     let proxy = start(&priced_config(&mock)).await;
     assert_eq!(
-        post_chat(&proxy, "dave", &chat_body("gpt", "x")).await.status(),
+        post_chat(&proxy, "dave", &chat_body("gpt", "x"))
+            .await
+            .status(),
         500
     );
     assert_eq!(
-        post_chat(&proxy, "dave", &chat_body("nope", "x")).await.status(),
+        post_chat(&proxy, "dave", &chat_body("nope", "x"))
+            .await
+            .status(),
         404
     );
     let bad = client()
@@ -249,8 +262,14 @@ async fn usage_totals_per_user_model_key_and_day() {
     let groups = by_user["data"].as_array().unwrap();
     let get = |name: &str| groups.iter().find(|g| g["group"] == name).unwrap().clone();
     let (alice, bob) = (get("alice"), get("bob"));
-    assert_eq!((alice["requests"].as_u64(), alice["errors"].as_u64()), (Some(3), Some(0)));
-    assert_eq!((bob["requests"].as_u64(), bob["errors"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(
+        (alice["requests"].as_u64(), alice["errors"].as_u64()),
+        (Some(3), Some(0))
+    );
+    assert_eq!(
+        (bob["requests"].as_u64(), bob["errors"].as_u64()),
+        (Some(2), Some(1))
+    );
     assert!(alice["cost_usd"].as_f64().unwrap() > bob["cost_usd"].as_f64().unwrap());
     assert!(alice["latency_p95_ms"].as_f64().unwrap() >= alice["latency_p50_ms"].as_f64().unwrap());
     assert_eq!(by_user["totals"]["requests"], 5);
@@ -337,7 +356,10 @@ async fn feedback_is_stored_with_its_row() {
     let missing = fb("never-seen").await.unwrap();
     assert_eq!(missing.status(), 404);
     let err: Value = missing.json().await.unwrap();
-    assert!(err["error"]["message"].as_str().unwrap().contains("never-seen"));
+    assert!(err["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("never-seen"));
     let row = &rows(&proxy, "request_id=rated-1").await[0];
     assert_eq!(row["feedback_score"], 0.9);
     assert_eq!(row["feedback_comment"], "useful");
@@ -360,7 +382,9 @@ async fn a_failing_store_does_not_fail_requests() {
     let (status, ready) = get_json(&proxy, "/health/readiness").await;
     assert_eq!(status, 503);
     assert_eq!(ready["checks"]["analytics_store"]["ok"], false);
-    assert!(ready["checks"]["analytics_store"]["error"].as_str().is_some());
+    assert!(ready["checks"]["analytics_store"]["error"]
+        .as_str()
+        .is_some());
     // Readiness went through the store thread after the rows: all three are counted lost.
     assert_eq!(ready["checks"]["analytics_store"]["rows_dropped"], 3);
     let metrics = client()
@@ -403,7 +427,10 @@ fn parse_prometheus(text: &str) -> HashMap<String, f64> {
                     ["counter", "gauge", "histogram", "summary", "untyped"].contains(&t),
                     "{line}"
                 );
-                assert!(types.insert(name.into(), t.into()).is_none(), "two TYPEs: {line}");
+                assert!(
+                    types.insert(name.into(), t.into()).is_none(),
+                    "two TYPEs: {line}"
+                );
             } else {
                 assert_eq!(kind, "HELP", "{line}");
             }
@@ -413,7 +440,9 @@ fn parse_prometheus(text: &str) -> HashMap<String, f64> {
         let value: f64 = match value {
             "+Inf" => f64::INFINITY,
             "-Inf" => f64::NEG_INFINITY,
-            v => v.parse().unwrap_or_else(|_| panic!("bad value in {line:?}")),
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
         };
         let name = match series.split_once('{') {
             Some((name, labels)) => {
@@ -421,7 +450,10 @@ fn parse_prometheus(text: &str) -> HashMap<String, f64> {
                 for pair in split_labels(labels) {
                     let (k, v) = pair.split_once('=').expect("label=value");
                     assert!(name_ok(k), "bad label name in {line:?}");
-                    assert!(v.starts_with('"') && v.ends_with('"') && v.len() >= 2, "{line}");
+                    assert!(
+                        v.starts_with('"') && v.ends_with('"') && v.len() >= 2,
+                        "{line}"
+                    );
                 }
                 name
             }
@@ -458,7 +490,12 @@ async fn metrics_are_prometheus_text_with_low_cardinality_labels() {
     let mock = MockUpstream::start().await;
     let proxy = start(&priced_config(&mock)).await;
     post_chat(&proxy, "secret-user-zz", &chat_body("gpt", "count me")).await;
-    post_chat(&proxy, "secret-user-zz", &chat_body("free-text-model-zz", "x")).await;
+    post_chat(
+        &proxy,
+        "secret-user-zz",
+        &chat_body("free-text-model-zz", "x"),
+    )
+    .await;
     let resp = client().get(proxy.url("/metrics")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(resp.headers()["content-type"]
@@ -467,8 +504,14 @@ async fn metrics_are_prometheus_text_with_low_cardinality_labels() {
         .starts_with("text/plain"));
     let text = resp.text().await.unwrap();
     let samples = parse_prometheus(&text);
-    assert!(!text.contains("secret-user-zz"), "user ids never label metrics");
-    assert!(!text.contains("free-text-model-zz"), "only configured models label metrics");
+    assert!(
+        !text.contains("secret-user-zz"),
+        "user ids never label metrics"
+    );
+    assert!(
+        !text.contains("free-text-model-zz"),
+        "only configured models label metrics"
+    );
     let find = |prefix: &str| samples.iter().any(|(k, _)| k.starts_with(prefix));
     for family in [
         "memproxy_requests_total{",
@@ -539,7 +582,11 @@ async fn ten_thousand_requests_at_fifty_connections_leave_ten_thousand_rows() {
     state.analytics.flush().await;
     let stats = state.analytics.stats();
     assert_eq!(
-        (stats.written, stats.dropped_queue_full, stats.dropped_store_error),
+        (
+            stats.written,
+            stats.dropped_queue_full,
+            stats.dropped_store_error
+        ),
         (TOTAL as u64, 0, 0)
     );
     let groups = state
@@ -555,7 +602,9 @@ async fn ten_thousand_requests_at_fifty_connections_leave_ten_thousand_rows() {
         .unwrap();
     assert_eq!(groups.len(), CONNECTIONS);
     assert_eq!(groups.iter().map(|g| g.requests).sum::<u64>(), TOTAL as u64);
-    assert!(groups.iter().all(|g| g.requests == (TOTAL / CONNECTIONS) as u64));
+    assert!(groups
+        .iter()
+        .all(|g| g.requests == (TOTAL / CONNECTIONS) as u64));
     eprintln!("10k requests at 50 connections: {elapsed:?}");
     proxy.shutdown().await.unwrap();
 }
@@ -583,8 +632,7 @@ async fn graceful_shutdown_writes_queued_rows() {
 }
 
 fn rusqlite_count(dir: &std::path::Path) -> i64 {
-    let mut store =
-        memproxy::analytics::sqlite::SqliteStore::open(dir).expect("reopen the store");
+    let mut store = memproxy::analytics::sqlite::SqliteStore::open(dir).expect("reopen the store");
     use memproxy::analytics::AnalyticsStore;
     store
         .usage(&memproxy::analytics::UsageQuery {

@@ -62,31 +62,30 @@ fn client_request_id(req: &Request) -> Option<String> {
         .then(|| v.to_string())
 }
 
-/// Authenticates and identifies a request; for model requests also checks the key's
-/// budget and counts the request against the rate limits.
-async fn admit(
+/// Authenticates and identifies a request.
+fn admit(
     state: &AppState,
     headers: &axum::http::HeaderMap,
-    model_request: bool,
-) -> Result<(Principal, Decision, Option<Quota>), ApiError> {
-    let now = timefmt::now_ms();
-    let principal = state.auth.authenticate(headers, &state.keys, now)?;
+) -> Result<(Principal, Decision), ApiError> {
+    let principal = state
+        .auth
+        .authenticate(headers, &state.keys, timefmt::now_ms())?;
     let scope = principal.key().and_then(|k| k.row.user_id.as_deref());
     let identity = state.config.identity.detect(headers, scope)?;
-    let mut quota = None;
-    if model_request {
-        if let Some(k) = principal.key() {
-            k.check_budget()?;
-        }
-        quota = state
-            .limits
-            .check_request(&identity.user_id, principal.key().map(|k| &**k))
-            .await
-            .inspect_err(|d| {
-                state.metrics.rate_limited(d.scope.label(), "requests");
-            })?;
+    Ok((principal, identity))
+}
+
+/// For model requests: the key's budget, then the request rate limits.
+async fn limit(state: &AppState, ctx: &RequestCtx) -> Result<Option<Quota>, ApiError> {
+    let key = ctx.principal.key();
+    if let Some(k) = key {
+        k.check_budget()?;
     }
-    Ok((principal, identity, quota))
+    Ok(state
+        .limits
+        .check_request(&ctx.identity.user_id, key.map(|k| &**k))
+        .await
+        .inspect_err(|d| state.metrics.rate_limited(d.scope.label(), "requests"))?)
 }
 
 /// The gateway middleware (see the module docs).
@@ -106,16 +105,14 @@ pub async fn gateway(State(state): State<Arc<AppState>>, mut req: Request, next:
     let admitted = if open {
         Ok(None)
     } else {
-        admit(&state, req.headers(), endpoint.is_some())
-            .await
-            .map(Some)
+        admit(&state, req.headers()).map(Some)
     };
     let mut ctx = None;
     let mut quota = None;
     let mut resp = match admitted {
         Ok(admitted) => {
-            if let Some((principal, identity, q)) = admitted {
-                quota = q;
+            let mut refused = None;
+            if let Some((principal, identity)) = admitted {
                 let c = RequestCtx {
                     request_id: request_id.clone(),
                     principal,
@@ -124,11 +121,22 @@ pub async fn gateway(State(state): State<Arc<AppState>>, mut req: Request, next:
                     arrived_ms: timefmt::now_ms(),
                     recorded: Arc::new(AtomicBool::new(false)),
                 };
+                if endpoint.is_some() {
+                    match limit(&state, &c).await {
+                        Ok(q) => quota = q,
+                        Err(e) => refused = Some(e),
+                    }
+                }
                 req.extensions_mut().insert(c.clone());
                 ctx = Some(c);
             }
-            let span = tracing::info_span!("request", request_id = %request_id);
-            next.run(req).instrument(span).await
+            match refused {
+                Some(e) => e.into_response(),
+                None => {
+                    let span = tracing::info_span!("request", request_id = %request_id);
+                    next.run(req).instrument(span).await
+                }
+            }
         }
         Err(e) => e.into_response(),
     };
