@@ -114,6 +114,8 @@ mod otel {
         endpoint: &str,
         service_name: &str,
     ) -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
+        // The exporter's HTTP client uses the process's one rustls provider (ring).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let url = if endpoint.ends_with("/v1/traces") {
             endpoint.to_string()
         } else {
