@@ -16,7 +16,9 @@
 //! - [`telemetry`]: JSON logging; OpenTelemetry traces over OTLP when configured.
 //!
 //! A request's path: `server::routes` → `server::middleware::gateway` (request id, auth,
-//! identity) → `server::chat` → `routing::ModelRouter::chat` → `providers::*`.
+//! identity, budget, request rate limits) → `server::chat` → `server::pipeline::run`
+//! (model allow-list, token limits) → `routing::ModelRouter::chat` → `providers::*`; the
+//! answer's completion hook writes the analytics row (`server::accounting`).
 
 pub mod analytics;
 pub mod auth;

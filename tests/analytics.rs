@@ -645,3 +645,21 @@ fn rusqlite_count(dir: &std::path::Path) -> i64 {
         .map(|g| g.requests as i64)
         .sum()
 }
+
+#[tokio::test]
+async fn a_stream_cut_upstream_leaves_a_row_with_its_error() {
+    let mock = MockUpstream::start().await;
+    mock.push(Behavior::CutStream {
+        first: "partial".into(),
+    });
+    let proxy = start(&priced_config(&mock)).await;
+    let mut body = chat_body("gpt", "cut me");
+    body["stream"] = json!(true);
+    let resp = post_chat(&proxy, "frank", &body).await;
+    assert_eq!(resp.status(), 200);
+    mock.release();
+    let _ = resp.text().await;
+    let row = &rows(&proxy, "user_id=frank").await[0];
+    assert_eq!(row["status"], 200);
+    assert!(row["error_type"].as_str().is_some(), "{row}");
+}

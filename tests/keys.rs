@@ -236,6 +236,17 @@ async fn model_allow_list_is_enforced_with_a_clear_message() {
     assert!(msg.contains("`gpt`") && msg.contains("other"), "{msg}");
     assert_eq!(body["error"]["code"], "model_not_allowed");
     assert_eq!(mock.count(), 0, "a refused model is never called");
+    let models: Value = client()
+        .get(proxy.url("/v1/models"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["data"].as_array().unwrap().len(), 1);
+    assert_eq!(models["data"][0]["id"], "other");
 }
 
 #[tokio::test]

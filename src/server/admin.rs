@@ -82,8 +82,13 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     resp
 }
 
-/// `GET /v1/models`: the configured model names in OpenAI's list shape.
-pub async fn models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+/// `GET /v1/models`: the configured model names in OpenAI's list shape (for a virtual key,
+/// the ones it may use).
+pub async fn models(
+    State(state): State<Arc<AppState>>,
+    ctx: Option<Extension<RequestCtx>>,
+) -> Json<serde_json::Value> {
+    let key = ctx.as_ref().and_then(|c| c.principal.key());
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -92,6 +97,7 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Json<serde_json::Valu
         .router
         .model_names()
         .iter()
+        .filter(|m| key.is_none_or(|k| k.check_model(m).is_ok()))
         .map(|m| json!({"id": m, "object": "model", "created": created, "owned_by": "memproxy"}))
         .collect();
     Json(json!({"object": "list", "data": data}))

@@ -30,6 +30,11 @@ pub async fn embeddings(State(state): State<Arc<AppState>>, req: Request) -> Res
     if body.get("input").is_none() {
         return ApiError::BadRequest("missing required field `input`".into()).into_response();
     }
+    if let Some(k) = ctx.principal.key() {
+        if let Err(e) = k.check_model(&body.model) {
+            return ApiError::from(e).into_response();
+        }
+    }
     let call = CallContext {
         user_id: &ctx.identity.user_id,
         request_id: &ctx.request_id,
