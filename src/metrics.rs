@@ -171,15 +171,16 @@ pub struct Metrics {
     handle: Option<&'static PrometheusHandle>,
     models: HashMap<String, ModelMetrics>,
     overhead: Histogram,
+    memory_retrieval: Histogram,
 }
 
 impl Metrics {
     /// Registers the handles for the configured model groups.
     pub fn new<'a>(model_groups: impl IntoIterator<Item = &'a str>) -> Self {
         let handle = recorder();
-        // Registered up front so the series exist before the first observation.
-        let _ = histogram!("memproxy_memory_retrieval_seconds");
         Self {
+            // Registered up front so the series exists before the first observation.
+            memory_retrieval: histogram!("memproxy_memory_retrieval_seconds"),
             handle,
             models: model_groups
                 .into_iter()
@@ -197,6 +198,11 @@ impl Metrics {
     /// memproxy's own time for one model request.
     pub fn overhead(&self, d: Duration) {
         self.overhead.record(d.as_secs_f64());
+    }
+
+    /// Memory search and injection time of one request.
+    pub fn memory_retrieval(&self, d: Duration) {
+        self.memory_retrieval.record(d.as_secs_f64());
     }
 
     /// Counts one HTTP request.

@@ -6,7 +6,7 @@
 //! is complete ([`RateLimits::settle_tokens`]); a bucket may go below zero, which delays
 //! later requests.
 //!
-//! The bucket store sits behind [`BucketStore`] (in-process now, a shared Redis store
+//! The bucket store sits behind [`RateLimiter`] (in-process now, a shared Redis store
 //! later), dispatched by the [`Limiter`] enum; time comes from a [`Clock`] so tests control
 //! it. No global lock: buckets live in sharded maps.
 
@@ -106,7 +106,7 @@ pub struct Denied {
 
 /// A bucket store: in-process now; a Redis implementation (a Lua script per take) fits the
 /// same two operations.
-pub trait BucketStore: Send + Sync {
+pub trait RateLimiter: Send + Sync {
     /// Takes `cost` from bucket `id` (`per_minute` capacity) if at least that much is left
     /// (or the bucket is full, so a cost above capacity can still pass once).
     fn take(
@@ -202,7 +202,7 @@ impl LocalBuckets {
     }
 }
 
-impl BucketStore for LocalBuckets {
+impl RateLimiter for LocalBuckets {
     fn take(
         &self,
         scope: Scope,

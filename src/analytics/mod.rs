@@ -100,10 +100,10 @@ impl Analytics {
         };
         let (tx, rx) = mpsc::channel();
         let thread_shared = shared.clone();
-        let batch_size = settings.batch_size;
+        let (batch_size, linger) = (settings.batch_size, settings.flush_interval);
         let thread = std::thread::Builder::new()
             .name("memproxy-analytics".into())
-            .spawn(move || writer::run(rx, store, opener, &thread_shared, batch_size))
+            .spawn(move || writer::run(rx, store, opener, &thread_shared, batch_size, linger))
             .map_err(|e| tracing::error!(error = %e, "cannot start the analytics thread"))
             .ok();
         (

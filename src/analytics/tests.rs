@@ -57,6 +57,7 @@ fn settings(queue_size: usize, batch_size: usize) -> AnalyticsSettings {
         data_dir: "/nonexistent".into(),
         queue_size,
         batch_size,
+        flush_interval: std::time::Duration::from_millis(5),
     }
 }
 

@@ -128,13 +128,43 @@ impl Worker<'_> {
     }
 }
 
+impl Worker<'_> {
+    /// Handles one command; false on `Shutdown`.
+    fn handle(&mut self, cmd: Command, batch_size: usize) -> bool {
+        match cmd {
+            Command::Record(r) => {
+                self.shared.depth.fetch_sub(1, Ordering::Relaxed);
+                self.batch.push(*r);
+                if self.batch.len() >= batch_size {
+                    self.write_batch();
+                }
+            }
+            Command::Call(job) => {
+                self.write_batch();
+                job(self.store());
+            }
+            Command::Flush(done) => {
+                self.write_batch();
+                let _ = done.send(());
+            }
+            Command::Shutdown => return false,
+        }
+        true
+    }
+}
+
 /// The store thread's loop; returns after `Shutdown` or when every sender is gone.
+///
+/// After a row arrives the thread sleeps `linger` before draining the queue, so rows are
+/// written in batches even under light load, and senders rarely have to wake it (a send to
+/// a thread that is not waiting on the channel is only a queue push).
 pub fn run(
     rx: Receiver<Command>,
     store: Option<Box<dyn AnalyticsStore>>,
     opener: Opener,
     shared: &Shared,
     batch_size: usize,
+    linger: Duration,
 ) {
     let mut w = Worker {
         store,
@@ -144,30 +174,22 @@ pub fn run(
         batch: Vec::with_capacity(batch_size),
     };
     'outer: while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(cmd) = next.take() {
-            match cmd {
-                Command::Record(r) => {
-                    shared.depth.fetch_sub(1, Ordering::Relaxed);
-                    w.batch.push(*r);
-                    if w.batch.len() >= batch_size {
-                        w.write_batch();
+        let a_row = matches!(first, Command::Record(_));
+        if !w.handle(first, batch_size) {
+            break;
+        }
+        if a_row && !linger.is_zero() {
+            std::thread::sleep(linger);
+        }
+        loop {
+            match rx.try_recv() {
+                Ok(cmd) => {
+                    if !w.handle(cmd, batch_size) {
+                        break 'outer;
                     }
-                    match rx.try_recv() {
-                        Ok(c) => next = Some(c),
-                        Err(TryRecvError::Empty) => {}
-                        Err(TryRecvError::Disconnected) => break 'outer,
-                    }
                 }
-                Command::Call(job) => {
-                    w.write_batch();
-                    job(w.store());
-                }
-                Command::Flush(done) => {
-                    w.write_batch();
-                    let _ = done.send(());
-                }
-                Command::Shutdown => break 'outer,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => break 'outer,
             }
         }
         w.write_batch();

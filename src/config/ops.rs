@@ -4,6 +4,7 @@
 //! directory (`general_settings.data_dir`, `MEMPROXY_DATA_DIR`, `--data-dir`).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +24,10 @@ pub struct AnalyticsSettings {
     pub queue_size: usize,
     /// Rows committed in one transaction at most.
     pub batch_size: usize,
+    /// How long the writer lets rows gather before a write (fewer, larger transactions and
+    /// fewer wake-ups); queries and flushes wait at most this long.
+    #[serde(serialize_with = "super::ser_secs")]
+    pub flush_interval: Duration,
 }
 
 /// `rate_limits`: token buckets per user id (virtual keys carry their own limits).
@@ -53,6 +58,7 @@ pub struct RawAnalytics {
     pub enabled: Option<bool>,
     pub queue_size: Option<usize>,
     pub batch_size: Option<usize>,
+    pub flush_interval_ms: Option<u64>,
 }
 
 /// The `rate_limits` section as written.
@@ -99,11 +105,19 @@ pub fn analytics(
     if batch_size == 0 {
         return Err(invalid("analytics.batch_size", "must be at least 1"));
     }
+    let flush_interval = Duration::from_millis(raw.flush_interval_ms.unwrap_or(25));
+    if flush_interval > Duration::from_secs(10) {
+        return Err(invalid(
+            "analytics.flush_interval_ms",
+            "must be at most 10000 (rows wait this long before they are written)",
+        ));
+    }
     Ok(AnalyticsSettings {
         enabled: raw.enabled.unwrap_or(true),
         data_dir: PathBuf::from(data_dir),
         queue_size,
         batch_size,
+        flush_interval,
     })
 }
 
