@@ -5,6 +5,8 @@
 //! - [`server`]: the HTTP app (route table, gateway middleware, handlers, error mapping).
 //! - [`auth`]: master-key authentication.
 //! - [`identity`]: client detection → `user_id` (memory scope).
+//! - [`memory`]: long-term memory and sessions: store trait, embedded SQLite backend,
+//!   ranking, write queue, query/injection/capture functions.
 //! - [`protocol`]: client wire formats; the OpenAI chat shape is the internal representation.
 //! - [`routing`]: model name → deployments, load balancing, retries, fallbacks.
 //! - [`providers`]: one file per provider behind one interface.
@@ -16,6 +18,7 @@
 pub mod auth;
 pub mod config;
 pub mod identity;
+pub mod memory;
 pub mod protocol;
 pub mod providers;
 pub mod routing;

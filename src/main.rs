@@ -48,6 +48,9 @@ struct ServeArgs {
     /// Master key (overrides general_settings.master_key).
     #[arg(long, env = "LITELLM_MASTER_KEY", hide_env_values = true)]
     master_key: Option<String>,
+    /// Memory data directory (holds memproxy.db; default ./data).
+    #[arg(long, env = "MEMPROXY_DATA_DIR")]
+    data_dir: Option<String>,
     /// Log level or filter (trace, debug, info, warn, error).
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -60,6 +63,7 @@ impl ServeArgs {
             port: self.port,
             upstream: self.upstream.clone(),
             master_key: self.master_key.clone(),
+            data_dir: self.data_dir.clone(),
         }
     }
 }

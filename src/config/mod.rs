@@ -7,6 +7,7 @@
 //! start-up with the config path of whatever is wrong.
 
 mod env;
+mod memory;
 mod raw;
 mod secret;
 
@@ -18,6 +19,10 @@ use regex::{Regex, RegexBuilder};
 use serde::Serialize;
 use serde_json::Value;
 
+pub use memory::{
+    InjectionStrategy, MemoryBackend, MemorySettings, QueryStrategy, RetrievalSettings,
+    DEFAULT_DATA_DIR,
+};
 pub use secret::Secret;
 
 use crate::identity::{validate_user_id, HeaderPattern, IdentityConfig};
@@ -73,6 +78,8 @@ pub struct Overrides {
     pub port: Option<u16>,
     pub upstream: Option<String>,
     pub master_key: Option<String>,
+    /// Memory data directory (`--data-dir`).
+    pub data_dir: Option<String>,
 }
 
 /// The fully resolved configuration the server runs with.
@@ -88,6 +95,10 @@ pub struct Config {
     pub identity: IdentityConfig,
     /// Drop request fields a provider does not accept (LiteLLM's `drop_params`).
     pub drop_params: bool,
+    /// `context_retrieval`: memory search and injection before model calls.
+    pub retrieval: RetrievalSettings,
+    /// `memory`: store, sessions, write queue.
+    pub memory: MemorySettings,
     /// Sent as `x-supermemory-api-key` to Supermemory routers (`SUPERMEMORY_API_KEY`).
     pub supermemory_api_key: Option<Secret<String>>,
     /// Warnings found while loading (unknown keys, unsupported providers).
@@ -362,10 +373,23 @@ fn validate(
         .filter(|k| !k.is_empty())
         .map(Secret::new);
 
-    if raw.context_retrieval.is_some() || raw.tool_execution.is_some() || raw.memory.is_some() {
+    if raw.tool_execution.is_some() {
         warnings.push(
-            "context_retrieval / tool_execution / memory sections are accepted but memory is not \
-             active in this build"
+            "tool_execution is accepted but memory tools are not active in this build".into(),
+        );
+    }
+    let retrieval = memory::retrieval(raw.context_retrieval)?;
+    let memory = memory::memory(
+        raw.memory,
+        overrides.data_dir.as_deref(),
+        &models,
+        lookup,
+        &mut warnings,
+    )?;
+    if raw.general_settings.database_url.is_some() {
+        warnings.push(
+            "general_settings.database_url is set, but the PostgreSQL memory backend is not in \
+             this build; memory uses the embedded store"
                 .into(),
         );
     }
@@ -378,6 +402,8 @@ fn validate(
         router,
         identity,
         drop_params: raw.litellm_settings.drop_params.unwrap_or(false),
+        retrieval,
+        memory,
         supermemory_api_key: lookup("SUPERMEMORY_API_KEY")
             .filter(|k| !k.is_empty())
             .map(Secret::new),

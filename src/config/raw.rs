@@ -19,10 +19,37 @@ pub struct RawConfig {
     pub user_id_mappings: Option<RawUserIdMappings>,
     #[serde(default)]
     pub server: RawServer,
-    /// Sections of later features, accepted so that existing configs keep loading.
-    pub context_retrieval: Option<Value>,
+    pub context_retrieval: Option<RawContextRetrieval>,
+    /// A later feature's section, accepted so that existing configs keep loading.
     pub tool_execution: Option<Value>,
-    pub memory: Option<Value>,
+    pub memory: Option<RawMemory>,
+}
+
+/// `context_retrieval` (the original proxy's names).
+#[derive(Debug, Default, Deserialize)]
+pub struct RawContextRetrieval {
+    pub enabled: Option<bool>,
+    pub query_strategy: Option<String>,
+    pub injection_strategy: Option<String>,
+    pub max_context_length: Option<usize>,
+    pub max_results: Option<usize>,
+    pub enabled_for_models: Option<Vec<String>>,
+}
+
+/// `memory` (memproxy's own section).
+#[derive(Debug, Default, Deserialize)]
+pub struct RawMemory {
+    pub enabled: Option<bool>,
+    pub capture: Option<bool>,
+    pub backend: Option<String>,
+    pub data_dir: Option<String>,
+    pub embedding_model: Option<String>,
+    #[serde(alias = "memory_ttl_seconds")]
+    pub ttl_seconds: Option<f64>,
+    pub max_context_messages: Option<usize>,
+    pub queue_size: Option<usize>,
+    pub batch_size: Option<usize>,
+    pub embed_timeout_seconds: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]

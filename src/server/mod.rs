@@ -21,6 +21,7 @@ pub use routes::router;
 
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::memory::{MemoryService, StoreError, SystemClock};
 use crate::providers::ProviderEnv;
 use crate::routing::ModelRouter;
 
@@ -29,6 +30,8 @@ pub struct AppState {
     pub config: Config,
     pub router: ModelRouter,
     pub auth: Auth,
+    /// Long-term memory and sessions; `None` when `memory.enabled` is false.
+    pub memory: Option<Arc<MemoryService>>,
     pub started: Instant,
 }
 
@@ -37,24 +40,37 @@ pub struct AppState {
 pub enum StartError {
     #[error("cannot build the upstream HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("cannot open the memory store: {0}")]
+    Memory(#[from] StoreError),
 }
 
 impl AppState {
-    /// Builds providers, router and auth from a validated config.
+    /// Builds providers, router, auth and the memory store from a validated config.
+    /// Opens files: call at start-up, inside the tokio runtime.
     pub fn new(mut config: Config) -> Result<Arc<Self>, StartError> {
         let env = ProviderEnv::new(&config)?;
         let router = ModelRouter::new(&mut config, &env);
+        let memory = if config.memory.enabled {
+            Some(Arc::new(MemoryService::open(
+                &config.memory,
+                None,
+                Arc::new(SystemClock),
+            )?))
+        } else {
+            None
+        };
         Ok(Arc::new(Self {
             auth: Auth::new(config.master_key.clone()),
             config,
             router,
+            memory,
             started: Instant::now(),
         }))
     }
 }
 
 /// Serves the app on `listener` until `shutdown` resolves, then lets in-flight requests
-/// (streams included) finish.
+/// (streams included) finish, and flushes the memory write queue.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
@@ -63,7 +79,11 @@ pub async fn serve(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router(state))
+    let result = axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    if let Some(memory) = &state.memory {
+        memory.shutdown().await;
+    }
+    result
 }

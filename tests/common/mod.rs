@@ -12,6 +12,8 @@ pub use mock_upstream::{Behavior, MockUpstream};
 
 pub struct Proxy {
     pub addr: SocketAddr,
+    /// The memory data dir made for this proxy (none when the test chose its own).
+    pub data_dir: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -46,7 +48,16 @@ pub async fn start(yaml: &str) -> Proxy {
     start_with(yaml, &[], Overrides::default()).await
 }
 
-pub async fn start_with(yaml: &str, env: &[(&str, &str)], overrides: Overrides) -> Proxy {
+/// Starts the app; without `overrides.data_dir`, memory lives in a fresh temp dir.
+pub async fn start_with(yaml: &str, env: &[(&str, &str)], mut overrides: Overrides) -> Proxy {
+    let data_dir = match overrides.data_dir {
+        Some(_) => None,
+        None => {
+            let d = tempfile::tempdir().expect("temp data dir");
+            overrides.data_dir = Some(d.path().to_string_lossy().into_owned());
+            Some(d)
+        }
+    };
     let env: Vec<(String, String)> = env
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -62,6 +73,7 @@ pub async fn start_with(yaml: &str, env: &[(&str, &str)], overrides: Overrides) 
     }));
     Proxy {
         addr,
+        data_dir,
         stop: Some(tx),
         handle: Some(handle),
     }
