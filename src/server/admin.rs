@@ -36,15 +36,24 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Json<serde_json::Valu
 pub async fn readiness(State(state): State<Arc<AppState>>) -> Response {
     let models_ok =
         !state.router.model_names().is_empty() || state.config.server.upstream.is_some();
-    let status = if models_ok { "ready" } else { "not_ready" };
+    let memory = match &state.memory {
+        None => json!({"ok": true, "enabled": false}),
+        Some(m) => match m.store().health().await {
+            Ok(()) => json!({"ok": true, "enabled": true, "dropped_writes": m.dropped_writes()}),
+            Err(e) => json!({"ok": false, "enabled": true, "error": e.to_string()}),
+        },
+    };
+    let ready = models_ok && memory["ok"] == true;
+    let status = if ready { "ready" } else { "not_ready" };
     let body = json!({
         "status": status,
         "checks": {
             "models": {"ok": models_ok, "count": state.router.model_names().len()},
             "upstream_mode": state.config.server.upstream.is_some(),
+            "memory": memory,
         }
     });
-    let code = if models_ok {
+    let code = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -94,7 +103,8 @@ pub async fn routing_info(
         json!({
             "name": m,
             "configured": state.router.knows(m),
-            "memory_enabled": false,
+            "memory_enabled": state.memory.is_some() && !supermemory
+                && crate::memory::inject::applies_to(&state.config.retrieval, m),
             "memory_mode": if supermemory { "supermemory_router" } else { "none" },
             "deployments": deployments.iter().map(|d| json!({
                 "provider": d.config.provider, "api_base": d.config.api_base,

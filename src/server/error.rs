@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::auth::AuthError;
 use crate::identity::IdentityError;
+use crate::memory::StoreError;
 use crate::protocol::chat::BodyError;
 use crate::providers::ProviderError;
 use crate::routing::RouteError;
@@ -33,6 +34,22 @@ pub enum ApiError {
     NotFound { method: String, path: String },
     #[error("method not allowed for this path")]
     MethodNotAllowed,
+    #[error("{what} not found")]
+    MemoryNotFound { what: &'static str },
+    #[error(transparent)]
+    Memory(StoreError),
+    #[error("memory is disabled (memory.enabled: false)")]
+    MemoryDisabled,
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ApiError::MemoryNotFound { what: "memory" },
+            StoreError::Invalid(m) => ApiError::BadRequest(m),
+            other => ApiError::Memory(other),
+        }
+    }
 }
 
 /// The kind of the error, low-cardinality, for logs and metrics.
@@ -68,6 +85,14 @@ impl ApiError {
             }
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Route(RouteError::Provider(p)) => provider_status(p),
+            ApiError::MemoryNotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::Memory(StoreError::Ambiguous(_)) => StatusCode::CONFLICT,
+            ApiError::Memory(StoreError::NotFound) => StatusCode::NOT_FOUND,
+            ApiError::Memory(StoreError::Invalid(_)) => StatusCode::BAD_REQUEST,
+            ApiError::Memory(StoreError::Backend(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Memory(StoreError::Closed) | ApiError::MemoryDisabled => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -84,6 +109,17 @@ impl ApiError {
             ApiError::Identity(_) => ("invalid_request_error", Some("invalid_user_id")),
             ApiError::NotFound { .. } => ("invalid_request_error", Some("not_found")),
             ApiError::MethodNotAllowed => ("invalid_request_error", Some("method_not_allowed")),
+            ApiError::MemoryNotFound { .. } | ApiError::Memory(StoreError::NotFound) => {
+                ("invalid_request_error", Some("not_found"))
+            }
+            ApiError::Memory(StoreError::Ambiguous(_)) => {
+                ("invalid_request_error", Some("ambiguous_session"))
+            }
+            ApiError::Memory(StoreError::Invalid(_)) => {
+                ("invalid_request_error", Some("invalid_request"))
+            }
+            ApiError::Memory(_) => ("api_error", Some("memory_store_error")),
+            ApiError::MemoryDisabled => ("api_error", Some("memory_disabled")),
             ApiError::Route(RouteError::UnknownModel { .. }) => {
                 ("invalid_request_error", Some("model_not_found"))
             }
@@ -116,6 +152,11 @@ impl ApiError {
             ApiError::Identity(_) => "invalid_user_id",
             ApiError::NotFound { .. } => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::MemoryNotFound { .. } | ApiError::Memory(StoreError::NotFound) => "not_found",
+            ApiError::Memory(StoreError::Ambiguous(_)) => "ambiguous_session",
+            ApiError::Memory(StoreError::Invalid(_)) => "bad_request",
+            ApiError::Memory(_) => "memory_store",
+            ApiError::MemoryDisabled => "memory_disabled",
             ApiError::Route(RouteError::UnknownModel { .. }) => "unknown_model",
             ApiError::Route(RouteError::Provider(p)) => match p {
                 ProviderError::Connect { .. } => "upstream_connect",

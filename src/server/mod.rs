@@ -6,9 +6,11 @@ mod body;
 mod chat;
 mod embeddings;
 pub mod error;
+mod memories;
 mod middleware;
 mod respond;
 mod routes;
+mod sessions;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -7,7 +7,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use super::error::ApiError;
-use super::{admin, chat, embeddings, middleware, AppState};
+use super::{admin, chat, embeddings, memories, middleware, sessions, AppState};
 
 /// Builds the application: every route behind the gateway middleware.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -22,6 +22,23 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health/liveliness", get(admin::liveliness))
         .route("/health/liveness", get(admin::liveliness))
         .route("/health/readiness", get(admin::readiness))
+        .route(
+            "/v1/memories",
+            post(memories::add)
+                .get(memories::list)
+                .delete(memories::delete_user),
+        )
+        .route("/v1/memories/search", get(memories::search))
+        .route("/v1/memories/export", get(memories::export))
+        .route(
+            "/v1/memories/{id}",
+            get(memories::get).delete(memories::delete),
+        )
+        .route("/v1/sessions", get(sessions::list))
+        .route(
+            "/v1/sessions/{id}",
+            get(sessions::get).delete(sessions::delete),
+        )
         .route("/memory-routing/info", get(admin::routing_info))
         .route("/v1/debug/routing", get(admin::routing_info))
         .fallback(not_found)
