@@ -11,12 +11,14 @@
 //! - [`routing`]: model name → deployments, load balancing, retries, fallbacks.
 //! - [`providers`]: one file per provider behind one interface.
 //! - [`telemetry`]: JSON logging.
+//! - [`eval`]: retrieval-quality evaluation on LoCoMo-format data (`memproxy eval-locomo`).
 //!
 //! A request's path: `server::routes` → `server::middleware::gateway` (request id, auth,
 //! identity) → `server::chat` → `routing::ModelRouter::chat` → `providers::*`.
 
 pub mod auth;
 pub mod config;
+pub mod eval;
 pub mod identity;
 pub mod memory;
 pub mod protocol;
