@@ -121,7 +121,7 @@ impl Bm25 {
 
 /// Adds `weight` × the scores of each memory's neighbours (`neighbours(key)` lists them)
 /// to its own; neighbours without a score of their own can enter the result this way.
-pub fn with_neighbours<K: Copy + Eq + Hash>(
+pub fn with_neighbours<K: Copy + Eq + Hash + Ord>(
     scores: &[(K, f64)],
     neighbours: impl Fn(K) -> Vec<K>,
     weight: f64,
@@ -137,13 +137,14 @@ pub fn with_neighbours<K: Copy + Eq + Hash>(
     out
 }
 
-/// Sorts by score, best first (ties keep a stable, deterministic order by position).
-pub fn sort_desc<K>(list: &mut [(K, f64)]) {
-    list.sort_by(|a, b| b.1.total_cmp(&a.1));
+/// Sorts by score, best first; ties go to the smaller key (for memories: the older one),
+/// so that rankings are deterministic.
+pub fn sort_desc<K: Ord>(list: &mut [(K, f64)]) {
+    list.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
 }
 
 /// Reciprocal rank fusion of ranked lists (best first): Σ 1 / (k + rank).
-pub fn rrf<K: Copy + Eq + Hash>(lists: &[Vec<K>], k: f64) -> Vec<(K, f64)> {
+pub fn rrf<K: Copy + Eq + Hash + Ord>(lists: &[Vec<K>], k: f64) -> Vec<(K, f64)> {
     let mut total: HashMap<K, f64> = HashMap::new();
     let mut order: Vec<K> = Vec::new();
     for list in lists {

@@ -18,7 +18,11 @@ use crate::memory::store::{
 use crate::memory::text::Analyzer;
 
 /// Lexical candidates taken from FTS5 before re-ranking (and vector candidates kept).
-const MIN_POOL: usize = 100;
+const MIN_POOL: usize = 50;
+
+/// Best-scored candidates whose neighbours are looked at; a neighbour gets a fifth of a
+/// candidate's score, so those of low-ranked candidates rarely reach the top.
+const NEIGHBOUR_SOURCES: usize = 50;
 
 struct User {
     uid: i64,
@@ -218,9 +222,13 @@ fn lexical(
             df.insert(t.clone(), n.max(0) as u64);
         }
     }
-    let scores = Bm25::default().score(terms, &df, u.stats, &candidates);
+    let mut scores = Bm25::default().score(terms, &df, u.stats, &candidates);
+    sort_desc(&mut scores);
     // Neighbours: the adjacent memories of the same user and session.
-    for &(rid, _) in &scores {
+    for &(rid, _) in scores.iter().take(NEIGHBOUR_SOURCES) {
+        if known.get(&rid).is_none_or(|l| l.session_id.is_none()) {
+            continue;
+        }
         for n in [rid - 1, rid + 1] {
             if (lo..=hi).contains(&n) && !known.contains_key(&n) {
                 if let Some(l) = light(conn, n)? {
@@ -232,9 +240,14 @@ fn lexical(
     // Only memories of one named session are neighbours: adjacent memories without a
     // session (API writes, captures without `x-session-id`) need not be related.
     let session = |rid: i64| known.get(&rid).and_then(|l| l.session_id.as_deref());
+    let sources: std::collections::HashSet<i64> =
+        scores.iter().take(NEIGHBOUR_SOURCES).map(|x| x.0).collect();
     Ok(with_neighbours(
         &scores,
         |rid| {
+            if !sources.contains(&rid) {
+                return vec![];
+            }
             [rid - 1, rid + 1]
                 .into_iter()
                 .filter(|n| session(*n).is_some() && session(*n) == session(rid))
