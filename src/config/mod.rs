@@ -256,10 +256,10 @@ pub fn parse(
     let mut warnings = Vec::new();
     let raw: RawConfig = {
         let mut on_unknown = |path: serde_ignored::Path<'_>| {
-            warnings.push(format!(
-                "unknown config key `{}` ignored",
-                path.to_string().trim_start_matches('?')
-            ))
+            // Optional sections show as `?` segments; they are not part of the key.
+            let path = path.to_string();
+            let key: Vec<&str> = path.split('.').filter(|s| *s != "?").collect();
+            warnings.push(format!("unknown config key `{}` ignored", key.join(".")))
         };
         let de = serde_ignored::Deserializer::new(&tree, &mut on_unknown);
         serde_path_to_error::deserialize(de).map_err(|e| {
