@@ -208,3 +208,56 @@ pub async fn embed(
         tracing::warn!(error = %e, "storing embeddings failed");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::sqlite::{SqliteOptions, SqliteStore};
+    use crate::memory::store::NewMemory;
+    use crate::memory::SystemClock;
+
+    fn op(i: usize) -> WriteOp {
+        WriteOp::Memory(NewMemory {
+            user_id: "u".into(),
+            content: format!("capture {i}"),
+            metadata: Default::default(),
+            session_id: None,
+        })
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_queue_drops_without_waiting_and_flush_commits_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn MemoryStore> = Arc::new(
+            SqliteStore::open(
+                dir.path(),
+                SqliteOptions {
+                    session_ttl: Duration::ZERO,
+                    session_max_messages: 10,
+                    clock: Arc::new(SystemClock),
+                },
+            )
+            .unwrap(),
+        );
+        let q = WriteQueue::start(
+            store.clone(),
+            None,
+            QueueOptions {
+                capacity: 3,
+                batch_size: 2,
+                purge_every: Duration::from_secs(3600),
+                embed_timeout: Duration::from_secs(1),
+            },
+        );
+        // On a current-thread runtime the drain task has not run yet: the queue fills.
+        let accepted = (0..10).filter(|&i| q.push(op(i))).count();
+        assert_eq!(accepted, 3);
+        assert_eq!(q.dropped(), 7);
+        q.flush().await;
+        let page = store.list("u", 100, None).await.unwrap();
+        assert_eq!(page.items.len(), 3);
+        q.shutdown().await;
+        assert!(!q.push(op(99)), "closed queues refuse writes");
+        assert_eq!(store.list("u", 100, None).await.unwrap().items.len(), 3);
+    }
+}

@@ -24,6 +24,8 @@ use crate::memory::{MemoryService, Metadata, NewMemory};
 
 /// Longest accepted session id.
 const MAX_SESSION_ID_LEN: usize = 256;
+/// Largest memory accepted, in bytes of text.
+const MAX_CONTENT_BYTES: usize = 1 << 20;
 /// Page size of `GET /v1/memories` when none is asked for.
 const DEFAULT_PAGE: usize = 50;
 /// Results of a search when none is asked for.
@@ -93,6 +95,11 @@ fn parse_add(bytes: &[u8]) -> Result<NewMemory, ApiError> {
         .ok_or_else(|| ApiError::BadRequest("missing required field `user_id`".into()))?;
     validate_user_id(&user_id)?;
     let content = match b.content {
+        Some(Value::String(s)) if s.len() > MAX_CONTENT_BYTES => {
+            return Err(ApiError::BadRequest(format!(
+                "`content` is longer than {MAX_CONTENT_BYTES} bytes"
+            )))
+        }
         Some(Value::String(s)) if !s.trim().is_empty() => s,
         Some(Value::String(_)) | None => {
             return Err(ApiError::BadRequest(
