@@ -1,7 +1,9 @@
 //! LLM providers behind one interface. Each provider lives in one file with its wire
 //! types private to it; [`Provider`] dispatches to them. Every provider takes the internal
-//! request ([`ChatBody`], OpenAI chat shape) and answers with a [`Reply`] in that shape.
+//! request ([`ChatBody`], OpenAI chat shape; or the client's native body when the provider
+//! speaks the client's API) and answers with a [`Reply`] in its own wire format.
 
+mod anthropic;
 mod gemini;
 mod mock;
 mod openai;
@@ -149,6 +151,7 @@ pub(crate) fn http_client(cookies: bool) -> Result<reqwest::Client, reqwest::Err
 /// The provider implementation of one deployment.
 pub enum Provider {
     OpenAi(Box<openai::OpenAi>),
+    Anthropic(Box<anthropic::Anthropic>),
     Gemini(Box<gemini::Gemini>),
     Mock(mock::Mock),
     Unsupported(String),
@@ -162,7 +165,9 @@ impl Provider {
         }
         match &cfg.provider {
             ProviderKind::OpenAi => Provider::OpenAi(Box::new(openai::OpenAi::new(cfg, env))),
-            ProviderKind::Anthropic => Provider::Unsupported("anthropic".into()),
+            ProviderKind::Anthropic => {
+                Provider::Anthropic(Box::new(anthropic::Anthropic::new(cfg, env)))
+            }
             ProviderKind::Gemini => Provider::Gemini(Box::new(gemini::Gemini::new(cfg, env))),
             ProviderKind::Unsupported(name) => Provider::Unsupported(name.clone()),
         }
@@ -178,6 +183,7 @@ impl Provider {
     ) -> Result<Reply, ProviderError> {
         match self {
             Provider::OpenAi(p) => p.chat(cfg, &req.chat, upstream_model, ctx).await,
+            Provider::Anthropic(p) => p.chat(cfg, req, upstream_model, ctx).await,
             Provider::Gemini(p) => p.chat(cfg, &req.chat, upstream_model, ctx).await,
             Provider::Mock(p) => Ok(p.chat(&req.chat, upstream_model)),
             Provider::Unsupported(name) => Err(ProviderError::NotSupported(format!(
