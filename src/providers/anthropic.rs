@@ -230,4 +230,39 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
+
+    #[tokio::test]
+    async fn anthropic_clients_body_goes_upstream_with_only_the_model_swapped() {
+        let mock = mock_upstream::MockUpstream::start().await;
+        let yaml = format!(
+            "model_list:\n  - model_name: claude\n    litellm_params: {{model: anthropic/claude-up, api_base: '{}', api_key: k}}\n",
+            mock.url()
+        );
+        let config = crate::config::parse(&yaml, "t.yaml", &Default::default(), &|_| None).unwrap();
+        let env = ProviderEnv::new(&config).unwrap();
+        let cfg = &config.models[0];
+        let provider = Anthropic::new(cfg, &env);
+        let raw = br#"{"model":"claude","max_tokens":64,"system":[{"type":"text","text":"s","cache_control":{"type":"ephemeral"}}],"messages":[{"role":"user","content":"hi"}],"thinking":{"type":"enabled","budget_tokens":1024},"metadata":{"user_id":"u1"},"context_management":{"edits":[]}}"#;
+        let req = LlmRequest {
+            chat: crate::protocol::anthropic::request_to_chat(raw).unwrap(),
+            native: Some(Native::Anthropic(
+                crate::protocol::chat::ChatBody::parse_object(raw).unwrap(),
+            )),
+        };
+        let ctx = CallContext {
+            user_id: "alice",
+            request_id: "r1",
+            client_authorization: None,
+        };
+        let reply = provider.chat(cfg, &req, "claude-up", &ctx).await.unwrap();
+        let Reply::Complete { body, format } = reply else {
+            panic!("expected a complete answer");
+        };
+        assert_eq!(format, Format::Anthropic);
+        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(answer["content"][0]["text"], "mock reply to: hi");
+        let mut want: serde_json::Value = serde_json::from_slice(raw).unwrap();
+        want["model"] = "claude-up".into();
+        assert_eq!(mock.requests()[0].body, want);
+    }
 }
