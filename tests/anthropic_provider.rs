@@ -18,6 +18,7 @@ fn claude(mock: &MockUpstream) -> String {
 async fn post(proxy: &Proxy, body: &Value) -> reqwest::Response {
     client()
         .post(proxy.url("/v1/chat/completions"))
+        .header("anthropic-beta", "interleaved-thinking-2025-05-14")
         .json(body)
         .send()
         .await
@@ -82,6 +83,10 @@ async fn text_answer_is_translated_both_ways() {
     assert_eq!(up.headers["x-api-key"], "sk-ant-test");
     assert_eq!(up.headers["anthropic-version"], "2023-06-01");
     assert_eq!(up.headers["content-type"], "application/json");
+    assert_eq!(
+        up.headers["anthropic-beta"],
+        "interleaved-thinking-2025-05-14"
+    );
     assert!(up.headers.get("authorization").is_none());
     assert_eq!(
         up.body,

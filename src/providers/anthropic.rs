@@ -102,6 +102,9 @@ impl Anthropic {
         if let Some(key) = &self.api_key {
             builder = builder.header("x-api-key", key);
         }
+        if let Some(beta) = ctx.anthropic_beta {
+            builder = builder.header("anthropic-beta", beta);
+        }
         if let Some(mh) = &self.memory_headers {
             builder = mh.apply(builder, ctx.user_id);
         }
@@ -253,6 +256,7 @@ mod tests {
             user_id: "alice",
             request_id: "r1",
             client_authorization: None,
+            anthropic_beta: Some("context-management-2025-06-27"),
         };
         let reply = provider.chat(cfg, &req, "claude-up", &ctx).await.unwrap();
         let Reply::Complete { body, format } = reply else {
@@ -263,6 +267,11 @@ mod tests {
         assert_eq!(answer["content"][0]["text"], "mock reply to: hi");
         let mut want: serde_json::Value = serde_json::from_slice(raw).unwrap();
         want["model"] = "claude-up".into();
-        assert_eq!(mock.requests()[0].body, want);
+        let seen = &mock.requests()[0];
+        assert_eq!(seen.body, want);
+        assert_eq!(
+            seen.headers["anthropic-beta"],
+            "context-management-2025-06-27"
+        );
     }
 }

@@ -116,6 +116,9 @@ pub struct CallContext<'a> {
     pub request_id: &'a str,
     /// The client's credentials, forwarded in upstream mode when no upstream key is set.
     pub client_authorization: Option<&'a str>,
+    /// The client's `anthropic-beta` header, forwarded to Anthropic upstreams: betas gate
+    /// request fields (Claude Code's `context_management`, …) the client's body may carry.
+    pub anthropic_beta: Option<&'a str>,
 }
 
 /// Process-wide values providers need (shared HTTP settings, Supermemory key).

@@ -28,6 +28,7 @@ pub async fn run(
         client_authorization: headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok()),
+        anthropic_beta: headers.get("anthropic-beta").and_then(|v| v.to_str().ok()),
     };
     let routed = state.router.chat(&req, &call).await?;
     respond(routed.value, client, Box::new(on_done))
