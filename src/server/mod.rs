@@ -6,6 +6,7 @@ mod body;
 mod chat;
 mod embeddings;
 pub mod error;
+mod messages;
 mod middleware;
 mod pipeline;
 mod respond;

@@ -285,10 +285,10 @@ async fn messages(
     let model = body["model"].as_str().unwrap_or("mock").to_string();
     let stream = body["stream"] == true;
     let prompt = last_user_text(&body);
-    if let Some(text) = &shared.fixed {
-        return answer(&model, text, &prompt, stream);
-    }
-    let behavior = shared.record(uri.path(), headers, &body);
+    let behavior = match shared.fixed_behavior(&body) {
+        Some(b) => Some(b),
+        None => shared.record(uri.path(), headers, &body),
+    };
     if let Err(message) = validate(&body) {
         return error(400, &message);
     }
