@@ -184,6 +184,7 @@ impl Provider {
         upstream_model: &str,
         ctx: &CallContext<'_>,
     ) -> Result<Reply, ProviderError> {
+        self.check_params(cfg, req)?;
         match self {
             Provider::OpenAi(p) => p.chat(cfg, &req.chat, upstream_model, ctx).await,
             Provider::Anthropic(p) => p.chat(cfg, req, upstream_model, ctx).await,
@@ -194,6 +195,73 @@ impl Provider {
                 cfg.model_name
             ))),
         }
+    }
+
+    /// OpenAI parameters in `req` that this provider's format cannot express: an error
+    /// naming them (LiteLLM's behaviour), or nothing when `drop_params` lets the translation
+    /// drop them. OpenAI-compatible upstreams get every field as sent, and a client speaking
+    /// Anthropic to an Anthropic deployment is passed through natively.
+    fn check_params(
+        &self,
+        cfg: &DeploymentConfig,
+        req: &LlmRequest<'_>,
+    ) -> Result<(), ProviderError> {
+        let unsupported: &[&str] = match self {
+            Provider::Anthropic(_) if req.native.is_some() => return Ok(()),
+            Provider::Anthropic(_) => &[
+                "frequency_penalty",
+                "presence_penalty",
+                "logit_bias",
+                "logprobs",
+                "top_logprobs",
+                "seed",
+                "response_format",
+                "audio",
+                "modalities",
+                "prediction",
+                "web_search_options",
+            ],
+            Provider::Gemini(_) => &[
+                "logit_bias",
+                "top_logprobs",
+                "audio",
+                "modalities",
+                "prediction",
+                "web_search_options",
+            ],
+            _ => return Ok(()),
+        };
+        let mut found: Vec<&str> = unsupported
+            .iter()
+            .copied()
+            .filter(|k| req.chat.get(k).is_some_and(|v| v.get() != "null"))
+            .collect();
+        if matches!(self, Provider::Anthropic(_))
+            && req
+                .chat
+                .get("n")
+                .is_some_and(|v| !matches!(v.get(), "1" | "null"))
+        {
+            found.push("n");
+        }
+        if found.is_empty() {
+            return Ok(());
+        }
+        if cfg.drop_params {
+            tracing::debug!(model = %cfg.model_name, params = ?found, "dropping parameters the provider does not support");
+            return Ok(());
+        }
+        Err(ProviderError::Status {
+            status: StatusCode::BAD_REQUEST,
+            message: format!(
+                "model `{}` ({:?} provider) does not support the parameter(s) {}; remove them, or set `litellm_settings.drop_params: true` to drop them",
+                cfg.model_name,
+                cfg.provider,
+                found.join(", ")
+            ),
+            kind: Some("invalid_request_error".into()),
+            code: Some("unsupported_params".into()),
+        })
     }
 
     /// Computes embeddings (OpenAI `/embeddings` request and answer shapes).

@@ -189,7 +189,17 @@ impl ApiError {
     /// `{"type":"error","error":{"type","message"}}` for Messages callers, OpenAI's otherwise.
     pub fn into_response_for(self, format: Format) -> Response {
         let body = match format {
-            Format::Anthropic => crate::protocol::anthropic::encode_error(&self.info()),
+            // An upstream's own error type survives (`overloaded_error`, …); errors raised
+            // here take the type Anthropic uses for their status.
+            Format::Anthropic => match &self {
+                ApiError::Route(RouteError::Provider(ProviderError::Status { .. })) => {
+                    crate::protocol::anthropic::encode_error(&self.info())
+                }
+                _ => crate::protocol::anthropic::error_json(
+                    self.status().as_u16(),
+                    &self.to_string(),
+                ),
+            },
             Format::OpenAiChat | Format::Gemini => Bytes::from(self.to_json()),
         };
         self.with_body(body)
