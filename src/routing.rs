@@ -151,6 +151,7 @@ impl ModelRouter {
                 input_cost_per_token: None,
                 output_cost_per_token: None,
                 supermemory_router: false,
+                drop_params: config.drop_params,
             };
             Group::new(vec![Arc::new(Deployment {
                 provider: Provider::new(&cfg, env),

@@ -175,6 +175,9 @@ pub struct DeploymentConfig {
     pub output_cost_per_token: Option<f64>,
     /// The api_base is a Supermemory router: memory is handled there, not injected here.
     pub supermemory_router: bool,
+    /// Drop OpenAI parameters this provider cannot express instead of refusing the
+    /// request (`litellm_params.drop_params`, else `litellm_settings.drop_params`).
+    pub drop_params: bool,
 }
 
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -317,7 +320,9 @@ fn validate(
 
     let mut models = Vec::with_capacity(raw.model_list.len());
     for (i, m) in raw.model_list.into_iter().enumerate() {
-        models.push(deployment(i, m, &router, &mut warnings)?);
+        let mut dep = deployment(i, m, &router, &mut warnings)?;
+        dep.drop_params = dep.drop_params || raw.litellm_settings.drop_params.unwrap_or(false);
+        models.push(dep);
     }
     for (from, to) in &router.fallbacks {
         for name in std::iter::once(from).chain(to) {
@@ -548,6 +553,7 @@ fn deployment(
         supported_endpoints: info.as_ref().and_then(|i| i.supported_endpoints.clone()),
         input_cost_per_token: info.as_ref().and_then(|i| i.input_cost_per_token),
         output_cost_per_token: info.as_ref().and_then(|i| i.output_cost_per_token),
+        drop_params: p.drop_params.unwrap_or(false),
     })
 }
 

@@ -76,10 +76,6 @@ pub struct RawParams {
     pub api_version: Option<String>,
     pub organization: Option<String>,
     pub extra_headers: Option<BTreeMap<String, String>>,
-    #[expect(
-        dead_code,
-        reason = "accepted LiteLLM key; translation honours the global drop_params"
-    )]
     pub drop_params: Option<bool>,
 }
 

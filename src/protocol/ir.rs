@@ -166,6 +166,13 @@ pub trait StreamDecoder: Send {
     /// Decodes one wire event; may produce zero or more IR events. `Ok(true)` means the
     /// wire stream said it is complete.
     fn decode(&mut self, ev: &SseEvent, out: &mut Vec<StreamEvent>) -> Result<bool, DecodeError>;
+
+    /// The upstream closed the stream before `decode` reported completion: whether that
+    /// close is this format's normal end. Formats with an end marker say no (the
+    /// default); Gemini, which has none, says yes once a finish reason arrived.
+    fn ends_at_close(&self) -> bool {
+        false
+    }
 }
 
 /// Turns [`StreamEvent`]s into one wire format's stream events.

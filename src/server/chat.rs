@@ -1,18 +1,18 @@
-//! `POST /v1/chat/completions`: accept, route, answer (see [`super::respond`]).
+//! `POST /v1/chat/completions`: parse the OpenAI chat request, then the common
+//! [`pipeline`](super::pipeline).
 
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use super::middleware::{LoggedModel, RequestCtx};
-use super::respond::{respond, ClientSpec};
-use super::{body, AppState};
+use super::respond::ClientSpec;
+use super::{body, pipeline, AppState};
 use crate::protocol::chat::ChatBody;
 use crate::protocol::ir::Format;
-use crate::providers::{CallContext, LlmRequest};
+use crate::providers::LlmRequest;
 
 /// Handles a chat completions request.
 pub async fn chat_completions(State(state): State<Arc<AppState>>, req: Request) -> Response {
@@ -29,14 +29,6 @@ pub async fn chat_completions(State(state): State<Arc<AppState>>, req: Request) 
         Ok(b) => b,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let call = CallContext {
-        user_id: &ctx.identity.user_id,
-        request_id: &ctx.request_id,
-        client_authorization: parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-    };
     let client = ClientSpec {
         format: Format::OpenAiChat,
         model: body.model.clone(),
@@ -47,25 +39,9 @@ pub async fn chat_completions(State(state): State<Arc<AppState>>, req: Request) 
         started: ctx.started,
     };
     let model = body.model.clone();
-    let req = LlmRequest::chat(body);
-    let mut resp = match state.router.chat(&req, &call).await {
-        Ok(routed) => respond(
-            routed.value,
-            client,
-            Box::new(|ex| {
-                tracing::debug!(
-                    completed = ex.completed,
-                    ttft_ms = ex.ttft.map(|d| d.as_secs_f64() * 1000.0),
-                    output_chars = ex.completion.text.len(),
-                    input_tokens = ex.completion.usage.input_tokens,
-                    output_tokens = ex.completion.usage.output_tokens,
-                    "exchange complete"
-                );
-            }),
-        )
-        .unwrap_or_else(IntoResponse::into_response),
-        Err(e) => ApiError::from(e).into_response(),
-    };
+    let mut resp = pipeline::run(&state, ctx, &parts.headers, LlmRequest::chat(body), client)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
     resp.extensions_mut().insert(LoggedModel(model));
     resp
 }

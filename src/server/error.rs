@@ -4,7 +4,10 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use serde::Serialize;
+
+use crate::protocol::ir::Format;
 
 use crate::auth::AuthError;
 use crate::identity::IdentityError;
@@ -213,9 +216,38 @@ fn default_kind(status: StatusCode) -> &'static str {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut resp = (self.status(), self.to_json()).into_response();
+impl From<crate::protocol::anthropic::RequestError> for ApiError {
+    fn from(e: crate::protocol::anthropic::RequestError) -> Self {
+        match e {
+            crate::protocol::anthropic::RequestError::Body(b) => ApiError::Body(b),
+            other => ApiError::BadRequest(other.to_string()),
+        }
+    }
+}
+
+impl ApiError {
+    /// The error as a response in the shape of the client's API: Anthropic's
+    /// `{"type":"error","error":{"type","message"}}` for Messages callers, OpenAI's otherwise.
+    pub fn into_response_for(self, format: Format) -> Response {
+        let body = match format {
+            // An upstream's own error type survives (`overloaded_error`, …); errors raised
+            // here take the type Anthropic uses for their status.
+            Format::Anthropic => match &self {
+                ApiError::Route(RouteError::Provider(ProviderError::Status { .. })) => {
+                    crate::protocol::anthropic::encode_error(&self.info())
+                }
+                _ => crate::protocol::anthropic::error_json(
+                    self.status().as_u16(),
+                    &self.to_string(),
+                ),
+            },
+            Format::OpenAiChat | Format::Gemini => Bytes::from(self.to_json()),
+        };
+        self.with_body(body)
+    }
+
+    fn with_body(self, body: Bytes) -> Response {
+        let mut resp = (self.status(), body).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -226,5 +258,11 @@ impl IntoResponse for ApiError {
         }
         resp.extensions_mut().insert(ErrorKind(self.label()));
         resp
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.into_response_for(Format::OpenAiChat)
     }
 }

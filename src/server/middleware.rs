@@ -8,13 +8,14 @@ use std::time::Instant;
 use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use tracing::Instrument;
 
 use super::error::{ApiError, ErrorKind};
 use super::AppState;
 use crate::auth::Principal;
 use crate::identity::Decision;
+use crate::protocol::ir::Format;
 
 /// What the gateway layer learned about a request, for the handlers.
 #[derive(Debug, Clone)]
@@ -28,6 +29,15 @@ pub struct RequestCtx {
 /// Set by handlers on their response so the access log names the model.
 #[derive(Debug, Clone)]
 pub struct LoggedModel(pub String);
+
+/// The wire format a path's clients expect errors in.
+pub fn client_format(path: &str) -> Format {
+    if path.starts_with("/v1/messages") || path.starts_with("/messages") {
+        Format::Anthropic
+    } else {
+        Format::OpenAiChat
+    }
+}
 
 /// Paths answered without authentication.
 fn is_open(path: &str) -> bool {
@@ -74,7 +84,7 @@ pub async fn gateway(State(state): State<Arc<AppState>>, mut req: Request, next:
             let span = tracing::info_span!("request", request_id = %request_id);
             next.run(req).instrument(span).await
         }
-        Err(e) => e.into_response(),
+        Err(e) => e.into_response_for(client_format(&path)),
     };
 
     let headers = resp.headers_mut();

@@ -199,6 +199,18 @@ impl RelayState {
         }
     }
 
+    /// The upstream closed a stream whose format ends that way (Gemini): finish it.
+    fn on_close(&mut self) {
+        if let Some(enc) = &mut self.encoder {
+            self.wire.clear();
+            enc.finish(&mut self.wire);
+            self.pending
+                .extend(self.wire.iter().map(SseEvent::to_frame));
+        }
+        self.tracker.complete = true;
+        self.finished = true;
+    }
+
     fn on_failure(&mut self, err: ErrorInfo) {
         self.wire.clear();
         match &mut self.encoder {
@@ -252,6 +264,7 @@ fn relay(
                     tracing::warn!(request_id = %st.tracker.client.request_id, error = %e, "upstream stream failed");
                     st.on_failure(error_info(e));
                 }
+                None if st.decoder.ends_at_close() => st.on_close(),
                 None => st.on_failure(error_info(ProviderError::BadResponse(
                     "upstream closed the stream before it was complete".into(),
                 ))),

@@ -3,17 +3,20 @@
 use std::sync::Arc;
 
 use axum::extract::Request;
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 
 use super::error::ApiError;
-use super::{admin, chat, embeddings, memories, middleware, sessions, AppState};
+use super::{admin, chat, embeddings, memories, messages, middleware, sessions, AppState};
 
 /// Builds the application: every route behind the gateway middleware.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/chat/completions", post(chat::chat_completions))
+        .route("/v1/messages", post(messages::messages))
+        .route("/v1/messages/count_tokens", post(messages::count_tokens))
         .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/embeddings", post(embeddings::embeddings))
         .route("/v1/models", get(admin::models))
@@ -50,9 +53,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn not_found(req: Request) -> ApiError {
+async fn not_found(req: Request) -> Response {
+    let path = req.uri().path();
     ApiError::NotFound {
         method: req.method().to_string(),
-        path: req.uri().path().to_string(),
+        path: path.to_string(),
     }
+    .into_response_for(middleware::client_format(path))
 }

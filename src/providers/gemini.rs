@@ -1,0 +1,202 @@
+//! Google Gemini (AI Studio): the internal request translated by
+//! [`crate::protocol::gemini`] and sent to
+//! `POST {api_base}/v1beta/models/{model}:generateContent`, or
+//! `:streamGenerateContent?alt=sse` for streams, with the key in `x-goog-api-key`. The
+//! answer comes back in Gemini's format for the server to translate.
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+use super::openai::{read_all, sse_events, status_error as generic_status_error, transport_error};
+use super::{CallContext, ProviderEnv, ProviderError, Reply};
+use crate::config::DeploymentConfig;
+use crate::protocol::chat::ChatBody;
+use crate::protocol::gemini;
+use crate::protocol::ir::Format;
+
+/// The API version used when `api_base` names none.
+const DEFAULT_VERSION: &str = "v1beta";
+
+pub struct Gemini {
+    /// `{api_base}/{version}`, without a trailing slash.
+    base: String,
+    key: Option<HeaderValue>,
+    extra: HeaderMap,
+    http: reqwest::Client,
+    /// The api_base is a Supermemory router: the user id (and its key) are sent along.
+    supermemory_router: bool,
+    supermemory_key: Option<HeaderValue>,
+}
+
+impl Gemini {
+    pub fn new(cfg: &DeploymentConfig, env: &ProviderEnv) -> Self {
+        let key = cfg
+            .api_key
+            .as_ref()
+            .and_then(|k| HeaderValue::from_str(k.expose()).ok())
+            .map(|mut v| {
+                v.set_sensitive(true);
+                v
+            });
+        let mut extra = HeaderMap::new();
+        for (k, v) in &cfg.extra_headers {
+            if let (Ok(k), Ok(v)) = (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(v),
+            ) {
+                extra.insert(k, v);
+            }
+        }
+        Self {
+            base: versioned_base(&cfg.api_base, cfg.api_version.as_deref()),
+            key,
+            extra,
+            http: env.http.clone(),
+            supermemory_router: cfg.supermemory_router,
+            supermemory_key: env
+                .supermemory_api_key
+                .as_deref()
+                .and_then(|k| HeaderValue::from_str(k).ok()),
+        }
+    }
+
+    fn url(&self, model: &str, stream: bool) -> String {
+        let model = model.strip_prefix("models/").unwrap_or(model);
+        if stream {
+            format!("{}/models/{model}:streamGenerateContent?alt=sse", self.base)
+        } else {
+            format!("{}/models/{model}:generateContent", self.base)
+        }
+    }
+
+    pub async fn chat(
+        &self,
+        cfg: &DeploymentConfig,
+        body: &ChatBody<'_>,
+        upstream_model: &str,
+        ctx: &CallContext<'_>,
+    ) -> Result<Reply, ProviderError> {
+        let payload = gemini::chat_to_request(body).map_err(|e| ProviderError::Status {
+            status: StatusCode::BAD_REQUEST,
+            message: format!("cannot send this request to Gemini: {e}"),
+            kind: Some("invalid_request_error".into()),
+            code: Some("invalid_request".into()),
+        })?;
+        let url = self.url(upstream_model, body.stream);
+        let mut req = self
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header(
+                "accept",
+                if body.stream {
+                    "text/event-stream"
+                } else {
+                    "application/json"
+                },
+            )
+            .header("x-request-id", ctx.request_id)
+            .header("x-memproxy-user-id", ctx.user_id);
+        for (k, v) in &self.extra {
+            req = req.header(k, v);
+        }
+        if let Some(key) = &self.key {
+            req = req.header("x-goog-api-key", key);
+        }
+        if self.supermemory_router {
+            req = req.header("x-sm-user-id", ctx.user_id);
+            if let Some(k) = &self.supermemory_key {
+                req = req.header("x-supermemory-api-key", k);
+            }
+        }
+        let timeout = cfg.timeout;
+        let resp = tokio::time::timeout(timeout, req.body(payload).send())
+            .await
+            .map_err(|_| ProviderError::Timeout(timeout))?
+            .map_err(|e| transport_error(&url, e))?;
+        let status =
+            StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        if !status.is_success() {
+            let bytes = read_all(resp, timeout).await.unwrap_or_default();
+            return Err(status_error(status, &bytes));
+        }
+        if !body.stream {
+            return Ok(Reply::Complete {
+                body: read_all(resp, timeout).await?,
+                format: Format::Gemini,
+            });
+        }
+        Ok(Reply::Stream {
+            events: sse_events(resp, timeout),
+            format: Format::Gemini,
+            usage_added: false,
+        })
+    }
+}
+
+/// `{api_base}/{version}`: an `api_base` that already ends in a version segment (`v1`,
+/// `v1beta`, `v1alpha`, …) is used as it is; otherwise `api_version` or `v1beta` is added.
+fn versioned_base(api_base: &str, api_version: Option<&str>) -> String {
+    let base = api_base.trim_end_matches('/');
+    let last = base.rsplit('/').next().unwrap_or("");
+    let is_version = last.len() > 1
+        && last.starts_with('v')
+        && last[1..].starts_with(|c: char| c.is_ascii_digit())
+        && last[1..].bytes().all(|b| b.is_ascii_alphanumeric());
+    if is_version {
+        base.to_string()
+    } else {
+        format!("{base}/{}", api_version.unwrap_or(DEFAULT_VERSION))
+    }
+}
+
+/// An error from Google's `{"error":{"code","message","status"}}` body (its RPC status,
+/// lower-cased, as the code), or from any other shape a proxy in between may send.
+fn status_error(status: StatusCode, bytes: &[u8]) -> ProviderError {
+    match gemini::parse_error(bytes) {
+        Some(e) => ProviderError::Status {
+            status,
+            message: e.message,
+            kind: None,
+            code: e.status.map(|s| s.to_ascii_lowercase()),
+        },
+        None => generic_status_error(status, bytes),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_is_added_once() {
+        let g = "https://generativelanguage.googleapis.com";
+        assert_eq!(versioned_base(g, None), format!("{g}/v1beta"));
+        assert_eq!(
+            versioned_base(&format!("{g}/v1beta/"), None),
+            format!("{g}/v1beta")
+        );
+        assert_eq!(versioned_base(&format!("{g}/v1"), None), format!("{g}/v1"));
+        assert_eq!(versioned_base(g, Some("v1alpha")), format!("{g}/v1alpha"));
+        let proxy = "https://api.supermemory.ai/v3/generativelanguage.googleapis.com";
+        assert_eq!(versioned_base(proxy, None), format!("{proxy}/v1beta"));
+        assert_eq!(
+            versioned_base("http://127.0.0.1:9/vertex", None),
+            "http://127.0.0.1:9/vertex/v1beta"
+        );
+    }
+
+    #[test]
+    fn google_errors_keep_message_and_status() {
+        let e = status_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            br#"{"error":{"code":429,"message":"Resource has been exhausted","status":"RESOURCE_EXHAUSTED"}}"#,
+        );
+        assert!(e.is_retryable());
+        assert!(
+            matches!(e, ProviderError::Status { ref message, ref code, .. }
+            if message == "Resource has been exhausted" && code.as_deref() == Some("resource_exhausted"))
+        );
+        let e = status_error(StatusCode::BAD_GATEWAY, b"upstream down");
+        assert_eq!(e.to_string(), "upstream down");
+    }
+}
