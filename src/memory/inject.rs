@@ -7,6 +7,8 @@
 //! such blocks, and capture applies it, so memproxy never stores its own injections.
 //! Memory text is sanitised so that it cannot close the block early.
 
+pub mod anthropic;
+
 use std::borrow::Cow;
 
 use serde_json::value::RawValue;

@@ -12,7 +12,8 @@
 //!   session prepend.
 //!
 //! # Using it from the request path
-//! [`MemoryService`] (in `AppState::memory` when memory is enabled) is the entry point.
+//! [`MemoryService`] (in `AppState::memory` when memory is enabled) is the entry point;
+//! `server::pipeline::run` is where it belongs (before routing, and in `on_done`).
 //! For an OpenAI-shaped internal request `body: ChatBody` of `user_id`, model `model`,
 //! optional session `sid`:
 //!
@@ -43,8 +44,12 @@
 //!     mem.capture(CaptureMeta { user_id, session_id: sid, model, request_id }, c);
 //! }
 //! ```
-//! Other client formats (Anthropic passthrough) use [`inject::query_text_from`],
-//! [`inject::render`] and [`inject::strip_injected`] with their own message shapes.
+//! A native Anthropic body (`LlmRequest::native`, passed through to Anthropic upstreams)
+//! needs the same changes: [`inject::anthropic::view`] gives its messages as text-only
+//! chat messages (tool-result-only user messages become `tool`) for `query_text`,
+//! `capture` and `needs_history`; [`inject::anthropic::inject`] and
+//! [`inject::anthropic::prepend_history`] change the raw body. Other formats can use
+//! [`inject::query_text_from`], [`inject::render`] and [`inject::strip_injected`].
 //! `serve` calls [`MemoryService::shutdown`] after the last request, which flushes the
 //! queue.
 
