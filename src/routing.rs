@@ -189,6 +189,13 @@ impl ModelRouter {
             .unwrap_or_default()
     }
 
+    /// Whether every deployment of `model` is a Supermemory router, which keeps memory
+    /// itself (so memproxy injects none).
+    pub fn memory_upstream(&self, model: &str) -> bool {
+        let deps = self.deployments(model);
+        !deps.is_empty() && deps.iter().all(|d| d.config.supermemory_router)
+    }
+
     fn lookup<'m>(&self, model: &'m str) -> Option<(&Group, Option<&'m str>)> {
         if let Some(g) = self.groups.get(model) {
             return Some((g, None));

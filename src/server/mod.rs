@@ -4,6 +4,7 @@
 mod admin;
 mod body;
 mod chat;
+mod embedder;
 mod embeddings;
 pub mod error;
 mod memories;
@@ -32,7 +33,7 @@ use crate::routing::ModelRouter;
 /// Everything request handlers share; built once at start-up, read-only afterwards.
 pub struct AppState {
     pub config: Config,
-    pub router: ModelRouter,
+    pub router: Arc<ModelRouter>,
     pub auth: Auth,
     /// Long-term memory and sessions; `None` when `memory.enabled` is false.
     pub memory: Option<Arc<MemoryService>>,
@@ -53,11 +54,15 @@ impl AppState {
     /// Opens files: call at start-up, inside the tokio runtime.
     pub fn new(mut config: Config) -> Result<Arc<Self>, StartError> {
         let env = ProviderEnv::new(&config)?;
-        let router = ModelRouter::new(&mut config, &env);
+        let router = Arc::new(ModelRouter::new(&mut config, &env));
         let memory = if config.memory.enabled {
+            let embedder = config.memory.embedding_model.clone().map(|m| {
+                Arc::new(embedder::RouterEmbedder::new(router.clone(), m))
+                    as Arc<dyn crate::memory::Embedder>
+            });
             Some(Arc::new(MemoryService::open(
                 &config.memory,
-                None,
+                embedder,
                 Arc::new(SystemClock),
             )?))
         } else {

@@ -112,8 +112,14 @@ struct Tracker {
     on_done: Option<OnDone>,
 }
 
-impl Drop for Tracker {
-    fn drop(&mut self) {
+impl Tracker {
+    /// Reports the exchange once: as soon as the stream completed (before its last
+    /// frames reach the client, so whoever reads the whole answer can rely on the report
+    /// having been made), or when the stream is dropped unfinished.
+    fn report(&mut self) {
+        let Some(cb) = self.on_done.take() else {
+            return;
+        };
         let ttft = self.first_event.map(|t| t - self.client.started);
         let usage = self.collector.completion.usage;
         tracing::info!(
@@ -127,13 +133,17 @@ impl Drop for Tracker {
             output_tokens = usage.output_tokens,
             "stream ended"
         );
-        if let Some(cb) = self.on_done.take() {
-            cb(Exchange {
-                completion: std::mem::take(&mut self.collector.completion),
-                completed: self.complete,
-                ttft,
-            });
-        }
+        cb(Exchange {
+            completion: std::mem::take(&mut self.collector.completion),
+            completed: self.complete,
+            ttft,
+        });
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        self.report();
     }
 }
 
@@ -195,6 +205,7 @@ impl RelayState {
         }
         if complete {
             self.tracker.complete = true;
+            self.tracker.report();
             self.finished = true;
         }
     }
@@ -208,6 +219,7 @@ impl RelayState {
                 .extend(self.wire.iter().map(SseEvent::to_frame));
         }
         self.tracker.complete = true;
+        self.tracker.report();
         self.finished = true;
     }
 
