@@ -143,6 +143,8 @@ pub enum KeyError {
     NotFound,
     #[error("only the master key may manage keys and read usage")]
     AdminOnly,
+    #[error("{0}")]
+    WrongUser(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

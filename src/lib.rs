@@ -10,10 +10,13 @@
 //! - [`ratelimit`]: token buckets per user id and per key, behind a clock and a store trait.
 //! - [`metrics`]: Prometheus metrics for `/metrics`.
 //! - [`identity`]: client detection → `user_id` (memory scope).
+//! - [`memory`]: long-term memory and sessions: store trait, embedded SQLite backend,
+//!   ranking, write queue, query/injection/capture functions.
 //! - [`protocol`]: client wire formats; the OpenAI chat shape is the internal representation.
 //! - [`routing`]: model name → deployments, load balancing, retries, fallbacks.
 //! - [`providers`]: one file per provider behind one interface.
 //! - [`telemetry`]: JSON logging; OpenTelemetry traces over OTLP when configured.
+//! - [`eval`]: retrieval-quality evaluation on LoCoMo-format data (`memproxy eval-locomo`).
 //!
 //! A request's path: `server::routes` → `server::middleware::gateway` (request id, auth,
 //! identity, budget, request rate limits) → `server::chat` → `server::pipeline::run`
@@ -23,8 +26,10 @@
 pub mod analytics;
 pub mod auth;
 pub mod config;
+pub mod eval;
 pub mod identity;
 pub mod keys;
+pub mod memory;
 pub mod metrics;
 pub mod protocol;
 pub mod providers;

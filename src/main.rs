@@ -22,6 +22,19 @@ struct Cli {
 enum Command {
     /// Start the proxy (the default command).
     Serve(ServeArgs),
+    /// Measure memory retrieval on a LoCoMo-format file through the memory API
+    /// (without --url: against an in-process server with a temporary data dir).
+    EvalLocomo {
+        /// The LoCoMo JSON file (e.g. ../shared/data/locomo-dev.json).
+        #[arg(long)]
+        file: String,
+        /// Base URL of a running memproxy; its memories of the eval users are deleted after.
+        #[arg(long)]
+        url: Option<String>,
+        /// Master key of that memproxy.
+        #[arg(long, env = "MEMPROXY_EVAL_KEY", hide_env_values = true)]
+        key: Option<String>,
+    },
     /// Validate a config file and print it resolved, secrets masked.
     CheckConfig {
         /// The config file to check.
@@ -77,6 +90,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::CheckConfig { file, args }) => check_config(&file, &args),
         Some(Command::Serve(args)) => run(args),
+        Some(Command::EvalLocomo { file, url, key }) => eval_locomo(&file, url, key),
         None => run(cli.serve),
     }
 }
@@ -162,6 +176,71 @@ fn run(args: ServeArgs) -> ExitCode {
             }
         }
     })
+}
+
+#[expect(clippy::print_stdout, clippy::print_stderr, reason = "CLI output")]
+fn eval_locomo(file: &str, url: Option<String>, key: Option<String>) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let prefix = format!("eval-{}-", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let result = runtime.block_on(async {
+        match url {
+            Some(url) => {
+                let target = memproxy::eval::Target { url, key };
+                memproxy::eval::run(file, target, &prefix).await
+            }
+            None => eval_in_process(file, &prefix).await,
+        }
+    });
+    match result {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Starts memproxy on a random loopback port with a temporary data dir and evaluates it.
+async fn eval_in_process(
+    file: &str,
+    prefix: &str,
+) -> Result<memproxy::eval::Report, memproxy::eval::EvalError> {
+    let fail = |e: String| memproxy::eval::EvalError::Http(e);
+    let dir = std::env::temp_dir().join(format!("memproxy-{}", prefix.trim_end_matches('-')));
+    let overrides = Overrides {
+        host: Some("127.0.0.1".into()),
+        data_dir: Some(dir.to_string_lossy().into_owned()),
+        ..Default::default()
+    };
+    let cfg = config::load(None, &overrides, &|_| None).map_err(|e| fail(e.to_string()))?;
+    let state = memproxy::AppState::new(cfg).map_err(|e| fail(e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let addr = listener.local_addr().map_err(|e| fail(e.to_string()))?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(memproxy::serve(listener, state, async {
+        let _ = stopped.await;
+    }));
+    let target = memproxy::eval::Target {
+        url: format!("http://{addr}"),
+        key: None,
+    };
+    let report = memproxy::eval::run(file, target, prefix).await;
+    let _ = stop.send(());
+    let _ = server.await;
+    let _ = std::fs::remove_dir_all(&dir);
+    report
 }
 
 async fn shutdown_signal() {

@@ -152,6 +152,7 @@ impl ModelRouter {
                 output_cost_per_token: None,
                 cache_read_input_token_cost: None,
                 supermemory_router: false,
+                drop_params: config.drop_params,
             };
             Group::new(vec![Arc::new(Deployment {
                 provider: Provider::new(&cfg, env),
@@ -187,6 +188,13 @@ impl ModelRouter {
         self.lookup(model)
             .map(|(g, _)| g.deployments.clone())
             .unwrap_or_default()
+    }
+
+    /// Whether every deployment of `model` is a Supermemory router, which keeps memory
+    /// itself (so memproxy injects none).
+    pub fn memory_upstream(&self, model: &str) -> bool {
+        let deps = self.deployments(model);
+        !deps.is_empty() && deps.iter().all(|d| d.config.supermemory_router)
     }
 
     fn lookup<'m>(&self, model: &'m str) -> Option<(&Group, Option<&'m str>)> {

@@ -374,7 +374,9 @@ async fn a_failing_store_does_not_fail_requests() {
         data_dir: Some(blocker.path().join("sub").to_string_lossy().into_owned()),
         ..Default::default()
     };
-    let proxy = start_with(&priced_config(&mock), &[], overrides).await;
+    // Memory refuses to start without its store; this test is about analytics alone.
+    let yaml = format!("{}memory: {{enabled: false}}\n", priced_config(&mock));
+    let proxy = start_with(&yaml, &[], overrides).await;
     for _ in 0..3 {
         let resp = post_chat(&proxy, "erin", &chat_body("gpt", "still works")).await;
         assert_eq!(resp.status(), 200);

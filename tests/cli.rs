@@ -19,10 +19,9 @@ fn clean_cmd() -> Command {
     ] {
         c.env_remove(var);
     }
-    c.env(
-        "MEMPROXY_DATA_DIR",
-        std::env::temp_dir().join("memproxy-cli-tests"),
-    );
+    // Memory files go to a temp dir, never into the source tree.
+    let data = std::env::temp_dir().join(format!("memproxy-cli-test-{}", std::process::id()));
+    c.env("MEMPROXY_DATA_DIR", data);
     c
 }
 

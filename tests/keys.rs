@@ -356,3 +356,54 @@ async fn bad_generate_requests_are_400() {
     let (status, _) = generate(&proxy, json!({"key": "sk-chosen-by-me-1"})).await;
     assert_eq!(status, 400, "duplicate key");
 }
+
+#[tokio::test]
+async fn a_bound_key_reaches_only_its_own_memory() {
+    let mock = MockUpstream::start().await;
+    let proxy = start(&config(&mock)).await;
+    let (_, gen) = generate(&proxy, json!({"user_id": "alice"})).await;
+    let key = gen["key"].as_str().unwrap().to_string();
+    let (_, unbound) = generate(&proxy, json!({})).await;
+    let unbound = unbound["key"].as_str().unwrap().to_string();
+
+    let add = |who: String, user: &'static str| {
+        client()
+            .post(proxy.url("/v1/memories"))
+            .bearer_auth(who)
+            .json(&json!({"user_id": user, "content": format!("a fact about {user}")}))
+            .send()
+    };
+    assert_eq!(add(MASTER.into(), "bob").await.unwrap().status(), 201);
+    assert_eq!(add(key.clone(), "alice").await.unwrap().status(), 201);
+    let refused = add(key.clone(), "bob").await.unwrap();
+    assert_eq!(refused.status(), 403);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "user_not_allowed");
+    assert_eq!(add(unbound.clone(), "alice").await.unwrap().status(), 403);
+
+    let get =
+        |who: String, path: &'static str| client().get(proxy.url(path)).bearer_auth(who).send();
+    let own = get(key.clone(), "/v1/memories?user_id=alice")
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 200);
+    let other = get(key.clone(), "/v1/memories?user_id=bob").await.unwrap();
+    assert_eq!(other.status(), 403);
+    let search = get(key.clone(), "/v1/memories/search?user_id=bob&q=fact")
+        .await
+        .unwrap();
+    assert_eq!(search.status(), 403);
+    // Session listing without a user is scoped to the key's user, or refused unbound.
+    assert_eq!(
+        get(key.clone(), "/v1/sessions").await.unwrap().status(),
+        200
+    );
+    assert_eq!(get(unbound, "/v1/sessions").await.unwrap().status(), 403);
+    let forget = client()
+        .delete(proxy.url("/v1/memories?user_id=bob"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forget.status(), 403);
+}

@@ -7,6 +7,7 @@
 //! start-up with the config path of whatever is wrong.
 
 mod env;
+mod memory;
 mod ops;
 mod raw;
 mod secret;
@@ -19,6 +20,10 @@ use regex::{Regex, RegexBuilder};
 use serde::Serialize;
 use serde_json::Value;
 
+pub use memory::{
+    InjectionStrategy, MemoryBackend, MemorySettings, QueryStrategy, RetrievalSettings,
+    DEFAULT_DATA_DIR,
+};
 pub use ops::{AnalyticsSettings, ObservabilitySettings, RateLimitSettings, DEFAULT_OPS_DATA_DIR};
 pub use secret::Secret;
 
@@ -98,6 +103,10 @@ pub struct Config {
     pub rate_limits: RateLimitSettings,
     /// `observability`: OTLP traces, `/metrics`.
     pub observability: ObservabilitySettings,
+    /// `context_retrieval`: memory search and injection before model calls.
+    pub retrieval: RetrievalSettings,
+    /// `memory`: store, sessions, write queue.
+    pub memory: MemorySettings,
     /// Sent as `x-supermemory-api-key` to Supermemory routers (`SUPERMEMORY_API_KEY`).
     pub supermemory_api_key: Option<Secret<String>>,
     /// Warnings found while loading (unknown keys, unsupported providers).
@@ -177,6 +186,9 @@ pub struct DeploymentConfig {
     pub cache_read_input_token_cost: Option<f64>,
     /// The api_base is a Supermemory router: memory is handled there, not injected here.
     pub supermemory_router: bool,
+    /// Drop OpenAI parameters this provider cannot express instead of refusing the
+    /// request (`litellm_params.drop_params`, else `litellm_settings.drop_params`).
+    pub drop_params: bool,
 }
 
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -258,10 +270,10 @@ pub fn parse(
     let mut warnings = Vec::new();
     let raw: RawConfig = {
         let mut on_unknown = |path: serde_ignored::Path<'_>| {
-            warnings.push(format!(
-                "unknown config key `{}` ignored",
-                path.to_string().trim_start_matches('?')
-            ))
+            // Optional sections show as `?` segments; they are not part of the key.
+            let path = path.to_string();
+            let key: Vec<&str> = path.split('.').filter(|s| *s != "?").collect();
+            warnings.push(format!("unknown config key `{}` ignored", key.join(".")))
         };
         let de = serde_ignored::Deserializer::new(&tree, &mut on_unknown);
         serde_path_to_error::deserialize(de).map_err(|e| {
@@ -319,7 +331,9 @@ fn validate(
 
     let mut models = Vec::with_capacity(raw.model_list.len());
     for (i, m) in raw.model_list.into_iter().enumerate() {
-        models.push(deployment(i, m, &router, &mut warnings)?);
+        let mut dep = deployment(i, m, &router, &mut warnings)?;
+        dep.drop_params = dep.drop_params || raw.litellm_settings.drop_params.unwrap_or(false);
+        models.push(dep);
     }
     for (from, to) in &router.fallbacks {
         for name in std::iter::once(from).chain(to) {
@@ -375,10 +389,23 @@ fn validate(
         .filter(|k| !k.is_empty())
         .map(Secret::new);
 
-    if raw.context_retrieval.is_some() || raw.tool_execution.is_some() || raw.memory.is_some() {
+    if raw.tool_execution.is_some() {
         warnings.push(
-            "context_retrieval / tool_execution / memory sections are accepted but memory is not \
-             active in this build"
+            "tool_execution is accepted but memory tools are not active in this build".into(),
+        );
+    }
+    let retrieval = memory::retrieval(raw.context_retrieval)?;
+    let memory = memory::memory(
+        raw.memory,
+        overrides.data_dir.as_deref(),
+        &models,
+        lookup,
+        &mut warnings,
+    )?;
+    if raw.general_settings.database_url.is_some() {
+        warnings.push(
+            "general_settings.database_url is set, but the PostgreSQL memory backend is not in \
+             this build; memory uses the embedded store"
                 .into(),
         );
     }
@@ -403,6 +430,8 @@ fn validate(
         analytics,
         rate_limits,
         observability,
+        retrieval,
+        memory,
         supermemory_api_key: lookup("SUPERMEMORY_API_KEY")
             .filter(|k| !k.is_empty())
             .map(Secret::new),
@@ -548,6 +577,7 @@ fn deployment(
         input_cost_per_token: info.as_ref().and_then(|i| i.input_cost_per_token),
         output_cost_per_token: info.as_ref().and_then(|i| i.output_cost_per_token),
         cache_read_input_token_cost: info.as_ref().and_then(|i| i.cache_read_input_token_cost),
+        drop_params: p.drop_params.unwrap_or(false),
     })
 }
 

@@ -19,13 +19,40 @@ pub struct RawConfig {
     pub user_id_mappings: Option<RawUserIdMappings>,
     #[serde(default)]
     pub server: RawServer,
-    /// Sections of later features, accepted so that existing configs keep loading.
-    pub context_retrieval: Option<Value>,
+    pub context_retrieval: Option<RawContextRetrieval>,
+    /// A later feature's section, accepted so that existing configs keep loading.
     pub tool_execution: Option<Value>,
-    pub memory: Option<Value>,
+    pub memory: Option<RawMemory>,
     pub analytics: Option<super::ops::RawAnalytics>,
     pub rate_limits: Option<super::ops::RawRateLimits>,
     pub observability: Option<super::ops::RawObservability>,
+}
+
+/// `context_retrieval` (the original proxy's names).
+#[derive(Debug, Default, Deserialize)]
+pub struct RawContextRetrieval {
+    pub enabled: Option<bool>,
+    pub query_strategy: Option<String>,
+    pub injection_strategy: Option<String>,
+    pub max_context_length: Option<usize>,
+    pub max_results: Option<usize>,
+    pub enabled_for_models: Option<Vec<String>>,
+}
+
+/// `memory` (memproxy's own section).
+#[derive(Debug, Default, Deserialize)]
+pub struct RawMemory {
+    pub enabled: Option<bool>,
+    pub capture: Option<bool>,
+    pub backend: Option<String>,
+    pub data_dir: Option<String>,
+    pub embedding_model: Option<String>,
+    #[serde(alias = "memory_ttl_seconds")]
+    pub ttl_seconds: Option<f64>,
+    pub max_context_messages: Option<usize>,
+    pub queue_size: Option<usize>,
+    pub batch_size: Option<usize>,
+    pub embed_timeout_seconds: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -52,10 +79,6 @@ pub struct RawParams {
     pub api_version: Option<String>,
     pub organization: Option<String>,
     pub extra_headers: Option<BTreeMap<String, String>>,
-    #[expect(
-        dead_code,
-        reason = "accepted LiteLLM key; translation honours the global drop_params"
-    )]
     pub drop_params: Option<bool>,
 }
 

@@ -201,3 +201,121 @@ fn unsupported_provider_warns_but_loads() {
     assert!(matches!(c.models[0].provider, ProviderKind::Unsupported(_)));
     assert!(c.warnings.iter().any(|w| w.contains("bedrock")));
 }
+
+const MEMORY_CONFIG: &str = r#"
+model_list:
+  - model_name: emb
+    litellm_params: {model: openai/text-embedding-3-small, mock_response: x}
+context_retrieval:
+  enabled: true
+  query_strategy: all_user
+  injection_strategy: user_suffix
+  max_context_length: 1000
+  max_results: 3
+  enabled_for_models: [claude-sonnet-4.5]
+memory:
+  data_dir: /tmp/mp-data
+  embedding_model: emb
+  memory_ttl_seconds: 60
+  max_context_messages: 8
+  queue_size: 100
+"#;
+
+#[test]
+fn memory_sections_are_typed() {
+    let c = load_str(MEMORY_CONFIG).unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let r = &c.retrieval;
+    assert!(r.enabled);
+    assert_eq!(r.query_strategy, QueryStrategy::AllUser);
+    assert_eq!(r.injection_strategy, InjectionStrategy::UserSuffix);
+    assert_eq!((r.max_results, r.max_context_length), (3, 1000));
+    assert_eq!(r.enabled_for_models, vec!["claude-sonnet-4.5".to_string()]);
+    let m = &c.memory;
+    assert_eq!(m.data_dir, std::path::PathBuf::from("/tmp/mp-data"));
+    assert_eq!(m.embedding_model.as_deref(), Some("emb"));
+    assert_eq!(m.session_ttl, Duration::from_secs(60));
+    assert_eq!((m.max_context_messages, m.queue_size), (8, 100));
+}
+
+#[test]
+fn memory_defaults_work_offline() {
+    let c = load_str("").unwrap();
+    assert!(!c.retrieval.enabled);
+    assert_eq!(c.retrieval.query_strategy, QueryStrategy::LastUser);
+    assert_eq!(c.retrieval.injection_strategy, InjectionStrategy::System);
+    assert!(c.memory.enabled && c.memory.capture);
+    assert_eq!(c.memory.backend, MemoryBackend::Embedded);
+    assert_eq!(
+        c.memory.data_dir,
+        std::path::PathBuf::from(DEFAULT_DATA_DIR)
+    );
+    assert_eq!(c.memory.max_context_messages, 20);
+    // A present section is enabled unless it says otherwise.
+    assert!(
+        load_str("context_retrieval: {max_results: 2}")
+            .unwrap()
+            .retrieval
+            .enabled
+    );
+}
+
+#[test]
+fn memory_env_beats_file_and_flag_beats_env() {
+    let lookup = env(&[
+        ("MEMORY_TTL_SECONDS", "5"),
+        ("MAX_CONTEXT_MESSAGES", "2"),
+        ("MEMPROXY_DATA_DIR", "/env/dir"),
+    ]);
+    let yaml = "memory: {ttl_seconds: 60, max_context_messages: 8, data_dir: /file/dir}";
+    let c = parse(yaml, "t", &Overrides::default(), &lookup).unwrap();
+    assert_eq!(c.memory.session_ttl, Duration::from_secs(5));
+    assert_eq!(c.memory.max_context_messages, 2);
+    assert_eq!(c.memory.data_dir, std::path::PathBuf::from("/env/dir"));
+    let flag = Overrides {
+        data_dir: Some("/flag/dir".into()),
+        ..Default::default()
+    };
+    let c = parse(yaml, "t", &flag, &lookup).unwrap();
+    assert_eq!(c.memory.data_dir, std::path::PathBuf::from("/flag/dir"));
+    let bad = parse(
+        yaml,
+        "t",
+        &Overrides::default(),
+        &env(&[("MAX_CONTEXT_MESSAGES", "many")]),
+    );
+    assert!(bad
+        .unwrap_err()
+        .to_string()
+        .contains("MAX_CONTEXT_MESSAGES"));
+}
+
+#[test]
+fn memory_errors_name_the_path() {
+    for (yaml, path) in [
+        (
+            "context_retrieval: {query_strategy: newest}",
+            "context_retrieval.query_strategy",
+        ),
+        (
+            "context_retrieval: {injection_strategy: footer}",
+            "context_retrieval.injection_strategy",
+        ),
+        (
+            "context_retrieval: {max_results: 0}",
+            "context_retrieval.max_results",
+        ),
+        ("memory: {embedding_model: nope}", "memory.embedding_model"),
+        ("memory: {backend: postgres}", "memory.backend"),
+        ("memory: {ttl_seconds: -1}", "memory.ttl_seconds"),
+    ] {
+        let err = load_str(yaml).unwrap_err().to_string();
+        assert!(err.contains(path), "{yaml}: {err}");
+    }
+    let c = load_str("tool_execution: {enabled: true}\nmemory: {frobnicate: 1}").unwrap();
+    let all = c.warnings.join("\n");
+    assert!(
+        all.contains("tool_execution") && all.contains("memory.frobnicate"),
+        "{all}"
+    );
+}

@@ -1,8 +1,10 @@
 //! Client-facing and provider wire formats, and the internal representation ([`ir`])
 //! where they meet. The OpenAI chat request shape ([`chat::ChatBody`]) is the request IR;
 //! answers are decoded into [`ir::Completion`] / [`ir::StreamEvent`] and encoded back.
-//! One file per format: [`chat`] + [`chat_codec`] (OpenAI chat), [`gemini`] (Google Gemini).
+//! One file per format: [`chat`] + [`chat_codec`] (OpenAI chat), [`anthropic`] (Anthropic
+//! Messages), [`gemini`] (Google Gemini).
 
+pub mod anthropic;
 pub mod chat;
 pub mod chat_codec;
 pub mod gemini;
@@ -15,7 +17,8 @@ use ir::{Completion, DecodeError, Format, StreamDecoder, StreamEncoder};
 /// A stream decoder for answers in `format`.
 pub fn decoder_for(format: Format) -> Box<dyn StreamDecoder> {
     match format {
-        Format::OpenAiChat | Format::Anthropic => Box::new(chat_codec::ChunkDecoder::default()),
+        Format::OpenAiChat => Box::new(chat_codec::ChunkDecoder::default()),
+        Format::Anthropic => Box::new(anthropic::EventDecoder::default()),
         Format::Gemini => Box::new(gemini::ChunkDecoder::default()),
     }
 }
@@ -24,9 +27,8 @@ pub fn decoder_for(format: Format) -> Box<dyn StreamDecoder> {
 /// until the upstream says otherwise; `include_usage` asks for a usage chunk (OpenAI).
 pub fn encoder_for(format: Format, model: &str, include_usage: bool) -> Box<dyn StreamEncoder> {
     match format {
-        Format::OpenAiChat | Format::Anthropic => {
-            Box::new(chat_codec::ChunkEncoder::new(model, include_usage))
-        }
+        Format::OpenAiChat => Box::new(chat_codec::ChunkEncoder::new(model, include_usage)),
+        Format::Anthropic => Box::new(anthropic::EventEncoder::new(model)),
         Format::Gemini => Box::new(gemini::ChunkEncoder::new(model)),
     }
 }
@@ -34,7 +36,8 @@ pub fn encoder_for(format: Format, model: &str, include_usage: bool) -> Box<dyn 
 /// Decodes a complete answer body in `format`.
 pub fn decode_completion(format: Format, body: &[u8]) -> Result<Completion, DecodeError> {
     match format {
-        Format::OpenAiChat | Format::Anthropic => chat_codec::decode_completion(body),
+        Format::OpenAiChat => chat_codec::decode_completion(body),
+        Format::Anthropic => anthropic::decode_completion(body),
         Format::Gemini => gemini::decode_completion(body),
     }
 }
@@ -42,7 +45,8 @@ pub fn decode_completion(format: Format, body: &[u8]) -> Result<Completion, Deco
 /// Encodes a complete answer for a client speaking `format`.
 pub fn encode_completion(format: Format, c: &Completion) -> Bytes {
     match format {
-        Format::OpenAiChat | Format::Anthropic => chat_codec::encode_completion(c),
+        Format::OpenAiChat => chat_codec::encode_completion(c),
+        Format::Anthropic => anthropic::encode_completion(c),
         Format::Gemini => gemini::encode_completion(c),
     }
 }

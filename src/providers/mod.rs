@@ -1,7 +1,9 @@
 //! LLM providers behind one interface. Each provider lives in one file with its wire
 //! types private to it; [`Provider`] dispatches to them. Every provider takes the internal
-//! request ([`ChatBody`], OpenAI chat shape) and answers with a [`Reply`] in that shape.
+//! request ([`ChatBody`], OpenAI chat shape; or the client's native body when the provider
+//! speaks the client's API) and answers with a [`Reply`] in its own wire format.
 
+mod anthropic;
 mod gemini;
 mod mock;
 mod openai;
@@ -114,6 +116,9 @@ pub struct CallContext<'a> {
     pub request_id: &'a str,
     /// The client's credentials, forwarded in upstream mode when no upstream key is set.
     pub client_authorization: Option<&'a str>,
+    /// The client's `anthropic-beta` header, forwarded to Anthropic upstreams: betas gate
+    /// request fields (Claude Code's `context_management`, …) the client's body may carry.
+    pub anthropic_beta: Option<&'a str>,
 }
 
 /// Process-wide values providers need (shared HTTP settings, Supermemory key).
@@ -149,6 +154,7 @@ pub(crate) fn http_client(cookies: bool) -> Result<reqwest::Client, reqwest::Err
 /// The provider implementation of one deployment.
 pub enum Provider {
     OpenAi(Box<openai::OpenAi>),
+    Anthropic(Box<anthropic::Anthropic>),
     Gemini(Box<gemini::Gemini>),
     Mock(mock::Mock),
     Unsupported(String),
@@ -162,7 +168,9 @@ impl Provider {
         }
         match &cfg.provider {
             ProviderKind::OpenAi => Provider::OpenAi(Box::new(openai::OpenAi::new(cfg, env))),
-            ProviderKind::Anthropic => Provider::Unsupported("anthropic".into()),
+            ProviderKind::Anthropic => {
+                Provider::Anthropic(Box::new(anthropic::Anthropic::new(cfg, env)))
+            }
             ProviderKind::Gemini => Provider::Gemini(Box::new(gemini::Gemini::new(cfg, env))),
             ProviderKind::Unsupported(name) => Provider::Unsupported(name.clone()),
         }
@@ -176,8 +184,10 @@ impl Provider {
         upstream_model: &str,
         ctx: &CallContext<'_>,
     ) -> Result<Reply, ProviderError> {
+        self.check_params(cfg, req)?;
         match self {
             Provider::OpenAi(p) => p.chat(cfg, &req.chat, upstream_model, ctx).await,
+            Provider::Anthropic(p) => p.chat(cfg, req, upstream_model, ctx).await,
             Provider::Gemini(p) => p.chat(cfg, &req.chat, upstream_model, ctx).await,
             Provider::Mock(p) => Ok(p.chat(&req.chat, upstream_model)),
             Provider::Unsupported(name) => Err(ProviderError::NotSupported(format!(
@@ -185,6 +195,73 @@ impl Provider {
                 cfg.model_name
             ))),
         }
+    }
+
+    /// OpenAI parameters in `req` that this provider's format cannot express: an error
+    /// naming them (LiteLLM's behaviour), or nothing when `drop_params` lets the translation
+    /// drop them. OpenAI-compatible upstreams get every field as sent, and a client speaking
+    /// Anthropic to an Anthropic deployment is passed through natively.
+    fn check_params(
+        &self,
+        cfg: &DeploymentConfig,
+        req: &LlmRequest<'_>,
+    ) -> Result<(), ProviderError> {
+        let unsupported: &[&str] = match self {
+            Provider::Anthropic(_) if req.native.is_some() => return Ok(()),
+            Provider::Anthropic(_) => &[
+                "frequency_penalty",
+                "presence_penalty",
+                "logit_bias",
+                "logprobs",
+                "top_logprobs",
+                "seed",
+                "response_format",
+                "audio",
+                "modalities",
+                "prediction",
+                "web_search_options",
+            ],
+            Provider::Gemini(_) => &[
+                "logit_bias",
+                "top_logprobs",
+                "audio",
+                "modalities",
+                "prediction",
+                "web_search_options",
+            ],
+            _ => return Ok(()),
+        };
+        let mut found: Vec<&str> = unsupported
+            .iter()
+            .copied()
+            .filter(|k| req.chat.get(k).is_some_and(|v| v.get() != "null"))
+            .collect();
+        if matches!(self, Provider::Anthropic(_))
+            && req
+                .chat
+                .get("n")
+                .is_some_and(|v| !matches!(v.get(), "1" | "null"))
+        {
+            found.push("n");
+        }
+        if found.is_empty() {
+            return Ok(());
+        }
+        if cfg.drop_params {
+            tracing::debug!(model = %cfg.model_name, params = ?found, "dropping parameters the provider does not support");
+            return Ok(());
+        }
+        Err(ProviderError::Status {
+            status: StatusCode::BAD_REQUEST,
+            message: format!(
+                "model `{}` ({:?} provider) does not support the parameter(s) {}; remove them, or set `litellm_settings.drop_params: true` to drop them",
+                cfg.model_name,
+                cfg.provider,
+                found.join(", ")
+            ),
+            kind: Some("invalid_request_error".into()),
+            code: Some("unsupported_params".into()),
+        })
     }
 
     /// Computes embeddings (OpenAI `/embeddings` request and answer shapes).

@@ -28,11 +28,71 @@ pub struct OpenAi {
     forward_client_auth: bool,
 }
 
-struct MemoryHeaders {
+/// Memory headers for a Supermemory router (and upstream mode), shared by the providers
+/// whose `api_base` may be one.
+pub(crate) struct MemoryHeaders {
     api_key: Option<HeaderValue>,
     /// One client (cookie jar and connections) per user, so challenge-page sessions of a
     /// Supermemory router stick to the user they were made for.
     per_user: RwLock<HashMap<String, reqwest::Client>>,
+}
+
+impl MemoryHeaders {
+    pub(crate) fn new(env: &ProviderEnv) -> Self {
+        Self {
+            api_key: env
+                .supermemory_api_key
+                .as_deref()
+                .and_then(|k| HeaderValue::from_str(k).ok()),
+            per_user: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The HTTP client for `user_id` (made on first use; `shared` if that fails).
+    pub(crate) fn client_for(&self, user_id: &str, shared: &reqwest::Client) -> reqwest::Client {
+        if let Some(c) = self
+            .per_user
+            .read()
+            .ok()
+            .and_then(|m| m.get(user_id).cloned())
+        {
+            return c;
+        }
+        let Ok(client) = super::http_client(true) else {
+            return shared.clone();
+        };
+        match self.per_user.write() {
+            Ok(mut map) => map.entry(user_id.to_string()).or_insert(client).clone(),
+            Err(_) => client,
+        }
+    }
+
+    /// Adds `x-sm-user-id` and, when configured, `x-supermemory-api-key`.
+    pub(crate) fn apply(
+        &self,
+        req: reqwest::RequestBuilder,
+        user_id: &str,
+    ) -> reqwest::RequestBuilder {
+        let req = req.header("x-sm-user-id", user_id);
+        match &self.api_key {
+            Some(k) => req.header("x-supermemory-api-key", k),
+            None => req,
+        }
+    }
+}
+
+/// The deployment's `extra_headers` (names were validated with the config).
+pub(crate) fn extra_headers(cfg: &DeploymentConfig) -> HeaderMap {
+    let mut extra = HeaderMap::new();
+    for (k, v) in &cfg.extra_headers {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            extra.insert(k, v);
+        }
+    }
+    extra
 }
 
 impl OpenAi {
@@ -45,51 +105,23 @@ impl OpenAi {
                 v.set_sensitive(true);
                 v
             });
-        let mut extra = HeaderMap::new();
-        for (k, v) in &cfg.extra_headers {
-            if let (Ok(k), Ok(v)) = (
-                HeaderName::from_bytes(k.as_bytes()),
-                HeaderValue::from_str(v),
-            ) {
-                extra.insert(k, v);
-            }
-        }
         let upstream_mode = cfg.model_name == crate::routing::UPSTREAM_MODE_MODEL;
-        let memory_headers = (cfg.supermemory_router || upstream_mode).then(|| MemoryHeaders {
-            api_key: env
-                .supermemory_api_key
-                .as_deref()
-                .and_then(|k| HeaderValue::from_str(k).ok()),
-            per_user: RwLock::new(HashMap::new()),
-        });
+        let memory_headers =
+            (cfg.supermemory_router || upstream_mode).then(|| MemoryHeaders::new(env));
         Self {
             url: format!("{}/chat/completions", cfg.api_base),
             forward_client_auth: upstream_mode && auth.is_none(),
             auth,
-            extra,
+            extra: extra_headers(cfg),
             http: env.http.clone(),
             memory_headers,
         }
     }
 
     fn client_for(&self, user_id: &str) -> reqwest::Client {
-        let Some(mh) = &self.memory_headers else {
-            return self.http.clone();
-        };
-        if let Some(c) = mh
-            .per_user
-            .read()
-            .ok()
-            .and_then(|m| m.get(user_id).cloned())
-        {
-            return c;
-        }
-        let Ok(client) = super::http_client(true) else {
-            return self.http.clone();
-        };
-        match mh.per_user.write() {
-            Ok(mut map) => map.entry(user_id.to_string()).or_insert(client).clone(),
-            Err(_) => client,
+        match &self.memory_headers {
+            Some(mh) => mh.client_for(user_id, &self.http),
+            None => self.http.clone(),
         }
     }
 
@@ -138,10 +170,7 @@ impl OpenAi {
             }
         }
         if let Some(mh) = &self.memory_headers {
-            req = req.header("x-sm-user-id", ctx.user_id);
-            if let Some(k) = &mh.api_key {
-                req = req.header("x-supermemory-api-key", k);
-            }
+            req = mh.apply(req, ctx.user_id);
         }
         req
     }

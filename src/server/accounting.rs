@@ -146,10 +146,6 @@ impl Accounting {
     }
 
     /// Sets how many memories were injected (memory retrieval).
-    #[expect(
-        dead_code,
-        reason = "called once memory retrieval is wired into the pipeline"
-    )]
     pub fn memories_injected(&mut self, n: u32) {
         self.record.memories_injected = n;
     }
@@ -216,7 +212,7 @@ impl Accounting {
     }
 
     /// The completion hook: the answer is complete (or the client left).
-    pub fn finish(mut self, ex: Exchange) {
+    pub fn finish(mut self, ex: &Exchange) {
         self.record.status = 200;
         self.record.error_type = match (ex.error, ex.completed) {
             (Some(e), _) => {

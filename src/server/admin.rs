@@ -48,7 +48,14 @@ pub async fn readiness(State(state): State<Arc<AppState>>) -> Response {
         });
     let stats = state.analytics.stats();
     let store_ok = store.is_ok();
-    let ready = models_ok && store_ok;
+    let memory = match &state.memory {
+        None => json!({"ok": true, "enabled": false}),
+        Some(m) => match m.store().health().await {
+            Ok(()) => json!({"ok": true, "enabled": true, "dropped_writes": m.dropped_writes()}),
+            Err(e) => json!({"ok": false, "enabled": true, "error": e.to_string()}),
+        },
+    };
+    let ready = models_ok && store_ok && memory["ok"] == true;
     let status = if ready { "ready" } else { "not_ready" };
     let body = json!({
         "status": status,
@@ -61,6 +68,7 @@ pub async fn readiness(State(state): State<Arc<AppState>>) -> Response {
                 "queue_depth": stats.queue_depth,
                 "rows_dropped": stats.dropped_queue_full + stats.dropped_store_error,
             },
+            "memory": memory,
         }
     });
     let code = if ready {
@@ -130,7 +138,8 @@ pub async fn routing_info(
         json!({
             "name": m,
             "configured": state.router.knows(m),
-            "memory_enabled": false,
+            "memory_enabled": state.memory.is_some() && !supermemory
+                && crate::memory::inject::applies_to(&state.config.retrieval, m),
             "memory_mode": if supermemory { "supermemory_router" } else { "none" },
             "deployments": deployments.iter().map(|d| json!({
                 "provider": d.config.provider, "api_base": d.config.api_base,

@@ -42,6 +42,7 @@ pub async fn embeddings(State(state): State<Arc<AppState>>, req: Request) -> Res
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok()),
+        anthropic_beta: None,
     };
     let result = state.router.embed(&body, &call).await;
     let mut resp = match result {

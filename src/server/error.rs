@@ -4,13 +4,16 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use serde::Serialize;
 
-use crate::analytics::StoreError;
+use crate::analytics::StoreError as AnalyticsStoreError;
 use crate::auth::AuthError;
 use crate::identity::IdentityError;
 use crate::keys::KeyError;
+use crate::memory::StoreError;
 use crate::protocol::chat::BodyError;
+use crate::protocol::ir::Format;
 use crate::providers::ProviderError;
 use crate::ratelimit::{fmt_reset, Denied, Dimension};
 use crate::routing::RouteError;
@@ -41,9 +44,25 @@ pub enum ApiError {
     #[error(transparent)]
     RateLimited(#[from] Denied),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Analytics(#[from] AnalyticsStoreError),
     #[error("no request with id `{0}` was recorded")]
     UnknownRequest(String),
+    #[error("{what} not found")]
+    MemoryNotFound { what: &'static str },
+    #[error(transparent)]
+    Memory(StoreError),
+    #[error("memory is disabled (memory.enabled: false)")]
+    MemoryDisabled,
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ApiError::MemoryNotFound { what: "memory" },
+            StoreError::Invalid(m) => ApiError::BadRequest(m),
+            other => ApiError::Memory(other),
+        }
+    }
 }
 
 /// The kind of the error, low-cardinality, for logs and metrics.
@@ -81,15 +100,25 @@ impl ApiError {
             ApiError::Route(RouteError::Provider(p)) => provider_status(p),
             ApiError::Key(k) => match k {
                 KeyError::Expired { .. } => StatusCode::UNAUTHORIZED,
-                KeyError::ModelNotAllowed { .. } | KeyError::AdminOnly => StatusCode::FORBIDDEN,
+                KeyError::ModelNotAllowed { .. } | KeyError::AdminOnly | KeyError::WrongUser(_) => {
+                    StatusCode::FORBIDDEN
+                }
                 KeyError::BudgetExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
                 KeyError::Invalid(_) => StatusCode::BAD_REQUEST,
                 KeyError::NotFound => StatusCode::NOT_FOUND,
                 KeyError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             },
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Analytics(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UnknownRequest(_) => StatusCode::NOT_FOUND,
+            ApiError::MemoryNotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::Memory(StoreError::Ambiguous(_)) => StatusCode::CONFLICT,
+            ApiError::Memory(StoreError::NotFound) => StatusCode::NOT_FOUND,
+            ApiError::Memory(StoreError::Invalid(_)) => StatusCode::BAD_REQUEST,
+            ApiError::Memory(StoreError::Backend(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Memory(StoreError::Closed) | ApiError::MemoryDisabled => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -108,6 +137,7 @@ impl ApiError {
                 KeyError::Expired { .. } => ("authentication_error", Some("key_expired")),
                 KeyError::ModelNotAllowed { .. } => ("permission_error", Some("model_not_allowed")),
                 KeyError::AdminOnly => ("permission_error", Some("admin_only")),
+                KeyError::WrongUser(_) => ("permission_error", Some("user_not_allowed")),
                 KeyError::BudgetExceeded { .. } => ("budget_exceeded", Some("budget_exceeded")),
                 KeyError::Invalid(_) => ("invalid_request_error", Some("invalid_request")),
                 KeyError::NotFound => ("invalid_request_error", Some("key_not_found")),
@@ -120,11 +150,22 @@ impl ApiError {
                 },
                 Some("rate_limit_exceeded"),
             ),
-            ApiError::Store(_) => ("api_error", Some("store_unavailable")),
+            ApiError::Analytics(_) => ("api_error", Some("store_unavailable")),
             ApiError::UnknownRequest(_) => ("invalid_request_error", Some("not_found")),
             ApiError::Identity(_) => ("invalid_request_error", Some("invalid_user_id")),
             ApiError::NotFound { .. } => ("invalid_request_error", Some("not_found")),
             ApiError::MethodNotAllowed => ("invalid_request_error", Some("method_not_allowed")),
+            ApiError::MemoryNotFound { .. } | ApiError::Memory(StoreError::NotFound) => {
+                ("invalid_request_error", Some("not_found"))
+            }
+            ApiError::Memory(StoreError::Ambiguous(_)) => {
+                ("invalid_request_error", Some("ambiguous_session"))
+            }
+            ApiError::Memory(StoreError::Invalid(_)) => {
+                ("invalid_request_error", Some("invalid_request"))
+            }
+            ApiError::Memory(_) => ("api_error", Some("memory_store_error")),
+            ApiError::MemoryDisabled => ("api_error", Some("memory_disabled")),
             ApiError::Route(RouteError::UnknownModel { .. }) => {
                 ("invalid_request_error", Some("model_not_found"))
             }
@@ -159,17 +200,23 @@ impl ApiError {
                 KeyError::Expired { .. } => "key_expired",
                 KeyError::ModelNotAllowed { .. } => "model_not_allowed",
                 KeyError::AdminOnly => "admin_only",
+                KeyError::WrongUser(_) => "user_not_allowed",
                 KeyError::BudgetExceeded { .. } => "budget_exceeded",
                 KeyError::Invalid(_) => "bad_request",
                 KeyError::NotFound => "not_found",
                 KeyError::Store(_) => "store_unavailable",
             },
             ApiError::RateLimited(_) => "rate_limited",
-            ApiError::Store(_) => "store_unavailable",
+            ApiError::Analytics(_) => "store_unavailable",
             ApiError::UnknownRequest(_) => "not_found",
             ApiError::Identity(_) => "invalid_user_id",
             ApiError::NotFound { .. } => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::MemoryNotFound { .. } | ApiError::Memory(StoreError::NotFound) => "not_found",
+            ApiError::Memory(StoreError::Ambiguous(_)) => "ambiguous_session",
+            ApiError::Memory(StoreError::Invalid(_)) => "bad_request",
+            ApiError::Memory(_) => "memory_store",
+            ApiError::MemoryDisabled => "memory_disabled",
             ApiError::Route(RouteError::UnknownModel { .. }) => "unknown_model",
             ApiError::Route(RouteError::Provider(p)) => match p {
                 ProviderError::Connect { .. } => "upstream_connect",
@@ -226,9 +273,38 @@ fn default_kind(status: StatusCode) -> &'static str {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut resp = (self.status(), self.to_json()).into_response();
+impl From<crate::protocol::anthropic::RequestError> for ApiError {
+    fn from(e: crate::protocol::anthropic::RequestError) -> Self {
+        match e {
+            crate::protocol::anthropic::RequestError::Body(b) => ApiError::Body(b),
+            other => ApiError::BadRequest(other.to_string()),
+        }
+    }
+}
+
+impl ApiError {
+    /// The error as a response in the shape of the client's API: Anthropic's
+    /// `{"type":"error","error":{"type","message"}}` for Messages callers, OpenAI's otherwise.
+    pub fn into_response_for(self, format: Format) -> Response {
+        let body = match format {
+            // An upstream's own error type survives (`overloaded_error`, …); errors raised
+            // here take the type Anthropic uses for their status.
+            Format::Anthropic => match &self {
+                ApiError::Route(RouteError::Provider(ProviderError::Status { .. })) => {
+                    crate::protocol::anthropic::encode_error(&self.info())
+                }
+                _ => crate::protocol::anthropic::error_json(
+                    self.status().as_u16(),
+                    &self.to_string(),
+                ),
+            },
+            Format::OpenAiChat | Format::Gemini => Bytes::from(self.to_json()),
+        };
+        self.with_body(body)
+    }
+
+    fn with_body(self, body: Bytes) -> Response {
+        let mut resp = (self.status(), body).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -265,5 +341,11 @@ fn rate_limit_headers(h: &mut axum::http::HeaderMap, d: &Denied) {
         ) {
             h.insert(n, v);
         }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.into_response_for(Format::OpenAiChat)
     }
 }

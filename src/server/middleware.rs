@@ -11,7 +11,7 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use tracing::Instrument;
 
 use super::accounting::{self, Refusal, RoutedGroup};
@@ -20,6 +20,7 @@ use super::AppState;
 use crate::analytics::timefmt;
 use crate::auth::Principal;
 use crate::identity::Decision;
+use crate::protocol::ir::Format;
 use crate::ratelimit::{Dimension, Quota};
 
 /// What the gateway layer learned about a request, for the handlers.
@@ -38,6 +39,15 @@ pub struct RequestCtx {
 /// Set by handlers on their response so the access log names the model.
 #[derive(Debug, Clone)]
 pub struct LoggedModel(pub String);
+
+/// The wire format a path's clients expect errors in.
+pub fn client_format(path: &str) -> Format {
+    if path.starts_with("/v1/messages") || path.starts_with("/messages") {
+        Format::Anthropic
+    } else {
+        Format::OpenAiChat
+    }
+}
 
 /// Paths answered without authentication.
 fn is_open(state: &AppState, path: &str) -> bool {
@@ -131,14 +141,14 @@ pub async fn gateway(State(state): State<Arc<AppState>>, mut req: Request, next:
                 ctx = Some(c);
             }
             match refused {
-                Some(e) => e.into_response(),
+                Some(e) => e.into_response_for(client_format(&path)),
                 None => {
                     let span = tracing::info_span!("request", request_id = %request_id);
                     next.run(req).instrument(span).await
                 }
             }
         }
-        Err(e) => e.into_response(),
+        Err(e) => e.into_response_for(client_format(&path)),
     };
 
     let user_id = ctx.as_ref().map(|c| c.identity.user_id.as_str());

@@ -5,13 +5,17 @@ mod accounting;
 mod admin;
 mod body;
 mod chat;
+mod embedder;
 mod embeddings;
 pub mod error;
 mod keys_api;
+mod memories;
+mod messages;
 mod middleware;
 mod pipeline;
 mod respond;
 mod routes;
+mod sessions;
 mod usage_api;
 
 use std::future::Future;
@@ -27,6 +31,7 @@ use crate::analytics::Analytics;
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::keys::Keys;
+use crate::memory::{MemoryService, StoreError, SystemClock};
 use crate::metrics::Metrics;
 use crate::providers::ProviderEnv;
 use crate::ratelimit::{Clock, MonotonicClock, RateLimits};
@@ -35,8 +40,10 @@ use crate::routing::ModelRouter;
 /// Everything request handlers share; built once at start-up, read-only afterwards.
 pub struct AppState {
     pub config: Config,
-    pub router: ModelRouter,
+    pub router: Arc<ModelRouter>,
     pub auth: Auth,
+    /// Long-term memory and sessions; `None` when `memory.enabled` is false.
+    pub memory: Option<Arc<MemoryService>>,
     pub started: Instant,
     /// The usage databank (and the store of virtual keys).
     pub analytics: Analytics,
@@ -53,11 +60,14 @@ pub struct AppState {
 pub enum StartError {
     #[error("cannot build the upstream HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("cannot open the memory store: {0}")]
+    Memory(#[from] StoreError),
 }
 
 impl AppState {
-    /// Builds providers, router, auth and the operations stores from a validated config.
-    /// Opens files and starts the analytics thread: call at start-up.
+    /// Builds providers, router, auth, the memory store and the operations stores from a
+    /// validated config. Opens files and starts the store threads: call at start-up,
+    /// inside the tokio runtime.
     pub fn new(config: Config) -> Result<Arc<Self>, StartError> {
         Self::with_clock(config, Arc::new(MonotonicClock::default()))
     }
@@ -65,9 +75,22 @@ impl AppState {
     /// Like [`AppState::new`], with the clock the rate limits use (tests control time).
     pub fn with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Result<Arc<Self>, StartError> {
         let env = ProviderEnv::new(&config)?;
-        let router = ModelRouter::new(&mut config, &env);
+        let router = Arc::new(ModelRouter::new(&mut config, &env));
         let (analytics, keys) = Analytics::open(&config.analytics, |s| s.load_keys());
         let metrics = Metrics::new(router.model_names().iter().map(String::as_str));
+        let memory = if config.memory.enabled {
+            let embedder = config.memory.embedding_model.clone().map(|m| {
+                Arc::new(embedder::RouterEmbedder::new(router.clone(), m))
+                    as Arc<dyn crate::memory::Embedder>
+            });
+            Some(Arc::new(MemoryService::open(
+                &config.memory,
+                embedder,
+                Arc::new(SystemClock),
+            )?))
+        } else {
+            None
+        };
         Ok(Arc::new(Self {
             auth: Auth::new(config.master_key.clone()),
             analytics,
@@ -77,13 +100,15 @@ impl AppState {
             genai_spans: crate::telemetry::traces_enabled(),
             config,
             router,
+            memory,
             started: Instant::now(),
         }))
     }
 }
 
 /// Serves the app on `listener` until `shutdown` resolves, then lets in-flight requests
-/// (streams included) finish, and writes every queued analytics row.
+/// (streams included) finish, then flushes the memory write queue and writes every queued
+/// analytics row.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
@@ -95,6 +120,9 @@ pub async fn serve(
     let result = axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(shutdown)
         .await;
+    if let Some(memory) = &state.memory {
+        memory.shutdown().await;
+    }
     state.analytics.shutdown().await;
     result
 }

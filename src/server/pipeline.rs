@@ -1,8 +1,9 @@
 //! The path every model request takes once its API handler has parsed it into the
-//! internal representation: key model check and token limit, route to a deployment,
-//! answer in the client's format, and report the finished exchange (analytics row,
-//! metrics, spend, token settlement via [`accounting`](super::accounting); memory capture
-//! hooks in here). Chat, Messages and Responses handlers all end in [`run`].
+//! internal representation: key model check and token limit, memory (session history,
+//! retrieval and injection), route to a deployment, answer in the client's format, and
+//! report the finished exchange (capture into memory; analytics row, metrics, spend and
+//! token settlement via [`accounting`](super::accounting)). Chat, Messages and Responses
+//! handlers all end in [`run`].
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,9 +15,12 @@ use tracing::Instrument;
 use super::accounting::{self, Accounting, RoutedGroup};
 use super::error::ApiError;
 use super::middleware::RequestCtx;
-use super::respond::{respond, AnswerUsage, ClientSpec};
+use super::respond::{respond, AnswerUsage, ClientSpec, Exchange};
 use super::AppState;
-use crate::providers::{CallContext, LlmRequest};
+use crate::memory::inject;
+use crate::memory::{CaptureMeta, MemoryService};
+use crate::protocol::chat::ChatMessage;
+use crate::providers::{CallContext, LlmRequest, Native};
 use crate::ratelimit::Dimension;
 
 /// Routes `req` and answers it in the format of `client`.
@@ -24,7 +28,7 @@ pub async fn run(
     state: &Arc<AppState>,
     ctx: &RequestCtx,
     headers: &HeaderMap,
-    req: LlmRequest<'_>,
+    mut req: LlmRequest<'_>,
     client: ClientSpec,
 ) -> Result<Response, ApiError> {
     let mut acct = Accounting::start(state, ctx, client.format, req.model(), req.stream());
@@ -51,12 +55,27 @@ pub async fn run(
         }
     }
 
+    let session_id = session_id(headers);
+    let recalled = match &state.memory {
+        Some(mem) => {
+            let t = Instant::now();
+            let r = recall(state, mem, ctx, session_id.as_deref(), &mut req).await;
+            state.metrics.memory_retrieval(t.elapsed());
+            match r {
+                Ok(r) => r,
+                Err(e) => return Err(acct.fail(e, None)),
+            }
+        }
+        None => Recalled::default(),
+    };
+    acct.memories_injected(recalled.injected as u32);
     let call = CallContext {
         user_id: &ctx.identity.user_id,
         request_id: &ctx.request_id,
         client_authorization: headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok()),
+        anthropic_beta: headers.get("anthropic-beta").and_then(|v| v.to_str().ok()),
     };
     let t0 = Instant::now();
     let result = state
@@ -71,7 +90,22 @@ pub async fn run(
     };
     let price = acct.routed(&routed.deployment, routed.attempts, req.model(), upstream);
     let group = RoutedGroup(routed.deployment.clone());
-    let mut resp = respond(routed.value, client, Box::new(move |ex| acct.finish(ex)))?;
+    let done = Done {
+        memory: state.memory.clone(),
+        captured_from: recalled.original,
+        user_id: ctx.identity.user_id.clone(),
+        session_id,
+        model: req.chat.model.clone(),
+        request_id: ctx.request_id.clone(),
+    };
+    let mut resp = respond(
+        routed.value,
+        client,
+        Box::new(move |ex| {
+            acct.finish(&ex);
+            done.finish(ex);
+        }),
+    )?;
     let overhead = ctx.started.elapsed().saturating_sub(upstream);
     let cost = resp
         .extensions()
@@ -83,4 +117,127 @@ pub async fn run(
     }
     resp.extensions_mut().insert(group);
     Ok(resp)
+}
+
+/// The conversation's session: `x-session-id`, else the `session-id` header Codex sends.
+fn session_id(headers: &HeaderMap) -> Option<String> {
+    ["x-session-id", "session-id"].iter().find_map(|name| {
+        let v = headers.get(*name)?.to_str().ok()?.trim();
+        (!v.is_empty() && v.len() <= 256).then(|| v.to_string())
+    })
+}
+
+/// What the memory stage did to a request.
+#[derive(Default)]
+struct Recalled {
+    /// The client's own messages (before history and memories were added), kept for
+    /// capture when capture is on.
+    original: Option<Vec<ChatMessage>>,
+    /// Memories injected into the request.
+    injected: usize,
+}
+
+/// Applies SPEC §4 to the request: earlier turns of the session are prepended when the
+/// client sent only the new turn, and the user's relevant memories are injected (unless a
+/// Supermemory router behind the model does that itself). Both the internal request and a
+/// native Anthropic body are changed, so whichever the provider sends carries them.
+async fn recall(
+    state: &AppState,
+    mem: &MemoryService,
+    ctx: &RequestCtx,
+    session_id: Option<&str>,
+    req: &mut LlmRequest<'_>,
+) -> Result<Recalled, ApiError> {
+    let cfg = &state.config.retrieval;
+    let user_id = ctx.identity.user_id.as_str();
+    let retrieve =
+        inject::applies_to(cfg, &req.chat.model) && !state.router.memory_upstream(&req.chat.model);
+    let capture = state.config.memory.capture;
+    if !retrieve && !capture && session_id.is_none() {
+        return Ok(Recalled::default());
+    }
+    let mut messages = inject::messages_of(&req.chat)?;
+    let mut out = Recalled {
+        original: capture.then(|| messages.clone()),
+        injected: 0,
+    };
+    let mut history = Vec::new();
+    if let Some(sid) = session_id {
+        if inject::needs_history(&messages) {
+            history = mem.session_history(user_id, sid).await;
+            inject::prepend_history(&mut messages, &history);
+        }
+    }
+    let mut block = None;
+    if retrieve {
+        if let Some(q) = inject::query_text(cfg.query_strategy, &messages) {
+            let hits = mem.search(user_id, &q, cfg.max_results).await;
+            block = inject::render(&hits, cfg.max_results, cfg.max_context_length);
+            if let Some(b) = &block {
+                inject::inject(&mut messages, b, cfg.injection_strategy);
+                out.injected = hits.len().min(cfg.max_results);
+            }
+        }
+    }
+    if history.is_empty() && block.is_none() {
+        return Ok(out);
+    }
+    inject::set_messages(&mut req.chat, &messages)?;
+    if let Some(Native::Anthropic(native)) = &mut req.native {
+        if !history.is_empty() {
+            inject::anthropic::prepend_history(native, &history)?;
+        }
+        if let Some(b) = &block {
+            inject::anthropic::inject(native, b, cfg.injection_strategy)?;
+        }
+    }
+    tracing::debug!(
+        request_id = %ctx.request_id,
+        history = history.len(),
+        memories = out.injected,
+        "memory applied"
+    );
+    Ok(out)
+}
+
+/// What the completion hook needs, moved out of the request.
+struct Done {
+    memory: Option<Arc<MemoryService>>,
+    captured_from: Option<Vec<ChatMessage>>,
+    user_id: String,
+    session_id: Option<String>,
+    model: String,
+    request_id: String,
+}
+
+impl Done {
+    /// Called once per answered request, when the answer is complete or abandoned:
+    /// a complete exchange is captured into the user's memory (and session).
+    fn finish(self, ex: Exchange) {
+        tracing::debug!(
+            completed = ex.completed,
+            ttft_ms = ex.ttft.map(|d| d.as_secs_f64() * 1000.0),
+            output_chars = ex.completion.text.len(),
+            input_tokens = ex.completion.usage.input_tokens,
+            output_tokens = ex.completion.usage.output_tokens,
+            "exchange complete"
+        );
+        if !ex.completed {
+            return;
+        }
+        let (Some(mem), Some(original)) = (&self.memory, &self.captured_from) else {
+            return;
+        };
+        if let Some(c) = inject::capture(original, &ex.completion.text) {
+            mem.capture(
+                CaptureMeta {
+                    user_id: &self.user_id,
+                    session_id: self.session_id.as_deref(),
+                    model: &self.model,
+                    request_id: &self.request_id,
+                },
+                c,
+            );
+        }
+    }
 }

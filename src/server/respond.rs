@@ -132,8 +132,14 @@ struct Tracker {
     error: Option<&'static str>,
 }
 
-impl Drop for Tracker {
-    fn drop(&mut self) {
+impl Tracker {
+    /// Reports the exchange once: as soon as the stream completed (before its last
+    /// frames reach the client, so whoever reads the whole answer can rely on the report
+    /// having been made), or when the stream is dropped unfinished.
+    fn report(&mut self) {
+        let Some(cb) = self.on_done.take() else {
+            return;
+        };
         let ttft = self.first_event.map(|t| t - self.client.started);
         let usage = self.collector.completion.usage;
         tracing::info!(
@@ -147,16 +153,20 @@ impl Drop for Tracker {
             output_tokens = usage.output_tokens,
             "stream ended"
         );
-        if let Some(cb) = self.on_done.take() {
-            cb(Exchange {
-                completion: std::mem::take(&mut self.collector.completion),
-                completed: self.complete,
-                ttft,
-                upstream_wait: self.upstream_wait,
-                client_wait: self.client_wait,
-                error: self.error,
-            });
-        }
+        cb(Exchange {
+            completion: std::mem::take(&mut self.collector.completion),
+            completed: self.complete,
+            ttft,
+            upstream_wait: self.upstream_wait,
+            client_wait: self.client_wait,
+            error: self.error,
+        });
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        self.report();
     }
 }
 
@@ -219,6 +229,7 @@ impl RelayState {
         }
         if complete {
             self.tracker.complete = true;
+            self.tracker.report();
             self.finished = true;
         }
     }
@@ -232,6 +243,7 @@ impl RelayState {
                 .extend(self.wire.iter().map(SseEvent::to_frame));
         }
         self.tracker.complete = true;
+        self.tracker.report();
         self.finished = true;
     }
 

@@ -3,17 +3,23 @@
 use std::sync::Arc;
 
 use axum::extract::Request;
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 
 use super::error::ApiError;
-use super::{admin, chat, embeddings, keys_api, middleware, usage_api, AppState};
+use super::{
+    admin, chat, embeddings, keys_api, memories, messages, middleware, sessions, usage_api,
+    AppState,
+};
 
 /// Builds the application: every route behind the gateway middleware.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/chat/completions", post(chat::chat_completions))
+        .route("/v1/messages", post(messages::messages))
+        .route("/v1/messages/count_tokens", post(messages::count_tokens))
         .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/embeddings", post(embeddings::embeddings))
         .route("/v1/models", get(admin::models))
@@ -22,6 +28,23 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health/liveliness", get(admin::liveliness))
         .route("/health/liveness", get(admin::liveliness))
         .route("/health/readiness", get(admin::readiness))
+        .route(
+            "/v1/memories",
+            post(memories::add)
+                .get(memories::list)
+                .delete(memories::delete_user),
+        )
+        .route("/v1/memories/search", get(memories::search))
+        .route("/v1/memories/export", get(memories::export))
+        .route(
+            "/v1/memories/{id}",
+            get(memories::get).delete(memories::delete),
+        )
+        .route("/v1/sessions", get(sessions::list))
+        .route(
+            "/v1/sessions/{id}",
+            get(sessions::get).delete(sessions::delete),
+        )
         .route("/memory-routing/info", get(admin::routing_info))
         .route("/v1/debug/routing", get(admin::routing_info))
         .route("/metrics", get(admin::metrics))
@@ -41,9 +64,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn not_found(req: Request) -> ApiError {
+async fn not_found(req: Request) -> Response {
+    let path = req.uri().path();
     ApiError::NotFound {
         method: req.method().to_string(),
-        path: req.uri().path().to_string(),
+        path: path.to_string(),
     }
+    .into_response_for(middleware::client_format(path))
 }

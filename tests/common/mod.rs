@@ -14,6 +14,7 @@ pub struct Proxy {
     pub addr: SocketAddr,
     /// The memory data dir made for this proxy (none when the test chose its own).
     pub data_dir: Option<tempfile::TempDir>,
+    pub state: std::sync::Arc<memproxy::AppState>,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -21,6 +22,13 @@ pub struct Proxy {
 impl Proxy {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// Waits until every captured exchange so far is written to the memory store.
+    pub async fn flush_memory(&self) {
+        if let Some(m) = &self.state.memory {
+            m.flush().await;
+        }
     }
 
     /// Signals a graceful shutdown and waits until the server has stopped.
@@ -68,12 +76,13 @@ pub async fn start_with(yaml: &str, env: &[(&str, &str)], mut overrides: Overrid
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
-    let handle = tokio::spawn(memproxy::serve(listener, state, async {
+    let handle = tokio::spawn(memproxy::serve(listener, state.clone(), async {
         let _ = rx.await;
     }));
     Proxy {
         addr,
         data_dir,
+        state,
         stop: Some(tx),
         handle: Some(handle),
     }
@@ -100,12 +109,13 @@ pub async fn start_state(state: std::sync::Arc<memproxy::AppState>) -> Proxy {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
-    let handle = tokio::spawn(memproxy::serve(listener, state, async {
+    let handle = tokio::spawn(memproxy::serve(listener, state.clone(), async {
         let _ = rx.await;
     }));
     Proxy {
         addr,
         data_dir: None,
+        state,
         stop: Some(tx),
         handle: Some(handle),
     }

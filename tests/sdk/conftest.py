@@ -114,6 +114,8 @@ general_settings:
         )
         cfg.close()
         env = dict(os.environ, LOG_LEVEL="info")
+        # Memory files go to a temp dir, never into the source tree.
+        env["MEMPROXY_DATA_DIR"] = tempfile.mkdtemp(prefix="memproxy-sdk-")
         env.pop("LITELLM_MASTER_KEY", None)
         env.pop("LITELLM_BASE_URL", None)
         proxy = Proc(

@@ -1,12 +1,365 @@
-//! The mock's Anthropic Messages (`POST /v1/messages`, JSON and named SSE events).
+//! The mock's Anthropic Messages (`POST /v1/messages`, JSON and named SSE events). It
+//! checks requests the way Anthropic does where translation bugs would show (required
+//! fields, roles, empty text, tool results answering the previous turn's tool calls),
+//! honours the same scripted [`Behavior`]s as the OpenAI route, and records requests.
 
 use std::sync::Arc;
 
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
 use axum::Router;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
 
-use crate::Shared;
+use crate::{last_user_text, Behavior, Shared};
 
 /// This format's routes.
 pub(crate) fn routes() -> Router<Arc<Shared>> {
-    Router::new()
+    Router::new().route("/v1/messages", post(messages))
+}
+
+fn error_type(status: u16) -> &'static str {
+    match status {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        529 => "overloaded_error",
+        400..=499 => "invalid_request_error",
+        _ => "api_error",
+    }
+}
+
+fn error(status: u16, message: &str) -> Response {
+    let body = json!({"type": "error", "error": {"type": error_type(status), "message": message}});
+    status_response(status, body)
+}
+
+fn status_response(status: u16, body: Value) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, axum::Json(body)).into_response()
+}
+
+/// A scripted error body in Anthropic's shape: kept when it already is, converted from
+/// the OpenAI shape (`{"error":{"message"}}`) otherwise, so one script serves every route.
+fn anthropic_error_body(status: u16, v: Value) -> Value {
+    if v["type"] == "error" {
+        return v;
+    }
+    let message = v["error"]["message"]
+        .as_str()
+        .or(v["message"].as_str())
+        .unwrap_or("mock error")
+        .to_string();
+    json!({"type": "error", "error": {"type": error_type(status), "message": message}})
+}
+
+/// What Anthropic itself would refuse, as its 400 message.
+fn validate(body: &Value) -> Result<(), String> {
+    if !body["model"].is_string() {
+        return Err("model: Field required".into());
+    }
+    if !body["max_tokens"].is_u64() {
+        return Err("max_tokens: Field required".into());
+    }
+    let Some(messages) = body["messages"].as_array().filter(|m| !m.is_empty()) else {
+        return Err("messages: at least one message is required".into());
+    };
+    let mut previous_tool_ids: Vec<&str> = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        let role = m["role"].as_str().unwrap_or_default();
+        if role != "user" && role != "assistant" {
+            return Err(format!(
+                "messages.{i}.role: Input should be 'user' or 'assistant'"
+            ));
+        }
+        let blocks: Vec<&Value> = match &m["content"] {
+            Value::String(_) => Vec::new(),
+            Value::Array(b) => b.iter().collect(),
+            _ => {
+                return Err(format!(
+                    "messages.{i}.content: Input should be a valid list"
+                ))
+            }
+        };
+        let mut tool_ids = Vec::new();
+        for (j, b) in blocks.iter().enumerate() {
+            match b["type"].as_str() {
+                Some("text") if b["text"].as_str().is_none_or(str::is_empty) => {
+                    return Err(format!(
+                        "messages.{i}.content.{j}: text content blocks must be non-empty"
+                    ))
+                }
+                Some("tool_use") => {
+                    if !b["input"].is_object() {
+                        return Err(format!(
+                            "messages.{i}.content.{j}.tool_use.input: Input should be a valid dictionary"
+                        ));
+                    }
+                    tool_ids.push(b["id"].as_str().unwrap_or_default());
+                }
+                Some("tool_result") => {
+                    let id = b["tool_use_id"].as_str().unwrap_or_default();
+                    if role != "user" || !previous_tool_ids.contains(&id) {
+                        return Err(format!(
+                            "messages.{i}.content.{j}: unexpected `tool_use_id` found in `tool_result` blocks: {id}. \
+                             Each `tool_result` block must have a corresponding `tool_use` block in the previous message."
+                        ));
+                    }
+                }
+                Some(_) => {}
+                None => return Err(format!("messages.{i}.content.{j}.type: Field required")),
+            }
+        }
+        previous_tool_ids = tool_ids;
+    }
+    Ok(())
+}
+
+fn usage(prompt: &str, text: &str) -> Value {
+    let p = (prompt.len() as u64).div_ceil(4).max(1);
+    let c = (text.len() as u64).div_ceil(4).max(1);
+    json!({"input_tokens": p, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
+           "output_tokens": c})
+}
+
+fn message(model: &str, content: Value, stop_reason: &str, usage: Value) -> Value {
+    json!({"id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+           "content": content, "stop_reason": stop_reason, "stop_sequence": null, "usage": usage})
+}
+
+fn event(name: &str, data: Value) -> Bytes {
+    Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
+}
+
+/// `message_start`, the opening of block 0 (`block`), and a `ping`, as Anthropic sends them.
+fn opening(model: &str, prompt: &str, block: Value) -> Vec<Bytes> {
+    let mut u = usage(prompt, "");
+    u["output_tokens"] = 1.into();
+    vec![
+        event(
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message",
+                "role": "assistant", "model": model, "content": [], "stop_reason": null,
+                "stop_sequence": null, "usage": u}}),
+        ),
+        event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": block}),
+        ),
+        event("ping", json!({"type": "ping"})),
+    ]
+}
+
+fn text_delta(text: &str) -> Bytes {
+    event(
+        "content_block_delta",
+        json!({"type": "content_block_delta", "index": 0,
+               "delta": {"type": "text_delta", "text": text}}),
+    )
+}
+
+/// Closes block 0 and the message.
+fn closing(stop_reason: &str, output: &str) -> Vec<Bytes> {
+    let c = (output.len() as u64).div_ceil(4).max(1);
+    vec![
+        event(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 0}),
+        ),
+        event(
+            "message_delta",
+            json!({"type": "message_delta",
+                   "delta": {"stop_reason": stop_reason, "stop_sequence": null},
+                   "usage": {"output_tokens": c}}),
+        ),
+        event("message_stop", json!({"type": "message_stop"})),
+    ]
+}
+
+fn text_frames(text: &str) -> Vec<Bytes> {
+    text.split_inclusive(' ').map(text_delta).collect()
+}
+
+fn sse<S>(stream: S) -> Response
+where
+    S: futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+{
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+fn frames(frames: Vec<Bytes>) -> Response {
+    sse(futures_util::stream::iter(frames.into_iter().map(Ok)))
+}
+
+/// Sends `head`, waits for the test's release, then sends `tail` (or cuts the connection).
+fn gated(shared: Arc<Shared>, head: Vec<Bytes>, tail: Option<Vec<Bytes>>) -> Response {
+    let rest = futures_util::stream::once(async move {
+        shared.gate.notified().await;
+        match tail {
+            Some(t) => futures_util::stream::iter(t.into_iter().map(Ok)).left_stream(),
+            None => {
+                futures_util::stream::iter([Err(std::io::Error::other("mock: connection cut"))])
+                    .right_stream()
+            }
+        }
+    })
+    .flatten();
+    sse(futures_util::stream::iter(head.into_iter().map(Ok)).chain(rest))
+}
+
+fn answer(model: &str, text: &str, prompt: &str, stream: bool) -> Response {
+    if !stream {
+        let body = message(
+            model,
+            json!([{"type": "text", "text": text}]),
+            "end_turn",
+            usage(prompt, text),
+        );
+        return axum::Json(body).into_response();
+    }
+    let mut all = opening(model, prompt, json!({"type": "text", "text": ""}));
+    all.extend(text_frames(text));
+    all.extend(closing("end_turn", text));
+    frames(all)
+}
+
+fn tool_call(
+    model: &str,
+    prompt: &str,
+    id: &str,
+    name: &str,
+    arguments: &str,
+    stream: bool,
+) -> Response {
+    if !stream {
+        let input: Value = serde_json::from_str(arguments)
+            .ok()
+            .filter(Value::is_object)
+            .unwrap_or_else(|| json!({}));
+        let body = message(
+            model,
+            json!([{"type": "tool_use", "id": id, "name": name, "input": input}]),
+            "tool_use",
+            usage(prompt, arguments),
+        );
+        return axum::Json(body).into_response();
+    }
+    let mut all = opening(
+        model,
+        prompt,
+        json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
+    );
+    let mid = (0..=arguments.len() / 2)
+        .rev()
+        .find(|i| arguments.is_char_boundary(*i))
+        .unwrap_or(0);
+    for part in [&arguments[..mid], &arguments[mid..]] {
+        all.push(event(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0,
+                   "delta": {"type": "input_json_delta", "partial_json": part}}),
+        ));
+    }
+    all.extend(closing("tool_use", arguments));
+    frames(all)
+}
+
+async fn messages(
+    State(shared): State<Arc<Shared>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    let body: Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => return error(400, &format!("mock: bad JSON: {e}")),
+    };
+    let model = body["model"].as_str().unwrap_or("mock").to_string();
+    let stream = body["stream"] == true;
+    let prompt = last_user_text(&body);
+    let behavior = match shared.fixed_behavior(&body) {
+        Some(b) => Some(b),
+        None => shared.record(uri.path(), headers, &body),
+    };
+    if let Err(message) = validate(&body) {
+        return error(400, &message);
+    }
+    let default_text = format!("mock reply to: {prompt}");
+    match behavior {
+        None => answer(&model, &default_text, &prompt, stream),
+        Some(Behavior::Text(t)) => answer(&model, &t, &prompt, stream),
+        Some(Behavior::ToolCall {
+            id,
+            name,
+            arguments,
+        }) => tool_call(&model, &prompt, &id, &name, &arguments, stream),
+        Some(Behavior::Status(code, v)) => status_response(code, anthropic_error_body(code, v)),
+        Some(Behavior::Delay(d)) => {
+            tokio::time::sleep(d).await;
+            answer(&model, &default_text, &prompt, stream)
+        }
+        Some(Behavior::Hang) => {
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+        Some(Behavior::PausedStream { first, rest }) => {
+            let mut head = opening(&model, &prompt, json!({"type": "text", "text": ""}));
+            head.push(text_delta(&first));
+            let mut tail = text_frames(&rest);
+            tail.extend(closing("end_turn", &format!("{first}{rest}")));
+            gated(shared, head, Some(tail))
+        }
+        Some(Behavior::CutStream { first }) => {
+            let mut head = opening(&model, &prompt, json!({"type": "text", "text": ""}));
+            head.push(text_delta(&first));
+            gated(shared, head, None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_catches_what_anthropic_refuses() {
+        let ok = json!({"model": "m", "max_tokens": 5, "messages": [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "r"}]}
+        ]});
+        assert_eq!(validate(&ok), Ok(()));
+        let mut bad = ok.clone();
+        bad["messages"][2]["content"][0]["tool_use_id"] = "t2".into();
+        assert!(validate(&bad).unwrap_err().contains("tool_use_id"));
+        let mut bad = ok.clone();
+        bad.as_object_mut().unwrap().remove("max_tokens");
+        assert!(validate(&bad).unwrap_err().starts_with("max_tokens"));
+        let mut bad = ok.clone();
+        bad["messages"][0]["role"] = "system".into();
+        assert!(validate(&bad).unwrap_err().contains("role"));
+        let mut bad = ok;
+        bad["messages"][0]["content"] = json!([{"type": "text", "text": ""}]);
+        assert!(validate(&bad).unwrap_err().contains("non-empty"));
+    }
+
+    #[test]
+    fn scripted_errors_take_anthropic_shape() {
+        let v = anthropic_error_body(429, json!({"error": {"message": "slow"}}));
+        assert_eq!(
+            v,
+            json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow"}})
+        );
+        let native =
+            json!({"type": "error", "error": {"type": "overloaded_error", "message": "x"}});
+        assert_eq!(anthropic_error_body(529, native.clone()), native);
+    }
 }

@@ -192,10 +192,10 @@ async fn generate(
         }
     };
     let prompt = last_user_text(&body);
-    if let Some(text) = &shared.fixed {
-        return answer(&model, text, &prompt, stream);
-    }
-    let behavior = shared.record(uri.path(), headers, &body);
+    let behavior = match shared.fixed_behavior(&body) {
+        Some(b) => Some(b),
+        None => shared.record(uri.path(), headers, &body),
+    };
     let alt_sse = uri
         .query()
         .is_some_and(|q| q.split('&').any(|p| p == "alt=sse"));

@@ -64,6 +64,35 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// In fixed mode (the `mock-upstream` binary): the fixed text, or a call of the
+    /// request's first tool (no arguments) when it offers tools and its last message is not
+    /// already a tool result. `None` outside fixed mode.
+    pub(crate) fn fixed_behavior(&self, body: &Value) -> Option<Behavior> {
+        let text = self.fixed.as_ref()?;
+        let tools = &body["tools"];
+        let name = tools[0]["function"]["name"]
+            .as_str()
+            .or_else(|| tools[0]["name"].as_str())
+            .or_else(|| tools[0]["functionDeclarations"][0]["name"].as_str());
+        let last = body["messages"]
+            .as_array()
+            .or_else(|| body["contents"].as_array())
+            .and_then(|m| m.last())
+            .map(|m| m.to_string())
+            .unwrap_or_default();
+        let answered = last.contains("\"tool_result\"")
+            || last.contains("\"functionResponse\"")
+            || last.contains("\"role\":\"tool\"");
+        Some(match name {
+            Some(name) if !answered => Behavior::ToolCall {
+                id: "call_fixed_1".into(),
+                name: name.to_string(),
+                arguments: "{}".into(),
+            },
+            _ => Behavior::Text(text.clone()),
+        })
+    }
+
     /// Records a request and returns the scripted behaviour for it, if any.
     pub(crate) fn record(&self, path: &str, headers: HeaderMap, body: &Value) -> Option<Behavior> {
         self.requests.lock().unwrap().push(Recorded {
@@ -250,10 +279,10 @@ async fn chat(
     let include_usage = body["stream_options"]["include_usage"] == true;
     let prompt = last_user_text(&body);
 
-    if let Some(text) = &shared.fixed {
-        return answer(&model, text, &prompt, stream, include_usage);
-    }
-    let behavior = shared.record(uri.path(), headers, &body);
+    let behavior = match shared.fixed_behavior(&body) {
+        Some(b) => Some(b),
+        None => shared.record(uri.path(), headers, &body),
+    };
     let default_text = format!("mock reply to: {prompt}");
     match behavior {
         None => answer(&model, &default_text, &prompt, stream, include_usage),

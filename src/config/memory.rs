@@ -1,0 +1,240 @@
+//! The memory sections: `context_retrieval` (retrieval and injection, the original
+//! proxy's names) and `memory` (store, sessions, write queue), with the environment
+//! variables `MEMORY_TTL_SECONDS`, `MAX_CONTEXT_MESSAGES` and `MEMPROXY_DATA_DIR`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::raw::{RawContextRetrieval, RawMemory};
+use super::{invalid, ser_secs, ConfigError, DeploymentConfig};
+
+/// Default data directory (relative to the working directory).
+pub const DEFAULT_DATA_DIR: &str = "./data";
+
+/// Which message text the memory search uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueryStrategy {
+    /// The last user message (default).
+    LastUser,
+    /// The first user message (the conversation's topic).
+    FirstUser,
+    /// All user messages joined.
+    AllUser,
+    /// The last assistant message (the last user message when there is none).
+    LastAssistant,
+}
+
+/// Where found memories go in the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InjectionStrategy {
+    /// Prepended to the system message, or a new system message (default).
+    System,
+    /// Before the last user message's text.
+    UserPrefix,
+    /// After the last user message's text.
+    UserSuffix,
+}
+
+/// `context_retrieval`: searching a user's memories before each model call.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetrievalSettings {
+    /// Off when the section is absent; on by default when it is present.
+    pub enabled: bool,
+    pub query_strategy: QueryStrategy,
+    pub injection_strategy: InjectionStrategy,
+    /// Memories injected at most.
+    pub max_results: usize,
+    /// Characters of memory text injected at most.
+    pub max_context_length: usize,
+    /// Models that get memories (`*` wildcards allowed); empty means all.
+    pub enabled_for_models: Vec<String>,
+}
+
+/// The store behind memory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryBackend {
+    /// A SQLite file in `data_dir`; no server.
+    Embedded,
+}
+
+/// `memory`: where and how memories and sessions are kept.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemorySettings {
+    /// Off: no store is opened, nothing is captured, the memory API answers 503.
+    pub enabled: bool,
+    /// Store completed exchanges (the new user message and the answer).
+    pub capture: bool,
+    pub backend: MemoryBackend,
+    /// Holds `memproxy.db` (`MEMPROXY_DATA_DIR`, `--data-dir`).
+    pub data_dir: PathBuf,
+    /// A `model_list` name whose `/embeddings` give semantic ranking; none → lexical only.
+    pub embedding_model: Option<String>,
+    /// Sessions unused this long expire (`MEMORY_TTL_SECONDS`); 0 = never.
+    #[serde(serialize_with = "ser_secs")]
+    pub session_ttl: Duration,
+    /// Session messages kept and prepended at most (`MAX_CONTEXT_MESSAGES`).
+    pub max_context_messages: usize,
+    /// Captured writes waiting at most before new ones are dropped.
+    pub queue_size: usize,
+    /// Writes committed in one transaction at most.
+    pub batch_size: usize,
+    /// Longest wait for the embedding model (queries fall back to lexical after it).
+    #[serde(serialize_with = "ser_secs")]
+    pub embed_timeout: Duration,
+}
+
+fn env_number<T: std::str::FromStr>(
+    lookup: &dyn Fn(&str) -> Option<String>,
+    var: &str,
+) -> Result<Option<T>, ConfigError> {
+    match lookup(var).filter(|v| !v.trim().is_empty()) {
+        None => Ok(None),
+        Some(v) => v.trim().parse().map(Some).map_err(|_| {
+            invalid(
+                format!("environment variable {var}"),
+                format!("`{v}` is not a valid number"),
+            )
+        }),
+    }
+}
+
+fn secs(v: f64, path: &str) -> Result<Duration, ConfigError> {
+    Duration::try_from_secs_f64(v)
+        .map_err(|_| invalid(path, "must be a non-negative number of seconds"))
+}
+
+fn query_strategy(s: &str) -> Result<QueryStrategy, ConfigError> {
+    Ok(match s {
+        "last_user" => QueryStrategy::LastUser,
+        "first_user" => QueryStrategy::FirstUser,
+        "all_user" => QueryStrategy::AllUser,
+        "last_assistant" => QueryStrategy::LastAssistant,
+        _ => {
+            return Err(invalid(
+                "context_retrieval.query_strategy",
+                format!("`{s}` is not one of last_user, first_user, all_user, last_assistant"),
+            ))
+        }
+    })
+}
+
+fn injection_strategy(s: &str) -> Result<InjectionStrategy, ConfigError> {
+    Ok(match s {
+        "system" => InjectionStrategy::System,
+        "user_prefix" => InjectionStrategy::UserPrefix,
+        "user_suffix" => InjectionStrategy::UserSuffix,
+        _ => {
+            return Err(invalid(
+                "context_retrieval.injection_strategy",
+                format!("`{s}` is not one of system, user_prefix, user_suffix"),
+            ))
+        }
+    })
+}
+
+/// Validates `context_retrieval`.
+pub fn retrieval(raw: Option<RawContextRetrieval>) -> Result<RetrievalSettings, ConfigError> {
+    let present = raw.is_some();
+    let raw = raw.unwrap_or_default();
+    let max_results = raw.max_results.unwrap_or(5);
+    if max_results == 0 {
+        return Err(invalid(
+            "context_retrieval.max_results",
+            "must be at least 1",
+        ));
+    }
+    let max_context_length = raw.max_context_length.unwrap_or(4000);
+    if max_context_length == 0 {
+        return Err(invalid(
+            "context_retrieval.max_context_length",
+            "must be at least 1",
+        ));
+    }
+    Ok(RetrievalSettings {
+        enabled: raw.enabled.unwrap_or(present),
+        query_strategy: query_strategy(raw.query_strategy.as_deref().unwrap_or("last_user"))?,
+        injection_strategy: injection_strategy(
+            raw.injection_strategy.as_deref().unwrap_or("system"),
+        )?,
+        max_results,
+        max_context_length,
+        enabled_for_models: raw.enabled_for_models.unwrap_or_default(),
+    })
+}
+
+/// Validates `memory`; `data_dir_override` is the `--data-dir` flag.
+pub fn memory(
+    raw: Option<RawMemory>,
+    data_dir_override: Option<&str>,
+    models: &[DeploymentConfig],
+    lookup: &dyn Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
+) -> Result<MemorySettings, ConfigError> {
+    let raw = raw.unwrap_or_default();
+    let backend = match raw.backend.as_deref().unwrap_or("embedded") {
+        "embedded" | "sqlite" => MemoryBackend::Embedded,
+        other @ ("postgres" | "postgresql" | "supermemory") => {
+            return Err(invalid(
+                "memory.backend",
+                format!("the `{other}` backend is not available in this build; use `embedded`"),
+            ))
+        }
+        other => {
+            return Err(invalid(
+                "memory.backend",
+                format!("`{other}` is not one of embedded, postgres, supermemory"),
+            ))
+        }
+    };
+    let data_dir = data_dir_override
+        .map(str::to_string)
+        .or_else(|| lookup("MEMPROXY_DATA_DIR").filter(|v| !v.trim().is_empty()))
+        .or(raw.data_dir)
+        .unwrap_or_else(|| DEFAULT_DATA_DIR.to_string());
+    let ttl = match env_number::<f64>(lookup, "MEMORY_TTL_SECONDS")? {
+        Some(v) => secs(v, "environment variable MEMORY_TTL_SECONDS")?,
+        None => secs(raw.ttl_seconds.unwrap_or(86_400.0), "memory.ttl_seconds")?,
+    };
+    let max_context_messages = env_number::<usize>(lookup, "MAX_CONTEXT_MESSAGES")?
+        .or(raw.max_context_messages)
+        .unwrap_or(20);
+    if let Some(m) = &raw.embedding_model {
+        if !models.iter().any(|d| d.model_name == *m) {
+            return Err(invalid(
+                "memory.embedding_model",
+                format!("`{m}` is not a model_name of model_list"),
+            ));
+        }
+    }
+    let queue_size = raw.queue_size.unwrap_or(10_000);
+    let batch_size = raw.batch_size.unwrap_or(256);
+    if queue_size == 0 || batch_size == 0 {
+        return Err(invalid(
+            "memory.queue_size",
+            "queue_size and batch_size must be at least 1",
+        ));
+    }
+    if raw.enabled == Some(false) && raw.embedding_model.is_some() {
+        warnings.push("memory.embedding_model is set but memory is disabled".into());
+    }
+    Ok(MemorySettings {
+        enabled: raw.enabled.unwrap_or(true),
+        capture: raw.capture.unwrap_or(true),
+        backend,
+        data_dir: PathBuf::from(data_dir),
+        embedding_model: raw.embedding_model,
+        session_ttl: ttl,
+        max_context_messages,
+        queue_size,
+        batch_size,
+        embed_timeout: secs(
+            raw.embed_timeout_seconds.unwrap_or(10.0),
+            "memory.embed_timeout_seconds",
+        )?,
+    })
+}

@@ -1,0 +1,305 @@
+//! Long-term memory and sessions (SPEC §4): storage behind one trait, the embedded
+//! SQLite backend, ranking, the write queue, and the pure functions that build queries,
+//! inject memories and decide what to capture.
+//!
+//! # Layout
+//! - [`store`]: the [`MemoryStore`] trait and its records; every call is scoped by user.
+//! - [`sqlite`]: the embedded backend (one file, WAL, FTS5, vectors as blobs).
+//! - [`text`]: the analyzer shared by indexing and querying (stop words, stemming).
+//! - [`retrieve`]: BM25, neighbour context, cosine, rank fusion, the [`Embedder`] trait.
+//! - [`queue`]: the bounded, batched write queue for captured exchanges.
+//! - [`inject`]: query strategies, injection strategies, marker stripping, capture,
+//!   session prepend.
+//!
+//! # Using it from the request path
+//! [`MemoryService`] (in `AppState::memory` when memory is enabled) is the entry point;
+//! `server::pipeline::run` is where it belongs (before routing, and in `on_done`).
+//! For an OpenAI-shaped internal request `body: ChatBody` of `user_id`, model `model`,
+//! optional session `sid`:
+//!
+//! ```ignore
+//! use memproxy::memory::inject;
+//! let cfg = &state.config.retrieval;
+//! let mut messages = inject::messages_of(&body)?;          // Vec<ChatMessage>
+//! let original = messages.clone();                          // for capture
+//! // 1. sessions: prepend earlier turns when the client sent only the new turn
+//! if let Some(sid) = sid {
+//!     if inject::needs_history(&messages) {
+//!         let history = mem.session_history(user_id, sid).await;
+//!         inject::prepend_history(&mut messages, &history);
+//!     }
+//! }
+//! // 2. retrieval (skip for Supermemory-router deployments: they do their own)
+//! if inject::applies_to(cfg, model) {
+//!     if let Some(q) = inject::query_text(cfg.query_strategy, &messages) {
+//!         let hits = mem.search(user_id, &q, cfg.max_results).await; // never fails
+//!         if let Some(block) = inject::render(&hits, cfg.max_results, cfg.max_context_length) {
+//!             inject::inject(&mut messages, &block, cfg.injection_strategy);
+//!         }
+//!     }
+//! }
+//! inject::set_messages(&mut body, &messages)?;
+//! // 3. after the answer is complete (OnDone hook, streams included):
+//! if let Some(c) = inject::capture(&original, &answer_text) {
+//!     mem.capture(CaptureMeta { user_id, session_id: sid, model, request_id }, c);
+//! }
+//! ```
+//! A native Anthropic body (`LlmRequest::native`, passed through to Anthropic upstreams)
+//! needs the same changes: [`inject::anthropic::view`] gives its messages as text-only
+//! chat messages (tool-result-only user messages become `tool`) for `query_text`,
+//! `capture` and `needs_history`; [`inject::anthropic::inject`] and
+//! [`inject::anthropic::prepend_history`] change the raw body. Other formats can use
+//! [`inject::query_text_from`], [`inject::render`] and [`inject::strip_injected`].
+//! `serve` calls [`MemoryService::shutdown`] after the last request, which flushes the
+//! queue.
+
+pub mod inject;
+pub mod queue;
+pub mod retrieve;
+pub mod sqlite;
+pub mod store;
+pub mod text;
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+pub use inject::Captured;
+pub use queue::{QueueOptions, WriteQueue};
+pub use retrieve::{Embedder, HashEmbedder};
+pub use store::{
+    Memory, MemoryStore, Metadata, NewMemory, Page, QueryEmbedding, ScoredMemory, SearchQuery,
+    Session, SessionInfo, SessionMessage, StoreError, WriteOp,
+};
+
+use crate::config::{MemoryBackend, MemorySettings};
+use sqlite::{SqliteOptions, SqliteStore};
+
+/// Where "now" comes from, so that session expiry can be tested without sleeping.
+pub trait Clock: Send + Sync {
+    /// Unix time in milliseconds.
+    fn now_ms(&self) -> i64;
+}
+
+/// The system clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    }
+}
+
+/// A clock that moves only when told to (tests).
+#[derive(Default)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    /// A clock showing `ms`.
+    pub fn at(ms: i64) -> Self {
+        Self(AtomicI64::new(ms))
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, d: Duration) {
+        self.0.fetch_add(d.as_millis() as i64, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Who and what a captured exchange belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct CaptureMeta<'a> {
+    pub user_id: &'a str,
+    pub session_id: Option<&'a str>,
+    pub model: &'a str,
+    pub request_id: &'a str,
+}
+
+/// Memory as the server uses it: a store, the write queue and the optional embedder.
+pub struct MemoryService {
+    store: Arc<dyn MemoryStore>,
+    queue: WriteQueue,
+    embedder: Option<Arc<dyn Embedder>>,
+    settings: MemorySettings,
+}
+
+impl MemoryService {
+    /// Opens the configured backend and starts the write queue. Blocking (opens files):
+    /// call at start-up inside a tokio runtime.
+    pub fn open(
+        settings: &MemorySettings,
+        embedder: Option<Arc<dyn Embedder>>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
+        let store: Arc<dyn MemoryStore> = match settings.backend {
+            MemoryBackend::Embedded => Arc::new(SqliteStore::open(
+                &settings.data_dir,
+                SqliteOptions {
+                    session_ttl: settings.session_ttl,
+                    session_max_messages: settings.max_context_messages,
+                    clock,
+                },
+            )?),
+        };
+        Ok(Self::with_store(store, settings, embedder))
+    }
+
+    /// Uses an already built store.
+    pub fn with_store(
+        store: Arc<dyn MemoryStore>,
+        settings: &MemorySettings,
+        embedder: Option<Arc<dyn Embedder>>,
+    ) -> Self {
+        let queue = WriteQueue::start(
+            store.clone(),
+            embedder.clone(),
+            QueueOptions {
+                capacity: settings.queue_size,
+                batch_size: settings.batch_size,
+                purge_every: Duration::from_secs(600),
+                embed_timeout: settings.embed_timeout,
+            },
+        );
+        Self {
+            store,
+            queue,
+            embedder,
+            settings: settings.clone(),
+        }
+    }
+
+    /// The store, for the memory API.
+    pub fn store(&self) -> &Arc<dyn MemoryStore> {
+        &self.store
+    }
+
+    /// The settings it runs with.
+    pub fn settings(&self) -> &MemorySettings {
+        &self.settings
+    }
+
+    /// Searches `user_id`'s memories (hybrid when an embedder is set; lexical if the
+    /// embedder fails or is slow).
+    pub async fn try_search(
+        &self,
+        user_id: &str,
+        text: &str,
+        limit: usize,
+    ) -> Result<Vec<ScoredMemory>, StoreError> {
+        let embedding = match &self.embedder {
+            Some(e) => {
+                let texts = [text.to_string()];
+                match tokio::time::timeout(self.settings.embed_timeout, e.embed(&texts)).await {
+                    Ok(Ok(mut v)) if v.len() == 1 => Some(QueryEmbedding {
+                        model: e.model().to_string(),
+                        vector: v.remove(0),
+                    }),
+                    Ok(Ok(_)) | Ok(Err(_)) | Err(_) => {
+                        tracing::warn!("query embedding failed; searching lexically only");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let query = SearchQuery {
+            text: text.to_string(),
+            limit,
+            embedding,
+        };
+        self.store.search(user_id, &query).await
+    }
+
+    /// [`Self::try_search`] for the request path: a failing store yields no memories
+    /// (logged), never a failed request.
+    pub async fn search(&self, user_id: &str, text: &str, limit: usize) -> Vec<ScoredMemory> {
+        self.try_search(user_id, text, limit)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "memory search failed; answering without memories");
+                vec![]
+            })
+    }
+
+    /// Stores one memory now (durable when this returns); its vector follows in the
+    /// background.
+    pub async fn add(&self, new: NewMemory) -> Result<Memory, StoreError> {
+        let created = self.store.add(vec![new]).await?;
+        if let Some(e) = &self.embedder {
+            let (store, e, created) = (self.store.clone(), e.clone(), created.clone());
+            let timeout = self.settings.embed_timeout;
+            tokio::spawn(async move { queue::embed(&*store, &*e, &created, timeout).await });
+        }
+        created
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::Backend("store created nothing".into()))
+    }
+
+    /// The earlier turns of a live session (at most `max_context_messages`); empty on
+    /// any failure (logged).
+    pub async fn session_history(&self, user_id: &str, session_id: &str) -> Vec<SessionMessage> {
+        self.store
+            .session_messages(user_id, session_id)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "reading session history failed");
+                vec![]
+            })
+    }
+
+    /// Queues a finished exchange: one long-term memory and, with a session, its two
+    /// turns. Never waits; false when capture is off or the queue dropped it.
+    pub fn capture(&self, meta: CaptureMeta<'_>, captured: Captured) -> bool {
+        if !self.settings.capture {
+            return false;
+        }
+        let mut metadata = Metadata::new();
+        metadata.insert("source".into(), Value::from("conversation"));
+        metadata.insert("model".into(), Value::from(meta.model));
+        metadata.insert("request_id".into(), Value::from(meta.request_id));
+        let mut ok = self.queue.push(WriteOp::Memory(NewMemory {
+            user_id: meta.user_id.to_string(),
+            content: captured.memory_text(),
+            metadata,
+            session_id: meta.session_id.map(str::to_string),
+        }));
+        if let Some(sid) = meta.session_id {
+            ok &= self.queue.push(WriteOp::Turns {
+                user_id: meta.user_id.to_string(),
+                session_id: sid.to_string(),
+                messages: vec![
+                    ("user".into(), captured.user),
+                    ("assistant".into(), captured.assistant),
+                ],
+            });
+        }
+        ok
+    }
+
+    /// Captured writes dropped because the queue was full.
+    pub fn dropped_writes(&self) -> u64 {
+        self.queue.dropped()
+    }
+
+    /// Waits until every capture queued so far is committed.
+    pub async fn flush(&self) {
+        self.queue.flush().await;
+    }
+
+    /// Flushes and stops the write queue (graceful shutdown).
+    pub async fn shutdown(&self) {
+        self.queue.shutdown().await;
+    }
+}

@@ -1,0 +1,263 @@
+//! The write queue that takes captured exchanges off the request path: a bounded channel
+//! drained by one background task that applies whatever is waiting as one batch (one
+//! transaction), embeds new memories when an embedder is configured, and purges expired
+//! sessions now and then.
+//!
+//! A full queue never blocks a request: the write is dropped, counted
+//! ([`WriteQueue::dropped`]) and logged. [`WriteQueue::flush`] waits until everything
+//! queued before it is committed; [`WriteQueue::shutdown`] flushes and stops the task.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::retrieve::Embedder;
+use super::store::{Memory, MemoryStore, WriteOp};
+
+/// How the queue drains.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueOptions {
+    /// Writes waiting at most; more are dropped.
+    pub capacity: usize,
+    /// Writes applied in one transaction at most.
+    pub batch_size: usize,
+    /// How often expired sessions are purged.
+    pub purge_every: Duration,
+    /// Longest wait for the embedder before memories are stored without vectors.
+    pub embed_timeout: Duration,
+}
+
+enum Msg {
+    Op(WriteOp),
+    Flush(oneshot::Sender<()>),
+}
+
+/// The queue's handle (see the module docs).
+pub struct WriteQueue {
+    tx: mpsc::Sender<Msg>,
+    closed: AtomicBool,
+    dropped: Arc<AtomicU64>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl WriteQueue {
+    /// Starts the drain task on the current tokio runtime.
+    pub fn start(
+        store: Arc<dyn MemoryStore>,
+        embedder: Option<Arc<dyn Embedder>>,
+        opts: QueueOptions,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(opts.capacity.max(1));
+        let task = tokio::spawn(drain(rx, store, embedder, opts));
+        Self {
+            tx,
+            closed: AtomicBool::new(false),
+            dropped: Arc::new(AtomicU64::new(0)),
+            task: Mutex::new(Some(task)),
+        }
+    }
+
+    /// Queues a write without waiting; returns false (and counts it) when it was dropped
+    /// because the queue is full or shut down.
+    pub fn push(&self, op: WriteOp) -> bool {
+        if self.closed.load(Ordering::Acquire) || self.tx.try_send(Msg::Op(op)).is_err() {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            // Log the first drop and then every 100th, not every one.
+            if n == 1 || n.is_multiple_of(100) {
+                tracing::warn!(
+                    dropped_total = n,
+                    "memory write queue is full or closed; a captured exchange was dropped"
+                );
+            }
+            return false;
+        }
+        true
+    }
+
+    /// Writes dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every write queued before this call is committed (or failed).
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Refuses further writes, flushes, and stops the drain task.
+    pub async fn shutdown(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.flush().await;
+        let task = self.task.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = task {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+async fn drain(
+    mut rx: mpsc::Receiver<Msg>,
+    store: Arc<dyn MemoryStore>,
+    embedder: Option<Arc<dyn Embedder>>,
+    opts: QueueOptions,
+) {
+    let mut purge = tokio::time::interval(opts.purge_every.max(Duration::from_secs(1)));
+    purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = Vec::with_capacity(opts.batch_size);
+    let mut waiters = Vec::new();
+    loop {
+        let first = tokio::select! {
+            m = rx.recv() => match m {
+                Some(m) => m,
+                None => break,
+            },
+            _ = purge.tick() => {
+                if let Err(e) = store.purge_expired().await {
+                    tracing::warn!(error = %e, "purging expired sessions failed");
+                }
+                continue;
+            }
+        };
+        let mut next = Some(first);
+        while let Some(m) = next.take() {
+            match m {
+                Msg::Op(op) => batch.push(op),
+                Msg::Flush(w) => waiters.push(w),
+            }
+            if batch.len() < opts.batch_size.max(1) {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            let ops = std::mem::take(&mut batch);
+            let n = ops.len();
+            match store.apply(ops).await {
+                Ok(created) => {
+                    if let Some(e) = &embedder {
+                        embed(&*store, &**e, &created, opts.embed_timeout).await;
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, writes = n, "memory batch write failed"),
+            }
+        }
+        for w in waiters.drain(..) {
+            let _ = w.send(());
+        }
+    }
+}
+
+/// Computes and stores vectors for newly created memories; failures only cost semantic
+/// ranking for those memories, lexical search still finds them.
+pub async fn embed(
+    store: &dyn MemoryStore,
+    embedder: &dyn Embedder,
+    created: &[Memory],
+    timeout: Duration,
+) {
+    if created.is_empty() {
+        return;
+    }
+    let texts: Vec<String> = created.iter().map(|m| m.content.clone()).collect();
+    let vectors = match tokio::time::timeout(timeout, embedder.embed(&texts)).await {
+        Ok(Ok(v)) if v.len() == created.len() => v,
+        Ok(Ok(v)) => {
+            tracing::warn!(
+                expected = created.len(),
+                got = v.len(),
+                "embedder returned a wrong number of vectors"
+            );
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "embedding new memories failed");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(
+                timeout_ms = timeout.as_millis() as u64,
+                "embedding new memories timed out"
+            );
+            return;
+        }
+    };
+    // Group by user: one op per user.
+    type Vectors = Vec<(String, Vec<f32>)>;
+    let mut by_user: Vec<(String, Vectors)> = Vec::new();
+    for (m, v) in created.iter().zip(vectors) {
+        match by_user.iter_mut().find(|(u, _)| *u == m.user_id) {
+            Some((_, list)) => list.push((m.id.clone(), v)),
+            None => by_user.push((m.user_id.clone(), vec![(m.id.clone(), v)])),
+        }
+    }
+    let ops = by_user
+        .into_iter()
+        .map(|(user_id, vectors)| WriteOp::Embeddings {
+            user_id,
+            model: embedder.model().to_string(),
+            vectors,
+        })
+        .collect();
+    if let Err(e) = store.apply(ops).await {
+        tracing::warn!(error = %e, "storing embeddings failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::sqlite::{SqliteOptions, SqliteStore};
+    use crate::memory::store::NewMemory;
+    use crate::memory::SystemClock;
+
+    fn op(i: usize) -> WriteOp {
+        WriteOp::Memory(NewMemory {
+            user_id: "u".into(),
+            content: format!("capture {i}"),
+            metadata: Default::default(),
+            session_id: None,
+        })
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_queue_drops_without_waiting_and_flush_commits_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn MemoryStore> = Arc::new(
+            SqliteStore::open(
+                dir.path(),
+                SqliteOptions {
+                    session_ttl: Duration::ZERO,
+                    session_max_messages: 10,
+                    clock: Arc::new(SystemClock),
+                },
+            )
+            .unwrap(),
+        );
+        let q = WriteQueue::start(
+            store.clone(),
+            None,
+            QueueOptions {
+                capacity: 3,
+                batch_size: 2,
+                purge_every: Duration::from_secs(3600),
+                embed_timeout: Duration::from_secs(1),
+            },
+        );
+        // On a current-thread runtime the drain task has not run yet: the queue fills.
+        let accepted = (0..10).filter(|&i| q.push(op(i))).count();
+        assert_eq!(accepted, 3);
+        assert_eq!(q.dropped(), 7);
+        q.flush().await;
+        let page = store.list("u", 100, None).await.unwrap();
+        assert_eq!(page.items.len(), 3);
+        q.shutdown().await;
+        assert!(!q.push(op(99)), "closed queues refuse writes");
+        assert_eq!(store.list("u", 100, None).await.unwrap().items.len(), 3);
+    }
+}

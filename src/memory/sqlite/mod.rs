@@ -1,0 +1,336 @@
+//! The embedded memory backend: one SQLite file (`<data_dir>/memproxy.db`, WAL mode),
+//! FTS5 for lexical search, f32 blobs for vectors. No server needed.
+//!
+//! No database work runs on async threads: writes go to one dedicated writer thread that
+//! owns the only write connection and commits whatever is waiting as one transaction
+//! (group commit, one savepoint per request so that one failure does not fail the
+//! others); reads run under `spawn_blocking` on a small pool of read connections, which
+//! WAL lets proceed while the writer writes.
+
+mod read;
+mod schema;
+mod write;
+
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::oneshot;
+
+use super::store::{
+    BoxFuture, Memory, MemoryStore, Page, ScoredMemory, SearchQuery, Session, SessionInfo,
+    SessionMessage, StoreError, WriteOp,
+};
+use super::Clock;
+
+/// File name of the database inside the data dir.
+pub const DB_FILE: &str = "memproxy.db";
+
+/// Commands waiting at the writer are committed together, up to this many.
+const MAX_GROUP: usize = 256;
+
+/// Idle read connections kept.
+const MAX_IDLE_READERS: usize = 8;
+
+/// How long a connection waits for a lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How the store keeps sessions and what time it is.
+#[derive(Clone)]
+pub struct SqliteOptions {
+    /// Sessions unused for longer are gone; zero keeps them forever.
+    pub session_ttl: Duration,
+    /// Messages kept per session (the newest).
+    pub session_max_messages: usize,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The embedded store (see the module docs). Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Option<mpsc::Sender<Command>>>,
+    readers: Mutex<Vec<Connection>>,
+    opts: SqliteOptions,
+}
+
+/// A write request for the writer thread.
+enum Command {
+    Apply(
+        Vec<WriteOp>,
+        oneshot::Sender<Result<Vec<Memory>, StoreError>>,
+    ),
+    Delete {
+        user_id: String,
+        id: String,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    DeleteUser(String, oneshot::Sender<Result<u64, StoreError>>),
+    DeleteSession {
+        user_id: Option<String>,
+        session_id: String,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Purge(oneshot::Sender<Result<u64, StoreError>>),
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `<data_dir>/memproxy.db`, migrates it and starts the
+    /// writer thread. Blocking: call at start-up, not on a request path.
+    pub fn open(data_dir: &Path, opts: SqliteOptions) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Backend(format!(
+                "cannot create data dir {}: {e}",
+                data_dir.display()
+            ))
+        })?;
+        let path = data_dir.join(DB_FILE);
+        let mut conn = Connection::open(&path)
+            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(backend)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Backend(format!(
+                "{} cannot use WAL mode (got {mode})",
+                path.display()
+            )));
+        }
+        configure(&conn).map_err(backend)?;
+        schema::migrate(&mut conn)
+            .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+
+        let (tx, rx) = mpsc::channel();
+        let writer_opts = opts.clone();
+        std::thread::Builder::new()
+            .name("memproxy-db-writer".into())
+            .spawn(move || writer_loop(conn, rx, writer_opts))
+            .map_err(backend)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                writer: Mutex::new(Some(tx)),
+                readers: Mutex::new(Vec::new()),
+                opts,
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Stops accepting writes; the writer thread finishes what it has and exits.
+    pub fn close(&self) {
+        if let Ok(mut w) = self.inner.writer.lock() {
+            w.take();
+        }
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let guard = self.inner.writer.lock().map_err(|_| StoreError::Closed)?;
+            let sender = guard.as_ref().ok_or(StoreError::Closed)?;
+            sender.send(make(tx)).map_err(|_| StoreError::Closed)?;
+        }
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, &SqliteOptions) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = inner.readers.lock().ok().and_then(|mut p| p.pop());
+            let conn = match pooled {
+                Some(c) => c,
+                None => {
+                    let c = Connection::open_with_flags(
+                        &inner.path,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )
+                    .map_err(backend)?;
+                    c.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+                    c
+                }
+            };
+            let out = f(&conn, &inner.opts);
+            if let Ok(mut p) = inner.readers.lock() {
+                if p.len() < MAX_IDLE_READERS {
+                    p.push(conn);
+                }
+            }
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+    }
+}
+
+/// The writer thread: takes a command, gathers whatever else is waiting, runs them all in
+/// one transaction, and answers each only after the commit.
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Command>, opts: SqliteOptions) {
+    let mut w = write::Writer::new(opts);
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(c) => group.push(c),
+                Err(_) => break,
+            }
+        }
+        let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(e) => {
+                let err = backend(e);
+                for c in group {
+                    fail(c, err.clone());
+                }
+                continue;
+            }
+        };
+        let mut replies: Vec<Box<dyn FnOnce(Option<StoreError>) + Send>> =
+            Vec::with_capacity(group.len());
+        for cmd in group {
+            replies.push(w.run(&tx, cmd));
+        }
+        let committed = tx.commit().map_err(backend).err();
+        for reply in replies {
+            reply(committed.clone());
+        }
+    }
+}
+
+fn fail(cmd: Command, err: StoreError) {
+    match cmd {
+        Command::Apply(_, r) => drop(r.send(Err(err))),
+        Command::Delete { reply, .. } | Command::DeleteSession { reply, .. } => {
+            drop(reply.send(Err(err)))
+        }
+        Command::DeleteUser(_, r) | Command::Purge(r) => drop(r.send(Err(err))),
+    }
+}
+
+impl MemoryStore for SqliteStore {
+    fn apply(&self, ops: Vec<WriteOp>) -> BoxFuture<'_, Result<Vec<Memory>, StoreError>> {
+        Box::pin(self.write(|r| Command::Apply(ops, r)))
+    }
+
+    fn get<'a>(
+        &'a self,
+        user_id: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Memory, StoreError>> {
+        let (user_id, id) = (user_id.to_string(), id.to_string());
+        Box::pin(self.read(move |c, _| read::get(c, &user_id, &id)))
+    }
+
+    fn list<'a>(
+        &'a self,
+        user_id: &'a str,
+        limit: usize,
+        cursor: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Page, StoreError>> {
+        let (user_id, cursor) = (user_id.to_string(), cursor.map(str::to_string));
+        Box::pin(self.read(move |c, _| read::list(c, &user_id, limit, cursor.as_deref())))
+    }
+
+    fn search<'a>(
+        &'a self,
+        user_id: &'a str,
+        query: &'a SearchQuery,
+    ) -> BoxFuture<'a, Result<Vec<ScoredMemory>, StoreError>> {
+        let (user_id, query) = (user_id.to_string(), query.clone());
+        Box::pin(self.read(move |c, _| read::search(c, &user_id, &query)))
+    }
+
+    fn delete<'a>(
+        &'a self,
+        user_id: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let (user_id, id) = (user_id.to_string(), id.to_string());
+        Box::pin(self.write(move |reply| Command::Delete { user_id, id, reply }))
+    }
+
+    fn delete_user<'a>(&'a self, user_id: &'a str) -> BoxFuture<'a, Result<u64, StoreError>> {
+        let user_id = user_id.to_string();
+        Box::pin(self.write(move |r| Command::DeleteUser(user_id, r)))
+    }
+
+    fn session_messages<'a>(
+        &'a self,
+        user_id: &'a str,
+        session_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<SessionMessage>, StoreError>> {
+        let (user_id, session_id) = (user_id.to_string(), session_id.to_string());
+        Box::pin(self.read(move |c, o| read::session_messages(c, o, &user_id, &session_id)))
+    }
+
+    fn list_sessions<'a>(
+        &'a self,
+        user_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<SessionInfo>, StoreError>> {
+        let user_id = user_id.map(str::to_string);
+        Box::pin(self.read(move |c, o| read::list_sessions(c, o, user_id.as_deref())))
+    }
+
+    fn get_session<'a>(
+        &'a self,
+        user_id: Option<&'a str>,
+        session_id: &'a str,
+    ) -> BoxFuture<'a, Result<Session, StoreError>> {
+        let (user_id, session_id) = (user_id.map(str::to_string), session_id.to_string());
+        Box::pin(self.read(move |c, o| read::get_session(c, o, user_id.as_deref(), &session_id)))
+    }
+
+    fn delete_session<'a>(
+        &'a self,
+        user_id: Option<&'a str>,
+        session_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let (user_id, session_id) = (user_id.map(str::to_string), session_id.to_string());
+        Box::pin(self.write(move |reply| Command::DeleteSession {
+            user_id,
+            session_id,
+            reply,
+        }))
+    }
+
+    fn purge_expired(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.write(Command::Purge))
+    }
+
+    fn health(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.read(|c, _| {
+            c.query_row("SELECT count(*) FROM users", [], |r| r.get::<_, i64>(0))
+                .map(|_| ())
+                .map_err(backend)
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,89 @@
+//! The embedded database's schema and its versioned migrations (`PRAGMA user_version`).
+//!
+//! Row ids of memories are `(uid << 32) | seq`: every user's memories occupy one
+//! contiguous rowid range, so that listing, lexical search (FTS5 with a rowid range) and
+//! brute-force vector search touch only that user's rows, and neighbouring memories of a
+//! user are neighbouring row ids.
+
+use rusqlite::Connection;
+
+/// Migrations in order; entry `i` brings the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE users (
+    uid        INTEGER PRIMARY KEY,
+    user_id    TEXT NOT NULL UNIQUE,
+    next_seq   INTEGER NOT NULL DEFAULT 0,
+    doc_count  INTEGER NOT NULL DEFAULT 0,
+    term_count INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE memories (
+    rid        INTEGER PRIMARY KEY,
+    id         TEXT NOT NULL UNIQUE,
+    uid        INTEGER NOT NULL,
+    content    TEXT NOT NULL,
+    metadata   TEXT NOT NULL,
+    session_id TEXT,
+    created_at INTEGER NOT NULL,
+    terms      TEXT NOT NULL,
+    nterms     INTEGER NOT NULL,
+    hash       INTEGER NOT NULL
+);
+CREATE VIRTUAL TABLE memories_fts USING fts5(
+    terms, content='', contentless_delete=1,
+    tokenize='unicode61 remove_diacritics 0'
+);
+CREATE TABLE embeddings (
+    rid   INTEGER PRIMARY KEY,
+    model TEXT NOT NULL,
+    vec   BLOB NOT NULL
+);
+CREATE TABLE sessions (
+    sid        INTEGER PRIMARY KEY,
+    uid        INTEGER NOT NULL,
+    session_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    UNIQUE (uid, session_id)
+);
+CREATE INDEX sessions_by_id ON sessions (session_id);
+CREATE INDEX sessions_by_update ON sessions (updated_at);
+CREATE TABLE session_messages (
+    mid        INTEGER PRIMARY KEY,
+    sid        INTEGER NOT NULL,
+    role       TEXT NOT NULL,
+    content    TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX session_messages_by_session ON session_messages (sid, mid);
+"#];
+
+/// The schema version this build writes.
+pub const VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the database up to [`VERSION`], each step in its own transaction. A database
+/// written by a newer memproxy is refused rather than guessed at.
+pub fn migrate(conn: &mut Connection) -> Result<(), String> {
+    let current: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    if current > VERSION {
+        return Err(format!(
+            "the memory database has schema version {current}, newer than this build's {VERSION}; \
+             upgrade memproxy"
+        ));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction().map_err(|e| e.to_string())?;
+        tx.execute_batch(sql)
+            .map_err(|e| format!("migration to schema version {}: {e}", i + 1))?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)
+            .map_err(|e| e.to_string())?;
+        tx.commit().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// The row-id range of a user's memories.
+pub fn rid_range(uid: i64) -> (i64, i64) {
+    (uid << 32, (uid << 32) | 0xFFFF_FFFF)
+}

@@ -1,0 +1,277 @@
+//! Anthropic: `POST {api_base}/v1/messages` with `x-api-key` and `anthropic-version`,
+//! JSON or named SSE events. A client that spoke Anthropic has its own body sent with the
+//! model swapped (so cache_control, thinking, metadata survive); other requests are
+//! translated from the internal chat shape. The answer is returned in Anthropic's format
+//! for the server to pass through or translate.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use futures_util::StreamExt;
+
+use super::openai::{
+    extra_headers, read_all, sse_events, status_error, transport_error, MemoryHeaders,
+};
+use super::{CallContext, EventStream, LlmRequest, Native, ProviderEnv, ProviderError, Reply};
+use crate::config::DeploymentConfig;
+use crate::protocol::anthropic;
+use crate::protocol::ir::{Format, SseEvent};
+
+pub struct Anthropic {
+    url: String,
+    api_key: Option<HeaderValue>,
+    extra: HeaderMap,
+    http: reqwest::Client,
+    /// Set for Supermemory routers: memory headers are sent upstream.
+    memory_headers: Option<MemoryHeaders>,
+}
+
+/// `{api_base}/v1/messages`, without doubling a `/v1` the base already ends with.
+fn messages_url(api_base: &str) -> String {
+    let base = api_base.trim_end_matches('/');
+    if base.ends_with("/v1") {
+        format!("{base}/messages")
+    } else {
+        format!("{base}/v1/messages")
+    }
+}
+
+impl Anthropic {
+    pub fn new(cfg: &DeploymentConfig, env: &ProviderEnv) -> Self {
+        let api_key = cfg
+            .api_key
+            .as_ref()
+            .and_then(|k| HeaderValue::from_str(k.expose()).ok())
+            .map(|mut v| {
+                v.set_sensitive(true);
+                v
+            });
+        Self {
+            url: messages_url(&cfg.api_base),
+            api_key,
+            extra: extra_headers(cfg),
+            http: env.http.clone(),
+            memory_headers: cfg.supermemory_router.then(|| MemoryHeaders::new(env)),
+        }
+    }
+
+    pub async fn chat(
+        &self,
+        cfg: &DeploymentConfig,
+        req: &LlmRequest<'_>,
+        upstream_model: &str,
+        ctx: &CallContext<'_>,
+    ) -> Result<Reply, ProviderError> {
+        let (payload, stream) = if let Some(Native::Anthropic(raw)) = &req.native {
+            (
+                anthropic::native_with_model(raw, upstream_model),
+                raw.stream,
+            )
+        } else {
+            let typed = req.chat.to_request().map_err(|e| ProviderError::Status {
+                status: StatusCode::BAD_REQUEST,
+                message: format!("the request cannot be translated for Anthropic: {e}"),
+                kind: Some("invalid_request_error".into()),
+                code: None,
+            })?;
+            (
+                anthropic::chat_to_request(&typed, upstream_model),
+                req.chat.stream,
+            )
+        };
+
+        let client = match &self.memory_headers {
+            Some(mh) => mh.client_for(ctx.user_id, &self.http),
+            None => self.http.clone(),
+        };
+        let mut builder = client
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("anthropic-version", anthropic::API_VERSION)
+            .header(
+                "accept",
+                if stream {
+                    "text/event-stream"
+                } else {
+                    "application/json"
+                },
+            )
+            .header("x-request-id", ctx.request_id)
+            .header("x-memproxy-user-id", ctx.user_id);
+        for (k, v) in &self.extra {
+            builder = builder.header(k, v);
+        }
+        if let Some(key) = &self.api_key {
+            builder = builder.header("x-api-key", key);
+        }
+        if let Some(beta) = ctx.anthropic_beta {
+            builder = builder.header("anthropic-beta", beta);
+        }
+        if let Some(mh) = &self.memory_headers {
+            builder = mh.apply(builder, ctx.user_id);
+        }
+
+        let timeout = cfg.timeout;
+        let resp = tokio::time::timeout(timeout, builder.body(payload).send())
+            .await
+            .map_err(|_| ProviderError::Timeout(timeout))?
+            .map_err(|e| transport_error(&self.url, e))?;
+        let status =
+            StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        if !status.is_success() {
+            let bytes = read_all(resp, timeout).await.unwrap_or_default();
+            return Err(upstream_error(status, &bytes));
+        }
+        if !stream {
+            return Ok(Reply::Complete {
+                body: read_all(resp, timeout).await?,
+                format: Format::Anthropic,
+            });
+        }
+        Ok(Reply::Stream {
+            events: fail_on_error_events(sse_events(resp, timeout)),
+            format: Format::Anthropic,
+            usage_added: false,
+        })
+    }
+}
+
+/// An upstream error status as a provider error carrying Anthropic's message and type.
+fn upstream_error(status: StatusCode, bytes: &[u8]) -> ProviderError {
+    match anthropic::parse_error(bytes) {
+        Some(e) => ProviderError::Status {
+            status,
+            message: e.message,
+            kind: Some(e.kind),
+            code: None,
+        },
+        None => status_error(status, bytes),
+    }
+}
+
+/// Anthropic reports failures after the stream began (overloaded, …) as an `error`
+/// event; it becomes a stream error so the client gets it in its own format.
+fn fail_on_error_events(events: EventStream) -> EventStream {
+    Box::pin(events.map(|item| match item {
+        Ok(ev) if ev.event.as_deref() == Some("error") => Err(stream_error(&ev)),
+        other => other,
+    }))
+}
+
+fn stream_error(ev: &SseEvent) -> ProviderError {
+    let e = anthropic::parse_error(&ev.data).unwrap_or(anthropic::UpstreamError {
+        kind: "api_error".into(),
+        message: String::from_utf8_lossy(&ev.data)
+            .chars()
+            .take(500)
+            .collect(),
+    });
+    ProviderError::Status {
+        status: StatusCode::from_u16(anthropic::status_for_error_type(&e.kind))
+            .unwrap_or(StatusCode::BAD_GATEWAY),
+        message: e.message,
+        kind: Some(e.kind),
+        code: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_does_not_double_v1() {
+        assert_eq!(
+            messages_url("https://api.anthropic.com"),
+            "https://api.anthropic.com/v1/messages"
+        );
+        assert_eq!(
+            messages_url("http://127.0.0.1:9/v1/"),
+            "http://127.0.0.1:9/v1/messages"
+        );
+        assert_eq!(
+            messages_url("https://api.supermemory.ai/v3/api.anthropic.com"),
+            "https://api.supermemory.ai/v3/api.anthropic.com/v1/messages"
+        );
+    }
+
+    #[test]
+    fn errors_keep_anthropic_message_and_type() {
+        let e = upstream_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#,
+        );
+        assert!(
+            matches!(&e, ProviderError::Status { message, kind: Some(k), .. }
+            if message == "slow down" && k == "rate_limit_error")
+        );
+        assert!(e.is_retryable());
+        let e = upstream_error(StatusCode::BAD_GATEWAY, b"<html>bad gateway</html>");
+        assert_eq!(e.to_string(), "<html>bad gateway</html>");
+    }
+
+    #[tokio::test]
+    async fn error_events_end_the_stream_as_errors() {
+        let events: EventStream = Box::pin(futures_util::stream::iter([
+            Ok(SseEvent::named("ping", r#"{"type":"ping"}"#)),
+            Ok(SseEvent::named(
+                "error",
+                r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+            )),
+        ]));
+        let got: Vec<_> = fail_on_error_events(events).collect().await;
+        assert!(got[0].is_ok());
+        match &got[1] {
+            Err(ProviderError::Status {
+                status,
+                message,
+                kind,
+                ..
+            }) => {
+                assert_eq!(status.as_u16(), 529);
+                assert_eq!(message, "Overloaded");
+                assert_eq!(kind.as_deref(), Some("overloaded_error"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn anthropic_clients_body_goes_upstream_with_only_the_model_swapped() {
+        let mock = mock_upstream::MockUpstream::start().await;
+        let yaml = format!(
+            "model_list:\n  - model_name: claude\n    litellm_params: {{model: anthropic/claude-up, api_base: '{}', api_key: k}}\n",
+            mock.url()
+        );
+        let config = crate::config::parse(&yaml, "t.yaml", &Default::default(), &|_| None).unwrap();
+        let env = ProviderEnv::new(&config).unwrap();
+        let cfg = &config.models[0];
+        let provider = Anthropic::new(cfg, &env);
+        let raw = br#"{"model":"claude","max_tokens":64,"system":[{"type":"text","text":"s","cache_control":{"type":"ephemeral"}}],"messages":[{"role":"user","content":"hi"}],"thinking":{"type":"enabled","budget_tokens":1024},"metadata":{"user_id":"u1"},"context_management":{"edits":[]}}"#;
+        let req = LlmRequest {
+            chat: crate::protocol::anthropic::request_to_chat(raw).unwrap(),
+            native: Some(Native::Anthropic(
+                crate::protocol::chat::ChatBody::parse_object(raw).unwrap(),
+            )),
+        };
+        let ctx = CallContext {
+            user_id: "alice",
+            request_id: "r1",
+            client_authorization: None,
+            anthropic_beta: Some("context-management-2025-06-27"),
+        };
+        let reply = provider.chat(cfg, &req, "claude-up", &ctx).await.unwrap();
+        let Reply::Complete { body, format } = reply else {
+            panic!("expected a complete answer");
+        };
+        assert_eq!(format, Format::Anthropic);
+        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(answer["content"][0]["text"], "mock reply to: hi");
+        let mut want: serde_json::Value = serde_json::from_slice(raw).unwrap();
+        want["model"] = "claude-up".into();
+        let seen = &mock.requests()[0];
+        assert_eq!(seen.body, want);
+        assert_eq!(
+            seen.headers["anthropic-beta"],
+            "context-management-2025-06-27"
+        );
+    }
+}

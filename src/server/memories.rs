@@ -1,0 +1,300 @@
+//! The memory API (SPEC §4, master key): add, list, search, get, delete memories of a
+//! user, forget a user, export as JSONL. Every call names its `user_id`; an id of
+//! another user's memory answers 404 like an unknown one.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::middleware::RequestCtx;
+use super::{body, AppState};
+use crate::auth::Principal;
+use crate::identity::validate_user_id;
+use crate::keys::KeyError;
+use crate::memory::{MemoryService, Metadata, NewMemory};
+
+/// Longest accepted session id.
+const MAX_SESSION_ID_LEN: usize = 256;
+/// Largest memory accepted, in bytes of text.
+const MAX_CONTENT_BYTES: usize = 1 << 20;
+/// Page size of `GET /v1/memories` when none is asked for.
+const DEFAULT_PAGE: usize = 50;
+/// Results of a search when none is asked for.
+const DEFAULT_SEARCH_LIMIT: usize = 10;
+/// Memories read per store call while exporting.
+const EXPORT_PAGE: usize = 500;
+
+/// The memory service, or 503 when memory is disabled.
+pub fn service(state: &AppState) -> Result<&Arc<MemoryService>, ApiError> {
+    state.memory.as_ref().ok_or(ApiError::MemoryDisabled)
+}
+
+/// May this caller manage `user_id`'s memory? The master key (or an open proxy) may
+/// manage every user; a virtual key only the user it is bound to.
+pub fn authorize(ctx: &RequestCtx, user_id: &str) -> Result<(), ApiError> {
+    match &ctx.principal {
+        Principal::Master | Principal::Open => Ok(()),
+        Principal::VirtualKey(k) => match k.row.user_id.as_deref() {
+            Some(bound) if bound == user_id => Ok(()),
+            Some(bound) => Err(KeyError::WrongUser(format!(
+                "this key is bound to user `{bound}` and cannot access the memory of `{user_id}`"
+            ))
+            .into()),
+            None => Err(KeyError::WrongUser(
+                "this key is not bound to a user; only the master key or a key bound to the \
+                 user may access its memory"
+                    .into(),
+            )
+            .into()),
+        },
+    }
+}
+
+/// The user a virtual key is bound to, for calls that name no user (sessions); an unbound
+/// key may not make such calls.
+pub fn bound_user(ctx: &RequestCtx) -> Result<Option<String>, ApiError> {
+    match &ctx.principal {
+        Principal::VirtualKey(k) => match &k.row.user_id {
+            Some(u) => Ok(Some(u.clone())),
+            None => Err(KeyError::WrongUser(
+                "this key is not bound to a user; only the master key may list every user's \
+                 sessions"
+                    .into(),
+            )
+            .into()),
+        },
+        _ => Ok(None),
+    }
+}
+
+/// The `user_id` query parameter: required and valid.
+pub fn user_param(ctx: &RequestCtx, q: &HashMap<String, String>) -> Result<String, ApiError> {
+    let user_id = q
+        .get("user_id")
+        .map(|u| u.trim())
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| ApiError::BadRequest("missing required query parameter `user_id`".into()))?;
+    validate_user_id(user_id)?;
+    authorize(ctx, user_id)?;
+    Ok(user_id.to_string())
+}
+
+fn number_param(
+    q: &HashMap<String, String>,
+    name: &str,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
+    match q.get(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!("`{name}` must be a number from 1 to {max}"))
+            }),
+    }
+}
+
+#[derive(Deserialize)]
+struct AddBody {
+    user_id: Option<String>,
+    content: Option<Value>,
+    #[serde(default)]
+    metadata: Option<Value>,
+    #[serde(default)]
+    session_id: Option<String>,
+}
+
+fn parse_add(bytes: &[u8]) -> Result<NewMemory, ApiError> {
+    let b: AddBody = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("invalid memory: {e}")))?;
+    let user_id = b
+        .user_id
+        .filter(|u| !u.trim().is_empty())
+        .ok_or_else(|| ApiError::BadRequest("missing required field `user_id`".into()))?;
+    validate_user_id(&user_id)?;
+    let content = match b.content {
+        Some(Value::String(s)) if s.len() > MAX_CONTENT_BYTES => {
+            return Err(ApiError::BadRequest(format!(
+                "`content` is longer than {MAX_CONTENT_BYTES} bytes"
+            )))
+        }
+        Some(Value::String(s)) if !s.trim().is_empty() => s,
+        Some(Value::String(_)) | None => {
+            return Err(ApiError::BadRequest(
+                "`content` must be a non-empty string".into(),
+            ))
+        }
+        Some(_) => return Err(ApiError::BadRequest("`content` must be a string".into())),
+    };
+    let metadata: Metadata = match b.metadata {
+        None | Some(Value::Null) => Metadata::new(),
+        Some(Value::Object(m)) => m,
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "`metadata` must be a JSON object".into(),
+            ))
+        }
+    };
+    if let Some(s) = &b.session_id {
+        if s.is_empty() || s.len() > MAX_SESSION_ID_LEN {
+            return Err(ApiError::BadRequest(format!(
+                "`session_id` must be 1 to {MAX_SESSION_ID_LEN} characters"
+            )));
+        }
+    }
+    Ok(NewMemory {
+        user_id,
+        content,
+        metadata,
+        session_id: b.session_id,
+    })
+}
+
+/// `POST /v1/memories` `{user_id, content, metadata?, session_id?}`: stored durably
+/// before the answer.
+pub async fn add(State(state): State<Arc<AppState>>, req: Request) -> Result<Response, ApiError> {
+    let mem = service(&state)?.clone();
+    let ctx = req
+        .extensions()
+        .get::<RequestCtx>()
+        .cloned()
+        .ok_or_else(|| ApiError::BadRequest("request context missing".into()))?;
+    let (parts, req_body) = req.into_parts();
+    let bytes = body::read(&parts.headers, req_body, state.config.server.max_body_bytes).await?;
+    let new = parse_add(&bytes)?;
+    authorize(&ctx, &new.user_id)?;
+    let created = mem.add(new).await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+/// `GET /v1/memories?user_id=&limit=&cursor=`: newest first.
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Extension(ctx): Extension<RequestCtx>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let mem = service(&state)?;
+    let user_id = user_param(&ctx, &q)?;
+    let limit = number_param(&q, "limit", DEFAULT_PAGE, 1000)?;
+    let page = mem
+        .store()
+        .list(&user_id, limit, q.get("cursor").map(String::as_str))
+        .await?;
+    Ok(Json(json!({
+        "object": "list",
+        "data": page.items,
+        "has_more": page.next_cursor.is_some(),
+        "next_cursor": page.next_cursor,
+    })))
+}
+
+/// `GET /v1/memories/search?user_id=&q=&limit=` → `{"results": [...]}`.
+pub async fn search(
+    State(state): State<Arc<AppState>>,
+    Extension(ctx): Extension<RequestCtx>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let mem = service(&state)?;
+    let user_id = user_param(&ctx, &q)?;
+    let text = q
+        .get("q")
+        .or_else(|| q.get("query"))
+        .filter(|t| !t.trim().is_empty())
+        .ok_or_else(|| ApiError::BadRequest("missing required query parameter `q`".into()))?;
+    let limit = number_param(&q, "limit", DEFAULT_SEARCH_LIMIT, 100)?;
+    let results = mem.try_search(&user_id, text, limit).await?;
+    Ok(Json(json!({ "results": results })))
+}
+
+/// `GET /v1/memories/{id}?user_id=`.
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    Extension(ctx): Extension<RequestCtx>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let mem = service(&state)?;
+    let user_id = user_param(&ctx, &q)?;
+    let m = mem.store().get(&user_id, &id).await?;
+    Ok(Json(json!(m)))
+}
+
+/// `DELETE /v1/memories/{id}?user_id=`.
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    Extension(ctx): Extension<RequestCtx>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let mem = service(&state)?;
+    let user_id = user_param(&ctx, &q)?;
+    mem.store().delete(&user_id, &id).await?;
+    Ok(Json(json!({"id": id, "object": "memory", "deleted": true})))
+}
+
+/// `DELETE /v1/memories?user_id=`: forgets everything of a user (memories and sessions).
+pub async fn delete_user(
+    State(state): State<Arc<AppState>>,
+    Extension(ctx): Extension<RequestCtx>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let mem = service(&state)?;
+    let user_id = user_param(&ctx, &q)?;
+    let n = mem.store().delete_user(&user_id).await?;
+    Ok(Json(json!({"user_id": user_id, "deleted": n})))
+}
+
+/// `GET /v1/memories/export?user_id=`: every memory of the user, one JSON object per
+/// line, newest first, streamed page by page.
+pub async fn export(
+    State(state): State<Arc<AppState>>,
+    Extension(ctx): Extension<RequestCtx>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let mem = service(&state)?.clone();
+    let user_id = user_param(&ctx, &q)?;
+    // The first page is read before answering, so a failing store is a proper error.
+    let first = mem.store().list(&user_id, EXPORT_PAGE, None).await?;
+    let stream = futures_util::stream::unfold(Some(first), move |page| {
+        let (mem, user_id) = (mem.clone(), user_id.clone());
+        async move {
+            let page = page?;
+            let mut chunk = Vec::new();
+            for m in &page.items {
+                if serde_json::to_writer(&mut chunk, m).is_ok() {
+                    chunk.push(b'\n');
+                }
+            }
+            let next = match page.next_cursor {
+                None => None,
+                Some(c) => match mem.store().list(&user_id, EXPORT_PAGE, Some(&c)).await {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        tracing::error!(error = %e, "export stopped: store failed");
+                        None
+                    }
+                },
+            };
+            Some((Ok::<_, Infallible>(Bytes::from(chunk)), next))
+        }
+    });
+    let mut resp = Response::new(Body::from_stream(stream));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(resp)
+}

@@ -1,0 +1,440 @@
+//! The conformance matrix: every client API × every provider × streamed and not, with the
+//! same cases (plain text, a tool round trip, an upstream error). Mock upstreams speak each
+//! provider's real wire format; answers are read in each client API's real format.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Api {
+    Chat,
+    Messages,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Prov {
+    OpenAi,
+    Anthropic,
+    Gemini,
+    Mock,
+}
+
+const APIS: [Api; 2] = [Api::Chat, Api::Messages];
+const PROVS: [Prov; 4] = [Prov::OpenAi, Prov::Anthropic, Prov::Gemini, Prov::Mock];
+const MOCK_TEXT: &str = "Offline mock answer.";
+
+fn model(p: Prov) -> &'static str {
+    match p {
+        Prov::OpenAi => "m-openai",
+        Prov::Anthropic => "m-anthropic",
+        Prov::Gemini => "m-gemini",
+        Prov::Mock => "m-mock",
+    }
+}
+
+fn config(mock: &MockUpstream) -> String {
+    format!(
+        r#"
+model_list:
+  - model_name: m-openai
+    litellm_params: {{model: openai/gpt-4o, api_base: "http://{addr}/v1", api_key: sk-o}}
+  - model_name: m-anthropic
+    litellm_params: {{model: anthropic/claude-sonnet-4-5, api_base: "http://{addr}", api_key: sk-a}}
+  - model_name: m-gemini
+    litellm_params: {{model: gemini/gemini-2.0-flash, api_base: "http://{addr}", api_key: sk-g}}
+  - model_name: m-mock
+    litellm_params: {{model: openai/mock, mock_response: "{MOCK_TEXT}"}}
+router_settings: {{num_retries: 0}}
+"#,
+        addr = mock.addr
+    )
+}
+
+/// What a client read from an answer.
+#[derive(Debug, Default)]
+struct Answer {
+    text: String,
+    tool: Option<(String, String, Value)>,
+}
+
+fn tool_def(api: Api) -> Value {
+    let schema =
+        json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]});
+    match api {
+        Api::Chat => {
+            json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": schema}}])
+        }
+        Api::Messages => {
+            json!([{"name": "get_weather", "description": "Weather", "input_schema": schema}])
+        }
+    }
+}
+
+fn first_request(api: Api, p: Prov, stream: bool, tools: bool) -> Value {
+    let mut body = json!({"model": model(p), "messages": [{"role": "user", "content": "What is the weather in Paris?"}], "stream": stream});
+    if api == Api::Messages {
+        body["max_tokens"] = json!(256);
+    }
+    if tools {
+        body["tools"] = tool_def(api);
+    }
+    body
+}
+
+fn follow_up(api: Api, p: Prov, stream: bool, call_id: &str) -> Value {
+    let mut body = first_request(api, p, stream, true);
+    let msgs = body["messages"].as_array_mut().unwrap();
+    match api {
+        Api::Chat => {
+            msgs.push(json!({"role": "assistant", "content": null, "tool_calls": [{"id": call_id, "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]}));
+            msgs.push(json!({"role": "tool", "tool_call_id": call_id, "content": "sunny, 21C"}));
+        }
+        Api::Messages => {
+            msgs.push(json!({"role": "assistant", "content": [{"type": "tool_use", "id": call_id, "name": "get_weather", "input": {"city": "Paris"}}]}));
+            msgs.push(json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": call_id, "content": "sunny, 21C"}]}));
+        }
+    }
+    body
+}
+
+fn path(api: Api) -> &'static str {
+    match api {
+        Api::Chat => "/v1/chat/completions",
+        Api::Messages => "/v1/messages",
+    }
+}
+
+fn sse_events(text: &str) -> Vec<(Option<String>, Value)> {
+    let mut out = Vec::new();
+    for block in text.split("\n\n") {
+        let mut name = None;
+        let mut data = String::new();
+        for line in block.lines() {
+            if let Some(n) = line.strip_prefix("event: ") {
+                name = Some(n.to_string());
+            } else if let Some(d) = line.strip_prefix("data: ") {
+                data.push_str(d);
+            }
+        }
+        if data.is_empty() || data == "[DONE]" {
+            continue;
+        }
+        out.push((
+            name,
+            serde_json::from_str(&data).unwrap_or_else(|e| panic!("bad SSE data {data}: {e}")),
+        ));
+    }
+    out
+}
+
+async fn read_answer(api: Api, stream: bool, resp: reqwest::Response) -> Answer {
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    assert!(status.is_success(), "{status}: {text}");
+    let mut a = Answer::default();
+    match (api, stream) {
+        (Api::Chat, false) => {
+            let v: Value = serde_json::from_str(&text).unwrap();
+            let msg = &v["choices"][0]["message"];
+            a.text = msg["content"].as_str().unwrap_or_default().to_string();
+            if let Some(tc) = msg["tool_calls"].get(0) {
+                let args: Value =
+                    serde_json::from_str(tc["function"]["arguments"].as_str().unwrap()).unwrap();
+                a.tool = Some((
+                    tc["id"].as_str().unwrap().into(),
+                    tc["function"]["name"].as_str().unwrap().into(),
+                    args,
+                ));
+                assert_eq!(v["choices"][0]["finish_reason"], "tool_calls", "{v}");
+            }
+        }
+        (Api::Chat, true) => {
+            assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+            let (mut id, mut name, mut args) = (String::new(), String::new(), String::new());
+            for (_, v) in sse_events(&text) {
+                assert!(v.get("error").is_none(), "{v}");
+                let d = &v["choices"][0]["delta"];
+                if let Some(t) = d["content"].as_str() {
+                    a.text.push_str(t);
+                }
+                if let Some(tc) = d["tool_calls"].get(0) {
+                    if let Some(i) = tc["id"].as_str() {
+                        id = i.into();
+                    }
+                    if let Some(n) = tc["function"]["name"].as_str() {
+                        name.push_str(n);
+                    }
+                    if let Some(x) = tc["function"]["arguments"].as_str() {
+                        args.push_str(x);
+                    }
+                }
+            }
+            if !name.is_empty() {
+                a.tool = Some((id, name, serde_json::from_str(&args).unwrap()));
+            }
+        }
+        (Api::Messages, false) => {
+            let v: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(v["type"], "message", "{v}");
+            assert_eq!(v["role"], "assistant");
+            for block in v["content"].as_array().unwrap() {
+                match block["type"].as_str().unwrap() {
+                    "text" => a.text.push_str(block["text"].as_str().unwrap()),
+                    "tool_use" => {
+                        a.tool = Some((
+                            block["id"].as_str().unwrap().into(),
+                            block["name"].as_str().unwrap().into(),
+                            block["input"].clone(),
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            if a.tool.is_some() {
+                assert_eq!(v["stop_reason"], "tool_use", "{v}");
+            }
+            assert!(v["usage"]["output_tokens"].is_u64(), "{v}");
+        }
+        (Api::Messages, true) => {
+            let events = sse_events(&text);
+            let names: Vec<&str> = events
+                .iter()
+                .map(|(n, _)| n.as_deref().unwrap_or(""))
+                .collect();
+            assert_eq!(names.first(), Some(&"message_start"), "{names:?}");
+            assert_eq!(names.last(), Some(&"message_stop"), "{names:?}");
+            assert!(names.contains(&"message_delta"), "{names:?}");
+            let (mut id, mut name, mut args) = (String::new(), String::new(), String::new());
+            for (n, v) in &events {
+                assert_eq!(
+                    n.as_deref(),
+                    v["type"].as_str(),
+                    "event name matches its type"
+                );
+                match v["type"].as_str().unwrap() {
+                    "content_block_start" if v["content_block"]["type"] == "tool_use" => {
+                        id = v["content_block"]["id"].as_str().unwrap().into();
+                        name = v["content_block"]["name"].as_str().unwrap().into();
+                    }
+                    "content_block_delta" => match v["delta"]["type"].as_str().unwrap() {
+                        "text_delta" => a.text.push_str(v["delta"]["text"].as_str().unwrap()),
+                        "input_json_delta" => {
+                            args.push_str(v["delta"]["partial_json"].as_str().unwrap())
+                        }
+                        _ => {}
+                    },
+                    "error" => panic!("error event: {v}"),
+                    _ => {}
+                }
+            }
+            if !name.is_empty() {
+                a.tool = Some((id, name, serde_json::from_str(&args).unwrap()));
+            }
+        }
+    }
+    a
+}
+
+async fn send(proxy: &Proxy, api: Api, body: &Value) -> reqwest::Response {
+    client()
+        .post(proxy.url(path(api)))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn text_across_the_matrix() {
+    let mock = MockUpstream::start().await;
+    let proxy = start(&config(&mock)).await;
+    for api in APIS {
+        for p in PROVS {
+            for stream in [false, true] {
+                if p != Prov::Mock {
+                    mock.push(Behavior::Text("Hello from upstream".into()));
+                }
+                let resp = send(&proxy, api, &first_request(api, p, stream, false)).await;
+                let a = read_answer(api, stream, resp).await;
+                let want = if p == Prov::Mock {
+                    MOCK_TEXT
+                } else {
+                    "Hello from upstream"
+                };
+                assert_eq!(a.text, want, "{api:?} → {p:?} stream={stream}");
+            }
+        }
+    }
+}
+
+/// Checks that the provider received the tool result of the second turn in its format.
+fn assert_tool_result_reached(p: Prov, body: &Value, call_id: &str) {
+    let s = body.to_string();
+    match p {
+        Prov::OpenAi => {
+            let msgs = body["messages"].as_array().unwrap();
+            assert!(
+                msgs.iter()
+                    .any(|m| m["role"] == "tool" && m["tool_call_id"] == call_id),
+                "{s}"
+            );
+            assert!(
+                msgs.iter()
+                    .any(|m| m["tool_calls"][0]["function"]["name"] == "get_weather"),
+                "{s}"
+            );
+        }
+        Prov::Anthropic => {
+            let msgs = body["messages"].as_array().unwrap();
+            assert!(
+                msgs.iter()
+                    .any(|m| m["content"].as_array().is_some_and(|c| c
+                        .iter()
+                        .any(|b| b["type"] == "tool_result" && b["tool_use_id"] == call_id))),
+                "{s}"
+            );
+            assert!(
+                msgs.iter()
+                    .any(|m| m["content"].as_array().is_some_and(|c| c
+                        .iter()
+                        .any(|b| b["type"] == "tool_use" && b["input"]["city"] == "Paris"))),
+                "{s}"
+            );
+        }
+        Prov::Gemini => {
+            assert!(
+                s.contains("functionResponse") && s.contains("functionCall"),
+                "{s}"
+            );
+            assert!(s.contains("sunny, 21C"), "{s}");
+        }
+        Prov::Mock => {}
+    }
+}
+
+#[tokio::test]
+async fn tool_round_trip_across_the_matrix() {
+    let mock = MockUpstream::start().await;
+    let proxy = start(&config(&mock)).await;
+    for api in APIS {
+        for p in [Prov::OpenAi, Prov::Anthropic, Prov::Gemini] {
+            for stream in [false, true] {
+                let ctx = format!("{api:?} → {p:?} stream={stream}");
+                mock.push(Behavior::ToolCall {
+                    id: "call_1".into(),
+                    name: "get_weather".into(),
+                    arguments: r#"{"city":"Paris"}"#.into(),
+                });
+                let a = read_answer(
+                    api,
+                    stream,
+                    send(&proxy, api, &first_request(api, p, stream, true)).await,
+                )
+                .await;
+                let (id, name, args) = a.tool.unwrap_or_else(|| panic!("no tool call: {ctx}"));
+                assert_eq!(name, "get_weather", "{ctx}");
+                assert_eq!(args, json!({"city": "Paris"}), "{ctx}");
+                assert!(!id.is_empty(), "{ctx}");
+                // The tool definition reached the provider.
+                let first = mock.requests().last().unwrap().body.to_string();
+                assert!(first.contains("get_weather"), "{ctx}: {first}");
+
+                mock.push(Behavior::Text("It is sunny.".into()));
+                let a = read_answer(
+                    api,
+                    stream,
+                    send(&proxy, api, &follow_up(api, p, stream, &id)).await,
+                )
+                .await;
+                assert_eq!(a.text, "It is sunny.", "{ctx}");
+                assert_tool_result_reached(p, &mock.requests().last().unwrap().body, &id);
+            }
+        }
+    }
+}
+
+fn provider_error(p: Prov) -> Value {
+    match p {
+        Prov::OpenAi => {
+            json!({"error": {"message": "quota exceeded for test", "type": "rate_limit_error"}})
+        }
+        Prov::Anthropic => {
+            json!({"type": "error", "error": {"type": "rate_limit_error", "message": "quota exceeded for test"}})
+        }
+        Prov::Gemini => {
+            json!({"error": {"code": 429, "message": "quota exceeded for test", "status": "RESOURCE_EXHAUSTED"}})
+        }
+        Prov::Mock => unreachable!(),
+    }
+}
+
+#[tokio::test]
+async fn upstream_error_across_the_matrix() {
+    let mock = MockUpstream::start().await;
+    let proxy = start(&config(&mock)).await;
+    for api in APIS {
+        for p in [Prov::OpenAi, Prov::Anthropic, Prov::Gemini] {
+            for stream in [false, true] {
+                let ctx = format!("{api:?} → {p:?} stream={stream}");
+                mock.push(Behavior::Status(429, provider_error(p)));
+                let resp = send(&proxy, api, &first_request(api, p, stream, false)).await;
+                assert_eq!(resp.status(), 429, "{ctx}");
+                let v: Value = resp.json().await.unwrap();
+                match api {
+                    Api::Chat => {
+                        assert_eq!(
+                            v["error"]["message"], "quota exceeded for test",
+                            "{ctx}: {v}"
+                        );
+                        assert!(v["error"]["type"].is_string(), "{ctx}: {v}");
+                    }
+                    Api::Messages => {
+                        assert_eq!(v["type"], "error", "{ctx}: {v}");
+                        assert_eq!(v["error"]["type"], "rate_limit_error", "{ctx}: {v}");
+                        assert_eq!(
+                            v["error"]["message"], "quota exceeded for test",
+                            "{ctx}: {v}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn translated_streams_are_not_buffered() {
+    let mock = MockUpstream::start().await;
+    let proxy = start(&config(&mock)).await;
+    for api in APIS {
+        for p in [Prov::OpenAi, Prov::Anthropic, Prov::Gemini] {
+            let ctx = format!("{api:?} → {p:?}");
+            mock.push(Behavior::PausedStream {
+                first: "early".into(),
+                rest: "late part".into(),
+            });
+            let resp = send(&proxy, api, &first_request(api, p, true, false)).await;
+            assert_eq!(resp.status(), 200, "{ctx}");
+            let mut stream = resp.bytes_stream();
+            let mut got = String::new();
+            // The mock holds everything after "early" until released.
+            while !got.contains("early") {
+                use futures_util::StreamExt;
+                let chunk = stream
+                    .next()
+                    .await
+                    .unwrap_or_else(|| panic!("ended early: {ctx}: {got}"))
+                    .unwrap();
+                got.push_str(std::str::from_utf8(&chunk).unwrap());
+            }
+            mock.release();
+            use futures_util::StreamExt;
+            while let Some(c) = stream.next().await {
+                got.push_str(std::str::from_utf8(&c.unwrap()).unwrap());
+            }
+            assert!(got.contains("late"), "{ctx}: {got}");
+        }
+    }
+}
