@@ -50,9 +50,9 @@ CREATE TABLE IF NOT EXISTS requests (
     feedback_ts_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests(ts_ms);
-CREATE INDEX IF NOT EXISTS requests_request_id ON requests(request_id);
 CREATE INDEX IF NOT EXISTS requests_user_ts ON requests(user_id, ts_ms);
-CREATE INDEX IF NOT EXISTS requests_key_ts ON requests(key_id, ts_ms);
+DROP INDEX IF EXISTS requests_request_id;
+DROP INDEX IF EXISTS requests_key_ts;
 CREATE TABLE IF NOT EXISTS keys (
     hash TEXT PRIMARY KEY,
     alias TEXT,
@@ -288,16 +288,18 @@ impl AnalyticsStore for SqliteStore {
     }
 
     fn set_feedback(&mut self, fb: &Feedback) -> Result<bool, StoreError> {
+        // No index on request ids (random ids make every insert pay for one): the scan
+        // runs newest first and stops at the first match, so recent requests are found
+        // at once.
         let id: Option<i64> = self
             .conn
             .query_row(
-                "SELECT MAX(id) FROM requests WHERE request_id = ?1 \
-                 AND (?2 IS NULL OR key_id = ?2)",
+                "SELECT id FROM requests WHERE request_id = ?1 \
+                 AND (?2 IS NULL OR key_id = ?2) ORDER BY id DESC LIMIT 1",
                 params![fb.request_id, fb.key_id],
                 |r| r.get(0),
             )
-            .optional()?
-            .flatten();
+            .optional()?;
         let Some(id) = id else { return Ok(false) };
         self.conn.execute(
             "UPDATE requests SET feedback_score = ?1, feedback_comment = ?2, feedback_ts_ms = ?3 \

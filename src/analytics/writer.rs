@@ -153,6 +153,24 @@ impl Worker<'_> {
     }
 }
 
+/// Lowers the calling thread's scheduling priority (nice 10), so that on a busy CPU the
+/// request threads preempt the writer and a batch write does not show up as request
+/// latency. Linux only; elsewhere a no-op.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid has no preconditions; setpriority on our own thread id changes only
+        // this thread's nice value and reports failure through its return value.
+        let rc = unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10)
+        };
+        if rc != 0 {
+            tracing::debug!("could not lower the analytics thread's priority");
+        }
+    }
+}
+
 /// The store thread's loop; returns after `Shutdown` or when every sender is gone.
 ///
 /// After a row arrives the thread sleeps `linger` before draining the queue, so rows are
@@ -166,6 +184,7 @@ pub fn run(
     batch_size: usize,
     linger: Duration,
 ) {
+    lower_priority();
     let mut w = Worker {
         store,
         opener,
