@@ -19,6 +19,8 @@ pub enum Format {
     Anthropic,
     /// Google Gemini generateContent.
     Gemini,
+    /// OpenAI Responses (`/v1/responses`).
+    Responses,
 }
 
 /// Why the model stopped.

@@ -23,6 +23,9 @@ pub struct RequestCtx {
     pub request_id: String,
     pub principal: Principal,
     pub identity: Decision,
+    /// The conversation session: `x-session-id`, else the `session-id` header some
+    /// clients send (Codex CLI).
+    pub session_id: Option<String>,
     pub started: Instant,
 }
 
@@ -42,6 +45,16 @@ pub fn client_format(path: &str) -> Format {
 /// Paths answered without authentication.
 fn is_open(path: &str) -> bool {
     matches!(path, "/health/liveliness" | "/health/liveness")
+}
+
+/// The request's session id (see [`RequestCtx::session_id`]): printable ASCII, at most
+/// 256 characters; anything else is ignored.
+pub fn session_id(headers: &axum::http::HeaderMap) -> Option<String> {
+    ["x-session-id", "session-id"].iter().find_map(|name| {
+        let v = headers.get(*name)?.to_str().ok()?.trim();
+        (!v.is_empty() && v.len() <= 256 && v.bytes().all(|b| b.is_ascii_graphic()))
+            .then(|| v.to_string())
+    })
 }
 
 fn client_request_id(req: &Request) -> Option<String> {
@@ -74,10 +87,12 @@ pub async fn gateway(State(state): State<Arc<AppState>>, mut req: Request, next:
         Ok(ctx) => {
             if let Some((principal, identity)) = ctx {
                 user_id = Some(identity.user_id.clone());
+                let session_id = session_id(req.headers());
                 req.extensions_mut().insert(RequestCtx {
                     request_id: request_id.clone(),
                     principal,
                     identity,
+                    session_id,
                     started,
                 });
             }

@@ -12,6 +12,7 @@ mod messages;
 mod middleware;
 mod pipeline;
 mod respond;
+mod responses;
 mod routes;
 mod sessions;
 
@@ -28,6 +29,7 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::memory::{MemoryService, StoreError, SystemClock};
 use crate::providers::ProviderEnv;
+use crate::responses_store::ResponseStore;
 use crate::routing::ModelRouter;
 
 /// Everything request handlers share; built once at start-up, read-only afterwards.
@@ -38,6 +40,8 @@ pub struct AppState {
     /// Long-term memory and sessions; `None` when `memory.enabled` is false.
     pub memory: Option<Arc<MemoryService>>,
     pub started: Instant,
+    /// Stored Responses API answers (`<data_dir>/responses.db`, opened on first use).
+    pub responses: Arc<ResponseStore>,
 }
 
 /// Why the server state could not be built.
@@ -70,6 +74,7 @@ impl AppState {
         };
         Ok(Arc::new(Self {
             auth: Auth::new(config.master_key.clone()),
+            responses: Arc::new(ResponseStore::new(&config.memory.data_dir)),
             config,
             router,
             memory,

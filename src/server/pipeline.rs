@@ -25,7 +25,7 @@ pub async fn run(
     mut req: LlmRequest<'_>,
     client: ClientSpec,
 ) -> Result<Response, ApiError> {
-    let session_id = session_id(headers);
+    let session_id = ctx.session_id.clone();
     let recalled = match &state.memory {
         Some(mem) => recall(state, mem, ctx, session_id.as_deref(), &mut req).await?,
         None => Recalled::default(),
@@ -47,15 +47,12 @@ pub async fn run(
         model: req.chat.model.clone(),
         request_id: ctx.request_id.clone(),
     };
-    respond(routed.value, client, Box::new(move |ex| done.finish(ex)))
-}
-
-/// The conversation's session: `x-session-id`, else the `session-id` header Codex sends.
-fn session_id(headers: &HeaderMap) -> Option<String> {
-    ["x-session-id", "session-id"].iter().find_map(|name| {
-        let v = headers.get(*name)?.to_str().ok()?.trim();
-        (!v.is_empty() && v.len() <= 256).then(|| v.to_string())
-    })
+    respond(
+        routed.value,
+        client,
+        routed.deployment,
+        Box::new(move |ex| done.finish(ex)),
+    )
 }
 
 /// What the memory stage did to a request.

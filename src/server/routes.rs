@@ -8,7 +8,9 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use super::error::ApiError;
-use super::{admin, chat, embeddings, memories, messages, middleware, sessions, AppState};
+use super::{
+    admin, chat, embeddings, memories, messages, middleware, responses, sessions, AppState,
+};
 
 /// Builds the application: every route behind the gateway middleware.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -17,6 +19,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/chat/completions", post(chat::chat_completions))
         .route("/v1/messages", post(messages::messages))
         .route("/v1/messages/count_tokens", post(messages::count_tokens))
+        .route("/v1/responses", post(responses::create))
+        .route("/responses", post(responses::create))
+        .route(
+            "/v1/responses/{id}",
+            get(responses::retrieve).delete(responses::delete),
+        )
+        .route(
+            "/responses/{id}",
+            get(responses::retrieve).delete(responses::delete),
+        )
         .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/embeddings", post(embeddings::embeddings))
         .route("/v1/models", get(admin::models))
