@@ -90,6 +90,7 @@ def proxy():
     procs = [mock]
     try:
         mock_addr = mock.wait_for(_mock_addr)
+        data_dir = tempfile.TemporaryDirectory()
         cfg = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
         cfg.write(
             f"""
@@ -99,6 +100,13 @@ model_list:
       model: openai/gpt-test
       api_base: http://{mock_addr}/v1
       api_key: sk-upstream
+  - model_name: gpt-bridged
+    litellm_params:
+      model: openai/local-model
+      api_base: http://{mock_addr}/v1
+      api_key: sk-upstream
+    model_info:
+      supported_endpoints: ["/v1/chat/completions"]
   - model_name: claude-test
     litellm_params:
       model: anthropic/claude-test
@@ -110,6 +118,7 @@ model_list:
       mock_response: "Hello from the offline mock."
 general_settings:
   master_key: {MASTER_KEY}
+  data_dir: {data_dir.name}
 """
         )
         cfg.close()
