@@ -94,7 +94,11 @@ async fn previous_response_id_rebuilds_the_conversation_on_bridged_deployments()
         assert_eq!(second["previous_response_id"], id);
         // The upstream saw both turns and the first answer; instructions are not carried over.
         let sent = mock.requests().last().unwrap().body.to_string();
-        for part in ["My name is Ada.", "Nice to meet you, Ada.", "What is my name?"] {
+        for part in [
+            "My name is Ada.",
+            "Nice to meet you, Ada.",
+            "What is my name?",
+        ] {
             assert!(sent.contains(part), "{model}: {sent}");
         }
         assert!(!sent.contains("Be kind."), "{model}: {sent}");
@@ -144,7 +148,10 @@ async fn native_deployments_keep_previous_response_id_or_get_the_conversation() 
     mock.push(Behavior::Text("first answer".into()));
     let first = create_ok(&proxy, json!({"model": "native", "input": "hello"})).await;
     let id = first["id"].as_str().unwrap().to_string();
-    assert!(id.starts_with("resp_mock_"), "the upstream's own id: {first}");
+    assert!(
+        id.starts_with("resp_mock_"),
+        "the upstream's own id: {first}"
+    );
 
     // Same deployment: it holds the response, so the id is forwarded as sent.
     create_ok(
@@ -165,7 +172,10 @@ async fn native_deployments_keep_previous_response_id_or_get_the_conversation() 
         )
         .await;
         let sent = mock.requests().last().unwrap().body.clone();
-        assert!(sent.get("previous_response_id").is_none(), "{model}: {sent}");
+        assert!(
+            sent.get("previous_response_id").is_none(),
+            "{model}: {sent}"
+        );
         let s = sent.to_string();
         assert!(
             s.contains("hello") && s.contains("first answer") && s.contains("and now?"),
@@ -293,7 +303,10 @@ async fn an_unknown_model_404_is_not_a_missing_endpoint() {
     let resp = create(&proxy, json!({"model": "native", "input": "hi"})).await;
     assert_eq!(resp.status(), 404);
     let v: Value = resp.json().await.unwrap();
-    assert!(v["error"]["message"].as_str().unwrap().contains("does not exist"));
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("does not exist"));
     create_ok(&proxy, json!({"model": "native", "input": "hi"})).await;
     let paths: Vec<String> = mock.requests().into_iter().map(|r| r.path).collect();
     assert_eq!(paths, ["/v1/responses", "/v1/responses"]);
@@ -311,7 +324,10 @@ async fn built_in_tools_are_dropped_with_a_warning_when_bridged() {
     mock.push(Behavior::Text("ok".into()));
     let resp = create(&proxy, body("claude")).await;
     assert_eq!(resp.status(), 200);
-    let warning = resp.headers()["x-memproxy-warning"].to_str().unwrap().to_string();
+    let warning = resp.headers()["x-memproxy-warning"]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert!(warning.contains("web_search"), "{warning}");
     let sent = mock.requests().last().unwrap().body.clone();
     assert_eq!(sent["tools"].as_array().unwrap().len(), 1, "{sent}");
@@ -354,8 +370,7 @@ async fn json_schema_output_reaches_bridged_providers() {
     .await;
     let sent = mock.requests().last().unwrap().body.clone();
     assert_eq!(
-        sent["generationConfig"]["responseMimeType"],
-        "application/json",
+        sent["generationConfig"]["responseMimeType"], "application/json",
         "{sent}"
     );
 }
@@ -387,13 +402,22 @@ async fn errors_come_in_openai_shape() {
         mock.push(Behavior::CutStream {
             first: "partial".into(),
         });
-        let resp = create(&proxy, json!({"model": model, "input": "x", "stream": true})).await;
+        let resp = create(
+            &proxy,
+            json!({"model": model, "input": "x", "stream": true}),
+        )
+        .await;
         mock.release();
         let text = resp.text().await.unwrap();
         assert!(text.contains("partial"), "{model}: {text}");
         let last = text.trim_end().rsplit("\n\n").next().unwrap();
         assert!(
             last.starts_with("event: response.failed"),
+            "{model}: {text}"
+        );
+        assert_eq!(
+            text.matches("event: response.created").count(),
+            1,
             "{model}: {text}"
         );
     }
@@ -427,7 +451,10 @@ async fn codex_requests_are_detected_and_name_their_session() {
     mock.push(Behavior::Text("hi".into()));
     let resp = client()
         .post(proxy.url("/v1/responses"))
-        .header("user-agent", "codex_exec/0.169.0 (Ubuntu 24.04; x86_64) xterm")
+        .header(
+            "user-agent",
+            "codex_exec/0.169.0 (Ubuntu 24.04; x86_64) xterm",
+        )
         .header("session-id", "0199-session")
         .header("originator", "codex_exec")
         .header("accept", "text/event-stream")
@@ -440,7 +467,10 @@ async fn codex_requests_are_detected_and_name_their_session() {
     let text = resp.text().await.unwrap();
     assert!(text.contains("event: response.completed"), "{text}");
     let sent = mock.requests().last().unwrap().body.clone();
-    assert_eq!(sent["system"], "You are Codex, a coding agent.\n\n<permissions>read-only</permissions>");
+    assert_eq!(
+        sent["system"],
+        "You are Codex, a coding agent.\n\n<permissions>read-only</permissions>"
+    );
 
     let info: Value = client()
         .get(proxy.url("/memory-routing/info"))
@@ -522,7 +552,10 @@ router_settings: {{num_retries: 0}}
     )
     .await;
     let sent = seen.lock().unwrap().last().unwrap().clone();
-    assert_eq!(sent["thinking"]["type"], "enabled", "effort → thinking: {sent}");
+    assert_eq!(
+        sent["thinking"]["type"], "enabled",
+        "effort → thinking: {sent}"
+    );
     let reasoning = v["output"][0].clone();
     assert_eq!(reasoning["type"], "reasoning", "{v}");
     assert_eq!(reasoning["summary"][0]["text"], "Let me think.");

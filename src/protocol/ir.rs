@@ -184,6 +184,9 @@ pub trait StreamEncoder: Send {
     fn finish(&mut self, out: &mut Vec<SseEvent>);
     /// The stream failed mid-way: send the format's error event.
     fn fail(&mut self, err: &ErrorInfo, out: &mut Vec<SseEvent>);
+    /// Passthrough: the upstream, speaking this format, already sent the stream's opening,
+    /// so a later [`fail`](Self::fail) must not open it again.
+    fn opened_upstream(&mut self) {}
 }
 
 /// Accumulates streamed events into a [`Completion`] (for capture, logs and analytics).

@@ -253,6 +253,7 @@ impl RelayState {
                     && self.irs.iter().all(|e| matches!(e, StreamEvent::Usage(_)));
                 if !(self.hide_usage_chunk && usage_only) {
                     self.pending.push_back(ev.to_frame());
+                    self.error_encoder.opened_upstream();
                 }
             }
             Some(enc) => {

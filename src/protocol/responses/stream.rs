@@ -518,6 +518,10 @@ impl StreamEncoder for EventEncoder {
         );
     }
 
+    fn opened_upstream(&mut self) {
+        self.started = true;
+    }
+
     fn fail(&mut self, err: &ErrorInfo, out: &mut Vec<SseEvent>) {
         self.start(out);
         let code = err.code.as_deref().unwrap_or(if err.status == 429 {
