@@ -11,10 +11,9 @@ use axum::routing::post;
 use common::*;
 use serde_json::{json, Value};
 
-fn config(mock: &MockUpstream, dir: &tempfile::TempDir, extra: &str) -> String {
+fn config(mock: &MockUpstream) -> String {
     format!(
         r#"
-general_settings: {{data_dir: "{dir}"}}
 model_list:
   - model_name: native
     litellm_params: {{model: openai/gpt-4o, api_base: "{url}", api_key: sk-o}}
@@ -27,19 +26,18 @@ model_list:
     litellm_params: {{model: anthropic/claude-sonnet-4-5, api_base: "http://{addr}", api_key: sk-a}}
   - model_name: gemini
     litellm_params: {{model: gemini/gemini-2.0-flash, api_base: "http://{addr}", api_key: sk-g}}
-{extra}router_settings: {{num_retries: 0}}
+router_settings: {{num_retries: 0}}
 "#,
-        dir = dir.path().display(),
         url = mock.url(),
         addr = mock.addr,
     )
 }
 
-async fn setup() -> (MockUpstream, Proxy, tempfile::TempDir) {
+/// A mock upstream and a proxy in front of it (its data dir is a fresh temp dir).
+async fn setup() -> (MockUpstream, Proxy) {
     let mock = MockUpstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = start(&config(&mock, &dir, "")).await;
-    (mock, proxy, dir)
+    let proxy = start(&config(&mock)).await;
+    (mock, proxy)
 }
 
 async fn create(proxy: &Proxy, body: Value) -> reqwest::Response {
@@ -72,7 +70,7 @@ fn output_text(v: &Value) -> String {
 
 #[tokio::test]
 async fn previous_response_id_rebuilds_the_conversation_on_bridged_deployments() {
-    let (mock, proxy, _dir) = setup().await;
+    let (mock, proxy) = setup().await;
     for model in ["bridged", "claude", "gemini"] {
         mock.push(Behavior::Text("Nice to meet you, Ada.".into()));
         let first = create_ok(
@@ -107,7 +105,7 @@ async fn previous_response_id_rebuilds_the_conversation_on_bridged_deployments()
 
 #[tokio::test]
 async fn tool_round_trip_through_previous_response_id() {
-    let (mock, proxy, _dir) = setup().await;
+    let (mock, proxy) = setup().await;
     let tools = json!([{"type": "function", "name": "get_weather",
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]);
     for model in ["bridged", "claude"] {
@@ -144,7 +142,7 @@ async fn tool_round_trip_through_previous_response_id() {
 
 #[tokio::test]
 async fn native_deployments_keep_previous_response_id_or_get_the_conversation() {
-    let (mock, proxy, _dir) = setup().await;
+    let (mock, proxy) = setup().await;
     mock.push(Behavior::Text("first answer".into()));
     let first = create_ok(&proxy, json!({"model": "native", "input": "hello"})).await;
     let id = first["id"].as_str().unwrap().to_string();
@@ -186,7 +184,7 @@ async fn native_deployments_keep_previous_response_id_or_get_the_conversation() 
 
 #[tokio::test]
 async fn get_and_delete_are_scoped_to_the_user() {
-    let (mock, proxy, _dir) = setup().await;
+    let (mock, proxy) = setup().await;
     mock.push(Behavior::Text("stored text".into()));
     let resp = client()
         .post(proxy.url("/v1/responses"))
@@ -268,7 +266,7 @@ async fn get_and_delete_are_scoped_to_the_user() {
 
 #[tokio::test]
 async fn missing_responses_endpoint_falls_back_to_the_bridge_once_and_for_all() {
-    let (mock, proxy, _dir) = setup().await;
+    let (mock, proxy) = setup().await;
     mock.disable_responses();
     for stream in [false, true, false] {
         let resp = create(
@@ -295,7 +293,7 @@ async fn missing_responses_endpoint_falls_back_to_the_bridge_once_and_for_all() 
 
 #[tokio::test]
 async fn an_unknown_model_404_is_not_a_missing_endpoint() {
-    let (mock, proxy, _dir) = setup().await;
+    let (mock, proxy) = setup().await;
     mock.push(Behavior::Status(
         404,
         json!({"error": {"message": "The model `gpt-4o` does not exist", "type": "invalid_request_error", "code": "model_not_found"}}),
@@ -314,7 +312,7 @@ async fn an_unknown_model_404_is_not_a_missing_endpoint() {
 
 #[tokio::test]
 async fn built_in_tools_are_dropped_with_a_warning_when_bridged() {
-    let (mock, proxy, _dir) = setup().await;
+    let (mock, proxy) = setup().await;
     let body = |model: &str| {
         json!({"model": model, "input": "news?", "tools": [
             {"type": "web_search"},
@@ -343,7 +341,7 @@ async fn built_in_tools_are_dropped_with_a_warning_when_bridged() {
 
 #[tokio::test]
 async fn json_schema_output_reaches_bridged_providers() {
-    let (mock, proxy, _dir) = setup().await;
+    let (mock, proxy) = setup().await;
     let format = json!({"type": "json_schema", "name": "city", "strict": true,
         "schema": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}});
     mock.push(Behavior::Text(r#"{"name":"Paris"}"#.into()));
@@ -377,7 +375,7 @@ async fn json_schema_output_reaches_bridged_providers() {
 
 #[tokio::test]
 async fn errors_come_in_openai_shape() {
-    let (mock, proxy, _dir) = setup().await;
+    let (mock, proxy) = setup().await;
     for (body, status, want) in [
         (json!({"input": "x"}), 400, "model"),
         (json!({"model": "native", "input": 7}), 400, "input"),
@@ -425,7 +423,7 @@ async fn errors_come_in_openai_shape() {
 
 #[tokio::test]
 async fn codex_requests_are_detected_and_name_their_session() {
-    let (mock, proxy, _dir) = setup().await;
+    let (mock, proxy) = setup().await;
     // What Codex CLI sends (SPEC §2).
     let body = json!({
         "model": "claude",
@@ -530,10 +528,8 @@ async fn reasoning_upstream() -> (String, Arc<Mutex<Vec<Value>>>) {
 #[tokio::test]
 async fn reasoning_and_usage_map_both_ways() {
     let (base, seen) = reasoning_upstream().await;
-    let dir = tempfile::tempdir().unwrap();
     let proxy = start(&format!(
         r#"
-general_settings: {{data_dir: "{}"}}
 model_list:
   - model_name: claude
     litellm_params: {{model: anthropic/claude-x, api_base: "{base}", api_key: k}}
@@ -541,8 +537,7 @@ model_list:
     litellm_params: {{model: openai/r1, api_base: "{base}/v1", api_key: k}}
     model_info: {{supported_endpoints: ["/v1/chat/completions"]}}
 router_settings: {{num_retries: 0}}
-"#,
-        dir.path().display()
+"#
     ))
     .await;
 

@@ -90,7 +90,6 @@ def proxy():
     procs = [mock]
     try:
         mock_addr = mock.wait_for(_mock_addr)
-        data_dir = tempfile.TemporaryDirectory()
         cfg = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
         cfg.write(
             f"""
@@ -118,7 +117,6 @@ model_list:
       mock_response: "Hello from the offline mock."
 general_settings:
   master_key: {MASTER_KEY}
-  data_dir: {data_dir.name}
 """
         )
         cfg.close()
