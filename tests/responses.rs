@@ -588,3 +588,97 @@ router_settings: {{num_retries: 0}}
                "total_tokens": 70})
     );
 }
+
+const RETRIEVAL: &str = "context_retrieval: {enabled: true, query_strategy: last_user, injection_strategy: system, max_results: 5, max_context_length: 4000}\n";
+
+async fn create_as(proxy: &Proxy, user: &str, session: Option<&str>, body: Value) -> Value {
+    let mut req = client()
+        .post(proxy.url("/v1/responses"))
+        .header("x-memory-user-id", user);
+    if let Some(s) = session {
+        req = req.header("session-id", s);
+    }
+    let resp = req.json(&body).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn memory_is_captured_and_injected_native_or_bridged() {
+    let mock = MockUpstream::start().await;
+    let proxy = start(&format!("{}{RETRIEVAL}", config(&mock))).await;
+    mock.push(Behavior::Text("Noted: tabs.".into()));
+    create_as(
+        &proxy,
+        "alice",
+        None,
+        json!({"model": "native", "input": "I prefer tabs over spaces for indentation", "store": false}),
+    )
+    .await;
+    proxy.flush_memory().await;
+
+    let question = "Which indentation do I prefer, tabs or spaces?";
+    // Native: into `instructions` of the body sent to /responses, the client's kept after it.
+    create_as(
+        &proxy,
+        "alice",
+        None,
+        json!({"model": "native", "instructions": "Be brief.", "input": question}),
+    )
+    .await;
+    let sent = mock.requests().last().unwrap().clone();
+    assert!(sent.path.ends_with("/responses"));
+    let instructions = sent.body["instructions"].as_str().unwrap();
+    assert!(instructions.contains("I prefer tabs"), "{instructions}");
+    assert!(instructions.ends_with("Be brief."), "{instructions}");
+    // Bridged: into the system prompt.
+    create_as(
+        &proxy,
+        "alice",
+        None,
+        json!({"model": "claude", "input": question}),
+    )
+    .await;
+    let sent = mock.requests().last().unwrap().body.to_string();
+    assert!(sent.contains("I prefer tabs"), "{sent}");
+    // Another user gets nothing.
+    create_as(
+        &proxy,
+        "bob",
+        None,
+        json!({"model": "native", "input": question}),
+    )
+    .await;
+    let sent = mock.requests().last().unwrap().body.to_string();
+    assert!(!sent.contains("I prefer tabs"), "{sent}");
+}
+
+#[tokio::test]
+async fn the_session_id_header_names_a_memory_session() {
+    let mock = MockUpstream::start().await;
+    let proxy = start(&config(&mock)).await;
+    mock.push(Behavior::Text("Hello Ada.".into()));
+    create_as(
+        &proxy,
+        "carol",
+        Some("codex-session-1"),
+        json!({"model": "native", "input": "My name is Ada.", "store": false}),
+    )
+    .await;
+    proxy.flush_memory().await;
+    create_as(
+        &proxy,
+        "carol",
+        Some("codex-session-1"),
+        json!({"model": "native", "input": "What is my name?", "store": false}),
+    )
+    .await;
+    let sent = mock.requests().last().unwrap().body.clone();
+    assert_eq!(
+        sent["input"],
+        json!([{"role": "user", "content": "My name is Ada."},
+               {"role": "assistant", "content": "Hello Ada."},
+               {"role": "user", "content": "What is my name?"}]),
+        "{sent}"
+    );
+}

@@ -14,7 +14,7 @@ use super::respond::{respond, ClientSpec, Exchange};
 use super::AppState;
 use crate::memory::inject;
 use crate::memory::{CaptureMeta, MemoryService};
-use crate::protocol::chat::ChatMessage;
+use crate::protocol::chat::{BodyError, ChatBody, ChatMessage};
 use crate::providers::{CallContext, LlmRequest, Native};
 
 /// Routes `req` and answers it in the format of `client`.
@@ -111,13 +111,29 @@ async fn recall(
         return Ok(out);
     }
     inject::set_messages(&mut req.chat, &messages)?;
-    if let Some(Native::Anthropic(native)) = &mut req.native {
-        if !history.is_empty() {
-            inject::anthropic::prepend_history(native, &history)?;
+    match &mut req.native {
+        Some(Native::Anthropic(native)) => {
+            if !history.is_empty() {
+                inject::anthropic::prepend_history(native, &history)?;
+            }
+            if let Some(b) = &block {
+                inject::anthropic::inject(native, b, cfg.injection_strategy)?;
+            }
         }
-        if let Some(b) = &block {
-            inject::anthropic::inject(native, b, cfg.injection_strategy)?;
+        Some(Native::Responses(native)) => {
+            let apply = |body: &mut ChatBody<'_>| -> Result<(), BodyError> {
+                inject::responses::prepend_history(body, &history)?;
+                match &block {
+                    Some(b) => inject::responses::inject(body, b, cfg.injection_strategy),
+                    None => Ok(()),
+                }
+            };
+            apply(&mut native.body)?;
+            if let Some((expanded, _)) = &mut native.expanded {
+                apply(expanded)?;
+            }
         }
+        None => {}
     }
     tracing::debug!(
         request_id = %ctx.request_id,
