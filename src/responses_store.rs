@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
-use tokio::sync::OnceCell;
+use tokio::sync::{Notify, OnceCell};
 
 /// How long stored responses are kept (OpenAI keeps them 30 days).
 pub const RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -58,6 +58,8 @@ pub struct ResponseStore {
     db: OnceCell<Result<Arc<Mutex<Connection>>, StoreError>>,
     /// Records whose write has not landed yet.
     pending: Arc<Pending>,
+    /// Signalled after every finished write (for [`ResponseStore::flush`]).
+    written: Notify,
 }
 
 impl ResponseStore {
@@ -67,6 +69,18 @@ impl ResponseStore {
             path: data_dir.join("responses.db"),
             db: OnceCell::new(),
             pending: Arc::new(Mutex::new(HashMap::new())),
+            written: Notify::new(),
+        }
+    }
+
+    /// Waits until every record put so far is written (graceful shutdown).
+    pub async fn flush(&self) {
+        loop {
+            let notified = self.written.notified();
+            if self.pending.lock().map_or(true, |p| p.is_empty()) {
+                return;
+            }
+            notified.await;
         }
     }
 
@@ -108,6 +122,7 @@ impl ResponseStore {
             if let Ok(mut p) = store.pending.lock() {
                 p.remove(&key);
             }
+            store.written.notify_waiters();
         })
     }
 
@@ -249,11 +264,11 @@ mod tests {
     async fn scoped_by_user_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(ResponseStore::new(dir.path()));
-        let written = store.put(rec("alice", "resp_1"));
+        store.put(rec("alice", "resp_1"));
         // Readable at once, before the write lands.
         assert!(store.get("alice", "resp_1").await.unwrap().is_some());
         assert!(store.get("bob", "resp_1").await.unwrap().is_none());
-        written.await.unwrap();
+        store.flush().await;
         assert!(store.pending.lock().unwrap().is_empty());
         drop(store);
 

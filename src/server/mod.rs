@@ -84,7 +84,7 @@ impl AppState {
 }
 
 /// Serves the app on `listener` until `shutdown` resolves, then lets in-flight requests
-/// (streams included) finish, and flushes the memory write queue.
+/// (streams included) finish, and flushes the memory write queue and stored responses.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
@@ -99,5 +99,6 @@ pub async fn serve(
     if let Some(memory) = &state.memory {
         memory.shutdown().await;
     }
+    state.responses.flush().await;
     result
 }
