@@ -24,5 +24,14 @@ if ! cmp -s tests/sdk/requirements.txt "$STAMP" 2>/dev/null; then
   cp tests/sdk/requirements.txt "$STAMP"
 fi
 
-echo "==> SDK tests (openai, anthropic)"
+# Codex CLI (npm, pinned) for its end-to-end test; skipped when npm is unavailable.
+CODEX_VERSION=0.169.0
+CODEX_DIR=tests/sdk/.codex
+if command -v npm >/dev/null 2>&1 && [ ! -x "$CODEX_DIR/node_modules/.bin/codex" ]; then
+  echo "==> installing Codex CLI $CODEX_VERSION"
+  npm install --silent --no-audit --no-fund --prefix "$CODEX_DIR" "@openai/codex@$CODEX_VERSION" \
+    || echo "could not install Codex CLI; its test will be skipped"
+fi
+
+echo "==> SDK tests (openai, anthropic, Codex CLI)"
 "$VENV/bin/python" -m pytest -q tests/sdk "$@"

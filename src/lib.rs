@@ -15,6 +15,7 @@
 //! - [`protocol`]: client wire formats; the OpenAI chat shape is the internal representation.
 //! - [`routing`]: model name → deployments, load balancing, retries, fallbacks.
 //! - [`providers`]: one file per provider behind one interface.
+//! - [`responses_store`]: stored Responses API answers (`previous_response_id`, GET/DELETE).
 //! - [`telemetry`]: JSON logging; OpenTelemetry traces over OTLP when configured.
 //! - [`eval`]: retrieval-quality evaluation on LoCoMo-format data (`memproxy eval-locomo`).
 //!
@@ -34,6 +35,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod providers;
 pub mod ratelimit;
+pub mod responses_store;
 pub mod routing;
 pub mod server;
 pub mod telemetry;

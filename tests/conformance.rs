@@ -1,33 +1,53 @@
-//! The conformance matrix: every client API × every provider × streamed and not, with the
-//! same cases (plain text, a tool round trip, an upstream error). Mock upstreams speak each
-//! provider's real wire format; answers are read in each client API's real format.
+//! The conformance matrix: every client API (OpenAI chat, Anthropic Messages, OpenAI
+//! Responses) × every provider (OpenAI-compatible, which serves Responses natively, and the
+//! same forced to the chat bridge by `supported_endpoints`; Anthropic; Gemini; offline
+//! mock) × streamed and not, with the same cases (plain text, a tool round trip, an
+//! upstream error, unbuffered streams). Mock upstreams speak each provider's real wire
+//! format; answers are read in each client API's real format.
 
 mod common;
 
 use common::*;
+use mock_upstream::Recorded;
 use serde_json::{json, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Api {
     Chat,
     Messages,
+    Responses,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Prov {
     OpenAi,
+    /// OpenAI-compatible, `supported_endpoints` without `/v1/responses`.
+    OpenAiBridged,
     Anthropic,
     Gemini,
     Mock,
 }
 
-const APIS: [Api; 2] = [Api::Chat, Api::Messages];
-const PROVS: [Prov; 4] = [Prov::OpenAi, Prov::Anthropic, Prov::Gemini, Prov::Mock];
+const APIS: [Api; 3] = [Api::Chat, Api::Messages, Api::Responses];
+const PROVS: [Prov; 5] = [
+    Prov::OpenAi,
+    Prov::OpenAiBridged,
+    Prov::Anthropic,
+    Prov::Gemini,
+    Prov::Mock,
+];
+const UPSTREAMS: [Prov; 4] = [
+    Prov::OpenAi,
+    Prov::OpenAiBridged,
+    Prov::Anthropic,
+    Prov::Gemini,
+];
 const MOCK_TEXT: &str = "Offline mock answer.";
 
 fn model(p: Prov) -> &'static str {
     match p {
         Prov::OpenAi => "m-openai",
+        Prov::OpenAiBridged => "m-openai-chat",
         Prov::Anthropic => "m-anthropic",
         Prov::Gemini => "m-gemini",
         Prov::Mock => "m-mock",
@@ -40,6 +60,9 @@ fn config(mock: &MockUpstream) -> String {
 model_list:
   - model_name: m-openai
     litellm_params: {{model: openai/gpt-4o, api_base: "http://{addr}/v1", api_key: sk-o}}
+  - model_name: m-openai-chat
+    litellm_params: {{model: openai/gpt-4o, api_base: "http://{addr}/v1", api_key: sk-o}}
+    model_info: {{supported_endpoints: ["/v1/chat/completions"]}}
   - model_name: m-anthropic
     litellm_params: {{model: anthropic/claude-sonnet-4-5, api_base: "http://{addr}", api_key: sk-a}}
   - model_name: m-gemini
@@ -69,11 +92,18 @@ fn tool_def(api: Api) -> Value {
         Api::Messages => {
             json!([{"name": "get_weather", "description": "Weather", "input_schema": schema}])
         }
+        Api::Responses => {
+            json!([{"type": "function", "name": "get_weather", "description": "Weather", "parameters": schema}])
+        }
     }
 }
 
 fn first_request(api: Api, p: Prov, stream: bool, tools: bool) -> Value {
-    let mut body = json!({"model": model(p), "messages": [{"role": "user", "content": "What is the weather in Paris?"}], "stream": stream});
+    let question = json!([{"role": "user", "content": "What is the weather in Paris?"}]);
+    let mut body = match api {
+        Api::Responses => json!({"model": model(p), "input": question, "stream": stream}),
+        _ => json!({"model": model(p), "messages": question, "stream": stream}),
+    };
     if api == Api::Messages {
         body["max_tokens"] = json!(256);
     }
@@ -85,6 +115,14 @@ fn first_request(api: Api, p: Prov, stream: bool, tools: bool) -> Value {
 
 fn follow_up(api: Api, p: Prov, stream: bool, call_id: &str) -> Value {
     let mut body = first_request(api, p, stream, true);
+    if api == Api::Responses {
+        let items = body["input"].as_array_mut().unwrap();
+        items.push(json!({"type": "function_call", "call_id": call_id, "name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}));
+        items.push(
+            json!({"type": "function_call_output", "call_id": call_id, "output": "sunny, 21C"}),
+        );
+        return body;
+    }
     let msgs = body["messages"].as_array_mut().unwrap();
     match api {
         Api::Chat => {
@@ -95,6 +133,7 @@ fn follow_up(api: Api, p: Prov, stream: bool, call_id: &str) -> Value {
             msgs.push(json!({"role": "assistant", "content": [{"type": "tool_use", "id": call_id, "name": "get_weather", "input": {"city": "Paris"}}]}));
             msgs.push(json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": call_id, "content": "sunny, 21C"}]}));
         }
+        Api::Responses => unreachable!(),
     }
     body
 }
@@ -103,6 +142,7 @@ fn path(api: Api) -> &'static str {
     match api {
         Api::Chat => "/v1/chat/completions",
         Api::Messages => "/v1/messages",
+        Api::Responses => "/v1/responses",
     }
 }
 
@@ -233,8 +273,81 @@ async fn read_answer(api: Api, stream: bool, resp: reqwest::Response) -> Answer 
                 a.tool = Some((id, name, serde_json::from_str(&args).unwrap()));
             }
         }
+        (Api::Responses, false) => {
+            let v: Value = serde_json::from_str(&text).unwrap();
+            read_response_object(&v, &mut a);
+            assert!(v["usage"]["output_tokens"].is_u64(), "{v}");
+        }
+        (Api::Responses, true) => {
+            let events = sse_events(&text);
+            let names: Vec<&str> = events
+                .iter()
+                .map(|(n, _)| n.as_deref().unwrap_or(""))
+                .collect();
+            assert_eq!(
+                names.get(..2),
+                Some(&["response.created", "response.in_progress"][..]),
+                "{names:?}"
+            );
+            assert_eq!(names.last(), Some(&"response.completed"), "{names:?}");
+            let (mut id, mut name, mut args) = (String::new(), String::new(), String::new());
+            for (i, (n, v)) in events.iter().enumerate() {
+                assert_eq!(
+                    n.as_deref(),
+                    v["type"].as_str(),
+                    "event name matches its type"
+                );
+                assert_eq!(v["sequence_number"], i, "{v}");
+                match v["type"].as_str().unwrap() {
+                    "response.output_text.delta" => a.text.push_str(v["delta"].as_str().unwrap()),
+                    "response.output_item.added" if v["item"]["type"] == "function_call" => {
+                        id = v["item"]["call_id"].as_str().unwrap().into();
+                        name = v["item"]["name"].as_str().unwrap().into();
+                    }
+                    "response.function_call_arguments.delta" => {
+                        args.push_str(v["delta"].as_str().unwrap())
+                    }
+                    "response.failed" | "error" => panic!("error event: {v}"),
+                    _ => {}
+                }
+            }
+            if !name.is_empty() {
+                a.tool = Some((id, name, serde_json::from_str(&args).unwrap()));
+            }
+            // The final response object agrees with the deltas.
+            let mut whole = Answer::default();
+            read_response_object(&events.last().unwrap().1["response"], &mut whole);
+            assert_eq!(whole.text, a.text);
+            assert_eq!(whole.tool, a.tool);
+        }
     }
     a
+}
+
+/// Reads a Responses API response object.
+fn read_response_object(v: &Value, a: &mut Answer) {
+    assert_eq!(v["object"], "response", "{v}");
+    assert_eq!(v["status"], "completed", "{v}");
+    assert!(v["id"].as_str().unwrap().starts_with("resp_"), "{v}");
+    for item in v["output"].as_array().unwrap() {
+        match item["type"].as_str().unwrap() {
+            "message" => {
+                for part in item["content"].as_array().unwrap() {
+                    a.text.push_str(part["text"].as_str().unwrap());
+                }
+            }
+            "function_call" => {
+                let args: Value =
+                    serde_json::from_str(item["arguments"].as_str().unwrap()).unwrap();
+                a.tool = Some((
+                    item["call_id"].as_str().unwrap().into(),
+                    item["name"].as_str().unwrap().into(),
+                    args,
+                ));
+            }
+            _ => {}
+        }
+    }
 }
 
 async fn send(proxy: &Proxy, api: Api, body: &Value) -> reqwest::Response {
@@ -270,10 +383,26 @@ async fn text_across_the_matrix() {
 }
 
 /// Checks that the provider received the tool result of the second turn in its format.
-fn assert_tool_result_reached(p: Prov, body: &Value, call_id: &str) {
+fn assert_tool_result_reached(p: Prov, req: &Recorded, call_id: &str) {
+    let body = &req.body;
     let s = body.to_string();
     match p {
-        Prov::OpenAi => {
+        Prov::OpenAi if req.path.ends_with("/responses") => {
+            let items = body["input"].as_array().unwrap();
+            assert!(
+                items
+                    .iter()
+                    .any(|i| i["type"] == "function_call_output" && i["call_id"] == call_id),
+                "{s}"
+            );
+            assert!(
+                items
+                    .iter()
+                    .any(|i| i["type"] == "function_call" && i["name"] == "get_weather"),
+                "{s}"
+            );
+        }
+        Prov::OpenAi | Prov::OpenAiBridged => {
             let msgs = body["messages"].as_array().unwrap();
             assert!(
                 msgs.iter()
@@ -319,7 +448,7 @@ async fn tool_round_trip_across_the_matrix() {
     let mock = MockUpstream::start().await;
     let proxy = start(&config(&mock)).await;
     for api in APIS {
-        for p in [Prov::OpenAi, Prov::Anthropic, Prov::Gemini] {
+        for p in UPSTREAMS {
             for stream in [false, true] {
                 let ctx = format!("{api:?} → {p:?} stream={stream}");
                 mock.push(Behavior::ToolCall {
@@ -349,7 +478,16 @@ async fn tool_round_trip_across_the_matrix() {
                 )
                 .await;
                 assert_eq!(a.text, "It is sunny.", "{ctx}");
-                assert_tool_result_reached(p, &mock.requests().last().unwrap().body, &id);
+                let last = mock.requests().last().unwrap().clone();
+                assert_tool_result_reached(p, &last, &id);
+                // Native Responses only where the deployment serves it.
+                let native = api == Api::Responses && p == Prov::OpenAi;
+                assert_eq!(
+                    last.path.ends_with("/responses"),
+                    native,
+                    "{ctx}: {}",
+                    last.path
+                );
             }
         }
     }
@@ -357,7 +495,7 @@ async fn tool_round_trip_across_the_matrix() {
 
 fn provider_error(p: Prov) -> Value {
     match p {
-        Prov::OpenAi => {
+        Prov::OpenAi | Prov::OpenAiBridged => {
             json!({"error": {"message": "quota exceeded for test", "type": "rate_limit_error"}})
         }
         Prov::Anthropic => {
@@ -375,7 +513,7 @@ async fn upstream_error_across_the_matrix() {
     let mock = MockUpstream::start().await;
     let proxy = start(&config(&mock)).await;
     for api in APIS {
-        for p in [Prov::OpenAi, Prov::Anthropic, Prov::Gemini] {
+        for p in UPSTREAMS {
             for stream in [false, true] {
                 let ctx = format!("{api:?} → {p:?} stream={stream}");
                 mock.push(Behavior::Status(429, provider_error(p)));
@@ -383,7 +521,7 @@ async fn upstream_error_across_the_matrix() {
                 assert_eq!(resp.status(), 429, "{ctx}");
                 let v: Value = resp.json().await.unwrap();
                 match api {
-                    Api::Chat => {
+                    Api::Chat | Api::Responses => {
                         assert_eq!(
                             v["error"]["message"], "quota exceeded for test",
                             "{ctx}: {v}"
@@ -409,7 +547,7 @@ async fn translated_streams_are_not_buffered() {
     let mock = MockUpstream::start().await;
     let proxy = start(&config(&mock)).await;
     for api in APIS {
-        for p in [Prov::OpenAi, Prov::Anthropic, Prov::Gemini] {
+        for p in UPSTREAMS {
             let ctx = format!("{api:?} → {p:?}");
             mock.push(Behavior::PausedStream {
                 first: "early".into(),

@@ -8,6 +8,7 @@
 //! Memory text is sanitised so that it cannot close the block early.
 
 pub mod anthropic;
+pub mod responses;
 
 use std::borrow::Cow;
 

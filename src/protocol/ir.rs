@@ -19,6 +19,8 @@ pub enum Format {
     Anthropic,
     /// Google Gemini generateContent.
     Gemini,
+    /// OpenAI Responses (`/v1/responses`).
+    Responses,
 }
 
 /// Why the model stopped.
@@ -182,6 +184,9 @@ pub trait StreamEncoder: Send {
     fn finish(&mut self, out: &mut Vec<SseEvent>);
     /// The stream failed mid-way: send the format's error event.
     fn fail(&mut self, err: &ErrorInfo, out: &mut Vec<SseEvent>);
+    /// Passthrough: the upstream, speaking this format, already sent the stream's opening,
+    /// so a later [`fail`](Self::fail) must not open it again.
+    fn opened_upstream(&mut self) {}
 }
 
 /// Accumulates streamed events into a [`Completion`] (for capture, logs and analytics).

@@ -2,13 +2,14 @@
 //! where they meet. The OpenAI chat request shape ([`chat::ChatBody`]) is the request IR;
 //! answers are decoded into [`ir::Completion`] / [`ir::StreamEvent`] and encoded back.
 //! One file per format: [`chat`] + [`chat_codec`] (OpenAI chat), [`anthropic`] (Anthropic
-//! Messages), [`gemini`] (Google Gemini).
+//! Messages), [`gemini`] (Google Gemini), [`responses`] (OpenAI Responses).
 
 pub mod anthropic;
 pub mod chat;
 pub mod chat_codec;
 pub mod gemini;
 pub mod ir;
+pub mod responses;
 
 use bytes::Bytes;
 
@@ -20,6 +21,7 @@ pub fn decoder_for(format: Format) -> Box<dyn StreamDecoder> {
         Format::OpenAiChat => Box::new(chat_codec::ChunkDecoder::default()),
         Format::Anthropic => Box::new(anthropic::EventDecoder::default()),
         Format::Gemini => Box::new(gemini::ChunkDecoder::default()),
+        Format::Responses => Box::new(responses::EventDecoder::default()),
     }
 }
 
@@ -30,6 +32,9 @@ pub fn encoder_for(format: Format, model: &str, include_usage: bool) -> Box<dyn 
         Format::OpenAiChat => Box::new(chat_codec::ChunkEncoder::new(model, include_usage)),
         Format::Anthropic => Box::new(anthropic::EventEncoder::new(model)),
         Format::Gemini => Box::new(gemini::ChunkEncoder::new(model)),
+        Format::Responses => Box::new(responses::EventEncoder::new(std::sync::Arc::new(
+            responses::ResponseMeta::bare(model),
+        ))),
     }
 }
 
@@ -39,6 +44,7 @@ pub fn decode_completion(format: Format, body: &[u8]) -> Result<Completion, Deco
         Format::OpenAiChat => chat_codec::decode_completion(body),
         Format::Anthropic => anthropic::decode_completion(body),
         Format::Gemini => gemini::decode_completion(body),
+        Format::Responses => responses::decode_completion(body),
     }
 }
 
@@ -48,5 +54,6 @@ pub fn encode_completion(format: Format, c: &Completion) -> Bytes {
         Format::OpenAiChat => chat_codec::encode_completion(c),
         Format::Anthropic => anthropic::encode_completion(c),
         Format::Gemini => gemini::encode_completion(c),
+        Format::Responses => responses::encode_completion(c),
     }
 }

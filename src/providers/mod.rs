@@ -91,6 +91,30 @@ pub struct LlmRequest<'a> {
 pub enum Native<'a> {
     /// An Anthropic Messages request (raw members; `model` and `messages` validated).
     Anthropic(ChatBody<'a>),
+    /// An OpenAI Responses request, for deployments that serve `/responses` themselves.
+    Responses(ResponsesNative<'a>),
+}
+
+/// A Responses request as a native upstream receives it.
+pub struct ResponsesNative<'a> {
+    /// The client's body as sent (raw members).
+    pub body: ChatBody<'a>,
+    /// When the request continues a stored response: the body with that conversation
+    /// expanded into `input` (for upstreams that do not hold it), and the
+    /// [`deployment_key`] of the native deployment that made the stored response, which
+    /// gets `previous_response_id` as sent.
+    pub expanded: Option<(ChatBody<'static>, Option<String>)>,
+}
+
+/// Names a deployment's upstream account (its `api_base` and a hash of its key), so a
+/// stored response can be continued natively on the upstream that holds it.
+pub fn deployment_key(cfg: &DeploymentConfig) -> String {
+    // FNV-1a: stable across builds, and the key itself is never stored.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in cfg.api_key.as_ref().map_or("", |k| k.expose()).bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    format!("{}#{h:016x}", cfg.api_base)
 }
 
 impl<'a> LlmRequest<'a> {
@@ -186,7 +210,13 @@ impl Provider {
     ) -> Result<Reply, ProviderError> {
         self.check_params(cfg, req)?;
         match self {
-            Provider::OpenAi(p) => p.chat(cfg, &req.chat, upstream_model, ctx).await,
+            Provider::OpenAi(p) => match &req.native {
+                Some(Native::Responses(native)) => {
+                    p.responses(cfg, native, &req.chat, upstream_model, ctx)
+                        .await
+                }
+                _ => p.chat(cfg, &req.chat, upstream_model, ctx).await,
+            },
             Provider::Anthropic(p) => p.chat(cfg, req, upstream_model, ctx).await,
             Provider::Gemini(p) => p.chat(cfg, &req.chat, upstream_model, ctx).await,
             Provider::Mock(p) => Ok(p.chat(&req.chat, upstream_model)),
@@ -207,7 +237,9 @@ impl Provider {
         req: &LlmRequest<'_>,
     ) -> Result<(), ProviderError> {
         let unsupported: &[&str] = match self {
-            Provider::Anthropic(_) if req.native.is_some() => return Ok(()),
+            Provider::Anthropic(_) if matches!(req.native, Some(Native::Anthropic(_))) => {
+                return Ok(())
+            }
             Provider::Anthropic(_) => &[
                 "frequency_penalty",
                 "presence_penalty",

@@ -1,8 +1,14 @@
 //! OpenAI and every OpenAI-compatible server (vLLM, Ollama, LM Studio, a LiteLLM proxy):
 //! `POST {api_base}/chat/completions`, JSON or SSE. The request is forwarded nearly
 //! untouched (model name swapped, stream usage requested); the answer passes through.
+//!
+//! Responses API requests go to `POST {api_base}/responses` untranslated when the
+//! deployment serves it (`model_info.supported_endpoints`, default yes); otherwise, or once
+//! the upstream answered 404/405 there (remembered per deployment), they are bridged to
+//! chat completions.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLock;
 use std::time::Duration;
 
@@ -12,7 +18,9 @@ use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::{CallContext, EventStream, ProviderEnv, ProviderError, Reply};
+use super::{
+    deployment_key, CallContext, EventStream, ProviderEnv, ProviderError, Reply, ResponsesNative,
+};
 use crate::config::DeploymentConfig;
 use crate::protocol::chat::ChatBody;
 use crate::protocol::ir::{Format, SseEvent};
@@ -26,6 +34,10 @@ pub struct OpenAi {
     memory_headers: Option<MemoryHeaders>,
     /// Upstream mode without its own key: the client's `Authorization` is passed on.
     forward_client_auth: bool,
+    /// `{api_base}/responses`.
+    responses_url: String,
+    /// The upstream answered 404/405 at `/responses`: Responses requests are bridged.
+    responses_missing: AtomicBool,
 }
 
 /// Memory headers for a Supermemory router (and upstream mode), shared by the providers
@@ -110,6 +122,8 @@ impl OpenAi {
             (cfg.supermemory_router || upstream_mode).then(|| MemoryHeaders::new(env));
         Self {
             url: format!("{}/chat/completions", cfg.api_base),
+            responses_url: format!("{}/responses", cfg.api_base),
+            responses_missing: AtomicBool::new(false),
             forward_client_auth: upstream_mode && auth.is_none(),
             auth,
             extra: extra_headers(cfg),
@@ -214,6 +228,136 @@ impl OpenAi {
             usage_added,
         })
     }
+}
+
+impl OpenAi {
+    /// Whether Responses requests go to `/responses` as they are: the deployment's
+    /// `supported_endpoints` when given (LiteLLM's rule), else yes until the upstream
+    /// showed it has no such endpoint.
+    fn serves_responses(&self, cfg: &DeploymentConfig) -> bool {
+        if self.responses_missing.load(Ordering::Relaxed) {
+            return false;
+        }
+        match &cfg.supported_endpoints {
+            Some(list) => list
+                .iter()
+                .any(|e| e.trim().trim_end_matches('/').ends_with("responses")),
+            None => true,
+        }
+    }
+
+    /// A Responses request: natively at `/responses`, or bridged through `chat` (the
+    /// same request in the internal chat shape).
+    pub async fn responses(
+        &self,
+        cfg: &DeploymentConfig,
+        native: &ResponsesNative<'_>,
+        chat: &ChatBody<'_>,
+        upstream_model: &str,
+        ctx: &CallContext<'_>,
+    ) -> Result<Reply, ProviderError> {
+        if !self.serves_responses(cfg) {
+            return self.chat(cfg, chat, upstream_model, ctx).await;
+        }
+        let body = match &native.expanded {
+            Some((expanded, holder)) if holder.as_deref() != Some(&deployment_key(cfg)) => expanded,
+            _ => &native.body,
+        };
+        match self.native_responses(cfg, body, upstream_model, ctx).await {
+            Err(ProviderError::Status {
+                status,
+                message,
+                code,
+                ..
+            }) if endpoint_missing(status, &message, code.as_deref()) => {
+                let bridged = self.chat(cfg, chat, upstream_model, ctx).await;
+                let chat_missing = matches!(&bridged, Err(ProviderError::Status { status, .. })
+                    if *status == StatusCode::NOT_FOUND || *status == StatusCode::METHOD_NOT_ALLOWED);
+                if !chat_missing && !self.responses_missing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        model = %cfg.model_name,
+                        api_base = %cfg.api_base,
+                        status = status.as_u16(),
+                        "upstream has no /responses endpoint; Responses requests to this deployment are bridged to chat completions from now on"
+                    );
+                }
+                bridged
+            }
+            other => other,
+        }
+    }
+
+    async fn native_responses(
+        &self,
+        cfg: &DeploymentConfig,
+        body: &ChatBody<'_>,
+        upstream_model: &str,
+        ctx: &CallContext<'_>,
+    ) -> Result<Reply, ProviderError> {
+        let payload = body.to_json_with_model(upstream_model);
+        let accept = if body.stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        };
+        let req = self
+            .request(&self.responses_url, ctx)
+            .header("accept", accept);
+        let timeout = cfg.timeout;
+        let resp = tokio::time::timeout(timeout, req.body(payload).send())
+            .await
+            .map_err(|_| ProviderError::Timeout(timeout))?
+            .map_err(|e| transport_error(&self.responses_url, e))?;
+        let status =
+            StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        if !status.is_success() {
+            let bytes = read_all(resp, timeout).await.unwrap_or_default();
+            return Err(status_error(status, &bytes));
+        }
+        if !body.stream {
+            return Ok(Reply::Complete {
+                body: read_all(resp, timeout).await?,
+                format: Format::Responses,
+            });
+        }
+        Ok(Reply::Stream {
+            events: fail_on_failed_responses(sse_events(resp, timeout)),
+            format: Format::Responses,
+            usage_added: false,
+        })
+    }
+}
+
+/// Whether a 404/405 from `/responses` means the server has no such endpoint (llama.cpp,
+/// older vLLM, Ollama) rather than an unknown model or response id.
+fn endpoint_missing(status: StatusCode, message: &str, code: Option<&str>) -> bool {
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        return true;
+    }
+    if status != StatusCode::NOT_FOUND {
+        return false;
+    }
+    let m = message.to_ascii_lowercase();
+    !(matches!(code, Some("model_not_found")) || m.contains("model") || m.contains("response"))
+}
+
+/// A native Responses stream whose `response.failed` or `error` event ends it as a stream
+/// error, so the client gets the failure in its own format.
+fn fail_on_failed_responses(events: EventStream) -> EventStream {
+    Box::pin(events.map(|ev| {
+        let ev = ev?;
+        if matches!(ev.event.as_deref(), Some("response.failed" | "error")) {
+            if let Some(message) = crate::protocol::responses::failure_message(&ev.data) {
+                return Err(ProviderError::Status {
+                    status: StatusCode::BAD_GATEWAY,
+                    message,
+                    kind: Some("api_error".into()),
+                    code: None,
+                });
+            }
+        }
+        Ok(ev)
+    }))
 }
 
 pub(crate) fn transport_error(url: &str, e: reqwest::Error) -> ProviderError {

@@ -32,6 +32,7 @@ pub fn endpoint_name(format: Format) -> &'static str {
         Format::OpenAiChat => "chat",
         Format::Anthropic => "messages",
         Format::Gemini => "gemini",
+        Format::Responses => "responses",
     }
 }
 

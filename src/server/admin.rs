@@ -116,7 +116,6 @@ pub async fn routing_info(
     State(state): State<Arc<AppState>>,
     Extension(ctx): Extension<RequestCtx>,
     Query(q): Query<HashMap<String, String>>,
-    headers: axum::http::HeaderMap,
 ) -> Json<serde_json::Value> {
     let identity = &state.config.identity;
     let rule = match &ctx.identity.rule {
@@ -131,7 +130,6 @@ pub async fn routing_info(
         }
         MatchedRule::Default => json!({"type": "default"}),
     };
-    let session_id = headers.get("x-session-id").and_then(|v| v.to_str().ok());
     let model = q.get("model").map(|m| {
         let deployments = state.router.deployments(m);
         let supermemory = deployments.iter().any(|d| d.config.supermemory_router);
@@ -156,7 +154,7 @@ pub async fn routing_info(
         },
         "key_alias": ctx.principal.key().and_then(|k| k.row.alias.clone()),
         "matched_rule": rule,
-        "session_id": session_id,
+        "session_id": ctx.session_id,
         "request_id": ctx.request_id,
         "model": model,
         "custom_header": identity.custom_header.as_str(),

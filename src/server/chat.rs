@@ -37,6 +37,8 @@ pub async fn chat_completions(State(state): State<Arc<AppState>>, req: Request) 
             .is_some_and(|o| o.get().contains("\"include_usage\"") && o.get().contains("true")),
         request_id: ctx.request_id.clone(),
         started: ctx.started,
+        responses: None,
+        observer: None,
     };
     let model = body.model.clone();
     let mut resp = pipeline::run(&state, ctx, &parts.headers, LlmRequest::chat(body), client)

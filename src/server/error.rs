@@ -16,6 +16,7 @@ use crate::protocol::chat::BodyError;
 use crate::protocol::ir::Format;
 use crate::providers::ProviderError;
 use crate::ratelimit::{fmt_reset, Denied, Dimension};
+use crate::responses_store::StoreError as ResponseStoreError;
 use crate::routing::RouteError;
 
 /// Every way a request can fail.
@@ -53,6 +54,12 @@ pub enum ApiError {
     Memory(StoreError),
     #[error("memory is disabled (memory.enabled: false)")]
     MemoryDisabled,
+    /// A stored Responses API answer that does not exist for this user (also when it
+    /// belongs to another user).
+    #[error("{}esponse with id '{id}' not found.", if *.previous { "Previous r" } else { "R" })]
+    ResponseNotFound { id: String, previous: bool },
+    #[error(transparent)]
+    ResponseStore(#[from] ResponseStoreError),
 }
 
 impl From<StoreError> for ApiError {
@@ -93,10 +100,11 @@ impl ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound { .. } | ApiError::Route(RouteError::UnknownModel { .. }) => {
-                StatusCode::NOT_FOUND
-            }
+            ApiError::NotFound { .. }
+            | ApiError::ResponseNotFound { .. }
+            | ApiError::Route(RouteError::UnknownModel { .. }) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::ResponseStore(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Route(RouteError::Provider(p)) => provider_status(p),
             ApiError::Key(k) => match k {
                 KeyError::Expired { .. } => StatusCode::UNAUTHORIZED,
@@ -166,6 +174,8 @@ impl ApiError {
             }
             ApiError::Memory(_) => ("api_error", Some("memory_store_error")),
             ApiError::MemoryDisabled => ("api_error", Some("memory_disabled")),
+            ApiError::ResponseNotFound { .. } => ("invalid_request_error", Some("not_found")),
+            ApiError::ResponseStore(_) => ("api_error", Some("store_unavailable")),
             ApiError::Route(RouteError::UnknownModel { .. }) => {
                 ("invalid_request_error", Some("model_not_found"))
             }
@@ -217,6 +227,8 @@ impl ApiError {
             ApiError::Memory(StoreError::Invalid(_)) => "bad_request",
             ApiError::Memory(_) => "memory_store",
             ApiError::MemoryDisabled => "memory_disabled",
+            ApiError::ResponseNotFound { .. } => "response_not_found",
+            ApiError::ResponseStore(_) => "response_store",
             ApiError::Route(RouteError::UnknownModel { .. }) => "unknown_model",
             ApiError::Route(RouteError::Provider(p)) => match p {
                 ProviderError::Connect { .. } => "upstream_connect",
@@ -247,7 +259,12 @@ impl ApiError {
                 message: self.to_string(),
                 kind,
                 code,
-                param: None,
+                param: match self {
+                    ApiError::ResponseNotFound { previous: true, .. } => {
+                        Some("previous_response_id")
+                    }
+                    _ => None,
+                },
             },
         })
         .unwrap_or_default()
@@ -282,6 +299,15 @@ impl From<crate::protocol::anthropic::RequestError> for ApiError {
     }
 }
 
+impl From<crate::protocol::responses::RequestError> for ApiError {
+    fn from(e: crate::protocol::responses::RequestError) -> Self {
+        match e {
+            crate::protocol::responses::RequestError::Body(b) => ApiError::Body(b),
+            other => ApiError::BadRequest(other.to_string()),
+        }
+    }
+}
+
 impl ApiError {
     /// The error as a response in the shape of the client's API: Anthropic's
     /// `{"type":"error","error":{"type","message"}}` for Messages callers, OpenAI's otherwise.
@@ -298,7 +324,7 @@ impl ApiError {
                     &self.to_string(),
                 ),
             },
-            Format::OpenAiChat | Format::Gemini => Bytes::from(self.to_json()),
+            Format::OpenAiChat | Format::Gemini | Format::Responses => Bytes::from(self.to_json()),
         };
         self.with_body(body)
     }

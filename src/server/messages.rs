@@ -47,6 +47,8 @@ pub async fn messages(State(state): State<Arc<AppState>>, req: Request) -> Respo
         include_usage: true,
         request_id: ctx.request_id.clone(),
         started: ctx.started,
+        responses: None,
+        observer: None,
     };
     let req = LlmRequest {
         chat,

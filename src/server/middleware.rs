@@ -29,6 +29,9 @@ pub struct RequestCtx {
     pub request_id: String,
     pub principal: Principal,
     pub identity: Decision,
+    /// The conversation session: `x-session-id`, else the `session-id` header some
+    /// clients send (Codex CLI).
+    pub session_id: Option<String>,
     pub started: Instant,
     /// Wall-clock arrival time, Unix milliseconds (the analytics row's time).
     pub arrived_ms: i64,
@@ -63,6 +66,16 @@ fn model_endpoint(path: &str) -> Option<&'static str> {
         "/responses" => "responses",
         "/embeddings" => "embeddings",
         _ => return None,
+    })
+}
+
+/// The request's session id (see [`RequestCtx::session_id`]): printable ASCII, at most
+/// 256 characters; anything else is ignored.
+pub fn session_id(headers: &axum::http::HeaderMap) -> Option<String> {
+    ["x-session-id", "session-id"].iter().find_map(|name| {
+        let v = headers.get(*name)?.to_str().ok()?.trim();
+        (!v.is_empty() && v.len() <= 256 && v.bytes().all(|b| b.is_ascii_graphic()))
+            .then(|| v.to_string())
     })
 }
 
@@ -123,10 +136,12 @@ pub async fn gateway(State(state): State<Arc<AppState>>, mut req: Request, next:
         Ok(admitted) => {
             let mut refused = None;
             if let Some((principal, identity)) = admitted {
+                let session_id = session_id(req.headers());
                 let c = RequestCtx {
                     request_id: request_id.clone(),
                     principal,
                     identity,
+                    session_id,
                     started,
                     arrived_ms: timefmt::now_ms(),
                     recorded: Arc::new(AtomicBool::new(false)),

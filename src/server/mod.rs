@@ -14,6 +14,7 @@ mod messages;
 mod middleware;
 mod pipeline;
 mod respond;
+mod responses;
 mod routes;
 mod sessions;
 mod usage_api;
@@ -35,6 +36,7 @@ use crate::memory::{MemoryService, StoreError, SystemClock};
 use crate::metrics::Metrics;
 use crate::providers::ProviderEnv;
 use crate::ratelimit::{Clock, MonotonicClock, RateLimits};
+use crate::responses_store::ResponseStore;
 use crate::routing::ModelRouter;
 
 /// Everything request handlers share; built once at start-up, read-only afterwards.
@@ -53,6 +55,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Open a GenAI span around each model call (traces are exported).
     pub genai_spans: bool,
+    /// Stored Responses API answers (`<data_dir>/responses.db`, opened on first use).
+    pub responses: Arc<ResponseStore>,
 }
 
 /// Why the server state could not be built.
@@ -98,6 +102,7 @@ impl AppState {
             limits: RateLimits::new(&config.rate_limits, clock),
             metrics,
             genai_spans: crate::telemetry::traces_enabled(),
+            responses: Arc::new(ResponseStore::new(&config.memory.data_dir)),
             config,
             router,
             memory,
@@ -107,8 +112,8 @@ impl AppState {
 }
 
 /// Serves the app on `listener` until `shutdown` resolves, then lets in-flight requests
-/// (streams included) finish, then flushes the memory write queue and writes every queued
-/// analytics row.
+/// (streams included) finish, then flushes the memory write queue and stored responses,
+/// and writes every queued analytics row.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
@@ -123,6 +128,7 @@ pub async fn serve(
     if let Some(memory) = &state.memory {
         memory.shutdown().await;
     }
+    state.responses.flush().await;
     state.analytics.shutdown().await;
     result
 }

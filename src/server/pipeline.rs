@@ -19,7 +19,7 @@ use super::respond::{respond, AnswerUsage, ClientSpec, Exchange};
 use super::AppState;
 use crate::memory::inject;
 use crate::memory::{CaptureMeta, MemoryService};
-use crate::protocol::chat::ChatMessage;
+use crate::protocol::chat::{BodyError, ChatBody, ChatMessage};
 use crate::providers::{CallContext, LlmRequest, Native};
 use crate::ratelimit::Dimension;
 
@@ -55,7 +55,7 @@ pub async fn run(
         }
     }
 
-    let session_id = session_id(headers);
+    let session_id = ctx.session_id.clone();
     let recalled = match &state.memory {
         Some(mem) => {
             let t = Instant::now();
@@ -101,6 +101,7 @@ pub async fn run(
     let mut resp = respond(
         routed.value,
         client,
+        routed.deployment,
         Box::new(move |ex| {
             acct.finish(&ex);
             done.finish(ex);
@@ -117,14 +118,6 @@ pub async fn run(
     }
     resp.extensions_mut().insert(group);
     Ok(resp)
-}
-
-/// The conversation's session: `x-session-id`, else the `session-id` header Codex sends.
-fn session_id(headers: &HeaderMap) -> Option<String> {
-    ["x-session-id", "session-id"].iter().find_map(|name| {
-        let v = headers.get(*name)?.to_str().ok()?.trim();
-        (!v.is_empty() && v.len() <= 256).then(|| v.to_string())
-    })
 }
 
 /// What the memory stage did to a request.
@@ -183,13 +176,29 @@ async fn recall(
         return Ok(out);
     }
     inject::set_messages(&mut req.chat, &messages)?;
-    if let Some(Native::Anthropic(native)) = &mut req.native {
-        if !history.is_empty() {
-            inject::anthropic::prepend_history(native, &history)?;
+    match &mut req.native {
+        Some(Native::Anthropic(native)) => {
+            if !history.is_empty() {
+                inject::anthropic::prepend_history(native, &history)?;
+            }
+            if let Some(b) = &block {
+                inject::anthropic::inject(native, b, cfg.injection_strategy)?;
+            }
         }
-        if let Some(b) = &block {
-            inject::anthropic::inject(native, b, cfg.injection_strategy)?;
+        Some(Native::Responses(native)) => {
+            let apply = |body: &mut ChatBody<'_>| -> Result<(), BodyError> {
+                inject::responses::prepend_history(body, &history)?;
+                match &block {
+                    Some(b) => inject::responses::inject(body, b, cfg.injection_strategy),
+                    None => Ok(()),
+                }
+            };
+            apply(&mut native.body)?;
+            if let Some((expanded, _)) = &mut native.expanded {
+                apply(expanded)?;
+            }
         }
+        None => {}
     }
     tracing::debug!(
         request_id = %ctx.request_id,

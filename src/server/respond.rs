@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -15,9 +16,10 @@ use futures_util::StreamExt;
 
 use super::error::ApiError;
 use crate::protocol::ir::{Collector, Completion, ErrorInfo, Format, SseEvent, StreamEvent};
+use crate::protocol::responses::{self, ResponseMeta};
 use crate::protocol::{self, ir};
 use crate::providers::{EventStream, ProviderError, Reply};
-use crate::routing::RouteError;
+use crate::routing::{Deployment, RouteError};
 
 /// What the client speaks and expects.
 pub struct ClientSpec {
@@ -28,6 +30,35 @@ pub struct ClientSpec {
     pub include_usage: bool,
     pub request_id: String,
     pub started: Instant,
+    /// Responses clients: the response being answered (id, echoed request fields).
+    pub responses: Option<Arc<ResponseMeta>>,
+    /// Sees the answer once it is complete, before the client has read its end (so a
+    /// follow-up request finds what it stored).
+    pub observer: Option<Observer>,
+}
+
+/// See [`ClientSpec::observer`]; gets the deployment that answered.
+pub type Observer = Box<dyn FnOnce(&Exchange, &Deployment) + Send>;
+
+/// The wire format the upstream answered in, set on every answer's response (a
+/// handler can tell a native answer from a translated one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnsweredIn(pub Format);
+
+impl ClientSpec {
+    fn encode(&self, c: &Completion) -> Bytes {
+        match &self.responses {
+            Some(meta) => responses::encode_response(meta, c),
+            None => protocol::encode_completion(self.format, c),
+        }
+    }
+
+    fn encoder(&self, include_usage: bool) -> Box<dyn ir::StreamEncoder> {
+        match &self.responses {
+            Some(meta) => Box::new(responses::EventEncoder::new(meta.clone())),
+            None => protocol::encoder_for(self.format, &self.model, include_usage),
+        }
+    }
 }
 
 /// What an answered request produced, handed to the completion hook.
@@ -43,6 +74,8 @@ pub struct Exchange {
     pub client_wait: Duration,
     /// Streams: the error kind that ended the stream, if one did.
     pub error: Option<&'static str>,
+    /// The wire format the upstream answered in.
+    pub upstream: Format,
 }
 
 /// The token usage of a complete (non-streamed) answer, on its response for the pipeline.
@@ -52,8 +85,13 @@ pub struct AnswerUsage(pub ir::Usage);
 /// Called once when the answer is complete (or the client went away).
 pub type OnDone = Box<dyn FnOnce(Exchange) + Send>;
 
-/// Builds the client's response from a provider reply.
-pub fn respond(reply: Reply, client: ClientSpec, on_done: OnDone) -> Result<Response, ApiError> {
+/// Builds the client's response from a provider reply made by `deployment`.
+pub fn respond(
+    reply: Reply,
+    mut client: ClientSpec,
+    deployment: Arc<Deployment>,
+    on_done: OnDone,
+) -> Result<Response, ApiError> {
     match reply {
         Reply::Complete { body, format } => {
             let (body, completion) = if format == client.format {
@@ -66,39 +104,47 @@ pub fn respond(reply: Reply, client: ClientSpec, on_done: OnDone) -> Result<Resp
                 let completion = protocol::decode_completion(format, &body).map_err(|e| {
                     ApiError::from(RouteError::Provider(ProviderError::BadResponse(e.0)))
                 })?;
-                (
-                    protocol::encode_completion(client.format, &completion),
-                    completion,
-                )
+                (client.encode(&completion), completion)
             };
             let usage = completion.usage;
-            on_done(Exchange {
+            let ex = Exchange {
                 completion,
                 completed: true,
                 ttft: None,
                 upstream_wait: Duration::ZERO,
                 client_wait: Duration::ZERO,
                 error: None,
-            });
+                upstream: format,
+            };
+            if let Some(observe) = client.observer.take() {
+                observe(&ex, &deployment);
+            }
+            on_done(ex);
             let mut resp = (StatusCode::OK, body).into_response();
             resp.extensions_mut().insert(AnswerUsage(usage));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
+            resp.extensions_mut().insert(AnsweredIn(format));
             Ok(resp)
         }
         Reply::Stream {
             events,
             format,
             usage_added,
-        } => Ok(sse_response(relay(
-            events,
-            format,
-            usage_added,
-            client,
-            on_done,
-        ))),
+        } => {
+            let mut resp = sse_response(relay(
+                events,
+                format,
+                usage_added,
+                client,
+                deployment,
+                on_done,
+            ));
+            resp.extensions_mut().insert(AnsweredIn(format));
+            Ok(resp)
+        }
     }
 }
 
@@ -130,6 +176,26 @@ struct Tracker {
     /// When the last frame was handed out (the client's turn began).
     yielded_at: Option<Instant>,
     error: Option<&'static str>,
+    upstream: Format,
+    deployment: Arc<Deployment>,
+}
+
+impl Tracker {
+    /// The answer is complete: show it to the client's observer, if any.
+    fn observe(&mut self) {
+        if let Some(observe) = self.client.observer.take() {
+            let ex = Exchange {
+                completion: self.collector.completion.clone(),
+                completed: true,
+                ttft: self.first_event.map(|t| t - self.client.started),
+                upstream_wait: self.upstream_wait,
+                client_wait: self.client_wait,
+                error: None,
+                upstream: self.upstream,
+            };
+            observe(&ex, &self.deployment);
+        }
+    }
 }
 
 impl Tracker {
@@ -160,6 +226,7 @@ impl Tracker {
             upstream_wait: self.upstream_wait,
             client_wait: self.client_wait,
             error: self.error,
+            upstream: self.upstream,
         });
     }
 }
@@ -213,6 +280,7 @@ impl RelayState {
                     && self.irs.iter().all(|e| matches!(e, StreamEvent::Usage(_)));
                 if !(self.hide_usage_chunk && usage_only) {
                     self.pending.push_back(ev.to_frame());
+                    self.error_encoder.opened_upstream();
                 }
             }
             Some(enc) => {
@@ -229,6 +297,7 @@ impl RelayState {
         }
         if complete {
             self.tracker.complete = true;
+            self.tracker.observe();
             self.tracker.report();
             self.finished = true;
         }
@@ -243,6 +312,7 @@ impl RelayState {
                 .extend(self.wire.iter().map(SseEvent::to_frame));
         }
         self.tracker.complete = true;
+        self.tracker.observe();
         self.tracker.report();
         self.finished = true;
     }
@@ -265,15 +335,15 @@ fn relay(
     format: Format,
     usage_added: bool,
     client: ClientSpec,
+    deployment: Arc<Deployment>,
     on_done: OnDone,
 ) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send {
     let passthrough = format == client.format;
     let state = RelayState {
         events,
         decoder: protocol::decoder_for(format),
-        encoder: (!passthrough)
-            .then(|| protocol::encoder_for(client.format, &client.model, client.include_usage)),
-        error_encoder: protocol::encoder_for(client.format, &client.model, false),
+        encoder: (!passthrough).then(|| client.encoder(client.include_usage)),
+        error_encoder: client.encoder(false),
         hide_usage_chunk: passthrough && usage_added && format == Format::OpenAiChat,
         pending: VecDeque::new(),
         finished: false,
@@ -287,6 +357,8 @@ fn relay(
             client_wait: Duration::ZERO,
             yielded_at: None,
             error: None,
+            upstream: format,
+            deployment,
         },
         irs: Vec::new(),
         wire: Vec::new(),

@@ -9,8 +9,8 @@ use axum::Router;
 
 use super::error::ApiError;
 use super::{
-    admin, chat, embeddings, keys_api, memories, messages, middleware, sessions, usage_api,
-    AppState,
+    admin, chat, embeddings, keys_api, memories, messages, middleware, responses, sessions,
+    usage_api, AppState,
 };
 
 /// Builds the application: every route behind the gateway middleware.
@@ -20,6 +20,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/chat/completions", post(chat::chat_completions))
         .route("/v1/messages", post(messages::messages))
         .route("/v1/messages/count_tokens", post(messages::count_tokens))
+        .route("/v1/responses", post(responses::create))
+        .route("/responses", post(responses::create))
+        .route(
+            "/v1/responses/{id}",
+            get(responses::retrieve).delete(responses::delete),
+        )
+        .route(
+            "/responses/{id}",
+            get(responses::retrieve).delete(responses::delete),
+        )
         .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/embeddings", post(embeddings::embeddings))
         .route("/v1/models", get(admin::models))

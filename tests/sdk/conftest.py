@@ -99,6 +99,13 @@ model_list:
       model: openai/gpt-test
       api_base: http://{mock_addr}/v1
       api_key: sk-upstream
+  - model_name: gpt-bridged
+    litellm_params:
+      model: openai/local-model
+      api_base: http://{mock_addr}/v1
+      api_key: sk-upstream
+    model_info:
+      supported_endpoints: ["/v1/chat/completions"]
   - model_name: claude-test
     litellm_params:
       model: anthropic/claude-test

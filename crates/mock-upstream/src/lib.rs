@@ -1,11 +1,13 @@
 //! A mock LLM provider for memproxy's tests and benchmark. It speaks the real OpenAI
-//! chat completions wire format (JSON and SSE), records every request it receives, and
-//! can be scripted per call: error statuses, delays, hangs, streams that pause until the
-//! test releases them, and streams cut mid-way.
+//! chat completions wire format (JSON and SSE), and the OpenAI Responses, Anthropic and
+//! Gemini formats (one module each), records every request it receives, and can be
+//! scripted per call: error statuses, delays, hangs, streams that pause until the test
+//! releases them, and streams cut mid-way.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +23,7 @@ use tokio::sync::{oneshot, Notify};
 
 mod anthropic;
 mod gemini;
+mod responses;
 
 /// One scripted answer, used for the next request (FIFO); unscripted requests get the
 /// default echo answer.
@@ -61,6 +64,10 @@ pub(crate) struct Shared {
     requests: Mutex<Vec<Recorded>>,
     pub(crate) gate: Notify,
     pub(crate) fixed: Option<String>,
+    /// `/v1/responses` answers 404, as servers without the Responses API do.
+    pub(crate) responses_disabled: AtomicBool,
+    /// Ids of the responses the Responses route made (and "stored").
+    pub(crate) made_responses: Mutex<Vec<String>>,
 }
 
 impl Shared {
@@ -77,12 +84,14 @@ impl Shared {
         let last = body["messages"]
             .as_array()
             .or_else(|| body["contents"].as_array())
+            .or_else(|| body["input"].as_array())
             .and_then(|m| m.last())
             .map(|m| m.to_string())
             .unwrap_or_default();
         let answered = last.contains("\"tool_result\"")
             || last.contains("\"functionResponse\"")
-            || last.contains("\"role\":\"tool\"");
+            || last.contains("\"role\":\"tool\"")
+            || last.contains("\"function_call_output\"");
         Some(match name {
             Some(name) if !answered => Behavior::ToolCall {
                 id: "call_fixed_1".into(),
@@ -91,6 +100,15 @@ impl Shared {
             },
             _ => Behavior::Text(text.clone()),
         })
+    }
+
+    /// Records a request without taking a scripted behaviour.
+    pub(crate) fn record_only(&self, path: &str, headers: HeaderMap, body: &Value) {
+        self.requests.lock().unwrap().push(Recorded {
+            path: path.to_string(),
+            headers,
+            body: body.clone(),
+        });
     }
 
     /// Records a request and returns the scripted behaviour for it, if any.
@@ -159,6 +177,14 @@ impl MockUpstream {
         self.shared.script.lock().unwrap().push_back(b);
     }
 
+    /// Makes `/v1/responses` answer 404 (as llama.cpp or older vLLM do); requests there
+    /// are still recorded.
+    pub fn disable_responses(&self) {
+        self.shared
+            .responses_disabled
+            .store(true, Ordering::Relaxed);
+    }
+
     /// Releases a paused stream.
     pub fn release(&self) {
         self.shared.gate.notify_one();
@@ -187,6 +213,7 @@ fn app(shared: Arc<Shared>) -> Router {
     Router::new()
         .merge(anthropic::routes())
         .merge(gemini::routes())
+        .merge(responses::routes())
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/chat/completions", post(chat))
         .route("/chat/completions", post(chat))
