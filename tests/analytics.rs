@@ -665,3 +665,46 @@ async fn a_stream_cut_upstream_leaves_a_row_with_its_error() {
     assert_eq!(row["status"], 200);
     assert!(row["error_type"].as_str().is_some(), "{row}");
 }
+
+#[tokio::test]
+async fn every_client_api_leaves_its_row() {
+    let mock = MockUpstream::start().await;
+    let proxy = start(&priced_config(&mock)).await;
+    let send = |path: &'static str, body: Value| {
+        client()
+            .post(proxy.url(path))
+            .bearer_auth(MASTER)
+            .header("x-memory-user-id", "apis")
+            .json(&body)
+            .send()
+    };
+    let r = send(
+        "/v1/messages",
+        json!({"model": "gpt", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = send("/v1/responses", json!({"model": "gpt", "input": "hi"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = send("/v1/embeddings", json!({"model": "offline", "input": "hi"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut endpoints: Vec<String> = rows(&proxy, "user_id=apis")
+        .await
+        .iter()
+        .map(|r| {
+            assert_eq!(r["status"], 200);
+            r["endpoint"].as_str().unwrap().to_string()
+        })
+        .collect();
+    endpoints.sort();
+    assert_eq!(endpoints, ["embeddings", "messages", "responses"]);
+    let priced = rows(&proxy, "user_id=apis&model=gpt").await;
+    assert!(priced
+        .iter()
+        .all(|r| r["cost_usd"].as_f64().unwrap() > 0.0 && r["tokens_out"].as_u64().unwrap() > 0));
+}
