@@ -407,3 +407,25 @@ async fn a_bound_key_reaches_only_its_own_memory() {
         .unwrap();
     assert_eq!(forget.status(), 403);
 }
+
+#[tokio::test]
+async fn metrics_can_require_the_master_key() {
+    let mock = MockUpstream::start().await;
+    let yaml = format!(
+        "{}observability: {{require_auth_for_metrics_endpoint: true}}\n",
+        config(&mock)
+    );
+    let proxy = start(&yaml).await;
+    let (_, gen) = generate(&proxy, json!({})).await;
+    let key = gen["key"].as_str().unwrap();
+    let get = |auth: Option<&str>| {
+        let mut r = client().get(proxy.url("/metrics"));
+        if let Some(a) = auth {
+            r = r.bearer_auth(a);
+        }
+        r.send()
+    };
+    assert_eq!(get(None).await.unwrap().status(), 401);
+    assert_eq!(get(Some(key)).await.unwrap().status(), 403);
+    assert_eq!(get(Some(MASTER)).await.unwrap().status(), 200);
+}

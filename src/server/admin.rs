@@ -79,8 +79,15 @@ pub async fn readiness(State(state): State<Arc<AppState>>) -> Response {
     (code, Json(body)).into_response()
 }
 
-/// `GET /metrics`: Prometheus text exposition.
-pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+/// `GET /metrics`: Prometheus text exposition (master key only when
+/// `observability.require_auth_for_metrics_endpoint` is set).
+pub async fn metrics(
+    State(state): State<Arc<AppState>>,
+    ctx: Option<Extension<RequestCtx>>,
+) -> Response {
+    if ctx.is_some_and(|c| !c.principal.is_admin()) {
+        return super::error::ApiError::from(crate::keys::KeyError::AdminOnly).into_response();
+    }
     let text = state.metrics.render(state.analytics.stats());
     let mut resp = text.into_response();
     resp.headers_mut().insert(
