@@ -14,6 +14,8 @@
 //!   ranking, write queue, query/injection/capture functions.
 //! - [`protocol`]: client wire formats; the OpenAI chat shape is the internal representation.
 //! - [`routing`]: model name → deployments, load balancing, retries, fallbacks.
+//! - [`tools`]: memory tools the model calls (`memory_search`, `memory_get`), run by
+//!   memproxy in a multi-round loop.
 //! - [`providers`]: one file per provider behind one interface.
 //! - [`responses_store`]: stored Responses API answers (`previous_response_id`, GET/DELETE).
 //! - [`telemetry`]: JSON logging; OpenTelemetry traces over OTLP when configured.
@@ -39,5 +41,6 @@ pub mod responses_store;
 pub mod routing;
 pub mod server;
 pub mod telemetry;
+pub mod tools;
 
 pub use server::{router, serve, AppState};

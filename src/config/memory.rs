@@ -1,13 +1,14 @@
-//! The memory sections: `context_retrieval` (retrieval and injection, the original
-//! proxy's names) and `memory` (store, sessions, write queue), with the environment
-//! variables `MEMORY_TTL_SECONDS`, `MAX_CONTEXT_MESSAGES` and `MEMPROXY_DATA_DIR`.
+//! The memory sections: `context_retrieval` (retrieval and injection) and
+//! `tool_execution` (the memory tools), both with the original proxy's names, and
+//! `memory` (store, sessions, write queue), with the environment variables
+//! `MEMORY_TTL_SECONDS`, `MAX_CONTEXT_MESSAGES` and `MEMPROXY_DATA_DIR`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use super::raw::{RawContextRetrieval, RawMemory};
+use super::raw::{RawContextRetrieval, RawMemory, RawToolExecution};
 use super::{invalid, ser_secs, ConfigError, DeploymentConfig};
 
 /// Default data directory (relative to the working directory).
@@ -51,6 +52,21 @@ pub struct RetrievalSettings {
     /// Characters of memory text injected at most.
     pub max_context_length: usize,
     /// Models that get memories (`*` wildcards allowed); empty means all.
+    pub enabled_for_models: Vec<String>,
+}
+
+/// `tool_execution`: the memory tools (`memory_search`, `memory_get`) offered to the
+/// model, whose calls memproxy runs itself, round after round.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolSettings {
+    /// Off when the section is absent; on by default when it is present.
+    pub enabled: bool,
+    /// Rounds of memory tool calls at most; then one last call must answer in text.
+    pub max_iterations: u32,
+    /// Longest wait for one tool call (each of its attempts).
+    #[serde(serialize_with = "ser_secs")]
+    pub timeout_per_tool: Duration,
+    /// Models that get the tools (`*` wildcards allowed); empty means all.
     pub enabled_for_models: Vec<String>,
 }
 
@@ -163,6 +179,45 @@ pub fn retrieval(raw: Option<RawContextRetrieval>) -> Result<RetrievalSettings, 
         )?,
         max_results,
         max_context_length,
+        enabled_for_models: raw.enabled_for_models.unwrap_or_default(),
+    })
+}
+
+/// Validates `tool_execution`.
+pub fn tool_execution(
+    raw: Option<RawToolExecution>,
+    warnings: &mut Vec<String>,
+) -> Result<ToolSettings, ConfigError> {
+    let present = raw.is_some();
+    let raw = raw.unwrap_or_default();
+    let max_iterations = raw.max_iterations.unwrap_or(10);
+    if max_iterations == 0 {
+        return Err(invalid(
+            "tool_execution.max_iterations",
+            "must be at least 1 (use `enabled: false` to turn the tools off)",
+        ));
+    }
+    let timeout_per_tool = secs(
+        raw.timeout_per_tool.unwrap_or(30.0),
+        "tool_execution.timeout_per_tool",
+    )?;
+    if timeout_per_tool.is_zero() {
+        return Err(invalid(
+            "tool_execution.timeout_per_tool",
+            "must be more than 0 seconds",
+        ));
+    }
+    if raw.supermemory_api_key.is_some() {
+        warnings.push(
+            "tool_execution.supermemory_api_key is not used: the memory tools search \
+             memproxy's own memory store"
+                .into(),
+        );
+    }
+    Ok(ToolSettings {
+        enabled: raw.enabled.unwrap_or(present),
+        max_iterations,
+        timeout_per_tool,
         enabled_for_models: raw.enabled_for_models.unwrap_or_default(),
     })
 }

@@ -22,7 +22,7 @@ use serde_json::Value;
 
 pub use memory::{
     InjectionStrategy, MemoryBackend, MemorySettings, QueryStrategy, RetrievalSettings,
-    DEFAULT_DATA_DIR,
+    ToolSettings, DEFAULT_DATA_DIR,
 };
 pub use ops::{AnalyticsSettings, ObservabilitySettings, RateLimitSettings, DEFAULT_OPS_DATA_DIR};
 pub use secret::Secret;
@@ -105,6 +105,8 @@ pub struct Config {
     pub observability: ObservabilitySettings,
     /// `context_retrieval`: memory search and injection before model calls.
     pub retrieval: RetrievalSettings,
+    /// `tool_execution`: memory tools the model calls, run by memproxy.
+    pub tool_execution: ToolSettings,
     /// `memory`: store, sessions, write queue.
     pub memory: MemorySettings,
     /// Sent as `x-supermemory-api-key` to Supermemory routers (`SUPERMEMORY_API_KEY`).
@@ -389,12 +391,8 @@ fn validate(
         .filter(|k| !k.is_empty())
         .map(Secret::new);
 
-    if raw.tool_execution.is_some() {
-        warnings.push(
-            "tool_execution is accepted but memory tools are not active in this build".into(),
-        );
-    }
     let retrieval = memory::retrieval(raw.context_retrieval)?;
+    let tool_execution = memory::tool_execution(raw.tool_execution, &mut warnings)?;
     let memory = memory::memory(
         raw.memory,
         overrides.data_dir.as_deref(),
@@ -402,6 +400,13 @@ fn validate(
         lookup,
         &mut warnings,
     )?;
+    if tool_execution.enabled && !memory.enabled {
+        warnings.push(
+            "tool_execution is enabled but memory is disabled (memory.enabled: false); the \
+             memory tools are off"
+                .into(),
+        );
+    }
     if raw.general_settings.database_url.is_some() {
         warnings.push(
             "general_settings.database_url is set, but the PostgreSQL memory backend is not in \
@@ -431,6 +436,7 @@ fn validate(
         rate_limits,
         observability,
         retrieval,
+        tool_execution,
         memory,
         supermemory_api_key: lookup("SUPERMEMORY_API_KEY")
             .filter(|k| !k.is_empty())

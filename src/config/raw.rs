@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use serde_json::Value;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RawConfig {
@@ -20,8 +19,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub server: RawServer,
     pub context_retrieval: Option<RawContextRetrieval>,
-    /// A later feature's section, accepted so that existing configs keep loading.
-    pub tool_execution: Option<Value>,
+    pub tool_execution: Option<RawToolExecution>,
     pub memory: Option<RawMemory>,
     pub analytics: Option<super::ops::RawAnalytics>,
     pub rate_limits: Option<super::ops::RawRateLimits>,
@@ -37,6 +35,18 @@ pub struct RawContextRetrieval {
     pub max_context_length: Option<usize>,
     pub max_results: Option<usize>,
     pub enabled_for_models: Option<Vec<String>>,
+}
+
+/// `tool_execution` (the original proxy's names).
+#[derive(Debug, Default, Deserialize)]
+pub struct RawToolExecution {
+    pub enabled: Option<bool>,
+    pub max_iterations: Option<u32>,
+    /// Seconds.
+    pub timeout_per_tool: Option<f64>,
+    pub enabled_for_models: Option<Vec<String>>,
+    /// The original proxy's key for its hosted memory; memproxy's tools use its own store.
+    pub supermemory_api_key: Option<String>,
 }
 
 /// `memory` (memproxy's own section).

@@ -308,14 +308,59 @@ fn memory_errors_name_the_path() {
         ("memory: {embedding_model: nope}", "memory.embedding_model"),
         ("memory: {backend: postgres}", "memory.backend"),
         ("memory: {ttl_seconds: -1}", "memory.ttl_seconds"),
+        (
+            "tool_execution: {max_iterations: 0}",
+            "tool_execution.max_iterations",
+        ),
+        (
+            "tool_execution: {timeout_per_tool: 0}",
+            "tool_execution.timeout_per_tool",
+        ),
+        (
+            "tool_execution: {timeout_per_tool: -2}",
+            "tool_execution.timeout_per_tool",
+        ),
     ] {
         let err = load_str(yaml).unwrap_err().to_string();
         assert!(err.contains(path), "{yaml}: {err}");
     }
-    let c = load_str("tool_execution: {enabled: true}\nmemory: {frobnicate: 1}").unwrap();
+    let c = load_str("memory: {frobnicate: 1}").unwrap();
+    let all = c.warnings.join("\n");
+    assert!(all.contains("memory.frobnicate"), "{all}");
+}
+
+#[test]
+fn tool_execution_section() {
+    let off = load_str("").unwrap().tool_execution;
+    assert!(!off.enabled);
+    assert_eq!(off.max_iterations, 10);
+    assert_eq!(off.timeout_per_tool, Duration::from_secs(30));
+
+    // The SPEC's example, with the original proxy's key that memproxy does not use.
+    let c = load_str(
+        "tool_execution: {enabled: true, max_iterations: 3, timeout_per_tool: 2.5, \
+         enabled_for_models: ['claude-*'], supermemory_api_key: sm-x, frobnicate: 1}",
+    )
+    .unwrap();
+    let t = &c.tool_execution;
+    assert!(t.enabled);
+    assert_eq!(t.max_iterations, 3);
+    assert_eq!(t.timeout_per_tool, Duration::from_millis(2500));
+    assert_eq!(t.enabled_for_models, vec!["claude-*".to_string()]);
     let all = c.warnings.join("\n");
     assert!(
-        all.contains("tool_execution") && all.contains("memory.frobnicate"),
+        all.contains("tool_execution.supermemory_api_key")
+            && all.contains("tool_execution.frobnicate"),
         "{all}"
     );
+
+    // A present section is on unless it says otherwise, as `context_retrieval`.
+    assert!(
+        load_str("tool_execution: {}")
+            .unwrap()
+            .tool_execution
+            .enabled
+    );
+    let c = load_str("tool_execution: {enabled: true}\nmemory: {enabled: false}").unwrap();
+    assert!(c.warnings.join("\n").contains("memory tools are off"));
 }

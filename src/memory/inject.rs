@@ -36,9 +36,13 @@ pub const MAX_CAPTURE_CHARS: usize = 20_000;
 /// True when retrieval is on and configured for `model` (`enabled_for_models` absent or
 /// empty means every model; entries may use `*` wildcards).
 pub fn applies_to(cfg: &RetrievalSettings, model: &str) -> bool {
-    cfg.enabled
-        && (cfg.enabled_for_models.is_empty()
-            || cfg.enabled_for_models.iter().any(|p| wildcard(p, model)))
+    cfg.enabled && model_listed(&cfg.enabled_for_models, model)
+}
+
+/// True when `model` is one of `patterns` (`*` wildcards allowed), or `patterns` is
+/// empty (every model): the rule of every `enabled_for_models` list.
+pub fn model_listed(patterns: &[String], model: &str) -> bool {
+    patterns.is_empty() || patterns.iter().any(|p| wildcard(p, model))
 }
 
 fn wildcard(pattern: &str, name: &str) -> bool {

@@ -81,6 +81,48 @@ pub struct Completion {
     pub usage: Usage,
 }
 
+impl Completion {
+    /// The stream events that carry this answer, in the order providers send them
+    /// (a [`Collector`] fed with them gives the answer back), for answering a streaming
+    /// client with an answer that was not streamed.
+    pub fn to_events(&self) -> Vec<StreamEvent> {
+        let mut out = vec![StreamEvent::Start {
+            id: self.id.clone(),
+            model: self.model.clone(),
+        }];
+        if let Some(r) = &self.reasoning {
+            out.push(StreamEvent::Reasoning(r.clone()));
+        }
+        if let Some(s) = &self.reasoning_signature {
+            out.push(StreamEvent::ReasoningSignature(s.clone()));
+        }
+        if !self.text.is_empty() {
+            out.push(StreamEvent::Text(self.text.clone()));
+        }
+        for (index, tc) in self.tool_calls.iter().enumerate() {
+            out.push(StreamEvent::ToolCallStart {
+                index,
+                id: tc.id.clone(),
+                name: tc.name.clone(),
+            });
+            if !tc.arguments.is_empty() {
+                out.push(StreamEvent::ToolCallArgs {
+                    index,
+                    arguments: tc.arguments.clone(),
+                });
+            }
+        }
+        let finish = match &self.finish_reason {
+            Some(r) => r.clone(),
+            None if self.tool_calls.is_empty() => FinishReason::Stop,
+            None => FinishReason::ToolCalls,
+        };
+        out.push(StreamEvent::Finish(finish));
+        out.push(StreamEvent::Usage(self.usage));
+        out
+    }
+}
+
 /// One step of a streamed answer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamEvent {
@@ -253,6 +295,43 @@ mod tests {
         assert_eq!(&f[..], b"event: message_stop\ndata: {\"a\":1}\n\n");
         let f = SseEvent::data("x\ny").to_frame();
         assert_eq!(&f[..], b"data: x\ndata: y\n\n");
+    }
+
+    #[test]
+    fn a_completion_streams_as_events_that_collect_back() {
+        let c = Completion {
+            id: "r1".into(),
+            model: "m".into(),
+            text: "Hi".into(),
+            reasoning: Some("think".into()),
+            reasoning_signature: Some("sig".into()),
+            tool_calls: vec![ToolCall {
+                id: "t".into(),
+                name: "f".into(),
+                arguments: "{}".into(),
+            }],
+            finish_reason: Some(FinishReason::ToolCalls),
+            usage: Usage {
+                input_tokens: 3,
+                output_tokens: 4,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut back = Collector::default();
+        for ev in c.to_events() {
+            back.push(&ev);
+        }
+        let b = back.completion;
+        assert_eq!(
+            (b.id, b.model, b.text),
+            ("r1".into(), "m".into(), "Hi".into())
+        );
+        assert_eq!(b.reasoning, c.reasoning);
+        assert_eq!(b.reasoning_signature, c.reasoning_signature);
+        assert_eq!(b.tool_calls, c.tool_calls);
+        assert_eq!(b.finish_reason, c.finish_reason);
+        assert_eq!(b.usage, c.usage);
     }
 
     #[test]

@@ -152,10 +152,6 @@ impl Accounting {
     }
 
     /// Sets how many memory-tool rounds the proxy ran.
-    #[expect(
-        dead_code,
-        reason = "called once memory tools are wired into the pipeline"
-    )]
     pub fn tool_rounds(&mut self, n: u32) {
         self.record.tool_rounds = n;
     }

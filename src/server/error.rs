@@ -290,6 +290,15 @@ fn default_kind(status: StatusCode) -> &'static str {
     }
 }
 
+impl From<crate::tools::LoopError> for ApiError {
+    fn from(e: crate::tools::LoopError) -> Self {
+        match e {
+            crate::tools::LoopError::Route(r) => ApiError::Route(r),
+            crate::tools::LoopError::Body(b) => ApiError::Body(b),
+        }
+    }
+}
+
 impl From<crate::protocol::anthropic::RequestError> for ApiError {
     fn from(e: crate::protocol::anthropic::RequestError) -> Self {
         match e {

@@ -1,9 +1,10 @@
 //! The path every model request takes once its API handler has parsed it into the
 //! internal representation: key model check and token limit, memory (session history,
-//! retrieval and injection), route to a deployment, answer in the client's format, and
-//! report the finished exchange (capture into memory; analytics row, metrics, spend and
-//! token settlement via [`accounting`](super::accounting)). Chat, Messages and Responses
-//! handlers all end in [`run`].
+//! retrieval and injection), route to a deployment (or run the memory tools' loop,
+//! [`crate::tools`]), answer in the client's format, and report the finished exchange
+//! (capture into memory; analytics row, metrics, spend and token settlement via
+//! [`accounting`](super::accounting)). Chat, Messages and Responses handlers all end in
+//! [`run`].
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,8 +21,10 @@ use super::AppState;
 use crate::memory::inject;
 use crate::memory::{CaptureMeta, MemoryService};
 use crate::protocol::chat::{BodyError, ChatBody, ChatMessage};
-use crate::providers::{CallContext, LlmRequest, Native};
+use crate::providers::{CallContext, LlmRequest, Native, Reply};
 use crate::ratelimit::Dimension;
+use crate::routing::Routed;
+use crate::tools::{self, ToolLoop};
 
 /// Routes `req` and answers it in the format of `client`.
 pub async fn run(
@@ -78,16 +81,15 @@ pub async fn run(
         anthropic_beta: headers.get("anthropic-beta").and_then(|v| v.to_str().ok()),
     };
     let t0 = Instant::now();
-    let result = state
-        .router
-        .chat(&req, &call)
+    let (result, tool_rounds) = answer(state, &mut req, &call, client.include_usage)
         .instrument(acct.span().clone())
         .await;
     let upstream = t0.elapsed();
     let routed = match result {
         Ok(r) => r,
-        Err(e) => return Err(acct.fail(e.into(), Some(upstream))),
+        Err(e) => return Err(acct.fail(e, Some(upstream))),
     };
+    acct.tool_rounds(tool_rounds);
     let price = acct.routed(&routed.deployment, routed.attempts, req.model(), upstream);
     let group = RoutedGroup(routed.deployment.clone());
     let done = Done {
@@ -102,7 +104,8 @@ pub async fn run(
         routed.value,
         client,
         routed.deployment,
-        Box::new(move |ex| {
+        Box::new(move |mut ex| {
+            ex.tool_rounds = tool_rounds;
             acct.finish(&ex);
             done.finish(ex);
         }),
@@ -118,6 +121,34 @@ pub async fn run(
     }
     resp.extensions_mut().insert(group);
     Ok(resp)
+}
+
+/// Routes the request, or, when the memory tools apply (SPEC §4), runs their loop, which
+/// makes the model calls itself, round after round. Returns the answer and the rounds.
+async fn answer(
+    state: &AppState,
+    req: &mut LlmRequest<'_>,
+    call: &CallContext<'_>,
+    include_usage: bool,
+) -> (Result<Routed<Reply>, ApiError>, u32) {
+    match &state.memory {
+        Some(mem)
+            if tools::applies(&state.config.tool_execution, req)
+                && !state.router.memory_upstream(req.model()) =>
+        {
+            let tool_loop = ToolLoop {
+                settings: &state.config.tool_execution,
+                router: &state.router,
+                memory: mem,
+                include_usage,
+            };
+            match tool_loop.run(req, call).await {
+                Ok(looped) => (Ok(looped.routed), looped.rounds),
+                Err(e) => (Err(e.into()), 0),
+            }
+        }
+        _ => (state.router.chat(req, call).await.map_err(Into::into), 0),
+    }
 }
 
 /// What the memory stage did to a request.
@@ -229,6 +260,7 @@ impl Done {
             output_chars = ex.completion.text.len(),
             input_tokens = ex.completion.usage.input_tokens,
             output_tokens = ex.completion.usage.output_tokens,
+            tool_rounds = ex.tool_rounds,
             "exchange complete"
         );
         if !ex.completed {

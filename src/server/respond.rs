@@ -76,6 +76,9 @@ pub struct Exchange {
     pub error: Option<&'static str>,
     /// The wire format the upstream answered in.
     pub upstream: Format,
+    /// Rounds of memory tool calls memproxy ran before this answer (0 without the tool
+    /// loop); set by the pipeline, for the analytics record.
+    pub tool_rounds: u32,
 }
 
 /// The token usage of a complete (non-streamed) answer, on its response for the pipeline.
@@ -115,6 +118,7 @@ pub fn respond(
                 client_wait: Duration::ZERO,
                 error: None,
                 upstream: format,
+                tool_rounds: 0,
             };
             if let Some(observe) = client.observer.take() {
                 observe(&ex, &deployment);
@@ -192,6 +196,7 @@ impl Tracker {
                 client_wait: self.client_wait,
                 error: None,
                 upstream: self.upstream,
+                tool_rounds: 0,
             };
             observe(&ex, &self.deployment);
         }
@@ -227,6 +232,7 @@ impl Tracker {
             client_wait: self.client_wait,
             error: self.error,
             upstream: self.upstream,
+            tool_rounds: 0,
         });
     }
 }

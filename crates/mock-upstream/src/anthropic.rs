@@ -14,7 +14,7 @@ use axum::Router;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-use crate::{last_user_text, Behavior, Shared};
+use crate::{halves, last_user_text, Behavior, ScriptedCall, Shared};
 
 /// This format's routes.
 pub(crate) fn routes() -> Router<Arc<Shared>> {
@@ -231,44 +231,59 @@ fn answer(model: &str, text: &str, prompt: &str, stream: bool) -> Response {
     frames(all)
 }
 
-fn tool_call(
-    model: &str,
-    prompt: &str,
-    id: &str,
-    name: &str,
-    arguments: &str,
-    stream: bool,
-) -> Response {
-    if !stream {
-        let input: Value = serde_json::from_str(arguments)
+/// An answer made of tool calls (`tool_use` blocks), as a message or its events.
+fn tool_calls(model: &str, prompt: &str, calls: &[ScriptedCall], stream: bool) -> Response {
+    let all_args: String = calls.iter().map(|c| c.arguments.as_str()).collect();
+    let input = |arguments: &str| {
+        serde_json::from_str::<Value>(arguments)
             .ok()
             .filter(Value::is_object)
-            .unwrap_or_else(|| json!({}));
+            .unwrap_or_else(|| json!({}))
+    };
+    if !stream {
+        let blocks: Vec<Value> = calls
+            .iter()
+            .map(|c| json!({"type": "tool_use", "id": c.id, "name": c.name, "input": input(&c.arguments)}))
+            .collect();
         let body = message(
             model,
-            json!([{"type": "tool_use", "id": id, "name": name, "input": input}]),
+            Value::Array(blocks),
             "tool_use",
-            usage(prompt, arguments),
+            usage(prompt, &all_args),
         );
         return axum::Json(body).into_response();
     }
-    let mut all = opening(
-        model,
-        prompt,
-        json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
-    );
-    let mid = (0..=arguments.len() / 2)
-        .rev()
-        .find(|i| arguments.is_char_boundary(*i))
-        .unwrap_or(0);
-    for part in [&arguments[..mid], &arguments[mid..]] {
-        all.push(event(
-            "content_block_delta",
-            json!({"type": "content_block_delta", "index": 0,
-                   "delta": {"type": "input_json_delta", "partial_json": part}}),
-        ));
+    let mut all = Vec::new();
+    for (i, c) in calls.iter().enumerate() {
+        let block = json!({"type": "tool_use", "id": c.id, "name": c.name, "input": {}});
+        if i == 0 {
+            all.extend(opening(model, prompt, block));
+        } else {
+            all.push(event(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": i, "content_block": block}),
+            ));
+        }
+        for part in halves(&c.arguments) {
+            all.push(event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": i,
+                       "delta": {"type": "input_json_delta", "partial_json": part}}),
+            ));
+        }
+        if i + 1 < calls.len() {
+            all.push(event(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": i}),
+            ));
+        }
     }
-    all.extend(closing("tool_use", arguments));
+    let mut tail = closing("tool_use", &all_args);
+    tail[0] = event(
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": calls.len().saturating_sub(1)}),
+    );
+    all.extend(tail);
     frames(all)
 }
 
@@ -300,7 +315,17 @@ async fn messages(
             id,
             name,
             arguments,
-        }) => tool_call(&model, &prompt, &id, &name, &arguments, stream),
+        }) => tool_calls(
+            &model,
+            &prompt,
+            &[ScriptedCall {
+                id,
+                name,
+                arguments,
+            }],
+            stream,
+        ),
+        Some(Behavior::ToolCalls(calls)) => tool_calls(&model, &prompt, &calls, stream),
         Some(Behavior::Status(code, v)) => status_response(code, anthropic_error_body(code, v)),
         Some(Behavior::Delay(d)) => {
             tokio::time::sleep(d).await;

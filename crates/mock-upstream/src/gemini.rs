@@ -14,7 +14,7 @@ use axum::Router;
 use futures_util::{stream, StreamExt};
 use serde_json::{json, Value};
 
-use crate::{Behavior, Shared};
+use crate::{Behavior, ScriptedCall, Shared};
 
 /// This format's routes. The model and method share one path segment
 /// (`gemini-x:generateContent`), split here rather than by the router.
@@ -169,6 +169,33 @@ fn gated(shared: Arc<Shared>, first: Bytes, rest: Option<Vec<Bytes>>) -> Body {
     Body::from_stream(head.chain(tail))
 }
 
+/// An answer made of function calls (Gemini names no call ids; the scripted ids are not
+/// sent).
+fn tool_calls(model: &str, prompt: &str, calls: &[ScriptedCall], stream: bool) -> Response {
+    let parts: Vec<Value> = calls
+        .iter()
+        .map(|c| {
+            let args: Value = serde_json::from_str(&c.arguments).unwrap_or_else(|_| json!({}));
+            json!({"functionCall": {"name": c.name, "args": args}})
+        })
+        .collect();
+    let all_args: String = calls.iter().map(|c| c.arguments.as_str()).collect();
+    let usage = usage(prompt, &all_args);
+    let parts = Value::Array(parts);
+    if stream {
+        // The calls in one chunk, then a finish-only chunk, as Gemini often sends.
+        let frames = vec![
+            frame(&response(model, Some(parts), None, None)),
+            frame(&response(model, None, Some("STOP"), Some(usage))),
+        ];
+        sse(Body::from_stream(stream::iter(
+            frames.into_iter().map(Ok::<_, std::io::Error>),
+        )))
+    } else {
+        axum::Json(response(model, Some(parts), Some("STOP"), Some(usage))).into_response()
+    }
+}
+
 async fn generate(
     State(shared): State<Arc<Shared>>,
     Path(target): Path<String>,
@@ -218,25 +245,20 @@ async fn generate(
             unreachable!()
         }
         Some(Behavior::ToolCall {
-            name, arguments, ..
-        }) => {
-            // Gemini names no call ids; the scripted id is not sent.
-            let args: Value = serde_json::from_str(&arguments).unwrap_or_else(|_| json!({}));
-            let call = json!([{"functionCall": {"name": name, "args": args}}]);
-            let usage = usage(&prompt, &arguments);
-            if stream {
-                // The call in one chunk, then a finish-only chunk, as Gemini often sends.
-                let frames = vec![
-                    frame(&response(&model, Some(call), None, None)),
-                    frame(&response(&model, None, Some("STOP"), Some(usage))),
-                ];
-                sse(Body::from_stream(stream::iter(
-                    frames.into_iter().map(Ok::<_, std::io::Error>),
-                )))
-            } else {
-                axum::Json(response(&model, Some(call), Some("STOP"), Some(usage))).into_response()
-            }
-        }
+            id,
+            name,
+            arguments,
+        }) => tool_calls(
+            &model,
+            &prompt,
+            &[ScriptedCall {
+                id,
+                name,
+                arguments,
+            }],
+            stream,
+        ),
+        Some(Behavior::ToolCalls(calls)) => tool_calls(&model, &prompt, &calls, stream),
         Some(Behavior::PausedStream { first, rest }) => {
             let first = frame(&response(
                 &model,

@@ -45,9 +45,29 @@ pub enum Behavior {
         name: String,
         arguments: String,
     },
+    /// Answer with several tool calls at once (parallel calls), streamed or not.
+    ToolCalls(Vec<ScriptedCall>),
     /// Stream: send the chunk for `first`, wait for [`MockUpstream::release`], then break
     /// the connection.
     CutStream { first: String },
+}
+
+/// One tool call of a [`Behavior::ToolCalls`] answer; `arguments` is JSON text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptedCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
+}
+
+impl ScriptedCall {
+    pub fn new(id: &str, name: &str, arguments: &str) -> Self {
+        Self {
+            id: id.into(),
+            name: name.into(),
+            arguments: arguments.into(),
+        }
+    }
 }
 
 /// A request the mock received.
@@ -318,46 +338,19 @@ async fn chat(
             id,
             name,
             arguments,
-        }) => {
-            if stream {
-                let mut frames = vec![chunk(
-                    &model,
-                    json!({"role": "assistant", "content": null,
-                        "tool_calls": [{"index": 0, "id": id, "type": "function",
-                                        "function": {"name": name, "arguments": ""}}]}),
-                    None,
-                )];
-                let mid = arguments.len() / 2;
-                let mid = (0..=mid)
-                    .rev()
-                    .find(|i| arguments.is_char_boundary(*i))
-                    .unwrap_or(0);
-                for part in [&arguments[..mid], &arguments[mid..]] {
-                    frames.push(chunk(
-                        &model,
-                        json!({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}),
-                        None,
-                    ));
-                }
-                frames.push(chunk(&model, json!({}), Some("tool_calls")));
-                if include_usage {
-                    let v = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000u64,
-                                   "model": model, "choices": [], "usage": usage(&prompt, &arguments)});
-                    frames.push(Bytes::from(format!("data: {v}\n\n")));
-                }
-                frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
-                sse(Body::from_stream(futures_util::stream::iter(
-                    frames.into_iter().map(Ok::<_, Infallible>),
-                )))
-            } else {
-                axum::Json(json!({
-                    "id": "chatcmpl-mock", "object": "chat.completion", "created": 1_700_000_000u64, "model": model,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": null,
-                        "tool_calls": [{"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}]},
-                        "finish_reason": "tool_calls"}],
-                    "usage": usage(&prompt, &arguments),
-                })).into_response()
-            }
+        }) => tool_calls(
+            &model,
+            &prompt,
+            &[ScriptedCall {
+                id,
+                name,
+                arguments,
+            }],
+            stream,
+            include_usage,
+        ),
+        Some(Behavior::ToolCalls(calls)) => {
+            tool_calls(&model, &prompt, &calls, stream, include_usage)
         }
         Some(Behavior::Status(code, v)) => {
             (StatusCode::from_u16(code).unwrap(), axum::Json(v)).into_response()
@@ -394,6 +387,66 @@ async fn chat(
             sse(Body::from_stream(s))
         }
     }
+}
+
+/// Halves of a JSON text on a character boundary, sent as two argument deltas.
+pub(crate) fn halves(arguments: &str) -> [&str; 2] {
+    let mid = (0..=arguments.len() / 2)
+        .rev()
+        .find(|i| arguments.is_char_boundary(*i))
+        .unwrap_or(0);
+    [&arguments[..mid], &arguments[mid..]]
+}
+
+/// An answer made of tool calls, as a chat completion or its chunks.
+fn tool_calls(
+    model: &str,
+    prompt: &str,
+    calls: &[ScriptedCall],
+    stream: bool,
+    include_usage: bool,
+) -> Response {
+    let all_args: String = calls.iter().map(|c| c.arguments.as_str()).collect();
+    if !stream {
+        let wire: Vec<Value> = calls
+            .iter()
+            .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
+            .collect();
+        return axum::Json(json!({
+            "id": "chatcmpl-mock", "object": "chat.completion", "created": 1_700_000_000u64, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": wire},
+                "finish_reason": "tool_calls"}],
+            "usage": usage(prompt, &all_args),
+        }))
+        .into_response();
+    }
+    let mut frames = Vec::new();
+    for (i, c) in calls.iter().enumerate() {
+        let mut delta = json!({"tool_calls": [{"index": i, "id": c.id, "type": "function",
+                                               "function": {"name": c.name, "arguments": ""}}]});
+        if i == 0 {
+            delta["role"] = "assistant".into();
+            delta["content"] = Value::Null;
+        }
+        frames.push(chunk(model, delta, None));
+        for part in halves(&c.arguments) {
+            frames.push(chunk(
+                model,
+                json!({"tool_calls": [{"index": i, "function": {"arguments": part}}]}),
+                None,
+            ));
+        }
+    }
+    frames.push(chunk(model, json!({}), Some("tool_calls")));
+    if include_usage {
+        let v = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000u64,
+                       "model": model, "choices": [], "usage": usage(prompt, &all_args)});
+        frames.push(Bytes::from(format!("data: {v}\n\n")));
+    }
+    frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    sse(Body::from_stream(futures_util::stream::iter(
+        frames.into_iter().map(Ok::<_, Infallible>),
+    )))
 }
 
 async fn embeddings(

@@ -17,7 +17,7 @@ use axum::Router;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-use crate::{Behavior, Shared};
+use crate::{halves, Behavior, ScriptedCall, Shared};
 
 /// This format's routes.
 pub(crate) fn routes() -> Router<Arc<Shared>> {
@@ -137,8 +137,8 @@ fn message_item(text: &str, status: &str) -> Value {
            "content": content})
 }
 
-fn call_item(id: &str, name: &str, arguments: &str, status: &str) -> Value {
-    json!({"type": "function_call", "id": "fc_mock", "call_id": id, "name": name,
+fn call_item(item_id: &str, id: &str, name: &str, arguments: &str, status: &str) -> Value {
+    json!({"type": "function_call", "id": item_id, "call_id": id, "name": name,
            "arguments": arguments, "status": status})
 }
 
@@ -281,36 +281,41 @@ fn text(a: &Answer, text: &str, stream: bool) -> Response {
     frames(ev.take())
 }
 
-fn tool_call(a: &Answer, id: &str, name: &str, arguments: &str, stream: bool) -> Response {
-    let done = call_item(id, name, arguments, "completed");
-    let finished = a.object("completed", json!([done]), usage(&a.prompt, arguments));
+/// An answer made of function calls, as a response object or its events.
+fn tool_calls(a: &Answer, calls: &[ScriptedCall], stream: bool) -> Response {
+    let all_args: String = calls.iter().map(|c| c.arguments.as_str()).collect();
+    let item_id = |i: usize| format!("fc_mock_{i}");
+    let done: Vec<Value> = calls
+        .iter()
+        .enumerate()
+        .map(|(i, c)| call_item(&item_id(i), &c.id, &c.name, &c.arguments, "completed"))
+        .collect();
+    let finished = a.object("completed", json!(done), usage(&a.prompt, &all_args));
     if !stream {
         return axum::Json(finished).into_response();
     }
     let mut ev = Events::new();
     ev.opening(a);
-    ev.push(
-        "response.output_item.added",
-        json!({"output_index": 0, "item": call_item(id, name, "", "in_progress")}),
-    );
-    let mid = (0..=arguments.len() / 2)
-        .rev()
-        .find(|i| arguments.is_char_boundary(*i))
-        .unwrap_or(0);
-    for part in [&arguments[..mid], &arguments[mid..]] {
+    for (i, c) in calls.iter().enumerate() {
         ev.push(
-            "response.function_call_arguments.delta",
-            json!({"item_id": "fc_mock", "output_index": 0, "delta": part}),
+            "response.output_item.added",
+            json!({"output_index": i, "item": call_item(&item_id(i), &c.id, &c.name, "", "in_progress")}),
+        );
+        for part in halves(&c.arguments) {
+            ev.push(
+                "response.function_call_arguments.delta",
+                json!({"item_id": item_id(i), "output_index": i, "delta": part}),
+            );
+        }
+        ev.push(
+            "response.function_call_arguments.done",
+            json!({"item_id": item_id(i), "output_index": i, "name": c.name, "arguments": c.arguments}),
+        );
+        ev.push(
+            "response.output_item.done",
+            json!({"output_index": i, "item": done[i]}),
         );
     }
-    ev.push(
-        "response.function_call_arguments.done",
-        json!({"item_id": "fc_mock", "output_index": 0, "name": name, "arguments": arguments}),
-    );
-    ev.push(
-        "response.output_item.done",
-        json!({"output_index": 0, "item": done}),
-    );
     ev.push("response.completed", json!({"response": finished}));
     frames(ev.take())
 }
@@ -367,7 +372,16 @@ async fn create(
             id,
             name,
             arguments,
-        }) => tool_call(&a, &id, &name, &arguments, stream),
+        }) => tool_calls(
+            &a,
+            &[ScriptedCall {
+                id,
+                name,
+                arguments,
+            }],
+            stream,
+        ),
+        Some(Behavior::ToolCalls(calls)) => tool_calls(&a, &calls, stream),
         Some(Behavior::Status(code, v)) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             (status, axum::Json(error_body(v))).into_response()
