@@ -28,7 +28,9 @@ const ID_NAMES: [&str; 3] = ["id", "document_id", "doc_id"];
 /// One of the memory tools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tool {
+    /// `memory_search` (or `supermemoryToolSearch`).
     Search,
+    /// `memory_get` (or `supermemoryToolGetDocument`).
     Get,
 }
 

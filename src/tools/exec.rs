@@ -20,7 +20,9 @@ const GET_CHARS: usize = 32_000;
 /// Runs calls for one user.
 pub struct Executor<'a> {
     pub memory: &'a MemoryService,
+    /// The memory scope: the caller's, whatever the arguments say.
     pub user_id: &'a str,
+    /// Longest wait for one attempt (`timeout_per_tool`).
     pub timeout: Duration,
 }
 
@@ -30,7 +32,9 @@ pub struct Outcome {
     pub content: String,
     /// `ok`, or the error's label (for logs).
     pub label: &'static str,
+    /// Attempts made (0 when the arguments were unusable).
     pub attempts: u32,
+    /// Time taken, retries included.
     pub duration: Duration,
 }
 

@@ -27,11 +27,11 @@ use serde_json::{json, Value};
 
 use crate::config::ToolSettings;
 use crate::memory::{inject, MemoryService};
+use crate::protocol;
 use crate::protocol::chat::{
     BodyError, ChatBody, ChatMessage, Content, FunctionCall, WireToolCall,
 };
 use crate::protocol::ir::{Completion, ToolCall, Usage};
-use crate::protocol::{self};
 use crate::providers::{CallContext, LlmRequest, ProviderError, Reply};
 use crate::routing::{ModelRouter, RouteError, Routed};
 use defs::Tool;
@@ -59,7 +59,9 @@ pub fn applies(settings: &ToolSettings, req: &LlmRequest<'_>) -> bool {
 
 /// The loop for one request.
 pub struct ToolLoop<'a> {
+    /// `tool_execution`: rounds at most, the timeout of each call.
     pub settings: &'a ToolSettings,
+    /// Makes each round's model call (with its retries and fallbacks).
     pub router: &'a ModelRouter,
     /// The memory the calls search: always scoped to the caller's user id.
     pub memory: &'a MemoryService,
@@ -87,13 +89,9 @@ impl ToolLoop<'_> {
         req.native = None;
         unstream(&mut req.chat)?;
         let client_tools = add_definitions(&mut req.chat)?;
-        let ours = |name: &str| Tool::named(name).is_some() && !client_tools.contains(name);
+        // A memory tool's name, unless the client defined a tool of that name itself.
+        let ours = |name: &str| Tool::named(name).filter(|_| !client_tools.contains(name));
         let mut messages = inject::messages_of(&req.chat)?;
-        let executor = Executor {
-            memory: self.memory,
-            user_id: call.user_id,
-            timeout: self.settings.timeout_per_tool,
-        };
         let mut usage = Usage::default();
         let mut attempts = 0;
         let mut rounds = 0;
@@ -108,24 +106,21 @@ impl ToolLoop<'_> {
                 Reply::Complete { body, format } => (body, format),
                 // Not asked for; passed on as it is.
                 streamed @ Reply::Stream { .. } => {
-                    return Ok(Looped {
-                        routed: Routed {
-                            value: streamed,
-                            attempts,
-                            ..routed
-                        },
-                        rounds,
-                    })
+                    let routed = Routed {
+                        value: streamed,
+                        attempts,
+                        ..routed
+                    };
+                    return Ok(Looped { routed, rounds });
                 }
             };
             let mut answer = protocol::decode_completion(format, &body)
                 .map_err(|e| RouteError::Provider(ProviderError::BadResponse(e.0)))?;
             answer::add_usage(&mut usage, &answer.usage);
-            let mut mine: Vec<ToolCall> = answer
+            let mine: Vec<(Tool, ToolCall)> = answer
                 .tool_calls
                 .iter()
-                .filter(|tc| ours(&tc.name))
-                .cloned()
+                .filter_map(|tc| ours(&tc.name).map(|t| (t, tc.clone())))
                 .collect();
             let theirs = answer.tool_calls.len() - mine.len();
             if mine.is_empty() || theirs > 0 || last {
@@ -141,50 +136,69 @@ impl ToolLoop<'_> {
                             "memory tool calls not run: the answer goes to the client"
                         );
                     }
-                    answer::strip_calls(&mut answer, |tc| ours(&tc.name));
+                    answer::strip_calls(&mut answer, |tc| ours(&tc.name).is_some());
                     answer.usage = usage;
                     answer::reply(&answer, format, stream, self.include_usage)
                 };
-                return Ok(Looped {
-                    routed: Routed {
-                        value,
-                        attempts,
-                        ..routed
-                    },
-                    rounds,
-                });
+                let routed = Routed {
+                    value,
+                    attempts,
+                    ..routed
+                };
+                return Ok(Looped { routed, rounds });
             }
             rounds += 1;
-            for (i, tc) in mine.iter_mut().enumerate() {
-                if tc.id.is_empty() {
-                    tc.id = format!("memproxy_{rounds}_{i}");
-                }
-            }
-            let outcomes = join_all(mine.iter().map(|tc| {
-                let tool = Tool::named(&tc.name).unwrap_or(Tool::Search);
-                executor.execute(tool, &tc.arguments)
-            }))
-            .await;
-            messages.push(assistant_turn(&answer, &mine));
-            for (tc, out) in mine.iter().zip(outcomes) {
-                tracing::debug!(
-                    request_id = %call.request_id,
-                    round = rounds,
-                    tool = %tc.name,
-                    duration_ms = out.duration.as_secs_f64() * 1000.0,
-                    attempts = out.attempts,
-                    outcome = out.label,
-                    "memory tool call"
-                );
-                messages.push(ChatMessage {
-                    role: "tool".into(),
-                    tool_call_id: Some(tc.id.clone()),
-                    content: Some(Content::Text(out.content)),
-                    ..Default::default()
-                });
-            }
+            let turns = self.run_calls(&answer, mine, rounds, call).await;
+            messages.extend(turns);
             inject::set_messages(&mut req.chat, &messages)?;
         }
+    }
+
+    /// Runs one round's memory tool calls concurrently; returns the turns that go back to
+    /// the model: the assistant turn that made the calls and one `tool` message each.
+    async fn run_calls(
+        &self,
+        answer: &Completion,
+        mut calls: Vec<(Tool, ToolCall)>,
+        round: u32,
+        call: &CallContext<'_>,
+    ) -> Vec<ChatMessage> {
+        for (i, (_, tc)) in calls.iter_mut().enumerate() {
+            if tc.id.is_empty() {
+                tc.id = format!("memproxy_{round}_{i}");
+            }
+        }
+        let executor = Executor {
+            memory: self.memory,
+            user_id: call.user_id,
+            timeout: self.settings.timeout_per_tool,
+        };
+        let outcomes = join_all(
+            calls
+                .iter()
+                .map(|(tool, tc)| executor.execute(*tool, &tc.arguments)),
+        )
+        .await;
+        let mut turns = Vec::with_capacity(calls.len() + 1);
+        turns.push(assistant_turn(answer, calls.iter().map(|(_, tc)| tc)));
+        for ((_, tc), out) in calls.iter().zip(outcomes) {
+            tracing::debug!(
+                request_id = %call.request_id,
+                round,
+                tool = %tc.name,
+                duration_ms = out.duration.as_secs_f64() * 1000.0,
+                attempts = out.attempts,
+                outcome = out.label,
+                "memory tool call"
+            );
+            turns.push(ChatMessage {
+                role: "tool".into(),
+                tool_call_id: Some(tc.id.clone()),
+                content: Some(Content::Text(out.content)),
+                ..Default::default()
+            });
+        }
+        turns
     }
 }
 
@@ -223,7 +237,10 @@ fn add_definitions(body: &mut ChatBody<'_>) -> Result<HashSet<String>, BodyError
 /// The assistant turn that made memproxy's calls (the client's calls are never in it:
 /// a round with those ends the loop). Anthropic thinking, when signed, goes back with
 /// it, as Anthropic requires for a tool-use turn.
-fn assistant_turn(answer: &Completion, calls: &[ToolCall]) -> ChatMessage {
+fn assistant_turn<'c>(
+    answer: &Completion,
+    calls: impl Iterator<Item = &'c ToolCall>,
+) -> ChatMessage {
     let thinking_blocks = answer.reasoning_signature.as_ref().map(|sig| {
         vec![json!({"type": "thinking",
                     "thinking": answer.reasoning.as_deref().unwrap_or_default(),
@@ -234,7 +251,6 @@ fn assistant_turn(answer: &Completion, calls: &[ToolCall]) -> ChatMessage {
         content: (!answer.text.is_empty()).then(|| Content::Text(answer.text.clone())),
         tool_calls: Some(
             calls
-                .iter()
                 .map(|tc| WireToolCall {
                     id: tc.id.clone(),
                     kind: "function".into(),
@@ -341,7 +357,7 @@ mod tests {
             name: "memory_search".into(),
             arguments: String::new(),
         }];
-        let m = assistant_turn(&answer, &calls);
+        let m = assistant_turn(&answer, calls.iter());
         assert!(m.content.is_none());
         let tc = &m.tool_calls.as_ref().unwrap()[0];
         assert_eq!(tc.function.arguments, "{}");
