@@ -625,13 +625,7 @@ impl MemoryStore for SlowStore {
 async fn a_slow_memory_store_times_out_and_the_model_is_told() {
     let mock = MockUpstream::start().await;
     let tools = "tool_execution: {enabled: true, timeout_per_tool: 0.05}";
-    let dir = tempfile::tempdir().unwrap();
-    let overrides = memproxy::config::Overrides {
-        data_dir: Some(dir.path().to_string_lossy().into_owned()),
-        ..Default::default()
-    };
-    let cfg = memproxy::config::parse(&config(&mock, tools), "t.yaml", &overrides, &|_: &str| None)
-        .unwrap();
+    let (cfg, dir) = test_config(&config(&mock, tools), &[]);
     let store = Arc::new(SlowStore {
         inner: SqliteStore::open(
             &dir.path().join("slow"),
@@ -652,9 +646,8 @@ async fn a_slow_memory_store_times_out_and_the_model_is_told() {
         &st.config.memory,
         None,
     )));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(memproxy::serve(listener, state, std::future::pending()));
+    let proxy = start_state(state).await;
+    let base = proxy.url("");
     seed(&base, "alice", "Alice's bike is green").await;
     let body = request(Api::Chat, "gpt", "What colour is my bike?", false, None);
 
@@ -960,4 +953,51 @@ async fn tools_only_for_the_listed_models_and_capture_sees_the_final_answer() {
         all.iter().all(|m| !m.contains("\"results\"")),
         "tool results are never stored: {all:?}"
     );
+}
+
+#[tokio::test]
+async fn the_analytics_row_counts_rounds_attempts_and_every_rounds_tokens() {
+    let mock = MockUpstream::start().await;
+    let proxy = start(&config(&mock, TOOLS)).await;
+    let base = proxy.url("");
+    seed(&base, "alice", "Alice runs on Tuesdays").await;
+    let question = "When do I go running?";
+    mock.push(search("c1", "running"));
+    mock.push(search("c2", "running day"));
+    mock.push(Behavior::Text("On Tuesdays.".into()));
+    let body = request(Api::Chat, "gpt", question, false, None);
+    let answer: Value =
+        serde_json::from_str(&ask(&base, Api::Chat, "alice", &body).await.raw).unwrap();
+    // The mock charges the last user message (the same in every round) per call.
+    let per_call = (question.len() as u64).div_ceil(4);
+    assert_eq!(answer["usage"]["prompt_tokens"], 3 * per_call, "{answer}");
+
+    mock.push(Behavior::Text("Hi.".into()));
+    ask(
+        &base,
+        Api::Chat,
+        "alice",
+        &request(Api::Chat, "gpt", "Hello", false, None),
+    )
+    .await;
+
+    proxy.state.analytics.flush().await;
+    let v: Value = client()
+        .get(proxy.url("/v1/usage/requests?user_id=alice"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rows = v["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{v}");
+    let looped = rows
+        .iter()
+        .find(|r| r["tool_rounds"] == 2)
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(looped["attempts"], 3);
+    assert_eq!(looped["tokens_in"], 3 * per_call);
+    assert_eq!(looped["status"], 200);
+    assert!(rows.iter().any(|r| r["tool_rounds"] == 0), "{v}");
 }
