@@ -77,7 +77,7 @@ pub struct Exchange {
     /// The wire format the upstream answered in.
     pub upstream: Format,
     /// Rounds of memory tool calls memproxy ran before this answer (0 without the tool
-    /// loop); set by the pipeline, for the analytics record.
+    /// loop); set by the pipeline, which also puts it in the analytics row.
     pub tool_rounds: u32,
 }
 
