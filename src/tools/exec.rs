@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::defs::{self, Call, Tool, ToolError};
+use crate::analytics::timefmt;
 use crate::memory::{Memory, MemoryService, StoreError};
 
 /// Retries of a timed-out or failed call (so three attempts at most).
@@ -117,7 +118,7 @@ fn store_error(e: StoreError) -> ToolError {
 
 /// A memory as the model reads it; content beyond `max_chars` is cut and marked.
 fn memory_json(m: &Memory, max_chars: usize) -> Value {
-    let mut v = json!({"id": m.id, "created_at": utc(m.created_at)});
+    let mut v = json!({"id": m.id, "created_at": timefmt::format_ms(m.created_at_ms)});
     match m.content.char_indices().nth(max_chars) {
         Some((cut, _)) => {
             v["content"] = format!("{}…", &m.content[..cut]).into();
@@ -128,40 +129,9 @@ fn memory_json(m: &Memory, max_chars: usize) -> Value {
     v
 }
 
-/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian, UTC).
-fn utc(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01, counting in 400-year eras from 0000-03-01.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates() {
-        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(utc(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(utc(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(utc(4_107_542_399), "2100-02-28T23:59:59Z");
-        assert_eq!(utc(-1), "1969-12-31T23:59:59Z");
-    }
 
     #[test]
     fn long_memories_are_cut_on_a_character() {
