@@ -43,9 +43,10 @@ PIN=${BENCH_PIN:-1}
 OUT=${BENCH_OUT:-$ROOT/bench/results/$(date +%Y%m%d-%H%M%S)}
 
 # Translated streams: a model whose provider speaks another wire format, so memproxy
-# translates the answer back to OpenAI SSE. One case a line: MODEL_NAME LITELLM_MODEL API_BASE,
-# where {mock} stands for the mock upstream's host:port. A case the memproxy build cannot
-# serve yet is reported as "not available".
+# translates the answer back to OpenAI SSE. One case a line: MODEL_NAME [LITELLM_MODEL
+# [API_BASE]], where {mock} stands for the mock upstream's host:port; LITELLM_MODEL defaults to
+# PROVIDER/bench for a name bench-PROVIDER, API_BASE to http://{mock}. A case the memproxy
+# build cannot serve yet is reported as "not available".
 TRANSLATED=${BENCH_TRANSLATED_MODEL-"
 bench-anthropic anthropic/bench http://{mock}
 "}
@@ -57,12 +58,12 @@ MAX_RSS_KB=$((40 * 1024))
 
 PIDS=()
 cleanup() {
-    local pid i
+    local pid
     for pid in "${PIDS[@]}"; do
         kill -TERM "$pid" 2>/dev/null || true
     done
     for pid in "${PIDS[@]}"; do
-        for i in $(seq 1 50); do
+        for _ in $(seq 1 50); do
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done
@@ -81,18 +82,22 @@ die() {
 # --- build -------------------------------------------------------------------------------
 
 HAVE_FLOOR=1
+if [[ ! -f $FLOOR_DIR/Cargo.toml ]]; then
+    say "floor-proxy not found at $FLOOR_DIR: measuring without the floor"
+    HAVE_FLOOR=0
+fi
 if [[ ${BENCH_BUILD:-1} == 1 ]]; then
     say "== building release binaries (target dir $TARGET)"
     (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release -p memproxy -p mock-upstream)
     CARGO_TARGET_DIR=$TARGET cargo build --release --manifest-path "$ROOT/bench/loadgen/Cargo.toml"
-    if [[ -f $FLOOR_DIR/Cargo.toml ]]; then
+    if ((HAVE_FLOOR)); then
         cargo build --release --manifest-path "$FLOOR_DIR/Cargo.toml" --target-dir "$TARGET/floor"
-    else
-        say "floor-proxy not found at $FLOOR_DIR: measuring without the floor"
-        HAVE_FLOOR=0
     fi
 fi
-[[ -x $FLOOR_BIN ]] || HAVE_FLOOR=0
+if ((HAVE_FLOOR)) && [[ ! -x $FLOOR_BIN ]]; then
+    say "floor-proxy is not built ($FLOOR_BIN): measuring without the floor"
+    HAVE_FLOOR=0
+fi
 for b in memproxy mock-upstream loadgen; do
     [[ -x $BIN/$b ]] || die "$BIN/$b is missing (build it, or run with BENCH_BUILD=1)"
 done
@@ -163,8 +168,7 @@ pick_port() {
 
 # Polls until the process listens on its port; fails when it exits first.
 wait_listening() { # name pid port
-    local i
-    for i in $(seq 1 400); do
+    for _ in $(seq 1 400); do
         kill -0 "$2" 2>/dev/null || return 1
         if (exec 3<>"/dev/tcp/127.0.0.1/$3") 2>/dev/null; then
             return 0
@@ -282,8 +286,6 @@ if ((HAVE_FLOOR)); then
     start floor
     FLOOR_PID=$STARTED_PID
     FLOOR_PORT=$STARTED_PORT
-else
-    say "floor-proxy is not built: the floor column stays empty"
 fi
 
 # memproxy's config: the mock as an OpenAI-compatible provider, plus the translated cases.
@@ -302,6 +304,8 @@ TRANSLATED_NAMES=()
     base_config
     while read -r name model base; do
         [[ -n ${name:-} && $name != \#* ]] || continue
+        [[ -n ${model:-} ]] || model=${name#bench-}/bench
+        [[ -n ${base:-} ]] || base="http://{mock}"
         TRANSLATED_NAMES+=("$name")
         printf '  - model_name: %s\n    litellm_params:\n      model: %s\n      api_base: %s\n      api_key: bench\n' \
             "$name" "$model" "${base//\{mock\}/127.0.0.1:$MOCK_PORT}"
@@ -456,12 +460,13 @@ row() { # label scenario key [fmt]
 
 # CPU time per request (µs) of one process over one measurement.
 cpu_per_req() { # scenario target which
-    local ticks=${M[$1.$2.${3}_ticks]:-0} n=$((${M[$1.$2.requests]:-0} + ${M[$1.$2.warm_requests]:-0}))
-    ((n > 0)) || {
+    local ticks=${M[$1.$2.${3}_ticks]:-0} n
+    n=$(calc %d "${M[$1.$2.requests]:-0} + ${M[$1.$2.warm_requests]:-0}")
+    if ((n > 0)); then
+        calc %.1f "$ticks * 1000000 / $CLK_TCK / $n"
+    else
         printf -
-        return
-    }
-    calc %.1f "$ticks * 1000000 / $CLK_TCK / $n"
+    fi
 }
 
 {
@@ -539,7 +544,7 @@ cpu_per_req() { # scenario target which
         r=$(verdict "$share_floor >= $MIN_RPS_SHARE_OF_FLOOR")
         echo "  $r  throughput at $CONNS connections: ${share_floor} of floor-proxy (target >= $MIN_RPS_SHARE_OF_FLOOR)"
     else
-        echo "  SKIP throughput as a share of floor-proxy: floor-proxy not built"
+        echo "  SKIP  throughput as a share of floor-proxy: floor-proxy not available"
     fi
     r=$(verdict "$RSS_PEAK <= $MAX_RSS_KB")
     echo "  $r  memproxy RSS under load (peak): $(calc %.1f "$RSS_PEAK / 1024") MiB (target <= $((MAX_RSS_KB / 1024)) MiB)"
