@@ -18,6 +18,8 @@
 #   BENCH_RETRIES=2         times a measurement disturbed by other processes is taken again
 #   BENCH_PIN=1             1-connection measurements: load generator on CPU 0, servers on
 #                           the last CPU (see bench/README.md); 0: leave placement to the kernel
+#   BENCH_NICE=N            run the servers and the load generator at this nice value (e.g. -10,
+#                           needs root) so that other work on the machine disturbs less
 #   BENCH_STRICT=0          1: exit 1 when a target is missed
 #   BENCH_OUT=DIR           raw results (default bench/results/DATE-TIME)
 #   BENCH_TRANSLATED_MODEL  translated-stream cases (see TRANSLATED below); empty: none
@@ -40,6 +42,7 @@ WAIT_IDLE=${BENCH_WAIT_IDLE:-60}
 RETRIES=${BENCH_RETRIES:-2}
 NOISE_PCT=10
 PIN=${BENCH_PIN:-1}
+NICE=${BENCH_NICE:-}
 OUT=${BENCH_OUT:-$ROOT/bench/results/$(date +%Y%m%d-%H%M%S)}
 
 # Translated streams: a model whose provider speaks another wire format, so memproxy
@@ -198,10 +201,16 @@ start() { # name
     die "could not start $1"
 }
 
-launch_mock() { exec "$BIN/mock-upstream" "$1"; }
-launch_floor() { LISTEN_PORT=$1 UPSTREAM=http://127.0.0.1:$MOCK_PORT exec "$FLOOR_BIN"; }
+# Prefix for every process the benchmark runs (the nice value, when asked for).
+RUN=()
+if [[ -n $NICE ]]; then
+    nice -n "$NICE" true 2>/dev/null || die "cannot run at nice $NICE (negative values need root)"
+    RUN=(nice -n "$NICE")
+fi
+launch_mock() { exec "${RUN[@]}" "$BIN/mock-upstream" "$1"; }
+launch_floor() { LISTEN_PORT=$1 UPSTREAM=http://127.0.0.1:$MOCK_PORT exec "${RUN[@]}" "$FLOOR_BIN"; }
 launch_memproxy() {
-    LOG_LEVEL=$MP_LOG_LEVEL exec "$BIN/memproxy" serve --config "$MP_CONFIG" \
+    LOG_LEVEL=$MP_LOG_LEVEL exec "${RUN[@]}" "$BIN/memproxy" serve --config "$MP_CONFIG" \
         --host 127.0.0.1 --port "$1"
 }
 
@@ -367,13 +376,13 @@ done
 # ping-pong measures mostly where the kernel happened to place the processes. Pinned: the
 # load generator has CPU 0, the mock and the proxies share the last CPU, so direct and
 # proxied requests both cross CPUs exactly once each way. Throughput runs unpinned.
-LG_PREFIX=()
+LG_PREFIX=("${RUN[@]}")
 placement() { # pinned|free
     local cpus=0-$((NCPU - 1)) pid
-    LG_PREFIX=()
+    LG_PREFIX=("${RUN[@]}")
     if [[ $1 == pinned ]]; then
         cpus=$((NCPU - 1))
-        LG_PREFIX=(taskset -c 0)
+        LG_PREFIX+=(taskset -c 0)
     fi
     for pid in "$MOCK_PID" "$FLOOR_PID" "$MP_PID"; do
         [[ $pid == - ]] || taskset -a -p -c "$cpus" "$pid" >/dev/null
@@ -473,7 +482,7 @@ cpu_per_req() { # scenario target which
     echo
     echo "memproxy benchmark, $(date '+%Y-%m-%d %H:%M'), $NCPU cores ($(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)),"
     echo "memproxy $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), LOG_LEVEL=$MP_LOG_LEVEL; ${DURATION}s + ${WARMUP}s warm-up per measurement, median of $REPS;"
-    echo "loadgen $LG_THREADS thread(s); 1-connection runs $([[ $PIN == 1 ]] && echo "pinned (loadgen CPU 0, servers CPU $((NCPU - 1)))" || echo unpinned), $CONNS-connection runs unpinned"
+    echo "loadgen $LG_THREADS thread(s)${NICE:+; all processes at nice $NICE}; 1-connection runs $([[ $PIN == 1 ]] && echo "pinned (loadgen CPU 0, servers CPU $((NCPU - 1)))" || echo unpinned), $CONNS-connection runs unpinned"
     echo
     printf '%-34s%12s%12s%12s%16s%16s\n' "" direct floor memproxy "floor-direct" "memproxy-direct"
     echo "non-streaming, 1 connection"
