@@ -22,6 +22,7 @@
 #                           needs root) so that other work on the machine disturbs less
 #   BENCH_STRICT=0          1: exit 1 when a target is missed
 #   BENCH_OUT=DIR           raw results (default bench/results/DATE-TIME)
+#   BENCH_REPORT=DIR        measure nothing: print the report of an earlier run's raw results
 #   BENCH_TRANSLATED_MODEL  translated-stream cases (see TRANSLATED below); empty: none
 #   FLOOR_DIR               floor-proxy sources (default ../shared/bench/floor-proxy)
 #   CARGO_TARGET_DIR        cargo's target dir (default ./target)
@@ -43,7 +44,7 @@ RETRIES=${BENCH_RETRIES:-2}
 NOISE_PCT=10
 PIN=${BENCH_PIN:-1}
 NICE=${BENCH_NICE:-}
-OUT=${BENCH_OUT:-$ROOT/bench/results/$(date +%Y%m%d-%H%M%S)}
+OUT=${BENCH_REPORT:-${BENCH_OUT:-$ROOT/bench/results/$(date +%Y%m%d-%H%M%S)}}
 
 # Translated streams: a model whose provider speaks another wire format, so memproxy
 # translates the answer back to OpenAI SSE. One case a line: MODEL_NAME [LITELLM_MODEL
@@ -84,6 +85,8 @@ die() {
 
 # --- build -------------------------------------------------------------------------------
 
+if [[ -z ${BENCH_REPORT:-} ]]; then
+
 HAVE_FLOOR=1
 if [[ ! -f $FLOOR_DIR/Cargo.toml ]]; then
     say "floor-proxy not found at $FLOOR_DIR: measuring without the floor"
@@ -105,6 +108,7 @@ for b in memproxy mock-upstream loadgen; do
     [[ -x $BIN/$b ]] || die "$BIN/$b is missing (build it, or run with BENCH_BUILD=1)"
 done
 mkdir -p "$OUT"
+fi
 
 # --- machine helpers ---------------------------------------------------------------------
 
@@ -150,6 +154,12 @@ wait_quiet() {
         say "warning: the machine is ${pct}% busy before measuring; figures will be noisy"
     fi
 }
+
+# The value of KEY in a loadgen result line (or file).
+kv() { # file key
+    awk -v k="$2" '{for (i = 1; i <= NF; i++) { split($i, a, "="); if (a[1] == k) { print a[2]; exit } }}' "$1"
+}
+kv_line() { kv /dev/stdin "$2" <<<"$1"; } # line key
 
 # --- processes ---------------------------------------------------------------------------
 
@@ -216,16 +226,13 @@ launch_memproxy() {
 
 # --- requests ----------------------------------------------------------------------------
 
+if [[ -z ${BENCH_REPORT:-} ]]; then
+
 cat >"$OUT/chat.json" <<'EOF'
 {"model": "bench", "messages": [{"role": "system", "content": "You are a helpful assistant. Answer briefly."}, {"role": "user", "content": "What is the capital of France? Please answer in one sentence."}], "temperature": 0.2, "max_tokens": 64}
 EOF
 sed 's/"max_tokens": 64}$/"max_tokens": 64, "stream": true}/' "$OUT/chat.json" >"$OUT/chat-stream.json"
 grep -q '"stream": true' "$OUT/chat-stream.json" || die "could not make the streaming body"
-
-kv() { # file key
-    awk -v k="$2" '{for (i = 1; i <= NF; i++) { split($i, a, "="); if (a[1] == k) { print a[2]; exit } }}' "$1"
-}
-kv_line() { kv /dev/stdin "$2" <<<"$1"; } # line key
 
 # loadgen against URL with the given options; the result line goes to FILE, plus the CPU
 # ticks that the proxy under test, the mock, the load generator and the rest of the machine
@@ -416,7 +423,17 @@ done
 RSS_END=$(proc_kb "$MP_PID" VmRSS)
 RSS_PEAK=$(proc_kb "$MP_PID" VmHWM)
 FLOOR_RSS_PEAK=
-((HAVE_FLOOR)) && FLOOR_RSS_PEAK=$(proc_kb "$FLOOR_PID" VmHWM)
+if ((HAVE_FLOOR)); then FLOOR_RSS_PEAK=$(proc_kb "$FLOOR_PID" VmHWM); fi
+MEASURED=$(date '+%Y-%m-%d %H:%M')
+MP_COMMIT=$(git -C "$ROOT" log -1 --format=%h -- src Cargo.toml Cargo.lock crates 2>/dev/null || echo '?')
+# What the report needs, so that BENCH_REPORT=DIR can print it again.
+declare -p NAMES HAVE_FLOOR RSS_START RSS_WARM RSS_END RSS_PEAK FLOOR_RSS_PEAK TRANSLATED_NAMES \
+    TRANSLATED_OK TRANSLATED_WHY MP_LOG_LEVEL DURATION WARMUP REPS CONNS LG_THREADS NICE PIN \
+    MP_COMMIT MEASURED >"$OUT/state.sh"
+else
+    # shellcheck source=/dev/null
+    source "$OUT/state.sh"
+fi
 
 # --- report ------------------------------------------------------------------------------
 
@@ -425,6 +442,27 @@ med() { # scenario target key
     local rep
     for rep in $(seq 1 "$REPS"); do kv "$OUT/r$rep-$1-$2" "$3"; done |
         sort -g | awk '{v[NR] = $1} END {if (NR == 0) print ""; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+}
+# Median over the repetitions of (target - direct) for one key: each repetition's pair was
+# measured close in time, so a disturbance hits both sides of most pairs.
+med_diff() { # scenario target key
+    local rep a b
+    for rep in $(seq 1 "$REPS"); do
+        a=$(kv "$OUT/r$rep-$1-$2" "$3")
+        b=$(kv "$OUT/r$rep-$1-direct" "$3")
+        calc %.3f "$a - $b"
+        echo
+    done | sort -g | awk '{v[NR] = $1} END {if (NR == 0) print ""; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+}
+# Median over the repetitions of target_a / target_b for one key.
+med_ratio() { # scenario target_a target_b key
+    local rep a b
+    for rep in $(seq 1 "$REPS"); do
+        a=$(kv "$OUT/r$rep-$1-$2" "$4")
+        b=$(kv "$OUT/r$rep-$1-$3" "$4")
+        calc %.4f "$a / $b"
+        echo
+    done | sort -g | awk '{v[NR] = $1} END {if (NR == 0) print ""; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'
 }
 # Sum over the repetitions of one key, for error counts.
 total() { # scenario target key
@@ -459,7 +497,7 @@ row() { # label scenario key [fmt]
     done
     for t in floor memproxy; do
         if [[ -n ${M[$2.$t.$3]:-} && $3 != rps ]]; then
-            line+=$(printf '%+16.1f' "$(calc %.1f "${M[$2.$t.$3]} - ${M[$2.direct.$3]}")")
+            line+=$(printf '%+16.1f' "$(med_diff "$2" "$t" "$3")")
         else
             line+=$(printf '%16s' "")
         fi
@@ -480,8 +518,8 @@ cpu_per_req() { # scenario target which
 
 {
     echo
-    echo "memproxy benchmark, $(date '+%Y-%m-%d %H:%M'), $NCPU cores ($(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)),"
-    echo "memproxy $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), LOG_LEVEL=$MP_LOG_LEVEL; ${DURATION}s + ${WARMUP}s warm-up per measurement, median of $REPS;"
+    echo "memproxy benchmark, $MEASURED, $NCPU cores ($(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)),"
+    echo "memproxy $MP_COMMIT, LOG_LEVEL=$MP_LOG_LEVEL; ${DURATION}s + ${WARMUP}s warm-up per measurement, median of $REPS;"
     echo "loadgen $LG_THREADS thread(s)${NICE:+; all processes at nice $NICE}; 1-connection runs $([[ $PIN == 1 ]] && echo "pinned (loadgen CPU 0, servers CPU $((NCPU - 1)))" || echo unpinned), $CONNS-connection runs unpinned"
     echo
     printf '%-34s%12s%12s%12s%16s%16s\n' "" direct floor memproxy "floor-direct" "memproxy-direct"
@@ -498,11 +536,11 @@ cpu_per_req() { # scenario target which
     row "  TTFB p99 (µs)" stream1 ttfb_p99_us
     row "  complete stream p50 (µs)" stream1 lat_p50_us
     echo
-    share_direct=$(calc %.2f "${M[rps.memproxy.rps]} / ${M[rps.direct.rps]}")
+    share_direct=$(calc %.2f "$(med_ratio rps memproxy direct rps)")
     line="memproxy throughput at $CONNS connections: ${share_direct} of direct"
     if has_floor; then
-        share_floor=$(calc %.2f "${M[rps.memproxy.rps]} / ${M[rps.floor.rps]}")
-        line+=", ${share_floor} of floor-proxy (floor: $(calc %.2f "${M[rps.floor.rps]} / ${M[rps.direct.rps]}") of direct)"
+        share_floor=$(calc %.2f "$(med_ratio rps memproxy floor rps)")
+        line+=", ${share_floor} of floor-proxy (floor: $(calc %.2f "$(med_ratio rps floor direct rps)") of direct)"
     fi
     echo "$line"
     line="proxy CPU per request at $CONNS connections: memproxy $(cpu_per_req rps memproxy proxy) µs"
@@ -545,7 +583,7 @@ cpu_per_req() { # scenario target which
 
     echo
     echo "targets"
-    added=$(calc %.1f "${M[lat1.memproxy.lat_p99_us]} - ${M[lat1.direct.lat_p99_us]}")
+    added=$(med_diff lat1 memproxy lat_p99_us)
     verdict() { if (($(calc %d "$1"))); then echo PASS; else echo FAIL; fi; }
     r=$(verdict "$added <= $MAX_ADDED_P99_US")
     echo "  $r  added latency p99 at 1 connection: $(calc %.3f "$added / 1000") ms (target <= $(calc %.1f "$MAX_ADDED_P99_US / 1000") ms)"
