@@ -61,8 +61,10 @@ MIN_RPS_SHARE_OF_FLOOR=0.80
 MAX_RSS_KB=$((40 * 1024))
 
 PIDS=()
+AUTOGROUP_NICE=
 cleanup() {
     local pid
+    if [[ -n $AUTOGROUP_NICE ]]; then echo "$AUTOGROUP_NICE" >/proc/self/autogroup 2>/dev/null || true; fi
     for pid in "${PIDS[@]}"; do
         kill -TERM "$pid" 2>/dev/null || true
     done
@@ -107,7 +109,24 @@ fi
 for b in memproxy mock-upstream loadgen; do
     [[ -x $BIN/$b ]] || die "$BIN/$b is missing (build it, or run with BENCH_BUILD=1)"
 done
-mkdir -p "$OUT"
+# Run copies: a target dir shared with other checkouts may get another build of memproxy
+# while this one runs, and the table must describe the binaries that were measured.
+mkdir -p "$OUT/bin"
+for b in memproxy mock-upstream loadgen; do
+    cp "$BIN/$b" "$OUT/bin/$b"
+done
+if ((HAVE_FLOOR)); then
+    cp "$FLOOR_BIN" "$OUT/bin/floor-proxy"
+    FLOOR_BIN=$OUT/bin/floor-proxy
+fi
+if [[ ${BENCH_BUILD:-1} == 1 ]]; then
+    MP_BUILD="built from $(git -C "$ROOT" log -1 --format=%h -- src Cargo.toml Cargo.lock crates 2>/dev/null || echo '?')"
+    [[ -z $(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock crates 2>/dev/null) ]] ||
+        MP_BUILD+=" + local changes"
+else
+    MP_BUILD="prebuilt $BIN/memproxy of $(date -r "$BIN/memproxy" '+%Y-%m-%d %H:%M')"
+fi
+BIN=$OUT/bin
 fi
 
 # --- machine helpers ---------------------------------------------------------------------
@@ -216,6 +235,12 @@ RUN=()
 if [[ -n $NICE ]]; then
     nice -n "$NICE" true 2>/dev/null || die "cannot run at nice $NICE (negative values need root)"
     RUN=(nice -n "$NICE")
+    # With autogroup scheduling, nice values count only inside a session's group: give the
+    # group the same nice value while the benchmark runs (restored on exit).
+    if [[ -w /proc/self/autogroup ]]; then
+        AUTOGROUP_NICE=$(awk '{print $NF}' /proc/self/autogroup)
+        echo "$NICE" >/proc/self/autogroup 2>/dev/null || AUTOGROUP_NICE=
+    fi
 fi
 launch_mock() { exec "${RUN[@]}" "$BIN/mock-upstream" "$1"; }
 launch_floor() { LISTEN_PORT=$1 UPSTREAM=http://127.0.0.1:$MOCK_PORT exec "${RUN[@]}" "$FLOOR_BIN"; }
@@ -425,11 +450,10 @@ RSS_PEAK=$(proc_kb "$MP_PID" VmHWM)
 FLOOR_RSS_PEAK=
 if ((HAVE_FLOOR)); then FLOOR_RSS_PEAK=$(proc_kb "$FLOOR_PID" VmHWM); fi
 MEASURED=$(date '+%Y-%m-%d %H:%M')
-MP_COMMIT=$(git -C "$ROOT" log -1 --format=%h -- src Cargo.toml Cargo.lock crates 2>/dev/null || echo '?')
 # What the report needs, so that BENCH_REPORT=DIR can print it again.
 declare -p NAMES HAVE_FLOOR RSS_START RSS_WARM RSS_END RSS_PEAK FLOOR_RSS_PEAK TRANSLATED_NAMES \
     TRANSLATED_OK TRANSLATED_WHY MP_LOG_LEVEL DURATION WARMUP REPS CONNS LG_THREADS NICE PIN \
-    MP_COMMIT MEASURED >"$OUT/state.sh"
+    MP_BUILD MEASURED >"$OUT/state.sh"
 else
     # shellcheck source=/dev/null
     source "$OUT/state.sh"
@@ -519,7 +543,7 @@ cpu_per_req() { # scenario target which
 {
     echo
     echo "memproxy benchmark, $MEASURED, $NCPU cores ($(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)),"
-    echo "memproxy $MP_COMMIT, LOG_LEVEL=$MP_LOG_LEVEL; ${DURATION}s + ${WARMUP}s warm-up per measurement, median of $REPS;"
+    echo "memproxy ${MP_BUILD:-?}, LOG_LEVEL=$MP_LOG_LEVEL; ${DURATION}s + ${WARMUP}s warm-up per measurement, median of $REPS;"
     echo "loadgen $LG_THREADS thread(s)${NICE:+; all processes at nice $NICE}; 1-connection runs $([[ $PIN == 1 ]] && echo "pinned (loadgen CPU 0, servers CPU $((NCPU - 1)))" || echo unpinned), $CONNS-connection runs unpinned"
     echo
     printf '%-34s%12s%12s%12s%16s%16s\n' "" direct floor memproxy "floor-direct" "memproxy-direct"
