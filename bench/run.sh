@@ -12,6 +12,8 @@
 #   BENCH_CONNECTIONS=50    connections for the throughput measurement
 #   BENCH_LOADGEN_THREADS=1 load generator threads
 #   BENCH_LOG_LEVEL=info    memproxy's LOG_LEVEL
+#   BENCH_MEMORY=off        off: memproxy's config says memory: {enabled: false}; default:
+#                           no memory section (the build's defaults)
 #   BENCH_BUILD=1           0: use the binaries already in the target dir
 #   BENCH_WAIT_IDLE=60      wait up to this many seconds for a quiet machine (other processes
 #                           using < 10% CPU) before each repetition and before a retry; 0: never
@@ -39,6 +41,7 @@ REPS=${BENCH_REPS:-3}
 CONNS=${BENCH_CONNECTIONS:-50}
 LG_THREADS=${BENCH_LOADGEN_THREADS:-1}
 MP_LOG_LEVEL=${BENCH_LOG_LEVEL:-info}
+MEMORY=${BENCH_MEMORY:-off}
 WAIT_IDLE=${BENCH_WAIT_IDLE:-60}
 RETRIES=${BENCH_RETRIES:-2}
 NOISE_PCT=10
@@ -244,9 +247,11 @@ if [[ -n $NICE ]]; then
 fi
 launch_mock() { exec "${RUN[@]}" "$BIN/mock-upstream" "$1"; }
 launch_floor() { LISTEN_PORT=$1 UPSTREAM=http://127.0.0.1:$MOCK_PORT exec "${RUN[@]}" "$FLOOR_BIN"; }
+# memproxy runs in the results dir, with its data (memory store, if the build has one) there.
 launch_memproxy() {
-    LOG_LEVEL=$MP_LOG_LEVEL exec "${RUN[@]}" "$BIN/memproxy" serve --config "$MP_CONFIG" \
-        --host 127.0.0.1 --port "$1"
+    cd "$OUT" || exit 1
+    LOG_LEVEL=$MP_LOG_LEVEL MEMPROXY_DATA_DIR=$OUT/data exec "${RUN[@]}" "$BIN/memproxy" serve \
+        --config "$MP_CONFIG" --host 127.0.0.1 --port "$1"
 }
 
 # --- requests ----------------------------------------------------------------------------
@@ -329,36 +334,44 @@ if ((HAVE_FLOOR)); then
     FLOOR_PORT=$STARTED_PORT
 fi
 
-# memproxy's config: the mock as an OpenAI-compatible provider, plus the translated cases.
-base_config() {
-    cat <<EOF
-model_list:
-  - model_name: bench
-    litellm_params:
-      model: openai/bench
-      api_base: http://127.0.0.1:$MOCK_PORT/v1
-      api_key: bench
-EOF
-}
+# memproxy's config: the mock as an OpenAI-compatible provider, the translated cases, and
+# memory off. A build that rejects a part gets the config without it (said in the report).
 TRANSLATED_NAMES=()
-{
-    base_config
-    while read -r name model base; do
-        [[ -n ${name:-} && $name != \#* ]] || continue
-        [[ -n ${model:-} ]] || model=${name#bench-}/bench
-        [[ -n ${base:-} ]] || base="http://{mock}"
-        TRANSLATED_NAMES+=("$name")
-        printf '  - model_name: %s\n    litellm_params:\n      model: %s\n      api_base: %s\n      api_key: bench\n' \
-            "$name" "$model" "${base//\{mock\}/127.0.0.1:$MOCK_PORT}"
-    done <<<"$TRANSLATED"
-} >"$OUT/memproxy.yaml"
-MP_CONFIG=$OUT/memproxy.yaml
-if ! "$BIN/memproxy" check-config "$MP_CONFIG" >"$OUT/check-config.log" 2>&1; then
-    say "memproxy rejects the translated models' config; measuring without them:"
-    tail -3 "$OUT/check-config.log" >&2
-    base_config >"$OUT/memproxy-base.yaml"
-    MP_CONFIG=$OUT/memproxy-base.yaml
+TRANSLATED_LINES=
+while read -r name model base; do
+    [[ -n ${name:-} && $name != \#* ]] || continue
+    [[ -n ${model:-} ]] || model=${name#bench-}/bench
+    [[ -n ${base:-} ]] || base="http://{mock}"
+    TRANSLATED_NAMES+=("$name")
+    TRANSLATED_LINES+=$(printf '  - model_name: %s\n    litellm_params:\n      model: %s\n      api_base: %s\n      api_key: bench' \
+        "$name" "$model" "${base//\{mock\}/127.0.0.1:$MOCK_PORT}")$'\n'
+done <<<"$TRANSLATED"
+write_config() { # with_translated with_memory_section
+    if [[ $2 == 1 && $MEMORY == off ]]; then
+        printf 'memory:\n  enabled: false\n'
+    fi
+    printf 'model_list:\n  - model_name: bench\n    litellm_params:\n      model: openai/bench\n'
+    printf '      api_base: http://127.0.0.1:%s/v1\n      api_key: bench\n' "$MOCK_PORT"
+    if [[ $1 == 1 ]]; then printf '%s' "$TRANSLATED_LINES"; fi
+}
+MP_CONFIG=
+for variant in "1 1" "0 1" "1 0" "0 0"; do
+    read -r with_translated with_memory <<<"$variant"
+    write_config "$with_translated" "$with_memory" >"$OUT/memproxy.yaml"
+    if "$BIN/memproxy" check-config "$OUT/memproxy.yaml" >"$OUT/check-config.log" 2>&1; then
+        MP_CONFIG=$OUT/memproxy.yaml
+        break
+    fi
+    cp "$OUT/check-config.log" "$OUT/check-config-$with_translated$with_memory.log"
+done
+[[ -n $MP_CONFIG ]] || die "memproxy rejects even the plain config: $(tail -3 "$OUT/check-config.log")"
+if [[ $with_translated == 0 && -n $TRANSLATED_LINES ]]; then
+    say "memproxy rejects the translated models' config (see $OUT/check-config-11.log); measuring without them"
     TRANSLATED_REJECTED=1
+fi
+if [[ $with_memory == 0 && $MEMORY == off ]]; then
+    say "memproxy rejects 'memory: {enabled: false}'; measuring with the build's memory defaults"
+    MEMORY="default (the build rejects memory: {enabled: false})"
 fi
 
 start memproxy
@@ -394,7 +407,7 @@ declare -A TRANSLATED_WHY
 for name in "${TRANSLATED_NAMES[@]}"; do
     sed "s/\"model\": \"bench\"/\"model\": \"$name\"/" "$OUT/chat-stream.json" >"$OUT/stream-$name.json"
     if [[ -n ${TRANSLATED_REJECTED:-} ]]; then
-        TRANSLATED_WHY[$name]="config rejected (see $OUT/check-config.log)"
+        TRANSLATED_WHY[$name]="config rejected (see $OUT/check-config-11.log)"
     elif err=$(smoke "${URL[memproxy]}" "$OUT/stream-$name.json" "[DONE]" '"content"'); then
         TRANSLATED_OK+=("$name")
     else
@@ -453,7 +466,7 @@ MEASURED=$(date '+%Y-%m-%d %H:%M')
 # What the report needs, so that BENCH_REPORT=DIR can print it again.
 declare -p NAMES HAVE_FLOOR RSS_START RSS_WARM RSS_END RSS_PEAK FLOOR_RSS_PEAK TRANSLATED_NAMES \
     TRANSLATED_OK TRANSLATED_WHY MP_LOG_LEVEL DURATION WARMUP REPS CONNS LG_THREADS NICE PIN \
-    MP_BUILD MEASURED >"$OUT/state.sh"
+    MP_BUILD MEASURED MEMORY >"$OUT/state.sh"
 else
     # shellcheck source=/dev/null
     source "$OUT/state.sh"
@@ -543,7 +556,7 @@ cpu_per_req() { # scenario target which
 {
     echo
     echo "memproxy benchmark, $MEASURED, $NCPU cores ($(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)),"
-    echo "memproxy ${MP_BUILD:-?}, LOG_LEVEL=$MP_LOG_LEVEL; ${DURATION}s + ${WARMUP}s warm-up per measurement, median of $REPS;"
+    echo "memproxy ${MP_BUILD:-?}, LOG_LEVEL=$MP_LOG_LEVEL, memory ${MEMORY:-default}; ${DURATION}s + ${WARMUP}s warm-up per measurement, median of $REPS;"
     echo "loadgen $LG_THREADS thread(s)${NICE:+; all processes at nice $NICE}; 1-connection runs $([[ $PIN == 1 ]] && echo "pinned (loadgen CPU 0, servers CPU $((NCPU - 1)))" || echo unpinned), $CONNS-connection runs unpinned"
     echo
     printf '%-34s%12s%12s%12s%16s%16s\n' "" direct floor memproxy "floor-direct" "memproxy-direct"
