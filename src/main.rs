@@ -85,6 +85,9 @@ fn env_lookup(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -165,7 +168,12 @@ fn run(args: ServeArgs) -> ExitCode {
             }
         };
         tracing::info!(address = %addr, models = ?models, "memproxy listening");
-        match memproxy::serve(listener, state, shutdown_signal()).await {
+        // The accept loop runs as a task on the worker threads, not on this thread.
+        let server = tokio::spawn(memproxy::serve(listener, state, shutdown_signal()));
+        let served = server
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        match served {
             Ok(()) => {
                 tracing::info!("memproxy stopped");
                 ExitCode::SUCCESS

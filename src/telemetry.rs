@@ -19,11 +19,13 @@ pub fn traces_enabled() -> bool {
     TRACES.load(Ordering::Relaxed)
 }
 
-/// Keeps the trace exporter alive; dropping it flushes the spans not yet sent.
+/// Keeps the log writer and the trace exporter alive; dropping it flushes the log lines
+/// and spans not yet written.
 #[derive(Default)]
 pub struct Telemetry {
     #[cfg(feature = "otel")]
     provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+    log_guard: Option<tracing_appender::non_blocking::WorkerGuard>,
 }
 
 impl Drop for Telemetry {
@@ -58,13 +60,28 @@ pub fn init_logging(level: &str) {
 }
 
 /// Installs JSON logging and, when `obs.otlp_endpoint` is set, the OTLP trace exporter.
+/// Log lines are written to stdout by a background thread (request threads only queue
+/// them; when the queue is full they wait rather than drop lines).
 pub fn init(level: &str, obs: &ObservabilitySettings) -> Telemetry {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stdout());
+    let mut t = init_with(level, obs, writer);
+    t.log_guard = Some(guard);
+    t
+}
+
+fn init_with(
+    level: &str,
+    obs: &ObservabilitySettings,
+    writer: tracing_appender::non_blocking::NonBlocking,
+) -> Telemetry {
     let fmt = tracing_subscriber::fmt::layer()
         .json()
         .flatten_event(true)
         .with_current_span(true)
         .with_span_list(false)
-        .with_writer(std::io::stdout);
+        .with_writer(writer);
     let registry = tracing_subscriber::registry().with(filter(level)).with(fmt);
     let Some(endpoint) = &obs.otlp_endpoint else {
         let _ = registry.try_init();
@@ -82,6 +99,7 @@ pub fn init(level: &str, obs: &ObservabilitySettings) -> Telemetry {
                 }
                 Telemetry {
                     provider: Some(provider),
+                    log_guard: None,
                 }
             }
             Err(e) => {

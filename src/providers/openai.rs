@@ -27,6 +27,7 @@ use crate::protocol::ir::{Format, SseEvent};
 
 pub struct OpenAi {
     url: String,
+    parsed_url: Option<reqwest::Url>,
     auth: Option<HeaderValue>,
     extra: HeaderMap,
     http: reqwest::Client,
@@ -121,6 +122,7 @@ impl OpenAi {
         let memory_headers =
             (cfg.supermemory_router || upstream_mode).then(|| MemoryHeaders::new(env));
         Self {
+            parsed_url: reqwest::Url::parse(&format!("{}/chat/completions", cfg.api_base)).ok(),
             url: format!("{}/chat/completions", cfg.api_base),
             responses_url: format!("{}/responses", cfg.api_base),
             responses_missing: AtomicBool::new(false),
@@ -167,9 +169,13 @@ impl OpenAi {
 
     /// A POST to `url` with auth, identity and memory headers set.
     fn request(&self, url: &str, ctx: &CallContext<'_>) -> reqwest::RequestBuilder {
-        let mut req = self
-            .client_for(ctx.user_id)
-            .post(url)
+        let client = self.client_for(ctx.user_id);
+        // The chat URL is parsed once, not per request.
+        let builder = match &self.parsed_url {
+            Some(parsed) if url == self.url => client.post(parsed.clone()),
+            _ => client.post(url),
+        };
+        let mut req = builder
             .header("content-type", "application/json")
             .header("x-request-id", ctx.request_id)
             .header("x-memproxy-user-id", ctx.user_id);
