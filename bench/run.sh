@@ -54,8 +54,11 @@ OUT=${BENCH_REPORT:-${BENCH_OUT:-$ROOT/bench/results/$(date +%Y%m%d-%H%M%S)}}
 # [API_BASE]], where {mock} stands for the mock upstream's host:port; LITELLM_MODEL defaults to
 # PROVIDER/bench for a name bench-PROVIDER, API_BASE to http://{mock}. A case the memproxy
 # build cannot serve yet is reported as "not available".
+# A fourth field `responses` makes the case a Responses-API client (POST /v1/responses,
+# streamed) on a deployment bridged to chat completions.
 TRANSLATED=${BENCH_TRANSLATED_MODEL-"
 bench-anthropic anthropic/bench http://{mock}
+bench-responses openai/bench http://{mock}/v1 responses
 "}
 
 # Targets: added p99 at 1 connection, throughput as a share of floor-proxy's, peak RSS.
@@ -338,13 +341,18 @@ fi
 # memory off. A build that rejects a part gets the config without it (said in the report).
 TRANSLATED_NAMES=()
 TRANSLATED_LINES=
-while read -r name model base; do
+declare -A TRANSLATED_API
+while read -r name model base api; do
     [[ -n ${name:-} && $name != \#* ]] || continue
     [[ -n ${model:-} ]] || model=${name#bench-}/bench
     [[ -n ${base:-} ]] || base="http://{mock}"
     TRANSLATED_NAMES+=("$name")
+    TRANSLATED_API[$name]=${api:-chat}
     TRANSLATED_LINES+=$(printf '  - model_name: %s\n    litellm_params:\n      model: %s\n      api_base: %s\n      api_key: bench' \
         "$name" "$model" "${base//\{mock\}/127.0.0.1:$MOCK_PORT}")$'\n'
+    if [[ ${api:-chat} == responses ]]; then
+        TRANSLATED_LINES+=$'    model_info:\n      supported_endpoints: ["/v1/chat/completions"]\n'
+    fi
 done <<<"$TRANSLATED"
 write_config() { # with_translated with_memory_section
     if [[ $2 == 1 && $MEMORY == off ]]; then
@@ -404,11 +412,21 @@ RSS_WARM=$(proc_kb "$MP_PID" VmRSS)
 # Translated cases that answer a proper OpenAI stream.
 TRANSLATED_OK=()
 declare -A TRANSLATED_WHY
+declare -A TRANSLATED_URL
 for name in "${TRANSLATED_NAMES[@]}"; do
-    sed "s/\"model\": \"bench\"/\"model\": \"$name\"/" "$OUT/chat-stream.json" >"$OUT/stream-$name.json"
+    if [[ ${TRANSLATED_API[$name]} == responses ]]; then
+        TRANSLATED_URL[$name]=http://127.0.0.1:$MP_PORT/v1/responses
+        printf '{"model": "%s", "input": "Say something short.", "max_output_tokens": 64, "stream": true}' \
+            "$name" >"$OUT/stream-$name.json"
+        expect=("response.completed" "output_text.delta")
+    else
+        TRANSLATED_URL[$name]=${URL[memproxy]}
+        sed "s/\"model\": \"bench\"/\"model\": \"$name\"/" "$OUT/chat-stream.json" >"$OUT/stream-$name.json"
+        expect=("[DONE]" '"content"')
+    fi
     if [[ -n ${TRANSLATED_REJECTED:-} ]]; then
         TRANSLATED_WHY[$name]="config rejected (see $OUT/check-config-11.log)"
-    elif err=$(smoke "${URL[memproxy]}" "$OUT/stream-$name.json" "[DONE]" '"content"'); then
+    elif err=$(smoke "${TRANSLATED_URL[$name]}" "$OUT/stream-$name.json" "${expect[@]}"); then
         TRANSLATED_OK+=("$name")
     else
         TRANSLATED_WHY[$name]=$(sed -n 's/.*first error: //p' <<<"$err" | head -c 160)
@@ -448,7 +466,7 @@ for rep in $(seq 1 "$REPS"); do
     done
     for name in "${TRANSLATED_OK[@]}"; do
         say "   rep $rep: memproxy, translated stream $name"
-        measure "$OUT/r$rep-translated-$name" "${URL[memproxy]}" "$MP_PID" "${COMMON[@]}" \
+        measure "$OUT/r$rep-translated-$name" "${TRANSLATED_URL[$name]}" "$MP_PID" "${COMMON[@]}" \
             --connections 1 --body "$OUT/stream-$name.json" --label "$name"
     done
     if [[ $PIN == 1 ]]; then placement free; fi
