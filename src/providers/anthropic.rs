@@ -7,9 +7,7 @@
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use futures_util::StreamExt;
 
-use super::openai::{
-    extra_headers, read_all, sse_events, status_error, transport_error, MemoryHeaders,
-};
+use super::openai::{extra_headers, read_all, send, sse_events, status_error, MemoryHeaders};
 use super::{CallContext, EventStream, LlmRequest, Native, ProviderEnv, ProviderError, Reply};
 use crate::config::DeploymentConfig;
 use crate::protocol::anthropic;
@@ -110,16 +108,7 @@ impl Anthropic {
         }
 
         let timeout = cfg.timeout;
-        let resp = tokio::time::timeout(timeout, builder.body(payload).send())
-            .await
-            .map_err(|_| ProviderError::Timeout(timeout))?
-            .map_err(|e| transport_error(&self.url, e))?;
-        let status =
-            StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        if !status.is_success() {
-            let bytes = read_all(resp, timeout).await.unwrap_or_default();
-            return Err(upstream_error(status, &bytes));
-        }
+        let resp = send(builder, payload, &self.url, timeout, upstream_error).await?;
         if !stream {
             return Ok(Reply::Complete {
                 body: read_all(resp, timeout).await?,

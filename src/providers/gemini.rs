@@ -6,7 +6,7 @@
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
-use super::openai::{read_all, sse_events, status_error as generic_status_error, transport_error};
+use super::openai::{read_all, send, sse_events, status_error as generic_status_error};
 use super::{CallContext, ProviderEnv, ProviderError, Reply};
 use crate::config::DeploymentConfig;
 use crate::protocol::chat::ChatBody;
@@ -109,16 +109,7 @@ impl Gemini {
             }
         }
         let timeout = cfg.timeout;
-        let resp = tokio::time::timeout(timeout, req.body(payload).send())
-            .await
-            .map_err(|_| ProviderError::Timeout(timeout))?
-            .map_err(|e| transport_error(&url, e))?;
-        let status =
-            StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        if !status.is_success() {
-            let bytes = read_all(resp, timeout).await.unwrap_or_default();
-            return Err(status_error(status, &bytes));
-        }
+        let resp = send(req, payload, &url, timeout, status_error).await?;
         if !body.stream {
             return Ok(Reply::Complete {
                 body: read_all(resp, timeout).await?,

@@ -210,17 +210,7 @@ impl OpenAi {
         };
         let req = self.request(&self.url, ctx).header("accept", accept);
         let timeout = cfg.timeout;
-        let resp = tokio::time::timeout(timeout, req.body(payload).send())
-            .await
-            .map_err(|_| ProviderError::Timeout(timeout))?
-            .map_err(|e| transport_error(&self.url, e))?;
-
-        let status =
-            StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        if !status.is_success() {
-            let bytes = read_all(resp, timeout).await.unwrap_or_default();
-            return Err(status_error(status, &bytes));
-        }
+        let resp = send(req, payload, &self.url, timeout, status_error).await?;
         if !body.stream {
             let body = read_all(resp, timeout).await?;
             return Ok(Reply::Complete {
@@ -310,16 +300,7 @@ impl OpenAi {
             .request(&self.responses_url, ctx)
             .header("accept", accept);
         let timeout = cfg.timeout;
-        let resp = tokio::time::timeout(timeout, req.body(payload).send())
-            .await
-            .map_err(|_| ProviderError::Timeout(timeout))?
-            .map_err(|e| transport_error(&self.responses_url, e))?;
-        let status =
-            StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        if !status.is_success() {
-            let bytes = read_all(resp, timeout).await.unwrap_or_default();
-            return Err(status_error(status, &bytes));
-        }
+        let resp = send(req, payload, &self.responses_url, timeout, status_error).await?;
         if !body.stream {
             return Ok(Reply::Complete {
                 body: read_all(resp, timeout).await?,
@@ -364,6 +345,27 @@ fn fail_on_failed_responses(events: EventStream) -> EventStream {
         }
         Ok(ev)
     }))
+}
+
+/// Sends `req` with `payload` within `timeout`. An error status is read and turned into a
+/// [`ProviderError`] by `on_status`, the provider's parser of its error bodies.
+pub(crate) async fn send(
+    req: reqwest::RequestBuilder,
+    payload: impl Into<reqwest::Body>,
+    url: &str,
+    timeout: Duration,
+    on_status: fn(StatusCode, &[u8]) -> ProviderError,
+) -> Result<reqwest::Response, ProviderError> {
+    let resp = tokio::time::timeout(timeout, req.body(payload).send())
+        .await
+        .map_err(|_| ProviderError::Timeout(timeout))?
+        .map_err(|e| transport_error(url, e))?;
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    if !status.is_success() {
+        let bytes = read_all(resp, timeout).await.unwrap_or_default();
+        return Err(on_status(status, &bytes));
+    }
+    Ok(resp)
 }
 
 pub(crate) fn transport_error(url: &str, e: reqwest::Error) -> ProviderError {
