@@ -177,3 +177,69 @@ async fn supermemory_router_gets_user_and_key_headers() {
     assert_eq!(seen.headers["x-supermemory-api-key"], "sm-secret");
     assert_eq!(seen.headers["authorization"], "Bearer sk-openai");
 }
+
+/// A Supermemory router that sets a session cookie naming the user it was made for, and
+/// records the cookies each request brought.
+async fn cookie_router() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+) {
+    use axum::http::HeaderMap;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let app = axum::Router::new().fallback(move |headers: HeaderMap| {
+        let log = log.clone();
+        async move {
+            let get = |name: &str| {
+                headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let user = get("x-sm-user-id");
+            log.lock().unwrap().push((user.clone(), get("cookie")));
+            let body = json!({"id": "c", "object": "chat.completion", "model": "m",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                             "finish_reason": "stop"}]});
+            (
+                [("set-cookie", format!("challenge={user}; Path=/"))],
+                axum::Json(body),
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn supermemory_router_cookies_stay_with_their_user() {
+    let (addr, seen) = cookie_router().await;
+    let yaml = format!(
+        "model_list:\n  - model_name: sm\n    litellm_params: {{model: openai/gpt-4o, api_base: 'http://{addr}/v3/api.supermemory.ai/v1'}}\n"
+    );
+    let proxy = start(&yaml).await;
+    for user in ["alice", "bob", "alice", "bob"] {
+        let resp = client()
+            .post(proxy.url("/v1/chat/completions"))
+            .header("x-memory-user-id", user)
+            .json(&chat_body("sm", "hi"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let seen = seen.lock().unwrap().clone();
+    let expected: Vec<(String, String)> = [
+        ("alice", ""),
+        ("bob", ""),
+        ("alice", "challenge=alice"),
+        ("bob", "challenge=bob"),
+    ]
+    .iter()
+    .map(|(u, c)| (u.to_string(), c.to_string()))
+    .collect();
+    assert_eq!(seen, expected);
+}

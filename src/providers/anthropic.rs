@@ -7,17 +7,18 @@
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use futures_util::StreamExt;
 
-use super::openai::{extra_headers, read_all, send, sse_events, status_error, MemoryHeaders};
+use super::http::{accept, base_headers, read_all, sse_events, Endpoint, HttpClient};
+use super::openai::{extra_headers, status_error, MemoryHeaders};
 use super::{CallContext, EventStream, LlmRequest, Native, ProviderEnv, ProviderError, Reply};
 use crate::config::DeploymentConfig;
 use crate::protocol::anthropic;
 use crate::protocol::ir::{Format, SseEvent};
 
 pub struct Anthropic {
-    url: String,
+    url: Endpoint,
     api_key: Option<HeaderValue>,
     extra: HeaderMap,
-    http: reqwest::Client,
+    http: HttpClient,
     /// Set for Supermemory routers: memory headers are sent upstream.
     memory_headers: Option<MemoryHeaders>,
 }
@@ -43,11 +44,13 @@ impl Anthropic {
                 v
             });
         Self {
-            url: messages_url(&cfg.api_base),
+            url: Endpoint::new(messages_url(&cfg.api_base)),
             api_key,
             extra: extra_headers(cfg),
             http: env.http.clone(),
-            memory_headers: cfg.supermemory_router.then(|| MemoryHeaders::new(env)),
+            memory_headers: cfg
+                .supermemory_router
+                .then(|| MemoryHeaders::new(env, &cfg.api_base)),
         }
     }
 
@@ -76,47 +79,42 @@ impl Anthropic {
             )
         };
 
-        let client = match &self.memory_headers {
-            Some(mh) => mh.client_for(ctx.user_id, &self.http),
-            None => self.http.clone(),
-        };
-        let mut builder = client
-            .post(&self.url)
-            .header("content-type", "application/json")
-            .header("anthropic-version", anthropic::API_VERSION)
-            .header(
-                "accept",
-                if stream {
-                    "text/event-stream"
-                } else {
-                    "application/json"
-                },
-            )
-            .header("x-request-id", ctx.request_id)
-            .header("x-memproxy-user-id", ctx.user_id);
+        let mut h = base_headers(accept(stream), ctx.request_id, ctx.user_id);
+        h.insert(
+            "anthropic-version",
+            HeaderValue::from_static(anthropic::API_VERSION),
+        );
         for (k, v) in &self.extra {
-            builder = builder.header(k, v);
+            h.insert(k, v.clone());
         }
         if let Some(key) = &self.api_key {
-            builder = builder.header("x-api-key", key);
+            h.insert("x-api-key", key.clone());
         }
-        if let Some(beta) = ctx.anthropic_beta {
-            builder = builder.header("anthropic-beta", beta);
+        if let Some(beta) = ctx
+            .anthropic_beta
+            .and_then(|b| HeaderValue::from_str(b).ok())
+        {
+            h.insert("anthropic-beta", beta);
         }
         if let Some(mh) = &self.memory_headers {
-            builder = mh.apply(builder, ctx.user_id);
+            mh.apply(&mut h, ctx.user_id);
         }
-
         let timeout = cfg.timeout;
-        let resp = send(builder, payload, &self.url, timeout, upstream_error).await?;
+        let resp = self
+            .http
+            .post(&self.url, h, payload, timeout, upstream_error)
+            .await?;
+        if let Some(mh) = &self.memory_headers {
+            mh.remember(ctx.user_id, resp.headers());
+        }
         if !stream {
             return Ok(Reply::Complete {
-                body: read_all(resp, timeout).await?,
+                body: read_all(resp, timeout, &self.url.url).await?,
                 format: Format::Anthropic,
             });
         }
         Ok(Reply::Stream {
-            events: fail_on_error_events(sse_events(resp, timeout)),
+            events: fail_on_error_events(sse_events(resp, timeout, &self.url.url)),
             format: Format::Anthropic,
             usage_added: false,
         })

@@ -4,9 +4,10 @@
 //! `:streamGenerateContent?alt=sse` for streams, with the key in `x-goog-api-key`. The
 //! answer comes back in Gemini's format for the server to translate.
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 
-use super::openai::{read_all, send, sse_events, status_error as generic_status_error};
+use super::http::{accept, base_headers, read_all, sse_events, Endpoint, HttpClient};
+use super::openai::{extra_headers, status_error as generic_status_error, MemoryHeaders};
 use super::{CallContext, ProviderEnv, ProviderError, Reply};
 use crate::config::DeploymentConfig;
 use crate::protocol::chat::ChatBody;
@@ -21,10 +22,9 @@ pub struct Gemini {
     base: String,
     key: Option<HeaderValue>,
     extra: HeaderMap,
-    http: reqwest::Client,
-    /// The api_base is a Supermemory router: the user id (and its key) are sent along.
-    supermemory_router: bool,
-    supermemory_key: Option<HeaderValue>,
+    http: HttpClient,
+    /// Set for Supermemory routers: memory headers are sent upstream.
+    memory_headers: Option<MemoryHeaders>,
 }
 
 impl Gemini {
@@ -37,25 +37,14 @@ impl Gemini {
                 v.set_sensitive(true);
                 v
             });
-        let mut extra = HeaderMap::new();
-        for (k, v) in &cfg.extra_headers {
-            if let (Ok(k), Ok(v)) = (
-                HeaderName::from_bytes(k.as_bytes()),
-                HeaderValue::from_str(v),
-            ) {
-                extra.insert(k, v);
-            }
-        }
         Self {
             base: versioned_base(&cfg.api_base, cfg.api_version.as_deref()),
             key,
-            extra,
+            extra: extra_headers(cfg),
             http: env.http.clone(),
-            supermemory_router: cfg.supermemory_router,
-            supermemory_key: env
-                .supermemory_api_key
-                .as_deref()
-                .and_then(|k| HeaderValue::from_str(k).ok()),
+            memory_headers: cfg
+                .supermemory_router
+                .then(|| MemoryHeaders::new(env, &cfg.api_base)),
         }
     }
 
@@ -81,43 +70,33 @@ impl Gemini {
             kind: Some("invalid_request_error".into()),
             code: Some("invalid_request".into()),
         })?;
-        let url = self.url(upstream_model, body.stream);
-        let mut req = self
-            .http
-            .post(&url)
-            .header("content-type", "application/json")
-            .header(
-                "accept",
-                if body.stream {
-                    "text/event-stream"
-                } else {
-                    "application/json"
-                },
-            )
-            .header("x-request-id", ctx.request_id)
-            .header("x-memproxy-user-id", ctx.user_id);
+        let url = Endpoint::new(self.url(upstream_model, body.stream));
+        let mut h = base_headers(accept(body.stream), ctx.request_id, ctx.user_id);
         for (k, v) in &self.extra {
-            req = req.header(k, v);
+            h.insert(k, v.clone());
         }
         if let Some(key) = &self.key {
-            req = req.header("x-goog-api-key", key);
+            h.insert("x-goog-api-key", key.clone());
         }
-        if self.supermemory_router {
-            req = req.header("x-sm-user-id", ctx.user_id);
-            if let Some(k) = &self.supermemory_key {
-                req = req.header("x-supermemory-api-key", k);
-            }
+        if let Some(mh) = &self.memory_headers {
+            mh.apply(&mut h, ctx.user_id);
         }
         let timeout = cfg.timeout;
-        let resp = send(req, payload, &url, timeout, status_error).await?;
+        let resp = self
+            .http
+            .post(&url, h, payload, timeout, status_error)
+            .await?;
+        if let Some(mh) = &self.memory_headers {
+            mh.remember(ctx.user_id, resp.headers());
+        }
         if !body.stream {
             return Ok(Reply::Complete {
-                body: read_all(resp, timeout).await?,
+                body: read_all(resp, timeout, &url.url).await?,
                 format: Format::Gemini,
             });
         }
         Ok(Reply::Stream {
-            events: sse_events(resp, timeout),
+            events: sse_events(resp, timeout, &url.url),
             format: Format::Gemini,
             usage_added: false,
         })

@@ -5,6 +5,7 @@
 
 mod anthropic;
 mod gemini;
+pub mod http;
 mod mock;
 mod openai;
 
@@ -147,32 +148,21 @@ pub struct CallContext<'a> {
 
 /// Process-wide values providers need (shared HTTP settings, Supermemory key).
 pub struct ProviderEnv {
-    pub http: reqwest::Client,
+    pub http: http::HttpClient,
     pub supermemory_api_key: Option<String>,
 }
 
 impl ProviderEnv {
     /// Builds the shared upstream HTTP client (rustls with the ring provider).
-    pub fn new(config: &Config) -> Result<Self, reqwest::Error> {
+    pub fn new(config: &Config) -> Result<Self, http::HttpInitError> {
         Ok(Self {
-            http: http_client(false)?,
+            http: http::HttpClient::new()?,
             supermemory_api_key: config
                 .supermemory_api_key
                 .as_ref()
                 .map(|k| k.expose().clone()),
         })
     }
-}
-
-pub(crate) fn http_client(cookies: bool) -> Result<reqwest::Client, reqwest::Error> {
-    // Installing twice is harmless: the second call reports the first provider.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .pool_idle_timeout(Duration::from_secs(90))
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(10))
-        .cookie_store(cookies)
-        .build()
 }
 
 /// The provider implementation of one deployment.

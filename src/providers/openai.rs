@@ -9,34 +9,33 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::RwLock;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use bytes::Bytes;
-use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use serde::Deserialize;
 
+use super::http::{accept, base_headers, read_all, sse_events, Endpoint, HttpClient};
 use super::{
     deployment_key, CallContext, EventStream, ProviderEnv, ProviderError, Reply, ResponsesNative,
 };
 use crate::config::DeploymentConfig;
 use crate::protocol::chat::ChatBody;
-use crate::protocol::ir::{Format, SseEvent};
+use crate::protocol::ir::Format;
 
 pub struct OpenAi {
-    url: String,
-    parsed_url: Option<reqwest::Url>,
+    chat_url: Endpoint,
+    embeddings_url: Endpoint,
+    /// `{api_base}/responses`.
+    responses_url: Endpoint,
     auth: Option<HeaderValue>,
     extra: HeaderMap,
-    http: reqwest::Client,
+    http: HttpClient,
     /// Set for Supermemory routers and upstream mode: memory headers are sent upstream.
     memory_headers: Option<MemoryHeaders>,
     /// Upstream mode without its own key: the client's `Authorization` is passed on.
     forward_client_auth: bool,
-    /// `{api_base}/responses`.
-    responses_url: String,
     /// The upstream answered 404/405 at `/responses`: Responses requests are bridged.
     responses_missing: AtomicBool,
 }
@@ -45,51 +44,78 @@ pub struct OpenAi {
 /// whose `api_base` may be one.
 pub(crate) struct MemoryHeaders {
     api_key: Option<HeaderValue>,
-    /// One client (cookie jar and connections) per user, so challenge-page sessions of a
-    /// Supermemory router stick to the user they were made for.
-    per_user: RwLock<HashMap<String, reqwest::Client>>,
+    /// One cookie jar per user, so challenge-page sessions of a Supermemory router stick
+    /// to the user they were made for.
+    jars: RwLock<HashMap<String, Arc<Mutex<cookie_store::CookieStore>>>>,
+    /// The router's address, as cookies are scoped (parsed once).
+    cookie_url: Option<url::Url>,
 }
 
 impl MemoryHeaders {
-    pub(crate) fn new(env: &ProviderEnv) -> Self {
+    pub(crate) fn new(env: &ProviderEnv, api_base: &str) -> Self {
         Self {
             api_key: env
                 .supermemory_api_key
                 .as_deref()
                 .and_then(|k| HeaderValue::from_str(k).ok()),
-            per_user: RwLock::new(HashMap::new()),
+            jars: RwLock::new(HashMap::new()),
+            cookie_url: url::Url::parse(api_base).ok(),
         }
     }
 
-    /// The HTTP client for `user_id` (made on first use; `shared` if that fails).
-    pub(crate) fn client_for(&self, user_id: &str, shared: &reqwest::Client) -> reqwest::Client {
-        if let Some(c) = self
-            .per_user
-            .read()
-            .ok()
-            .and_then(|m| m.get(user_id).cloned())
-        {
-            return c;
+    fn jar(&self, user_id: &str) -> Arc<Mutex<cookie_store::CookieStore>> {
+        if let Some(j) = self.jars.read().ok().and_then(|m| m.get(user_id).cloned()) {
+            return j;
         }
-        let Ok(client) = super::http_client(true) else {
-            return shared.clone();
+        match self.jars.write() {
+            Ok(mut map) => map.entry(user_id.to_string()).or_default().clone(),
+            Err(_) => Arc::default(),
+        }
+    }
+
+    /// Adds `x-sm-user-id`, `x-supermemory-api-key` when configured, and the user's
+    /// cookies for the router.
+    pub(crate) fn apply(&self, h: &mut HeaderMap, user_id: &str) {
+        if let Ok(v) = HeaderValue::from_str(user_id) {
+            h.insert("x-sm-user-id", v);
+        }
+        if let Some(k) = &self.api_key {
+            h.insert("x-supermemory-api-key", k.clone());
+        }
+        let Some(url) = &self.cookie_url else {
+            return;
         };
-        match self.per_user.write() {
-            Ok(mut map) => map.entry(user_id.to_string()).or_insert(client).clone(),
-            Err(_) => client,
+        let jar = self.jar(user_id);
+        let Ok(jar) = jar.lock() else {
+            return;
+        };
+        let cookies: Vec<String> = jar
+            .get_request_values(url)
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect();
+        if let Ok(v) = HeaderValue::from_str(&cookies.join("; ")) {
+            if !cookies.is_empty() {
+                h.insert(header::COOKIE, v);
+            }
         }
     }
 
-    /// Adds `x-sm-user-id` and, when configured, `x-supermemory-api-key`.
-    pub(crate) fn apply(
-        &self,
-        req: reqwest::RequestBuilder,
-        user_id: &str,
-    ) -> reqwest::RequestBuilder {
-        let req = req.header("x-sm-user-id", user_id);
-        match &self.api_key {
-            Some(k) => req.header("x-supermemory-api-key", k),
-            None => req,
+    /// Keeps the cookies the router set for `user_id`.
+    pub(crate) fn remember(&self, user_id: &str, answer: &HeaderMap) {
+        let Some(url) = &self.cookie_url else {
+            return;
+        };
+        let mut set = answer
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|s| cookie_store::RawCookie::parse(s.to_string()).ok())
+            .peekable();
+        if set.peek().is_none() {
+            return;
+        }
+        if let Ok(mut jar) = self.jar(user_id).lock() {
+            jar.store_response_cookies(set, url);
         }
     }
 }
@@ -119,25 +145,18 @@ impl OpenAi {
                 v
             });
         let upstream_mode = cfg.model_name == crate::routing::UPSTREAM_MODE_MODEL;
-        let memory_headers =
-            (cfg.supermemory_router || upstream_mode).then(|| MemoryHeaders::new(env));
+        let memory_headers = (cfg.supermemory_router || upstream_mode)
+            .then(|| MemoryHeaders::new(env, &cfg.api_base));
         Self {
-            parsed_url: reqwest::Url::parse(&format!("{}/chat/completions", cfg.api_base)).ok(),
-            url: format!("{}/chat/completions", cfg.api_base),
-            responses_url: format!("{}/responses", cfg.api_base),
+            chat_url: Endpoint::new(format!("{}/chat/completions", cfg.api_base)),
+            embeddings_url: Endpoint::new(format!("{}/embeddings", cfg.api_base)),
+            responses_url: Endpoint::new(format!("{}/responses", cfg.api_base)),
             responses_missing: AtomicBool::new(false),
             forward_client_auth: upstream_mode && auth.is_none(),
             auth,
             extra: extra_headers(cfg),
             http: env.http.clone(),
             memory_headers,
-        }
-    }
-
-    fn client_for(&self, user_id: &str) -> reqwest::Client {
-        match &self.memory_headers {
-            Some(mh) => mh.client_for(user_id, &self.http),
-            None => self.http.clone(),
         }
     }
 
@@ -149,50 +168,47 @@ impl OpenAi {
         upstream_model: &str,
         ctx: &CallContext<'_>,
     ) -> Result<Bytes, ProviderError> {
-        let url = self.url.replace("/chat/completions", "/embeddings");
-        let req = self
-            .request(&url, ctx)
-            .header("accept", "application/json")
-            .body(body.to_json_with_model(upstream_model));
-        let resp = tokio::time::timeout(cfg.timeout, req.send())
-            .await
-            .map_err(|_| ProviderError::Timeout(cfg.timeout))?
-            .map_err(|e| transport_error(&url, e))?;
-        let status =
-            StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        let bytes = read_all(resp, cfg.timeout).await?;
-        if !status.is_success() {
-            return Err(status_error(status, &bytes));
-        }
-        Ok(bytes)
+        let payload = body.to_json_with_model(upstream_model);
+        let resp = self
+            .post(&self.embeddings_url, false, payload, cfg, ctx)
+            .await?;
+        read_all(resp, cfg.timeout, &self.embeddings_url.url).await
     }
 
-    /// A POST to `url` with auth, identity and memory headers set.
-    fn request(&self, url: &str, ctx: &CallContext<'_>) -> reqwest::RequestBuilder {
-        let client = self.client_for(ctx.user_id);
-        // The chat URL is parsed once, not per request.
-        let builder = match &self.parsed_url {
-            Some(parsed) if url == self.url => client.post(parsed.clone()),
-            _ => client.post(url),
-        };
-        let mut req = builder
-            .header("content-type", "application/json")
-            .header("x-request-id", ctx.request_id)
-            .header("x-memproxy-user-id", ctx.user_id);
+    /// POSTs `payload` to `endpoint` with auth, identity and memory headers set.
+    async fn post(
+        &self,
+        endpoint: &Endpoint,
+        stream: bool,
+        payload: Vec<u8>,
+        cfg: &DeploymentConfig,
+        ctx: &CallContext<'_>,
+    ) -> Result<super::http::UpstreamResponse, ProviderError> {
+        let mut h = base_headers(accept(stream), ctx.request_id, ctx.user_id);
         for (k, v) in &self.extra {
-            req = req.header(k, v);
+            h.insert(k, v.clone());
         }
         if let Some(auth) = &self.auth {
-            req = req.header("authorization", auth);
+            h.insert(header::AUTHORIZATION, auth.clone());
         } else if self.forward_client_auth {
-            if let Some(a) = ctx.client_authorization {
-                req = req.header("authorization", a);
+            if let Some(a) = ctx
+                .client_authorization
+                .and_then(|a| HeaderValue::from_str(a).ok())
+            {
+                h.insert(header::AUTHORIZATION, a);
             }
         }
         if let Some(mh) = &self.memory_headers {
-            req = mh.apply(req, ctx.user_id);
+            mh.apply(&mut h, ctx.user_id);
         }
-        req
+        let resp = self
+            .http
+            .post(endpoint, h, payload, cfg.timeout, status_error)
+            .await?;
+        if let Some(mh) = &self.memory_headers {
+            mh.remember(ctx.user_id, resp.headers());
+        }
+        Ok(resp)
     }
 
     pub async fn chat(
@@ -203,23 +219,17 @@ impl OpenAi {
         ctx: &CallContext<'_>,
     ) -> Result<Reply, ProviderError> {
         let (payload, usage_added) = body.to_upstream(upstream_model);
-        let accept = if body.stream {
-            "text/event-stream"
-        } else {
-            "application/json"
-        };
-        let req = self.request(&self.url, ctx).header("accept", accept);
-        let timeout = cfg.timeout;
-        let resp = send(req, payload, &self.url, timeout, status_error).await?;
+        let resp = self
+            .post(&self.chat_url, body.stream, payload, cfg, ctx)
+            .await?;
         if !body.stream {
-            let body = read_all(resp, timeout).await?;
             return Ok(Reply::Complete {
-                body,
+                body: read_all(resp, cfg.timeout, &self.chat_url.url).await?,
                 format: Format::OpenAiChat,
             });
         }
         Ok(Reply::Stream {
-            events: sse_events(resp, timeout),
+            events: sse_events(resp, cfg.timeout, &self.chat_url.url),
             format: Format::OpenAiChat,
             usage_added,
         })
@@ -291,24 +301,21 @@ impl OpenAi {
         ctx: &CallContext<'_>,
     ) -> Result<Reply, ProviderError> {
         let payload = body.to_json_with_model(upstream_model);
-        let accept = if body.stream {
-            "text/event-stream"
-        } else {
-            "application/json"
-        };
-        let req = self
-            .request(&self.responses_url, ctx)
-            .header("accept", accept);
-        let timeout = cfg.timeout;
-        let resp = send(req, payload, &self.responses_url, timeout, status_error).await?;
+        let resp = self
+            .post(&self.responses_url, body.stream, payload, cfg, ctx)
+            .await?;
         if !body.stream {
             return Ok(Reply::Complete {
-                body: read_all(resp, timeout).await?,
+                body: read_all(resp, cfg.timeout, &self.responses_url.url).await?,
                 format: Format::Responses,
             });
         }
         Ok(Reply::Stream {
-            events: fail_on_failed_responses(sse_events(resp, timeout)),
+            events: fail_on_failed_responses(sse_events(
+                resp,
+                cfg.timeout,
+                &self.responses_url.url,
+            )),
             format: Format::Responses,
             usage_added: false,
         })
@@ -345,54 +352,6 @@ fn fail_on_failed_responses(events: EventStream) -> EventStream {
         }
         Ok(ev)
     }))
-}
-
-/// Sends `req` with `payload` within `timeout`. An error status is read and turned into a
-/// [`ProviderError`] by `on_status`, the provider's parser of its error bodies.
-pub(crate) async fn send(
-    req: reqwest::RequestBuilder,
-    payload: impl Into<reqwest::Body>,
-    url: &str,
-    timeout: Duration,
-    on_status: fn(StatusCode, &[u8]) -> ProviderError,
-) -> Result<reqwest::Response, ProviderError> {
-    let resp = tokio::time::timeout(timeout, req.body(payload).send())
-        .await
-        .map_err(|_| ProviderError::Timeout(timeout))?
-        .map_err(|e| transport_error(url, e))?;
-    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    if !status.is_success() {
-        let bytes = read_all(resp, timeout).await.unwrap_or_default();
-        return Err(on_status(status, &bytes));
-    }
-    Ok(resp)
-}
-
-pub(crate) fn transport_error(url: &str, e: reqwest::Error) -> ProviderError {
-    if e.is_timeout() {
-        return ProviderError::Timeout(Duration::ZERO);
-    }
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        message = format!("{message}: {s}");
-        source = s.source();
-    }
-    ProviderError::Connect {
-        upstream: url.to_string(),
-        message,
-    }
-}
-
-pub(crate) async fn read_all(
-    resp: reqwest::Response,
-    timeout: Duration,
-) -> Result<Bytes, ProviderError> {
-    let url = resp.url().to_string();
-    tokio::time::timeout(timeout, resp.bytes())
-        .await
-        .map_err(|_| ProviderError::Timeout(timeout))?
-        .map_err(|e| transport_error(&url, e))
 }
 
 #[derive(Deserialize)]
@@ -453,39 +412,6 @@ pub(crate) fn status_error(status: StatusCode, bytes: &[u8]) -> ProviderError {
         kind,
         code,
     }
-}
-
-/// Turns an SSE response into wire events, each as soon as it arrives; an upstream that
-/// stays silent longer than `idle` ends the stream with a timeout.
-pub(crate) fn sse_events(resp: reqwest::Response, idle: Duration) -> EventStream {
-    let url = resp.url().to_string();
-    let events = resp.bytes_stream().eventsource();
-    let state = Some((events, url));
-    Box::pin(futures_util::stream::unfold(
-        state,
-        move |state| async move {
-            let (mut events, url) = state?;
-            match tokio::time::timeout(idle, events.next()).await {
-                Err(_) => Some((Err(ProviderError::Timeout(idle)), None)),
-                Ok(None) => None,
-                Ok(Some(Ok(ev))) => {
-                    let event = (!ev.event.is_empty() && ev.event != "message").then_some(ev.event);
-                    let wire = SseEvent {
-                        event,
-                        data: Bytes::from(ev.data),
-                    };
-                    Some((Ok(wire), Some((events, url))))
-                }
-                Ok(Some(Err(e))) => Some((
-                    Err(ProviderError::Connect {
-                        upstream: url,
-                        message: format!("stream interrupted: {e}"),
-                    }),
-                    None,
-                )),
-            }
-        },
-    ))
 }
 
 #[cfg(test)]

@@ -62,8 +62,8 @@ pub struct AppState {
 /// Why the server state could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot build the upstream HTTP client: {0}")]
-    Http(#[from] reqwest::Error),
+    #[error(transparent)]
+    Http(#[from] crate::providers::http::HttpInitError),
     #[error("cannot open the memory store: {0}")]
     Memory(#[from] StoreError),
 }
