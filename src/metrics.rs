@@ -166,10 +166,17 @@ impl ModelMetrics {
     }
 }
 
+/// The handles of one (route, status, model) of `memproxy_requests_total`.
+struct RequestHandles {
+    count: Counter,
+    duration: Histogram,
+}
+
 /// The metrics of one app: the recorder's handle and per-model handles.
 pub struct Metrics {
     handle: Option<&'static PrometheusHandle>,
     models: HashMap<String, ModelMetrics>,
+    requests: dashmap::DashMap<String, RequestHandles>,
     overhead: Histogram,
     memory_retrieval: Histogram,
 }
@@ -186,6 +193,7 @@ impl Metrics {
                 .into_iter()
                 .map(|m| (m.to_string(), ModelMetrics::new(m)))
                 .collect(),
+            requests: dashmap::DashMap::new(),
             overhead: histogram!("memproxy_overhead_seconds"),
         }
     }
@@ -205,13 +213,37 @@ impl Metrics {
         self.memory_retrieval.record(d.as_secs_f64());
     }
 
-    /// Counts one HTTP request.
+    /// Counts one HTTP request. The handles of each (route, status, model) are registered
+    /// once and then found by a lookup that allocates nothing.
     pub fn request(&self, route: &str, status: u16, model: &str, elapsed: Duration) {
-        counter!("memproxy_requests_total", "route" => route.to_string(),
-                 "status" => status.to_string(), "model" => model.to_string())
-        .increment(1);
-        histogram!("memproxy_request_duration_seconds", "route" => route.to_string())
-            .record(elapsed.as_secs_f64());
+        thread_local! {
+            static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        KEY.with_borrow_mut(|key| {
+            key.clear();
+            key.push_str(route);
+            key.push('\u{1}');
+            key.push_str(model);
+            key.push('\u{1}');
+            for d in [status / 100 % 10, status / 10 % 10, status % 10] {
+                key.push(char::from(b'0' + d as u8));
+            }
+            let found = self.requests.get(key.as_str());
+            let handles = match found {
+                Some(h) => h,
+                None => {
+                    let h = RequestHandles {
+                        count: counter!("memproxy_requests_total", "route" => route.to_string(),
+                                        "status" => status.to_string(), "model" => model.to_string()),
+                        duration: histogram!("memproxy_request_duration_seconds",
+                                             "route" => route.to_string()),
+                    };
+                    self.requests.entry(key.clone()).or_insert(h).downgrade()
+                }
+            };
+            handles.count.increment(1);
+            handles.duration.record(elapsed.as_secs_f64());
+        });
     }
 
     /// Counts a failed model request by kind.

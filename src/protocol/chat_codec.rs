@@ -87,6 +87,32 @@ struct WireFunctionDelta {
     arguments: Option<String>,
 }
 
+#[derive(Deserialize)]
+struct WireMeta<'a> {
+    #[serde(default, borrow)]
+    id: Cow<'a, str>,
+    #[serde(default, borrow)]
+    model: Cow<'a, str>,
+    #[serde(default)]
+    created: u64,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+/// Decodes only the id, model, creation time and usage of a chat completion body (the
+/// choices are skipped, not copied): what accounting needs of an answer passed through.
+pub fn decode_meta(bytes: &[u8]) -> Result<Completion, DecodeError> {
+    let w: WireMeta = serde_json::from_slice(bytes)
+        .map_err(|e| DecodeError(format!("invalid chat completion: {e}")))?;
+    Ok(Completion {
+        id: w.id.into_owned(),
+        model: w.model.into_owned(),
+        created: w.created,
+        usage: w.usage.map(Into::into).unwrap_or_default(),
+        ..Default::default()
+    })
+}
+
 /// Decodes a chat completion body.
 pub fn decode_completion(bytes: &[u8]) -> Result<Completion, DecodeError> {
     let w: WireCompletion = serde_json::from_slice(bytes)
@@ -347,6 +373,11 @@ mod tests {
         let again = decode_completion(&encode_completion(&c)).unwrap();
         assert_eq!(again.tool_calls, c.tool_calls);
         assert_eq!(again.usage, c.usage);
+        let meta = decode_meta(body).unwrap();
+        assert_eq!((meta.id.as_str(), meta.model.as_str()), ("x", "m"));
+        assert_eq!(meta.usage, c.usage);
+        assert!(meta.tool_calls.is_empty() && meta.text.is_empty());
+        assert!(decode_meta(b"{\"choices\": [").is_err());
     }
 
     #[test]

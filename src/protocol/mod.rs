@@ -48,6 +48,15 @@ pub fn decode_completion(format: Format, body: &[u8]) -> Result<Completion, Deco
     }
 }
 
+/// Decodes at least the id, model and usage of a complete answer body in `format` (the
+/// content too where the format has no cheaper path).
+pub fn decode_meta(format: Format, body: &[u8]) -> Result<Completion, DecodeError> {
+    match format {
+        Format::OpenAiChat => chat_codec::decode_meta(body),
+        other => decode_completion(other, body),
+    }
+}
+
 /// Encodes a complete answer for a client speaking `format`.
 pub fn encode_completion(format: Format, c: &Completion) -> Bytes {
     match format {

@@ -354,12 +354,45 @@ pub fn quota_headers(h: &mut HeaderMap, dimension: Dimension, q: &Quota) {
 
 /// `x-memproxy-cost` (USD, when the price is known) and `x-memproxy-overhead-ms`.
 pub fn cost_headers(h: &mut HeaderMap, cost: Option<f64>, overhead: Duration) {
-    if let Some(c) = cost {
-        if let Ok(v) = HeaderValue::from_str(&format!("{c:.8}")) {
+    if let Some(c) = cost.filter(|c| c.is_finite() && *c >= 0.0) {
+        let nano_cents = (c * 1e8).round() as u64;
+        if let Ok(v) = HeaderValue::from_str(&fixed(nano_cents, 8)) {
             h.insert("x-memproxy-cost", v);
         }
     }
-    if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", ms(overhead))) {
+    let micros = overhead.as_micros().min(u128::from(u64::MAX)) as u64;
+    if let Ok(v) = HeaderValue::from_str(&fixed(micros, 3)) {
         h.insert("x-memproxy-overhead-ms", v);
+    }
+}
+
+/// `units / 10^decimals` written with exactly `decimals` decimals (integer arithmetic:
+/// float formatting is a measurable share of a request's time).
+fn fixed(units: u64, decimals: u32) -> String {
+    let scale = 10u64.pow(decimals);
+    let frac = (units % scale).to_string();
+    let mut out = (units / scale).to_string();
+    out.push('.');
+    out.extend(std::iter::repeat_n('0', decimals as usize - frac.len()));
+    out.push_str(&frac);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_point_header_values() {
+        assert_eq!(fixed(0, 3), "0.000");
+        assert_eq!(fixed(1234, 3), "1.234");
+        assert_eq!(fixed(5, 3), "0.005");
+        assert_eq!(fixed(123_456_789, 8), "1.23456789");
+        let mut h = HeaderMap::new();
+        cost_headers(&mut h, Some(0.000_012_5), Duration::from_micros(187));
+        assert_eq!(h["x-memproxy-cost"], "0.00001250");
+        assert_eq!(h["x-memproxy-overhead-ms"], "0.187");
+        cost_headers(&mut h, Some(f64::NAN), Duration::ZERO);
+        assert_eq!(h["x-memproxy-overhead-ms"], "0.000");
     }
 }

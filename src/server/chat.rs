@@ -39,6 +39,7 @@ pub async fn chat_completions(State(state): State<Arc<AppState>>, req: Request) 
         started: ctx.started,
         responses: None,
         observer: None,
+        keep_content: false,
     };
     let model = body.model.clone();
     let mut resp = pipeline::run(&state, ctx, &parts.headers, LlmRequest::chat(body), client)

@@ -49,6 +49,7 @@ pub async fn messages(State(state): State<Arc<AppState>>, req: Request) -> Respo
         started: ctx.started,
         responses: None,
         observer: None,
+        keep_content: false,
     };
     let req = LlmRequest {
         chat,

@@ -32,7 +32,7 @@ pub async fn run(
     ctx: &RequestCtx,
     headers: &HeaderMap,
     mut req: LlmRequest<'_>,
-    client: ClientSpec,
+    mut client: ClientSpec,
 ) -> Result<Response, ApiError> {
     let mut acct = Accounting::start(state, ctx, client.format, req.model(), req.stream());
     let key = ctx.principal.key().map(|k| &**k);
@@ -92,6 +92,7 @@ pub async fn run(
     acct.tool_rounds(tool_rounds);
     let price = acct.routed(&routed.deployment, routed.attempts, req.model(), upstream);
     let group = RoutedGroup(routed.deployment.clone());
+    client.keep_content = recalled.original.is_some();
     let done = Done {
         memory: state.memory.clone(),
         captured_from: recalled.original,

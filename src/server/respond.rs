@@ -35,6 +35,9 @@ pub struct ClientSpec {
     /// Sees the answer once it is complete, before the client has read its end (so a
     /// follow-up request finds what it stored).
     pub observer: Option<Observer>,
+    /// The completion hook reads the answer's content (memory capture); otherwise an
+    /// answer passed through is read only for its id, model and usage.
+    pub keep_content: bool,
 }
 
 /// See [`ClientSpec::observer`]; gets the deployment that answered.
@@ -98,7 +101,12 @@ pub fn respond(
     match reply {
         Reply::Complete { body, format } => {
             let (body, completion) = if format == client.format {
-                let completion = protocol::decode_completion(format, &body).unwrap_or_else(|e| {
+                let decoded = if client.keep_content || client.observer.is_some() {
+                    protocol::decode_completion(format, &body)
+                } else {
+                    protocol::decode_meta(format, &body)
+                };
+                let completion = decoded.unwrap_or_else(|e| {
                     tracing::warn!(request_id = %client.request_id, error = %e, "could not read the upstream answer");
                     Completion::default()
                 });

@@ -123,6 +123,7 @@ async fn prepare<'a>(
         started: ctx.started,
         responses: Some(meta),
         observer,
+        keep_content: false,
     };
     Ok(Prepared {
         req: LlmRequest {
