@@ -7,7 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use axum::http::{
+    header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri,
+};
 use bytes::Bytes;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
@@ -107,6 +109,9 @@ impl Endpoint {
     }
 }
 
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_MEMPROXY_USER_ID: HeaderName = HeaderName::from_static("x-memproxy-user-id");
+
 /// Builds the headers of an upstream request: JSON in, `accept` as given, and the request
 /// and user ids.
 pub fn base_headers(accept: &'static str, request_id: &str, user_id: &str) -> HeaderMap {
@@ -117,10 +122,10 @@ pub fn base_headers(accept: &'static str, request_id: &str, user_id: &str) -> He
     );
     h.insert(header::ACCEPT, HeaderValue::from_static(accept));
     if let Ok(v) = HeaderValue::from_str(request_id) {
-        h.insert("x-request-id", v);
+        h.insert(X_REQUEST_ID, v);
     }
     if let Ok(v) = HeaderValue::from_str(user_id) {
-        h.insert("x-memproxy-user-id", v);
+        h.insert(X_MEMPROXY_USER_ID, v);
     }
     h
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::HeaderValue;
+use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
@@ -22,6 +22,9 @@ use crate::auth::Principal;
 use crate::identity::Decision;
 use crate::protocol::ir::Format;
 use crate::ratelimit::{Dimension, Quota};
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_MEMPROXY_USER_ID: HeaderName = HeaderName::from_static("x-memproxy-user-id");
 
 /// What the gateway layer learned about a request, for the handlers.
 #[derive(Debug, Clone)]
@@ -169,10 +172,10 @@ pub async fn gateway(State(state): State<Arc<AppState>>, mut req: Request, next:
     let user_id = ctx.as_ref().map(|c| c.identity.user_id.as_str());
     let headers = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
-        headers.insert("x-request-id", v);
+        headers.insert(X_REQUEST_ID, v);
     }
     if let Some(Ok(v)) = user_id.map(HeaderValue::from_str) {
-        headers.insert("x-memproxy-user-id", v);
+        headers.insert(X_MEMPROXY_USER_ID, v);
     }
     if let Some(q) = &quota {
         if resp.status().is_success() {
