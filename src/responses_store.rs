@@ -3,16 +3,19 @@
 //! One embedded SQLite file, `<data_dir>/responses.db`, opened on first use. Every row
 //! belongs to one user scope: lookups name the user, so one user never reads another's.
 //!
-//! Writes are queued off the async threads; until a write has landed, the record is
+//! Writes and deletes go, in order, to the store's own thread, which applies what is
+//! queued in one transaction at a time (batches under load, off the async threads and
+//! at a lower priority than request threads). Until a write has landed the record is
 //! served from memory, so a follow-up sent the moment an answer ends finds it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
-use tokio::sync::{Notify, OnceCell};
+use tokio::sync::{oneshot, Notify, OnceCell};
 
 /// How long stored responses are kept (OpenAI keeps them 30 days).
 pub const RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -50,16 +53,34 @@ pub struct StoredResponse {
     pub response: String,
 }
 
-type Pending = Mutex<HashMap<(String, String), Arc<StoredResponse>>>;
+type Key = (String, String);
+
+/// What the request side and the store thread share.
+#[derive(Default)]
+struct Shared {
+    /// Records whose write has not landed yet.
+    pending: Mutex<HashMap<Key, Arc<StoredResponse>>>,
+    /// Signalled after every applied batch (for [`ResponseStore::flush`]).
+    written: Notify,
+}
+
+/// A change for the store thread.
+enum Change {
+    Put(Arc<StoredResponse>),
+    Delete(Key, oneshot::Sender<Result<bool, StoreError>>),
+}
+
+/// How long the store thread waits after a write before applying what is queued.
+const LINGER: Duration = Duration::from_millis(5);
 
 /// The response store (see the module docs).
 pub struct ResponseStore {
     path: PathBuf,
-    db: OnceCell<Result<Arc<Mutex<Connection>>, StoreError>>,
-    /// Records whose write has not landed yet.
-    pending: Arc<Pending>,
-    /// Signalled after every finished write (for [`ResponseStore::flush`]).
-    written: Notify,
+    /// The connection reads use (opened on first use).
+    reader: OnceCell<Result<Arc<Mutex<Connection>>, StoreError>>,
+    /// The store thread's queue (started on first change).
+    writer: OnceLock<Sender<Change>>,
+    shared: Arc<Shared>,
 }
 
 impl ResponseStore {
@@ -67,26 +88,26 @@ impl ResponseStore {
     pub fn new(data_dir: &Path) -> Self {
         Self {
             path: data_dir.join("responses.db"),
-            db: OnceCell::new(),
-            pending: Arc::new(Mutex::new(HashMap::new())),
-            written: Notify::new(),
+            reader: OnceCell::new(),
+            writer: OnceLock::new(),
+            shared: Arc::default(),
         }
     }
 
     /// Waits until every record put so far is written (graceful shutdown).
     pub async fn flush(&self) {
         loop {
-            let notified = self.written.notified();
-            if self.pending.lock().map_or(true, |p| p.is_empty()) {
+            let notified = self.shared.written.notified();
+            if self.shared.pending.lock().map_or(true, |p| p.is_empty()) {
                 return;
             }
             notified.await;
         }
     }
 
-    async fn db(&self) -> Result<Arc<Mutex<Connection>>, StoreError> {
+    async fn reader(&self) -> Result<Arc<Mutex<Connection>>, StoreError> {
         let path = self.path.clone();
-        self.db
+        self.reader
             .get_or_init(|| async move {
                 tokio::task::spawn_blocking(move || open(&path))
                     .await
@@ -98,68 +119,162 @@ impl ResponseStore {
             .clone()
     }
 
+    fn send(&self, change: Change) {
+        let tx = self.writer.get_or_init(|| {
+            let (tx, rx) = mpsc::channel();
+            let (path, shared) = (self.path.clone(), self.shared.clone());
+            let spawned = std::thread::Builder::new()
+                .name("memproxy-responses".into())
+                .spawn(move || write_loop(&path, &shared, rx));
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start the response store's thread");
+            }
+            tx
+        });
+        if let Err(mpsc::SendError(change)) = tx.send(change) {
+            let e = StoreError::Db("the response store's thread is gone".into());
+            finish(&self.shared, Err(e), vec![change]);
+        }
+    }
+
     /// Stores `rec`, replacing a record with the same id in the same scope. The record
-    /// is readable at once; the write itself happens on a blocking thread (the handle
-    /// says when it has landed).
-    pub fn put(self: &Arc<Self>, rec: StoredResponse) -> tokio::task::JoinHandle<()> {
+    /// is readable at once; the write lands in the background ([`ResponseStore::flush`]
+    /// waits for it).
+    pub fn put(&self, rec: StoredResponse) {
         let key = (rec.user_id.clone(), rec.id.clone());
         let rec = Arc::new(rec);
-        if let Ok(mut p) = self.pending.lock() {
-            p.insert(key.clone(), rec.clone());
+        if let Ok(mut p) = self.shared.pending.lock() {
+            p.insert(key, rec.clone());
         }
-        let store = self.clone();
-        tokio::spawn(async move {
-            let result = match store.db().await {
-                Ok(db) => tokio::task::spawn_blocking(move || insert(&db, &rec))
-                    .await
-                    .map_err(|e| StoreError::Db(e.to_string()))
-                    .and_then(|r| r),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = result {
-                tracing::error!(error = %e, response_id = %key.1, "could not store a response");
-            }
-            if let Ok(mut p) = store.pending.lock() {
-                p.remove(&key);
-            }
-            store.written.notify_waiters();
-        })
+        self.send(Change::Put(rec));
     }
 
     /// The response `id` of `user_id`, if stored (and not expired).
     pub async fn get(&self, user_id: &str, id: &str) -> Result<Option<StoredResponse>, StoreError> {
         let key = (user_id.to_string(), id.to_string());
-        if let Some(rec) = self.pending.lock().ok().and_then(|p| p.get(&key).cloned()) {
+        if let Some(rec) = self
+            .shared
+            .pending
+            .lock()
+            .ok()
+            .and_then(|p| p.get(&key).cloned())
+        {
             return Ok(Some((*rec).clone()));
         }
-        let db = self.db().await?;
+        let db = self.reader().await?;
         tokio::task::spawn_blocking(move || select(&db, &key.0, &key.1))
             .await
             .map_err(|e| StoreError::Db(e.to_string()))?
     }
 
-    /// Deletes the response `id` of `user_id`; whether it existed.
+    /// Deletes the response `id` of `user_id` (after any write of it still queued);
+    /// whether it existed.
     pub async fn delete(&self, user_id: &str, id: &str) -> Result<bool, StoreError> {
         let key = (user_id.to_string(), id.to_string());
         let was_pending = self
+            .shared
             .pending
             .lock()
             .ok()
             .and_then(|mut p| p.remove(&key))
             .is_some();
-        let db = self.db().await?;
-        let deleted = tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {
-            let conn = db.lock().map_err(|e| StoreError::Db(e.to_string()))?;
-            let n = conn.execute(
-                "DELETE FROM responses WHERE user_id = ?1 AND id = ?2",
-                params![key.0, key.1],
-            )?;
-            Ok(n > 0)
-        })
-        .await
-        .map_err(|e| StoreError::Db(e.to_string()))??;
+        let (tx, rx) = oneshot::channel();
+        self.send(Change::Delete(key, tx));
+        let deleted = rx
+            .await
+            .map_err(|_| StoreError::Db("the response store's thread is gone".into()))??;
         Ok(deleted || was_pending)
     }
+}
+
+/// The store thread: opens the file, then applies queued changes a batch at a time until
+/// every sender is gone.
+fn write_loop(path: &Path, shared: &Shared, rx: Receiver<Change>) {
+    crate::analytics::lower_thread_priority();
+    let mut conn = open(path);
+    if let Err(e) = &conn {
+        tracing::error!(error = %e, "stored responses cannot be written");
+    }
+    while let Ok(first) = rx.recv() {
+        if matches!(first, Change::Put(_)) {
+            std::thread::sleep(LINGER);
+        }
+        let mut batch = vec![first];
+        batch.extend(rx.try_iter());
+        let result = match &mut conn {
+            Ok(c) => apply(c, &batch),
+            Err(e) => Err(e.clone()),
+        };
+        finish(shared, result, batch);
+    }
+}
+
+/// Applies a batch in one transaction; the result of each delete, in order.
+fn apply(conn: &mut Connection, batch: &[Change]) -> Result<Vec<bool>, StoreError> {
+    let tx = conn.transaction()?;
+    let mut deleted = Vec::new();
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT OR REPLACE INTO responses
+                 (user_id, id, created_at, native_deployment, input_items, response)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        let mut delete =
+            tx.prepare_cached("DELETE FROM responses WHERE user_id = ?1 AND id = ?2")?;
+        for change in batch {
+            match change {
+                Change::Put(rec) => {
+                    insert.execute(params![
+                        rec.user_id,
+                        rec.id,
+                        rec.created_at as i64,
+                        rec.native_deployment,
+                        rec.input_items,
+                        rec.response
+                    ])?;
+                }
+                Change::Delete((user, id), _) => {
+                    deleted.push(delete.execute(params![user, id])? > 0);
+                }
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(deleted)
+}
+
+/// Reports an applied (or failed) batch: landed records leave the pending set, deletes
+/// get their answer, and flush waiters wake.
+fn finish(shared: &Shared, result: Result<Vec<bool>, StoreError>, batch: Vec<Change>) {
+    if let Err(e) = &result {
+        let puts = batch.iter().filter(|c| matches!(c, Change::Put(_))).count();
+        if puts > 0 {
+            tracing::error!(error = %e, responses = puts, "could not store responses; they are lost");
+        }
+    }
+    let mut deleted = result.as_ref().ok().map(|d| d.iter());
+    if let Ok(mut pending) = shared.pending.lock() {
+        for change in &batch {
+            if let Change::Put(rec) = change {
+                let key = (rec.user_id.clone(), rec.id.clone());
+                // A newer record under the same key stays until its own write lands.
+                if pending.get(&key).is_some_and(|p| Arc::ptr_eq(p, rec)) {
+                    pending.remove(&key);
+                }
+            }
+        }
+    }
+    for change in batch {
+        if let Change::Delete(_, answer) = change {
+            let r = match (&result, deleted.as_mut().and_then(Iterator::next)) {
+                (Ok(_), Some(d)) => Ok(*d),
+                (Err(e), _) => Err(e.clone()),
+                (Ok(_), None) => Ok(false),
+            };
+            let _ = answer.send(r);
+        }
+    }
+    shared.written.notify_waiters();
 }
 
 fn now_secs() -> u64 {
@@ -198,24 +313,6 @@ fn open(path: &Path) -> Result<Connection, StoreError> {
     )
     .map_err(|e| fail(e.to_string()))?;
     Ok(conn)
-}
-
-fn insert(db: &Mutex<Connection>, rec: &StoredResponse) -> Result<(), StoreError> {
-    let conn = db.lock().map_err(|e| StoreError::Db(e.to_string()))?;
-    conn.execute(
-        "INSERT OR REPLACE INTO responses
-             (user_id, id, created_at, native_deployment, input_items, response)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            rec.user_id,
-            rec.id,
-            rec.created_at as i64,
-            rec.native_deployment,
-            rec.input_items,
-            rec.response
-        ],
-    )?;
-    Ok(())
 }
 
 fn select(
@@ -269,7 +366,7 @@ mod tests {
         assert!(store.get("alice", "resp_1").await.unwrap().is_some());
         assert!(store.get("bob", "resp_1").await.unwrap().is_none());
         store.flush().await;
-        assert!(store.pending.lock().unwrap().is_empty());
+        assert!(store.shared.pending.lock().unwrap().is_empty());
         drop(store);
 
         let store = Arc::new(ResponseStore::new(dir.path()));
@@ -282,12 +379,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_delete_right_after_a_put_is_not_undone_by_the_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ResponseStore::new(dir.path());
+        store.put(rec("alice", "resp_1"));
+        let mut newer = rec("alice", "resp_2");
+        store.put(newer.clone());
+        newer.response = r#"{"id":"y","output":[]}"#.into();
+        store.put(newer.clone());
+        assert!(store.delete("alice", "resp_1").await.unwrap());
+        store.flush().await;
+        assert!(store.get("alice", "resp_1").await.unwrap().is_none());
+        assert_eq!(
+            store
+                .get("alice", "resp_2")
+                .await
+                .unwrap()
+                .unwrap()
+                .response,
+            newer.response
+        );
+        assert!(!store.delete("alice", "resp_1").await.unwrap());
+    }
+
+    #[tokio::test]
     async fn expired_rows_are_not_served() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(ResponseStore::new(dir.path()));
         let mut old = rec("alice", "resp_old");
         old.created_at = now_secs() - RETENTION.as_secs() - 10;
-        store.put(old).await.unwrap();
+        store.put(old);
+        store.flush().await;
         assert!(store.get("alice", "resp_old").await.unwrap().is_none());
     }
 }

@@ -27,7 +27,7 @@ pub use store::{
     AnalyticsStore, Feedback, GroupBy, Record, RequestsQuery, StoreError, StoredRecord, UsageGroup,
     UsageQuery,
 };
-pub use writer::Opener;
+pub use writer::{lower_priority as lower_thread_priority, Opener};
 
 use crate::config::AnalyticsSettings;
 use writer::{Command, Shared};

@@ -155,8 +155,8 @@ impl Worker<'_> {
 
 /// Lowers the calling thread's scheduling priority (nice 10), so that on a busy CPU the
 /// request threads preempt the writer and a batch write does not show up as request
-/// latency. Linux only; elsewhere a no-op.
-fn lower_priority() {
+/// latency. Linux only; elsewhere a no-op. Every store's writer thread calls it.
+pub fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: gettid has no preconditions; setpriority on our own thread id changes only
