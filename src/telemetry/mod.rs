@@ -1,8 +1,11 @@
 //! Logging and tracing: JSON log lines through `tracing` (level from `LOG_LEVEL`, or
-//! `RUST_LOG` filters), and — when an OTLP endpoint is configured and the `otel` feature is
-//! built — OpenTelemetry traces exported over OTLP/HTTP (protobuf) by a background thread.
+//! `RUST_LOG` filters; the line format is [`json`]), and — when an OTLP endpoint is
+//! configured and the `otel` feature is built — OpenTelemetry traces exported over
+//! OTLP/HTTP (protobuf) by a background thread.
 //! Model calls get a span following the GenAI semantic conventions (see
 //! `server::accounting`).
+
+pub mod json;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -49,13 +52,9 @@ fn filter(level: &str) -> EnvFilter {
 
 /// Installs the JSON log subscriber; `level` is a level or a full filter directive.
 pub fn init_logging(level: &str) {
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(true)
-        .with_span_list(false)
-        .with_env_filter(filter(level))
-        .with_writer(std::io::stdout)
+    let _ = tracing_subscriber::registry()
+        .with(filter(level))
+        .with(json::JsonLayer::new(std::io::stdout))
         .try_init();
 }
 
@@ -76,13 +75,9 @@ fn init_with(
     obs: &ObservabilitySettings,
     writer: tracing_appender::non_blocking::NonBlocking,
 ) -> Telemetry {
-    let fmt = tracing_subscriber::fmt::layer()
-        .json()
-        .flatten_event(true)
-        .with_current_span(true)
-        .with_span_list(false)
-        .with_writer(writer);
-    let registry = tracing_subscriber::registry().with(filter(level)).with(fmt);
+    let registry = tracing_subscriber::registry()
+        .with(filter(level))
+        .with(json::JsonLayer::new(writer));
     let Some(endpoint) = &obs.otlp_endpoint else {
         let _ = registry.try_init();
         return Telemetry::default();
