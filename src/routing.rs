@@ -265,7 +265,11 @@ impl ModelRouter {
                     match self.lookup(model) {
                         Some((g, w)) => chain.push((model.as_str(), g, w)),
                         None => {
-                            tracing::warn!(model = %model, "fallback model is not configured; skipped")
+                            tracing::warn!(
+                                request_id = ctx.request_id,
+                                model = %model,
+                                "fallback model is not configured; skipped"
+                            )
                         }
                     }
                 }
@@ -276,7 +280,12 @@ impl ModelRouter {
         let mut last: Option<ProviderError> = None;
         for (model, group, wildcard) in chain {
             if model != requested {
-                tracing::info!(from = requested, to = model, "falling back");
+                tracing::info!(
+                    request_id = ctx.request_id,
+                    from = requested,
+                    to = model,
+                    "falling back"
+                );
             }
             let mut tried = Vec::new();
             let first = group.pick(&tried);

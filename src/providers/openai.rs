@@ -281,6 +281,7 @@ impl OpenAi {
                     if *status == StatusCode::NOT_FOUND || *status == StatusCode::METHOD_NOT_ALLOWED);
                 if !chat_missing && !self.responses_missing.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
+                        request_id = ctx.request_id,
                         model = %cfg.model_name,
                         api_base = %cfg.api_base,
                         status = status.as_u16(),

@@ -161,7 +161,14 @@ pub async fn gateway(State(state): State<Arc<AppState>>, mut req: Request, next:
             match refused {
                 Some(e) => e.into_response_for(client_format(&path)),
                 None => {
-                    let span = tracing::info_span!("request", request_id = %request_id);
+                    // Log lines of a request carry its `request_id` themselves; the span
+                    // costs nothing unless enabled (debug), or traces are exported (the
+                    // parent of the GenAI span).
+                    let span = if state.genai_spans {
+                        tracing::info_span!("request", request_id = %request_id)
+                    } else {
+                        tracing::debug_span!("request", request_id = %request_id)
+                    };
                     next.run(req).instrument(span).await
                 }
             }

@@ -189,14 +189,36 @@ async fn recall(
     let mut history = Vec::new();
     if let Some(sid) = session_id {
         if inject::needs_history(&messages) {
-            history = mem.session_history(user_id, sid).await;
+            // The store's own calls, so a failure's warning names the request.
+            history = mem
+                .store()
+                .session_messages(user_id, sid)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(
+                        request_id = %ctx.request_id,
+                        error = %e,
+                        "reading session history failed"
+                    );
+                    Vec::new()
+                });
             inject::prepend_history(&mut messages, &history);
         }
     }
     let mut block = None;
     if retrieve {
         if let Some(q) = inject::query_text(cfg.query_strategy, &messages) {
-            let hits = mem.search(user_id, &q, cfg.max_results).await;
+            let hits = mem
+                .try_search(user_id, &q, cfg.max_results)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(
+                        request_id = %ctx.request_id,
+                        error = %e,
+                        "memory search failed; answering without memories"
+                    );
+                    Vec::new()
+                });
             block = inject::render(&hits, cfg.max_results, cfg.max_context_length);
             if let Some(b) = &block {
                 inject::inject(&mut messages, b, cfg.injection_strategy);
