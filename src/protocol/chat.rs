@@ -86,6 +86,36 @@ impl<'de> Deserialize<'de> for Members<'de> {
     }
 }
 
+/// Checks that `messages` is an array of objects with a string `role`, and counts them,
+/// without building anything.
+struct MessagesCheck(usize);
+
+impl<'de> Deserialize<'de> for MessagesCheck {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Role<'a> {
+            #[serde(borrow)]
+            #[allow(dead_code)]
+            role: Cow<'a, str>,
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MessagesCheck;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an array of messages")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut n = 0;
+                while seq.next_element::<Role<'de>>()?.is_some() {
+                    n += 1;
+                }
+                Ok(MessagesCheck(n))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
 /// The parts of a message the gateway reads; everything else stays raw.
 #[derive(Debug, Deserialize)]
 pub struct MessageView<'a> {
@@ -158,8 +188,8 @@ impl<'a> ChatBody<'a> {
             field: "messages",
             expected: "must be a non-empty array of objects, each with a string `role`",
         };
-        let list: Vec<MessageView> = serde_json::from_str(raw.get()).map_err(|_| wrong)?;
-        if list.is_empty() {
+        let MessagesCheck(count) = serde_json::from_str(raw.get()).map_err(|_| wrong)?;
+        if count == 0 {
             return Err(BodyError::WrongType {
                 field: "messages",
                 expected: "must not be empty",
@@ -573,6 +603,22 @@ mod tests {
             ),
             (br#"{"model":"m","messages":"hi"}"#, "`messages`"),
             (br#"{"model":"m","messages":[]}"#, "must not be empty"),
+            (
+                br#"{"model":"m","messages":[1]}"#,
+                "each with a string `role`",
+            ),
+            (
+                br#"{"model":"m","messages":[{"content":"x"}]}"#,
+                "each with a string `role`",
+            ),
+            (
+                br#"{"model":"m","messages":[{"role":5}]}"#,
+                "each with a string `role`",
+            ),
+            (
+                br#"{"model":"m","messages":[{"role":"user"},{}]}"#,
+                "each with a string `role`",
+            ),
             (b"{\"model\":\"m\xff\",\"messages\":[]}", "not valid JSON"),
         ];
         for (input, want) in cases {
