@@ -6,6 +6,7 @@
 //! `server::accounting`).
 
 pub mod json;
+mod writer;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -28,7 +29,7 @@ pub fn traces_enabled() -> bool {
 pub struct Telemetry {
     #[cfg(feature = "otel")]
     provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
-    log_guard: Option<tracing_appender::non_blocking::WorkerGuard>,
+    log_guard: Option<writer::Guard>,
 }
 
 impl Drop for Telemetry {
@@ -59,22 +60,24 @@ pub fn init_logging(level: &str) {
 }
 
 /// Installs JSON logging and, when `obs.otlp_endpoint` is set, the OTLP trace exporter.
-/// Log lines are written to stdout by a background thread (request threads only queue
-/// them; when the queue is full they wait rather than drop lines).
+/// Log lines are written to stdout by a background thread ([`writer`]: request threads
+/// only queue them; when the queue is full they wait rather than drop lines).
 pub fn init(level: &str, obs: &ObservabilitySettings) -> Telemetry {
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::stdout());
-    let mut t = init_with(level, obs, writer);
-    t.log_guard = Some(guard);
-    t
+    match writer::spawn(std::io::stdout()) {
+        Ok((writer, guard)) => {
+            let mut t = init_with(level, obs, writer);
+            t.log_guard = Some(guard);
+            t
+        }
+        Err(e) => {
+            init_logging(level);
+            tracing::warn!(error = %e, "cannot start the log writer thread; logging directly");
+            Telemetry::default()
+        }
+    }
 }
 
-fn init_with(
-    level: &str,
-    obs: &ObservabilitySettings,
-    writer: tracing_appender::non_blocking::NonBlocking,
-) -> Telemetry {
+fn init_with(level: &str, obs: &ObservabilitySettings, writer: writer::LineWriter) -> Telemetry {
     let registry = tracing_subscriber::registry()
         .with(filter(level))
         .with(json::JsonLayer::new(writer));
