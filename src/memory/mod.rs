@@ -132,6 +132,25 @@ pub struct MemoryService {
     queue: WriteQueue,
     embedder: Option<Arc<dyn Embedder>>,
     settings: MemorySettings,
+    /// Background embeddings of [`Self::add`] not finished yet (for [`Self::flush`]).
+    embedding: tokio::sync::watch::Sender<usize>,
+}
+
+/// One background embedding counted in [`MemoryService`]'s pending count while it lives
+/// (also when its task panics or is cancelled).
+struct Pending(tokio::sync::watch::Sender<usize>);
+
+impl Pending {
+    fn start(count: &tokio::sync::watch::Sender<usize>) -> Self {
+        count.send_modify(|n| *n += 1);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl MemoryService {
@@ -176,6 +195,7 @@ impl MemoryService {
             queue,
             embedder,
             settings: settings.clone(),
+            embedding: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -239,7 +259,11 @@ impl MemoryService {
         if let Some(e) = &self.embedder {
             let (store, e, created) = (self.store.clone(), e.clone(), created.clone());
             let timeout = self.settings.embed_timeout;
-            tokio::spawn(async move { queue::embed(&*store, &*e, &created, timeout).await });
+            let pending = Pending::start(&self.embedding);
+            tokio::spawn(async move {
+                queue::embed(&*store, &*e, &created, timeout).await;
+                drop(pending);
+            });
         }
         created
             .into_iter()
@@ -293,13 +317,83 @@ impl MemoryService {
         self.queue.dropped()
     }
 
-    /// Waits until every capture queued so far is committed.
+    /// Waits until every capture queued so far is committed, and every memory stored so
+    /// far has its vector (or its embedding failed or timed out).
     pub async fn flush(&self) {
         self.queue.flush().await;
+        let mut pending = self.embedding.subscribe();
+        let _ = pending.wait_for(|&n| n == 0).await;
     }
 
     /// Flushes and stops the write queue (graceful shutdown).
     pub async fn shutdown(&self) {
         self.queue.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::retrieve::EmbedError;
+    use crate::memory::store::BoxFuture;
+
+    /// [`HashEmbedder`] answering after a delay, like a remote model.
+    struct SlowEmbedder(HashEmbedder);
+
+    impl Embedder for SlowEmbedder {
+        fn model(&self) -> &str {
+            self.0.model()
+        }
+
+        fn embed<'a>(
+            &'a self,
+            texts: &'a [String],
+        ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                self.0.embed(texts).await
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn flush_waits_for_the_vectors_of_added_memories() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::config::load(
+            None,
+            &crate::config::Overrides {
+                data_dir: Some(dir.path().to_string_lossy().into_owned()),
+                ..Default::default()
+            },
+            &|_| None,
+        )
+        .unwrap();
+        let embedder: Arc<dyn Embedder> = Arc::new(SlowEmbedder(HashEmbedder::new(64)));
+        let mem = MemoryService::open(&cfg.memory, Some(embedder.clone()), Arc::new(SystemClock))
+            .unwrap();
+        mem.add(NewMemory {
+            user_id: "u".into(),
+            content: "I prefer tabs over spaces".into(),
+            metadata: Metadata::new(),
+            session_id: None,
+        })
+        .await
+        .unwrap();
+        // Found only through its vector: no query term matches lexically.
+        let semantic_only = || async {
+            let q = SearchQuery {
+                text: "zzz".into(),
+                limit: 5,
+                embedding: Some(QueryEmbedding {
+                    model: embedder.model().to_string(),
+                    vector: HashEmbedder::new(64).vector("tabs spaces prefer"),
+                }),
+            };
+            mem.store().search("u", &q).await.unwrap().len()
+        };
+        assert_eq!(semantic_only().await, 0, "the vector is not stored yet");
+        mem.flush().await;
+        assert_eq!(semantic_only().await, 1, "flush waited for the vector");
+        mem.shutdown().await;
     }
 }

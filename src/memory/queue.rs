@@ -77,6 +77,13 @@ impl WriteQueue {
         true
     }
 
+    /// Queues a write, waiting for room when the queue is full (bulk loads such as the
+    /// memory benchmark; the request path uses [`Self::push`], which never waits). False
+    /// when the queue is shut down.
+    pub async fn push_wait(&self, op: WriteOp) -> bool {
+        !self.closed.load(Ordering::Acquire) && self.tx.send(Msg::Op(op)).await.is_ok()
+    }
+
     /// Writes dropped so far.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
