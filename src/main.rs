@@ -241,6 +241,11 @@ fn eval_locomo(
         }
     };
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // Warnings (e.g. a failing embedding model) to stderr; the report goes to stdout.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .try_init();
     let prefix = format!("eval-{}-", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let result = runtime.block_on(async {
         match url {
