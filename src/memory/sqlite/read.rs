@@ -9,7 +9,7 @@ use super::schema::rid_range;
 use super::{backend, SqliteOptions};
 use crate::memory::retrieve::{
     cosine, dedup, rrf, sort_desc, vector_from_bytes, with_neighbours, Bm25, Candidate,
-    CorpusStats, NEIGHBOUR_WEIGHT, RRF_K,
+    CorpusStats, NEIGHBOUR_WEIGHT, RRF_K, SEMANTIC_WEIGHT,
 };
 use crate::memory::store::{
     Memory, Metadata, Page, ScoredMemory, SearchQuery, Session, SessionInfo, SessionMessage,
@@ -381,8 +381,8 @@ pub fn search(
         lexical
     } else {
         let lists = [
-            lexical.iter().take(pool).map(|x| x.0).collect(),
-            semantic.iter().map(|x| x.0).collect(),
+            (lexical.iter().take(pool).map(|x| x.0).collect(), 1.0),
+            (semantic.iter().map(|x| x.0).collect(), SEMANTIC_WEIGHT),
         ];
         rrf(&lists, RRF_K)
     };
