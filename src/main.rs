@@ -63,7 +63,7 @@ struct BenchMemoryArgs {
     /// Users of the spread layout.
     #[arg(long, default_value_t = 1000)]
     users: u64,
-    /// The user id of the one-user layout.
+    /// The user id of the one-user layout, and of the first user of the spread layout.
     #[arg(long, default_value = "membench-user")]
     user: String,
     /// Measured searches per case; 0 only writes (e.g. to preload a data dir).
@@ -75,7 +75,7 @@ struct BenchMemoryArgs {
     /// Seed of the synthetic data (same seed, same memories and queries).
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Keep each case's data dir under DIR (`SIZE-one-USER`, `SIZE-spread-USERS`) and reuse
+    /// Keep each case's data dir under DIR (`SIZE-one-USER`, `SIZE-spread-USERS-USER`) and reuse
     /// it when it holds the same case; without it, temporary dirs are used and removed.
     #[arg(long, value_name = "DIR")]
     keep: Option<std::path::PathBuf>,

@@ -546,11 +546,21 @@ fn settings(dir: &Path) -> MemorySettings {
     }
 }
 
+/// The name of spread user `n`: the first is `opts.user` (so that the proxy benchmark can
+/// preload its user among many), the others `membench-NNNN`.
+fn spread_user(opts: &Options, n: u64) -> String {
+    if n == 0 {
+        opts.user.clone()
+    } else {
+        format!("membench-{n:04}")
+    }
+}
+
 /// The user that memory `i` of a case belongs to, and its place among that user's.
 fn owner(opts: &Options, layout: Layout, i: u64) -> (String, u64) {
     match layout {
         Layout::One => (opts.user.clone(), i),
-        Layout::Spread => (format!("membench-{:04}", i % opts.users), i / opts.users),
+        Layout::Spread => (spread_user(opts, i % opts.users), i / opts.users),
     }
 }
 
@@ -575,7 +585,7 @@ fn marker(opts: &Options, size: u64, layout: Layout) -> Value {
         "size": size,
         "layout": layout.key(),
         "users": if layout == Layout::Spread { opts.users } else { 1 },
-        "user": if layout == Layout::One { opts.user.as_str() } else { "" },
+        "user": opts.user,
         "vocabulary": opts.vocabulary,
         "zipf": opts.zipf,
     })
@@ -676,7 +686,7 @@ async fn searches(
     };
     let user_of = |rng: &mut Rng| match layout {
         Layout::One => opts.user.clone(),
-        Layout::Spread => format!("membench-{:04}", rng.range(0, users - 1)),
+        Layout::Spread => spread_user(opts, rng.range(0, users - 1)),
     };
     // Warm-up (not counted): the first reads of a reused data dir come from the disk.
     for i in 0..(opts.searches / 10).min(200) {
@@ -723,7 +733,7 @@ pub async fn run(
         for &layout in &opts.layouts {
             let name = match layout {
                 Layout::One => format!("{size}-one-{}", opts.user),
-                Layout::Spread => format!("{size}-spread-{}", opts.users),
+                Layout::Spread => format!("{size}-spread-{}-{}", opts.users, opts.user),
             };
             let (dir, _temp) = match &opts.data_dir {
                 Some(d) => (d.join(&name), None),
@@ -918,9 +928,11 @@ mod tests {
             assert_eq!(r.search.count, 40);
             assert!(r.mean_hits > 0.0, "searches find memories");
         }
-        let store = open(&dir.path().join("300-spread-10")).unwrap();
-        let page = store.list("membench-0003", 100, None).await.unwrap();
-        assert_eq!(page.items.len(), 30);
+        let store = open(&dir.path().join("300-spread-10-membench-user")).unwrap();
+        for user in ["membench-user", "membench-0003"] {
+            let page = store.list(user, 100, None).await.unwrap();
+            assert_eq!(page.items.len(), 30);
+        }
         store.close();
         let again = run(&opts, &mut |_| {}, &mut |_| {}).await.unwrap();
         assert!(again.iter().all(|r| r.writes_per_sec.is_none()));
