@@ -13,7 +13,17 @@
 #   BENCH_LOADGEN_THREADS=1 load generator threads
 #   BENCH_LOG_LEVEL=info    memproxy's LOG_LEVEL
 #   BENCH_MEMORY=off        off: memproxy's config says memory: {enabled: false}; default:
-#                           no memory section (the build's defaults)
+#                           no memory section (the build's defaults); retrieval: the build's
+#                           memory defaults (capture on) plus context_retrieval on
+#   BENCH_MEMORY_PRELOAD=0  memories written into memproxy's data dir before it starts, all of
+#                           the user the bench requests get (default-dev), by
+#                           `memproxy bench-memory` (e.g. 100000; kept in BENCH_MEMORY_CACHE)
+#   BENCH_MEMORY_LAYOUT=one one: all preloaded memories are the bench user's (the worst case
+#                           for a search); spread: over 1000 users, the bench user one of them
+#   BENCH_MEMORY_CACHE      where preloaded data dirs are kept for reuse
+#                           (default bench/results/membench-cache)
+#   BENCH_RATE=1000         one more 50-connection measurement, open loop at this total rate
+#                           (requests/s, below saturation); 0: none
 #   BENCH_BUILD=1           0: use the binaries already in the target dir
 #   BENCH_WAIT_IDLE=60      wait up to this many seconds for a quiet machine (other processes
 #                           using < 10% CPU) before each repetition and before a retry; 0: never
@@ -42,6 +52,31 @@ CONNS=${BENCH_CONNECTIONS:-50}
 LG_THREADS=${BENCH_LOADGEN_THREADS:-1}
 MP_LOG_LEVEL=${BENCH_LOG_LEVEL:-info}
 MEMORY=${BENCH_MEMORY:-off}
+PRELOAD=${BENCH_MEMORY_PRELOAD:-0}
+MEM_LAYOUT=${BENCH_MEMORY_LAYOUT:-one}
+[[ $MEM_LAYOUT == one || $MEM_LAYOUT == spread ]] || {
+    echo "bench: BENCH_MEMORY_LAYOUT must be one or spread" >&2
+    exit 2
+}
+MEM_CACHE=${BENCH_MEMORY_CACHE:-$ROOT/bench/results/membench-cache}
+# The user id memproxy gives the bench requests (they carry no identifying header).
+MEM_USER=default-dev
+RATE=${BENCH_RATE:-1000}
+case $MEMORY in
+off | default | retrieval) ;;
+*)
+    echo "bench: BENCH_MEMORY must be off, default or retrieval" >&2
+    exit 2
+    ;;
+esac
+[[ $PRELOAD =~ ^[0-9]+$ ]] || {
+    echo "bench: BENCH_MEMORY_PRELOAD must be a number of memories" >&2
+    exit 2
+}
+[[ $RATE =~ ^[0-9]+$ ]] || {
+    echo "bench: BENCH_RATE must be a whole number of requests/s" >&2
+    exit 2
+}
 WAIT_IDLE=${BENCH_WAIT_IDLE:-60}
 RETRIES=${BENCH_RETRIES:-2}
 NOISE_PCT=10
@@ -65,6 +100,9 @@ bench-responses openai/bench http://{mock}/v1 responses
 MAX_ADDED_P99_US=200
 MIN_RPS_SHARE_OF_FLOOR=0.80
 MAX_RSS_KB=$((40 * 1024))
+# Issue 4's target with retrieval and capture on (and memories preloaded): added p99 at 50
+# connections.
+MAX_ADDED_P99_MEMORY_US=2000
 
 PIDS=()
 AUTOGROUP_NICE=
@@ -358,6 +396,9 @@ write_config() { # with_translated with_memory_section
     if [[ $2 == 1 && $MEMORY == off ]]; then
         printf 'memory:\n  enabled: false\n'
     fi
+    if [[ $2 == 1 && $MEMORY == retrieval ]]; then
+        printf 'context_retrieval:\n  enabled: true\n  max_results: 5\n'
+    fi
     printf 'model_list:\n  - model_name: bench\n    litellm_params:\n      model: openai/bench\n'
     printf '      api_base: http://127.0.0.1:%s/v1\n      api_key: bench\n' "$MOCK_PORT"
     if [[ $1 == 1 ]]; then printf '%s' "$TRANSLATED_LINES"; fi
@@ -380,6 +421,26 @@ fi
 if [[ $with_memory == 0 && $MEMORY == off ]]; then
     say "memproxy rejects 'memory: {enabled: false}'; measuring with the build's memory defaults"
     MEMORY="default (the build rejects memory: {enabled: false})"
+fi
+if [[ $with_memory == 0 && $MEMORY == retrieval ]]; then
+    die "memproxy rejects the context_retrieval section: $(tail -3 "$OUT/check-config-10.log" 2>/dev/null)"
+fi
+
+# Preloaded memories: a data dir of PRELOAD synthetic memories of MEM_USER, written once by
+# `memproxy bench-memory` into the cache and copied into memproxy's data dir for each run.
+MEM_NOTE=
+if ((PRELOAD > 0)); then
+    [[ $MEMORY == off* ]] && die "BENCH_MEMORY_PRELOAD needs memory on (BENCH_MEMORY=default or retrieval)"
+    say "== preloading $PRELOAD memories, layout $MEM_LAYOUT, user $MEM_USER (cache $MEM_CACHE)"
+    "$BIN/memproxy" bench-memory --sizes "$PRELOAD" --layouts "$MEM_LAYOUT" --user "$MEM_USER" --searches 0 \
+        --keep "$MEM_CACHE" >"$OUT/preload.log" 2>&1 || die "preloading failed: $(tail -3 "$OUT/preload.log")"
+    mkdir -p "$OUT/data"
+    if [[ $MEM_LAYOUT == one ]]; then
+        cp "$MEM_CACHE/$PRELOAD-one-$MEM_USER"/memproxy.db* "$OUT/data/"
+    else
+        cp "$MEM_CACHE/$PRELOAD-spread-1000-$MEM_USER"/memproxy.db* "$OUT/data/"
+    fi
+    MEM_NOTE=$(grep -E '^ +[0-9]+ +(one|spread) ' "$OUT/preload.log" | awk '{print "preloaded " $1 " memories over " $3 " user(s) (" ($4 == "reused" ? "cached" : $4 " writes/s") ", " $5 " MiB)"}')
 fi
 
 start memproxy
@@ -408,6 +469,30 @@ for t in "${NAMES[@]}"; do
         die "$t does not stream the chat answer: $err"
 done
 RSS_WARM=$(proc_kb "$MP_PID" VmRSS)
+
+# With memory on: the bench requests' user, and how many memories it has (the newest
+# memory's sequence number, the memory API's cursor); capture adds one per request.
+mem_count() {
+    curl -s "http://127.0.0.1:$MP_PORT/v1/memories?user_id=$MEM_USER&limit=1" |
+        sed -n 's/.*"next_cursor":"\{0,1\}\([0-9]*\).*/\1/p'
+}
+mem_dropped() {
+    curl -s "http://127.0.0.1:$MP_PORT/health/readiness" | sed -n 's/.*"dropped_writes":\([0-9]*\).*/\1/p'
+}
+MEM_START=
+MEM_END=
+MEM_DROPPED=
+if [[ $MEMORY == default || $MEMORY == retrieval ]] && command -v curl >/dev/null; then
+    who=$(curl -s -D - -o /dev/null -H 'content-type: application/json' --data-binary "@$OUT/chat.json" \
+        "${URL[memproxy]}" | tr -d '\r' | sed -n 's/^x-memproxy-user-id: //Ip')
+    [[ $who == "$MEM_USER" ]] || die "memproxy gives the bench requests user id '$who', not $MEM_USER"
+    MEM_START=$(mem_count)
+    if [[ $MEMORY == retrieval ]]; then
+        hits=$(curl -s "http://127.0.0.1:$MP_PORT/v1/memories/search?user_id=$MEM_USER&limit=5&q=What+is+the+capital+of+France%3F+Please+answer+in+one+sentence." |
+            grep -o '"id":' | wc -l)
+        say "   memory: user $MEM_USER has ${MEM_START:-?} memories; the bench request's search finds $hits"
+    fi
+fi
 
 # Translated cases that answer a proper OpenAI stream.
 TRANSLATED_OK=()
@@ -475,7 +560,18 @@ for rep in $(seq 1 "$REPS"); do
         measure "$OUT/r$rep-rps-$t" "${URL[$t]}" "${PID_OF[$t]}" "${COMMON[@]}" \
             --connections "$CONNS" --body "$OUT/chat.json" --label "$t"
     done
+    if ((RATE > 0)); then
+        for t in "${NAMES[@]}"; do
+            say "   rep $rep: $t, $CONNS connections at $RATE requests/s (open loop)"
+            measure "$OUT/r$rep-paced-$t" "${URL[$t]}" "${PID_OF[$t]}" "${COMMON[@]}" \
+                --connections "$CONNS" --rate "$RATE" --body "$OUT/chat.json" --label "$t"
+        done
+    fi
 done
+if [[ -n $MEM_START ]]; then
+    MEM_END=$(mem_count)
+    MEM_DROPPED=$(mem_dropped)
+fi
 RSS_END=$(proc_kb "$MP_PID" VmRSS)
 RSS_PEAK=$(proc_kb "$MP_PID" VmHWM)
 FLOOR_RSS_PEAK=
@@ -484,7 +580,7 @@ MEASURED=$(date '+%Y-%m-%d %H:%M')
 # What the report needs, so that BENCH_REPORT=DIR can print it again.
 declare -p NAMES HAVE_FLOOR RSS_START RSS_WARM RSS_END RSS_PEAK FLOOR_RSS_PEAK TRANSLATED_NAMES \
     TRANSLATED_OK TRANSLATED_WHY MP_LOG_LEVEL DURATION WARMUP REPS CONNS LG_THREADS NICE PIN \
-    MP_BUILD MEASURED MEMORY >"$OUT/state.sh"
+    MP_BUILD MEASURED MEMORY RATE MEM_NOTE MEM_START MEM_END MEM_DROPPED >"$OUT/state.sh"
 else
     # shellcheck source=/dev/null
     source "$OUT/state.sh"
@@ -528,10 +624,12 @@ calc() { awk "BEGIN {printf \"$1\", ($2)}"; }
 
 has_floor() { ((HAVE_FLOOR)); }
 declare -A M
-for s in lat1 rps stream1; do
+SCENARIOS=(lat1 rps stream1)
+if ((${RATE:-0} > 0)); then SCENARIOS+=(paced); fi
+for s in "${SCENARIOS[@]}"; do
     for t in "${NAMES[@]}"; do
         for k in lat_p50_us lat_p99_us lat_mean_us ttfb_p50_us ttfb_p99_us rps requests warm_requests \
-            proxy_ticks mock_ticks others_ticks wall_ticks loadgen_ticks; do
+            proxy_ticks mock_ticks others_ticks wall_ticks loadgen_ticks behind; do
             M[$s.$t.$k]=$(med "$s" "$t" "$k")
         done
         M[$s.$t.errors]=$(total "$s" "$t" errors)
@@ -574,7 +672,7 @@ cpu_per_req() { # scenario target which
 {
     echo
     echo "memproxy benchmark, $MEASURED, $NCPU cores ($(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)),"
-    echo "memproxy ${MP_BUILD:-?}, LOG_LEVEL=$MP_LOG_LEVEL, memory ${MEMORY:-default}; ${DURATION}s + ${WARMUP}s warm-up per measurement, median of $REPS;"
+    echo "memproxy ${MP_BUILD:-?}, LOG_LEVEL=$MP_LOG_LEVEL, memory ${MEMORY:-default}${MEM_NOTE:+ (${MEM_NOTE})}; ${DURATION}s + ${WARMUP}s warm-up per measurement, median of $REPS;"
     echo "loadgen $LG_THREADS thread(s)${NICE:+; all processes at nice $NICE}; 1-connection runs $([[ $PIN == 1 ]] && echo "pinned (loadgen CPU 0, servers CPU $((NCPU - 1)))" || echo unpinned), $CONNS-connection runs unpinned"
     echo
     printf '%-34s%12s%12s%12s%16s%16s\n' "" direct floor memproxy "floor-direct" "memproxy-direct"
@@ -590,6 +688,12 @@ cpu_per_req() { # scenario target which
     row "  TTFB p50 (µs)" stream1 ttfb_p50_us
     row "  TTFB p99 (µs)" stream1 ttfb_p99_us
     row "  complete stream p50 (µs)" stream1 lat_p50_us
+    if ((${RATE:-0} > 0)); then
+        echo "$CONNS connections, open loop at $RATE requests/s"
+        row "  requests/s" paced rps %.0f
+        row "  latency p50 (µs)" paced lat_p50_us
+        row "  latency p99 (µs)" paced lat_p99_us
+    fi
     echo
     share_direct=$(calc %.2f "$(med_ratio rps memproxy direct rps)")
     line="memproxy throughput at $CONNS connections: ${share_direct} of direct"
@@ -623,8 +727,21 @@ cpu_per_req() { # scenario target which
         fi
     done
 
+    if [[ -n ${MEM_START:-} ]]; then
+        echo "memory: user $MEM_USER had ${MEM_START} memories at start, ${MEM_END:-?} after the load (capture adds one per request); ${MEM_DROPPED:-?} captured writes dropped (queue full)"
+    fi
+    if ((${RATE:-0} > 0)); then
+        for t in "${NAMES[@]}"; do
+            b=${M[paced.$t.behind]:-0}
+            n=${M[paced.$t.requests]:-0}
+            if [[ -n $n && $(calc %d "$n > 0") == 1 ]] && (($(calc %d "100 * $b > $n"))); then
+                echo "warning: $t fell behind the $RATE requests/s schedule on $(calc %.0f "100 * $b / $n")% of the paced requests (saturated: latency includes queueing)"
+            fi
+        done
+    fi
+
     # Errors and a busy machine make figures unreliable: say so.
-    for s in lat1 rps stream1; do
+    for s in "${SCENARIOS[@]}"; do
         for t in "${NAMES[@]}"; do
             if ((${M[$s.$t.errors]} > 0)); then
                 echo "warning: $t had ${M[$s.$t.errors]} failed requests in $s (see $OUT/r*-$s-$t*)"
@@ -647,6 +764,16 @@ cpu_per_req() { # scenario target which
         echo "  $r  throughput at $CONNS connections: ${share_floor} of floor-proxy (target >= $MIN_RPS_SHARE_OF_FLOOR)"
     else
         echo "  SKIP  throughput as a share of floor-proxy: floor-proxy not available"
+    fi
+    if [[ $MEMORY == retrieval ]]; then
+        added=$(med_diff rps memproxy lat_p99_us)
+        r=$(verdict "$added <= $MAX_ADDED_P99_MEMORY_US")
+        echo "  $r  added latency p99 at $CONNS connections, closed loop (saturated), retrieval + capture on: $(calc %.3f "$added / 1000") ms (target <= $(calc %.1f "$MAX_ADDED_P99_MEMORY_US / 1000") ms)"
+        if ((${RATE:-0} > 0)); then
+            added=$(med_diff paced memproxy lat_p99_us)
+            r=$(verdict "$added <= $MAX_ADDED_P99_MEMORY_US")
+            echo "  $r  added latency p99 at $CONNS connections, $RATE requests/s, retrieval + capture on: $(calc %.3f "$added / 1000") ms (target <= $(calc %.1f "$MAX_ADDED_P99_MEMORY_US / 1000") ms)"
+        fi
     fi
     r=$(verdict "$RSS_PEAK <= $MAX_RSS_KB")
     echo "  $r  memproxy RSS under load (peak): $(calc %.1f "$RSS_PEAK / 1024") MiB (target <= $((MAX_RSS_KB / 1024)) MiB)"

@@ -224,6 +224,19 @@ async fn ingest(api: &Api, user: &str, conv: &Conversation) -> Result<(), EvalEr
 /// Runs the evaluation of `file` against the memory API at `target`. Users are named
 /// `<prefix><sample_id>` and deleted afterwards.
 pub async fn run(file: &str, target: Target, prefix: &str) -> Result<Report, EvalError> {
+    run_settled(file, target, prefix, std::future::ready(())).await
+}
+
+/// [`run`], awaiting `settle` between ingesting and asking: with an embedding model the
+/// memory API answers a write before the memory's vector is stored, so an in-process
+/// evaluation passes [`crate::memory::MemoryService::flush`] here (the time it takes is
+/// counted in the ingest time).
+pub async fn run_settled(
+    file: &str,
+    target: Target,
+    prefix: &str,
+    settle: impl std::future::Future<Output = ()>,
+) -> Result<Report, EvalError> {
     let convs = parse(file)?;
     let api = Api {
         http: reqwest::Client::new(),
@@ -236,6 +249,7 @@ pub async fn run(file: &str, target: Target, prefix: &str) -> Result<Report, Eva
         futures_util::future::join_all(convs.iter().zip(&users).map(|(c, u)| ingest(&api, u, c)))
             .await;
     results.into_iter().collect::<Result<Vec<()>, _>>()?;
+    settle.await;
     let mut report = Report {
         conversations: convs.len(),
         memories: convs.iter().map(|c| c.turns.len()).sum(),

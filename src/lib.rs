@@ -20,6 +20,7 @@
 //! - [`responses_store`]: stored Responses API answers (`previous_response_id`, GET/DELETE).
 //! - [`telemetry`]: JSON logging; OpenTelemetry traces over OTLP when configured.
 //! - [`eval`]: retrieval-quality evaluation on LoCoMo-format data (`memproxy eval-locomo`).
+//! - [`membench`]: the memory store's benchmark on synthetic data (`memproxy bench-memory`).
 //!
 //! A request's path: `server::routes` → `server::middleware::gateway` (request id, auth,
 //! identity, budget, request rate limits) → `server::chat` → `server::pipeline::run`
@@ -32,6 +33,7 @@ pub mod config;
 pub mod eval;
 pub mod identity;
 pub mod keys;
+pub mod membench;
 pub mod memory;
 pub mod metrics;
 pub mod protocol;

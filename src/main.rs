@@ -34,7 +34,15 @@ enum Command {
         /// Master key of that memproxy.
         #[arg(long, env = "MEMPROXY_EVAL_KEY", hide_env_values = true)]
         key: Option<String>,
+        /// Without --url: run the in-process server with this config (e.g. one whose
+        /// memory.embedding_model gives hybrid retrieval); its data dir is replaced by a
+        /// temporary one. Vectors are all stored before the questions are asked.
+        #[arg(long, conflicts_with = "url")]
+        config: Option<String>,
     },
+    /// Benchmark the embedded memory store on synthetic memories: write throughput through
+    /// the write queue, search latency (p50/p99) per size and layout.
+    BenchMemory(BenchMemoryArgs),
     /// Validate a config file and print it resolved, secrets masked.
     CheckConfig {
         /// The config file to check.
@@ -42,6 +50,35 @@ enum Command {
         #[command(flatten)]
         args: ServeArgs,
     },
+}
+
+#[derive(Args)]
+struct BenchMemoryArgs {
+    /// Numbers of memories, comma separated (10k, 100k, 1m, or plain numbers).
+    #[arg(long, value_delimiter = ',', default_value = "10k,100k,1m", value_parser = memproxy::membench::parse_size)]
+    sizes: Vec<u64>,
+    /// Layouts, comma separated: `one` (all memories of one user), `spread` (over --users users).
+    #[arg(long, value_delimiter = ',', default_value = "one,spread", value_parser = memproxy::membench::parse_layout)]
+    layouts: Vec<memproxy::membench::Layout>,
+    /// Users of the spread layout.
+    #[arg(long, default_value_t = 1000)]
+    users: u64,
+    /// The user id of the one-user layout, and of the first user of the spread layout.
+    #[arg(long, default_value = "membench-user")]
+    user: String,
+    /// Measured searches per case; 0 only writes (e.g. to preload a data dir).
+    #[arg(long, default_value_t = 2000)]
+    searches: usize,
+    /// Memories asked for per search (context_retrieval.max_results).
+    #[arg(long, default_value_t = 5)]
+    limit: usize,
+    /// Seed of the synthetic data (same seed, same memories and queries).
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Keep each case's data dir under DIR (`SIZE-one-USER`, `SIZE-spread-USERS-USER`) and reuse
+    /// it when it holds the same case; without it, temporary dirs are used and removed.
+    #[arg(long, value_name = "DIR")]
+    keep: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Clone, Default)]
@@ -90,7 +127,13 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::CheckConfig { file, args }) => check_config(&file, &args),
         Some(Command::Serve(args)) => run(args),
-        Some(Command::EvalLocomo { file, url, key }) => eval_locomo(&file, url, key),
+        Some(Command::EvalLocomo {
+            file,
+            url,
+            key,
+            config,
+        }) => eval_locomo(&file, url, key, config.as_deref()),
+        Some(Command::BenchMemory(args)) => bench_memory(args),
         None => run(cli.serve),
     }
 }
@@ -184,7 +227,12 @@ fn run(args: ServeArgs) -> ExitCode {
 }
 
 #[expect(clippy::print_stdout, clippy::print_stderr, reason = "CLI output")]
-fn eval_locomo(file: &str, url: Option<String>, key: Option<String>) -> ExitCode {
+fn eval_locomo(
+    file: &str,
+    url: Option<String>,
+    key: Option<String>,
+    config: Option<&str>,
+) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -193,6 +241,11 @@ fn eval_locomo(file: &str, url: Option<String>, key: Option<String>) -> ExitCode
         }
     };
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // Warnings (e.g. a failing embedding model) to stderr; the report goes to stdout.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .try_init();
     let prefix = format!("eval-{}-", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let result = runtime.block_on(async {
         match url {
@@ -200,7 +253,7 @@ fn eval_locomo(file: &str, url: Option<String>, key: Option<String>) -> ExitCode
                 let target = memproxy::eval::Target { url, key };
                 memproxy::eval::run(file, target, &prefix).await
             }
-            None => eval_in_process(file, &prefix).await,
+            None => eval_in_process(file, &prefix, config).await,
         }
     });
     match result {
@@ -215,10 +268,52 @@ fn eval_locomo(file: &str, url: Option<String>, key: Option<String>) -> ExitCode
     }
 }
 
+#[expect(clippy::print_stdout, clippy::print_stderr, reason = "CLI output")]
+fn bench_memory(args: BenchMemoryArgs) -> ExitCode {
+    use memproxy::membench;
+    let opts = membench::Options {
+        sizes: args.sizes,
+        layouts: args.layouts,
+        users: args.users.max(1),
+        user: args.user,
+        searches: args.searches,
+        limit: args.limit.max(1),
+        seed: args.seed,
+        data_dir: args.keep,
+        ..Default::default()
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "memory benchmark: seed {}, vocabulary {} words (Zipf s={}), {} searches per case \
+         (limit {}, query strategies in turn), 1 search at a time",
+        opts.seed, opts.vocabulary, opts.zipf, opts.searches, opts.limit
+    );
+    println!("{}", membench::header());
+    let result = runtime.block_on(membench::run(
+        &opts,
+        &mut |line| eprintln!("{line}"),
+        &mut |r| println!("{r}"),
+    ));
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Starts memproxy on a random loopback port with a temporary data dir and evaluates it.
 async fn eval_in_process(
     file: &str,
     prefix: &str,
+    config_file: Option<&str>,
 ) -> Result<memproxy::eval::Report, memproxy::eval::EvalError> {
     let fail = |e: String| memproxy::eval::EvalError::Http(e);
     let dir = std::env::temp_dir().join(format!("memproxy-{}", prefix.trim_end_matches('-')));
@@ -227,8 +322,19 @@ async fn eval_in_process(
         data_dir: Some(dir.to_string_lossy().into_owned()),
         ..Default::default()
     };
-    let cfg = config::load(None, &overrides, &|_| None).map_err(|e| fail(e.to_string()))?;
+    // A config file may name environment variables (os.environ/…); without one, the
+    // built-in defaults, untouched by the environment.
+    let cfg = match config_file {
+        Some(path) => config::load(Some(path), &overrides, &env_lookup),
+        None => config::load(None, &overrides, &|_| None),
+    }
+    .map_err(|e| fail(e.to_string()))?;
+    let key = cfg.master_key.as_ref().map(|k| k.expose().clone());
+    if let Some(model) = &cfg.memory.embedding_model {
+        eprintln!("hybrid retrieval: memory.embedding_model = {model}");
+    }
     let state = memproxy::AppState::new(cfg).map_err(|e| fail(e.to_string()))?;
+    let memory = state.memory.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| fail(e.to_string()))?;
@@ -239,9 +345,15 @@ async fn eval_in_process(
     }));
     let target = memproxy::eval::Target {
         url: format!("http://{addr}"),
-        key: None,
+        key,
     };
-    let report = memproxy::eval::run(file, target, prefix).await;
+    // Every memory's vector is stored before the first question.
+    let settle = async {
+        if let Some(m) = &memory {
+            m.flush().await;
+        }
+    };
+    let report = memproxy::eval::run_settled(file, target, prefix, settle).await;
     let _ = stop.send(());
     let _ = server.await;
     let _ = std::fs::remove_dir_all(&dir);

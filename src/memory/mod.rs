@@ -233,13 +233,11 @@ impl MemoryService {
     }
 
     /// Stores one memory now (durable when this returns); its vector follows in the
-    /// background.
+    /// background, computed by the write queue with the next batch.
     pub async fn add(&self, new: NewMemory) -> Result<Memory, StoreError> {
         let created = self.store.add(vec![new]).await?;
-        if let Some(e) = &self.embedder {
-            let (store, e, created) = (self.store.clone(), e.clone(), created.clone());
-            let timeout = self.settings.embed_timeout;
-            tokio::spawn(async move { queue::embed(&*store, &*e, &created, timeout).await });
+        if self.embedder.is_some() && !self.queue.embed_later(created.clone()).await {
+            tracing::warn!("memory write queue is closed; a new memory gets no vector");
         }
         created
             .into_iter()
@@ -293,7 +291,8 @@ impl MemoryService {
         self.queue.dropped()
     }
 
-    /// Waits until every capture queued so far is committed.
+    /// Waits until every capture queued so far is committed, and every memory stored so
+    /// far has its vector (or its embedding failed or timed out).
     pub async fn flush(&self) {
         self.queue.flush().await;
     }
@@ -301,5 +300,83 @@ impl MemoryService {
     /// Flushes and stops the write queue (graceful shutdown).
     pub async fn shutdown(&self) {
         self.queue.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::retrieve::EmbedError;
+    use crate::memory::store::BoxFuture;
+
+    /// [`HashEmbedder`] answering after a delay, like a remote model; counts its calls.
+    struct SlowEmbedder(HashEmbedder, std::sync::atomic::AtomicUsize);
+
+    impl Embedder for SlowEmbedder {
+        fn model(&self) -> &str {
+            self.0.model()
+        }
+
+        fn embed<'a>(
+            &'a self,
+            texts: &'a [String],
+        ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
+            Box::pin(async move {
+                self.1.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                self.0.embed(texts).await
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn added_memories_are_embedded_in_batches_and_flush_waits_for_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::config::load(
+            None,
+            &crate::config::Overrides {
+                data_dir: Some(dir.path().to_string_lossy().into_owned()),
+                ..Default::default()
+            },
+            &|_| None,
+        )
+        .unwrap();
+        let slow = Arc::new(SlowEmbedder(HashEmbedder::new(64), Default::default()));
+        let embedder: Arc<dyn Embedder> = slow.clone();
+        let mem = MemoryService::open(&cfg.memory, Some(embedder.clone()), Arc::new(SystemClock))
+            .unwrap();
+        let add = |content: String| {
+            mem.add(NewMemory {
+                user_id: "u".into(),
+                content,
+                metadata: Metadata::new(),
+                session_id: None,
+            })
+        };
+        for i in 0..100 {
+            add(format!("filler number {i}")).await.unwrap();
+        }
+        add("I prefer tabs over spaces".into()).await.unwrap();
+        // Found only through its vector: no query term matches lexically.
+        let semantic_only = || async {
+            let q = SearchQuery {
+                text: "zzz".into(),
+                limit: 5,
+                embedding: Some(QueryEmbedding {
+                    model: embedder.model().to_string(),
+                    vector: HashEmbedder::new(64).vector("tabs spaces prefer"),
+                }),
+            };
+            let hits = mem.store().search("u", &q).await.unwrap();
+            hits.iter().any(|h| h.memory.content.contains("tabs"))
+        };
+        assert!(!semantic_only().await, "the vector is not stored yet");
+        mem.flush().await;
+        assert!(semantic_only().await, "flush waited for the vector");
+        // A bulk of adds does not make one embedding call each (the store's writes take
+        // far less than the embedder's 300 ms, so they pile up behind a call).
+        let calls = slow.1.load(Ordering::SeqCst);
+        assert!(calls <= 5, "{calls} embedding calls for 101 memories");
+        mem.shutdown().await;
     }
 }

@@ -1,7 +1,8 @@
 //! The write queue that takes captured exchanges off the request path: a bounded channel
 //! drained by one background task that applies whatever is waiting as one batch (one
-//! transaction), embeds new memories when an embedder is configured, and purges expired
-//! sessions now and then.
+//! transaction), embeds new memories when an embedder is configured (with the memories
+//! written elsewhere and handed over by [`WriteQueue::embed_later`], in one call per
+//! batch), and purges expired sessions now and then.
 //!
 //! A full queue never blocks a request: the write is dropped, counted
 //! ([`WriteQueue::dropped`]) and logged. [`WriteQueue::flush`] waits until everything
@@ -32,6 +33,8 @@ pub struct QueueOptions {
 
 enum Msg {
     Op(WriteOp),
+    /// Memories already stored that need vectors.
+    Embed(Vec<Memory>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -77,6 +80,21 @@ impl WriteQueue {
         true
     }
 
+    /// Queues a write, waiting for room when the queue is full (bulk loads such as the
+    /// memory benchmark; the request path uses [`Self::push`], which never waits). False
+    /// when the queue is shut down.
+    pub async fn push_wait(&self, op: WriteOp) -> bool {
+        !self.closed.load(Ordering::Acquire) && self.tx.send(Msg::Op(op)).await.is_ok()
+    }
+
+    /// Hands memories that were stored directly (the memory API) to the drain task, which
+    /// embeds them with the next batch: one embedding call per batch instead of one per
+    /// memory, so a bulk import cannot flood the embedding model (and time out). Waits for
+    /// room; false when the queue is shut down.
+    pub async fn embed_later(&self, memories: Vec<Memory>) -> bool {
+        !self.closed.load(Ordering::Acquire) && self.tx.send(Msg::Embed(memories)).await.is_ok()
+    }
+
     /// Writes dropped so far.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
@@ -111,6 +129,7 @@ async fn drain(
     let mut purge = tokio::time::interval(opts.purge_every.max(Duration::from_secs(1)));
     purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch = Vec::with_capacity(opts.batch_size);
+    let mut stored: Vec<Memory> = Vec::new();
     let mut waiters = Vec::new();
     loop {
         let first = tokio::select! {
@@ -129,23 +148,24 @@ async fn drain(
         while let Some(m) = next.take() {
             match m {
                 Msg::Op(op) => batch.push(op),
+                Msg::Embed(ms) => stored.extend(ms),
                 Msg::Flush(w) => waiters.push(w),
             }
-            if batch.len() < opts.batch_size.max(1) {
+            if batch.len() + stored.len() < opts.batch_size.max(1) {
                 next = rx.try_recv().ok();
             }
         }
+        let mut created = std::mem::take(&mut stored);
         if !batch.is_empty() {
             let ops = std::mem::take(&mut batch);
             let n = ops.len();
             match store.apply(ops).await {
-                Ok(created) => {
-                    if let Some(e) = &embedder {
-                        embed(&*store, &**e, &created, opts.embed_timeout).await;
-                    }
-                }
+                Ok(c) => created.extend(c),
                 Err(e) => tracing::error!(error = %e, writes = n, "memory batch write failed"),
             }
+        }
+        if let Some(e) = &embedder {
+            embed(&*store, &**e, &created, opts.embed_timeout).await;
         }
         for w in waiters.drain(..) {
             let _ = w.send(());

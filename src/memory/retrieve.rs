@@ -37,8 +37,21 @@ impl Default for Bm25 {
 /// Share of a neighbouring memory's lexical score added to a memory's own.
 pub const NEIGHBOUR_WEIGHT: f64 = 0.2;
 
-/// Reciprocal rank fusion constant (the usual 60).
-pub const RRF_K: f64 = 60.0;
+/// Reciprocal rank fusion constant `k` in 1 / (k + rank).
+///
+/// Measured on the LoCoMo dev file (lexical fused with all-MiniLM-L6-v2, turn-level
+/// recall_any@1/@5/@10; lexical alone 0.392/0.650/0.725, dense alone 0.216/0.471/0.567):
+/// the usual k = 60 gave 0.338/0.604/0.714, worse than lexical alone: over two lists of
+/// ~50 memories it flattens the ranks, so a memory that is merely in both lists beats the
+/// best lexical match. k = 2-5 with the semantic list weighted 0.6-0.8 all gave
+/// 0.38-0.41 / 0.67-0.68 / 0.76-0.77; k = 3 with weight 0.6 is in the middle of that plateau
+/// and beats lexical at every cut-off (0.407/0.672/0.766). Rank fusion (not a weighted sum
+/// of scores) so that it does not depend on the embedding model's cosine scale.
+pub const RRF_K: f64 = 3.0;
+
+/// Weight of the semantic (vector) list in the fusion; the lexical list weighs 1. Lexical
+/// ranking is the stronger one on conversational memories (see [`RRF_K`]).
+pub const SEMANTIC_WEIGHT: f64 = 0.6;
 
 /// Collection statistics of one user's memories.
 #[derive(Debug, Clone, Copy)]
@@ -143,17 +156,18 @@ pub fn sort_desc<K: Ord>(list: &mut [(K, f64)]) {
     list.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
 }
 
-/// Reciprocal rank fusion of ranked lists (best first): Σ 1 / (k + rank).
-pub fn rrf<K: Copy + Eq + Hash + Ord>(lists: &[Vec<K>], k: f64) -> Vec<(K, f64)> {
+/// Weighted reciprocal rank fusion of ranked lists (best first, each with its weight):
+/// Σ weight / (k + rank), ranks counted from 1.
+pub fn rrf<K: Copy + Eq + Hash + Ord>(lists: &[(Vec<K>, f64)], k: f64) -> Vec<(K, f64)> {
     let mut total: HashMap<K, f64> = HashMap::new();
     let mut order: Vec<K> = Vec::new();
-    for list in lists {
+    for (list, weight) in lists {
         for (rank, key) in list.iter().enumerate() {
             let e = total.entry(*key).or_insert_with(|| {
                 order.push(*key);
                 0.0
             });
-            *e += 1.0 / (k + rank as f64 + 1.0);
+            *e += weight / (k + rank as f64 + 1.0);
         }
     }
     let mut out: Vec<(K, f64)> = order.into_iter().map(|k| (k, total[&k])).collect();
@@ -300,9 +314,18 @@ mod tests {
 
     #[test]
     fn rrf_rewards_agreement() {
-        let fused = rrf(&[vec![1, 2, 3], vec![4, 2, 5]], RRF_K);
+        let fused = rrf(&[(vec![1, 2, 3], 1.0), (vec![4, 2, 5], 1.0)], 60.0);
         assert_eq!(fused[0].0, 2);
         assert_eq!(fused.len(), 5);
+        // With a small k the ranks count: second in both lists still wins, fourth in both
+        // loses to a lexical first place.
+        let fused = rrf(&[(vec![1, 2], 1.0), (vec![3, 2], SEMANTIC_WEIGHT)], RRF_K);
+        assert_eq!(fused[0].0, 2);
+        let fused = rrf(
+            &[(vec![1, 3, 4, 2], 1.0), (vec![5, 6, 7, 2], SEMANTIC_WEIGHT)],
+            RRF_K,
+        );
+        assert_eq!(fused[0].0, 1);
     }
 
     #[test]

@@ -5,6 +5,14 @@
 //! every request it records the total latency (request sent to last body byte) and the time
 //! to the first body byte (TTFB: the first non-empty body frame, which for a streamed SSE
 //! answer is the first event). It prints one line: `key=value` pairs or a JSON object.
+//!
+//! With `--rate R` the load is open-loop instead: requests are due at a fixed total rate R
+//! spread evenly over the connections (connection i sends at t0 + (i + k·N) / R), whatever
+//! the answers' speed, so that latency can be measured below saturation. A connection
+//! still busy with its previous request when the next one is due sends it as soon as it is
+//! free, and that request's latency counts from when it was due (no coordinated omission);
+//! otherwise latency counts from the actual send (the timer's own lateness is not the
+//! server's). `behind` counts the requests that were due while their connection was busy.
 
 mod stats;
 
@@ -35,6 +43,8 @@ usage: loadgen --url http://HOST:PORT/PATH [options]
   --warmup SECS        warm-up time, not measured (default 1)
   --timeout SECS       per-request timeout (default 10)
   --threads N          runtime threads; 1 = single-threaded runtime (default 1)
+  --rate R             open loop: R requests/s in total, spread over the connections
+                       (default: closed loop, each connection sends when the last answer is in)
   --expect TEXT        the answer body must contain TEXT, else it counts as an error (repeatable)
   --label NAME         name echoed in the output
   --format kv|json     output format (default json)
@@ -59,6 +69,8 @@ struct Opts {
     warmup: Duration,
     timeout: Duration,
     threads: usize,
+    /// Open loop: total requests per second.
+    rate: Option<f64>,
     expect: Vec<Vec<u8>>,
     label: String,
     format: Format,
@@ -81,6 +93,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         warmup: Duration::from_secs(1),
         timeout: Duration::from_secs(10),
         threads: 1,
+        rate: None,
         expect: Vec::new(),
         label: String::new(),
         format: Format::Json,
@@ -119,6 +132,15 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
             "--duration" => o.duration = seconds(value).ok_or_else(|| bad("want seconds"))?,
             "--warmup" => o.warmup = seconds(value).ok_or_else(|| bad("want seconds"))?,
             "--timeout" => o.timeout = seconds(value).ok_or_else(|| bad("want seconds"))?,
+            "--rate" => {
+                o.rate = Some(
+                    value
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|r| r.is_finite() && *r > 0.0)
+                        .ok_or_else(|| bad("want requests/s > 0"))?,
+                )
+            }
             "--expect" => o.expect.push(value.as_bytes().to_vec()),
             "--label" => o.label = value.to_string(),
             "--format" => {
@@ -238,6 +260,8 @@ struct Tally {
     warm_requests: u64,
     errors: [u64; 5],
     reconnects: u64,
+    /// Open loop: measured requests that were due while their connection was busy.
+    behind: u64,
     last_finish: Option<Instant>,
     first_error: Option<String>,
 }
@@ -259,6 +283,7 @@ impl Tally {
             *a += b;
         }
         self.reconnects += other.reconnects;
+        self.behind += other.behind;
         self.last_finish = self.last_finish.max(other.last_finish);
         if self.first_error.is_none() {
             self.first_error = other.first_error;
@@ -287,12 +312,18 @@ async fn connect(o: &Opts) -> Result<SendRequest<Full<Bytes>>, String> {
     Ok(sender)
 }
 
-async fn exchange(sender: &mut SendRequest<Full<Bytes>>, o: &Opts) -> Result<Done, (Kind, String)> {
+/// One request and its whole answer; times count from `origin` when given (an open-loop
+/// request that was due earlier), else from the send.
+async fn exchange(
+    sender: &mut SendRequest<Full<Bytes>>,
+    o: &Opts,
+    origin: Option<Instant>,
+) -> Result<Done, (Kind, String)> {
     let mut req = Request::new(Full::new(o.body.clone()));
     *req.method_mut() = o.method.clone();
     *req.uri_mut() = o.path.clone();
     *req.headers_mut() = o.headers.clone();
-    let started = Instant::now();
+    let started = origin.unwrap_or_else(Instant::now);
     let resp = sender
         .send_request(req)
         .await
@@ -344,12 +375,34 @@ fn status_error(status: StatusCode, body: &[u8]) -> String {
     format!("status {status}: {head}")
 }
 
-/// One connection's closed loop: send, read the whole answer, repeat.
-async fn worker(o: Arc<Opts>, plan: Arc<Plan>) -> Tally {
+/// When connection `index` sends in an open-loop run: its first request's due time and
+/// the interval after which the next is due.
+fn schedule(o: &Opts, index: usize, start: Instant) -> Option<(Instant, Duration)> {
+    let rate = o.rate?;
+    // A few ms of slack, so that the first requests are not due before the tasks run.
+    let first = start + Duration::from_millis(5) + Duration::from_secs_f64(index as f64 / rate);
+    Some((first, Duration::from_secs_f64(o.connections as f64 / rate)))
+}
+
+/// One connection's loop: closed (send, read the whole answer, repeat) or, with `--rate`,
+/// open (send when due).
+async fn worker(o: Arc<Opts>, plan: Arc<Plan>, index: usize, start: Instant) -> Tally {
     let mut t = Tally::default();
     let mut conn: Option<SendRequest<Full<Bytes>>> = None;
     let mut connected_before = false;
+    let mut due = schedule(&o, index, start);
     loop {
+        // Open loop: wait until the next request is due; one due while the connection was
+        // busy goes at once and its latency counts from when it was due.
+        let mut origin = None;
+        if let Some((at, every)) = due.as_mut() {
+            if Instant::now() < *at {
+                tokio::time::sleep_until((*at).into()).await;
+            } else {
+                origin = Some(*at);
+            }
+            *at += *every;
+        }
         let phase = plan.next();
         if phase == Phase::Stop {
             break;
@@ -377,12 +430,13 @@ async fn worker(o: Arc<Opts>, plan: Arc<Plan>) -> Tally {
                 }
             },
         };
-        match tokio::time::timeout(o.timeout, exchange(sender, &o)).await {
+        match tokio::time::timeout(o.timeout, exchange(sender, &o, origin)).await {
             Ok(Ok(done)) => {
                 let finished = Instant::now();
                 if phase == Phase::Warm {
                     t.warm_requests += 1;
                 } else if plan.counts(finished) {
+                    t.behind += u64::from(origin.is_some());
                     t.latency.push(done.total);
                     t.ttfb.push(done.ttfb);
                     t.bytes += done.bytes;
@@ -415,7 +469,7 @@ async fn run(o: Arc<Opts>) -> (Tally, Duration) {
         left: o.requests.map(AtomicU64::new),
     });
     let tasks: Vec<_> = (0..o.connections)
-        .map(|_| tokio::spawn(worker(o.clone(), plan.clone())))
+        .map(|i| tokio::spawn(worker(o.clone(), plan.clone(), i, start)))
         .collect();
     let mut all = Tally::default();
     for task in tasks {
@@ -463,6 +517,12 @@ fn report(o: &Opts, mut t: Tally, window: Duration) -> String {
         ("err_body", t.errors[Kind::Body as usize].to_string()),
         ("err_timeout", t.errors[Kind::Timeout as usize].to_string()),
         ("reconnects", t.reconnects.to_string()),
+        (
+            "rate",
+            o.rate
+                .map_or_else(|| "0".to_string(), |r| format!("{r:.1}")),
+        ),
+        ("behind", t.behind.to_string()),
         ("seconds", format!("{secs:.3}")),
         ("rps", format!("{rps:.1}")),
         ("bytes", t.bytes.to_string()),
@@ -543,4 +603,33 @@ fn main() -> ExitCode {
     }
     println!("{}", report(&o, tally, window));
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_loop_schedule_spreads_the_rate_over_the_connections() {
+        let args: Vec<String> = [
+            "--url",
+            "http://127.0.0.1:1/x",
+            "--connections",
+            "50",
+            "--rate",
+            "1000",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let o = parse_args(&args).unwrap();
+        let t0 = Instant::now();
+        let (a, every) = schedule(&o, 0, t0).unwrap();
+        let (b, _) = schedule(&o, 1, t0).unwrap();
+        // 1000/s over 50 connections: each sends every 50 ms, staggered by 1 ms.
+        assert_eq!(every, Duration::from_millis(50));
+        assert_eq!(b - a, Duration::from_millis(1));
+        let closed = parse_args(&args[..4]).unwrap();
+        assert!(schedule(&closed, 0, t0).is_none());
+    }
 }

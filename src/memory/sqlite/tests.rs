@@ -228,6 +228,30 @@ async fn document_frequencies_are_counted_when_candidates_overflow() {
 }
 
 #[tokio::test]
+async fn common_terms_are_capped_and_their_frequency_extrapolated() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let cap = read::TERM_SCAN_CAP;
+    // The oldest memory has the rare term; every other one of 3 × cap has "alpha".
+    let mut batch = vec![new("u", "alpha needle")];
+    batch.extend((0..3 * cap).map(|i| {
+        let w = if i % 2 == 0 { "alpha" } else { "beta" };
+        new("u", &format!("{w} filler {i}"))
+    }));
+    s.add(batch).await.unwrap();
+    let conn = rusqlite::Connection::open(s.path()).unwrap();
+    let u = read::user(&conn, "u").unwrap().unwrap();
+    let alpha = read::scan_term(&conn, &u, "alpha").unwrap();
+    assert_eq!(alpha.rids.len(), cap, "only the newest matches are read");
+    let exact = 3 * cap as u64 / 2 + 1;
+    assert!(alpha.df.abs_diff(exact) <= 2, "{} vs {exact}", alpha.df);
+    assert_eq!(read::scan_term(&conn, &u, "needl").unwrap().df, 1);
+    // The old memory is still found through its rare term.
+    let hits = s.search("u", &query("alpha needle", 3)).await.unwrap();
+    assert_eq!(hits[0].memory.content, "alpha needle");
+}
+
+#[tokio::test]
 async fn hybrid_search_fuses_vectors_of_the_same_model() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path());
