@@ -25,7 +25,7 @@
 //! // 1. sessions: prepend earlier turns when the client sent only the new turn
 //! if let Some(sid) = sid {
 //!     if inject::needs_history(&messages) {
-//!         let history = mem.session_history(user_id, sid).await;
+//!         let history = mem.store().session_messages(user_id, sid).await?; // at most max_context_messages
 //!         inject::prepend_history(&mut messages, &history);
 //!     }
 //! }
@@ -243,18 +243,6 @@ impl MemoryService {
             .into_iter()
             .next()
             .ok_or_else(|| StoreError::Backend("store created nothing".into()))
-    }
-
-    /// The earlier turns of a live session (at most `max_context_messages`); empty on
-    /// any failure (logged).
-    pub async fn session_history(&self, user_id: &str, session_id: &str) -> Vec<SessionMessage> {
-        self.store
-            .session_messages(user_id, session_id)
-            .await
-            .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "reading session history failed");
-                vec![]
-            })
     }
 
     /// Queues a finished exchange: one long-term memory and, with a session, its two
