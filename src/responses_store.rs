@@ -62,6 +62,9 @@ struct Shared {
     pending: Mutex<HashMap<Key, Arc<StoredResponse>>>,
     /// Signalled after every applied batch (for [`ResponseStore::flush`]).
     written: Notify,
+    /// Held while a connection opens the file: the reading and the writing connection
+    /// may be opened at the same moment, and one of them creates or migrates the schema.
+    opening: Mutex<()>,
 }
 
 /// A change for the store thread.
@@ -106,10 +109,10 @@ impl ResponseStore {
     }
 
     async fn reader(&self) -> Result<Arc<Mutex<Connection>>, StoreError> {
-        let path = self.path.clone();
+        let (path, shared) = (self.path.clone(), self.shared.clone());
         self.reader
             .get_or_init(|| async move {
-                tokio::task::spawn_blocking(move || open(&path))
+                tokio::task::spawn_blocking(move || open(&path, &shared))
                     .await
                     .map_err(|e| StoreError::Db(e.to_string()))
                     .and_then(|r| r)
@@ -191,7 +194,7 @@ impl ResponseStore {
 /// every sender is gone.
 fn write_loop(path: &Path, shared: &Shared, rx: Receiver<Change>) {
     crate::analytics::lower_thread_priority();
-    let mut conn = open(path);
+    let mut conn = open(path, shared);
     if let Err(e) = &conn {
         tracing::error!(error = %e, "stored responses cannot be written");
     }
@@ -281,23 +284,26 @@ fn now_secs() -> u64 {
     crate::protocol::ir::now_secs()
 }
 
-fn open(path: &Path) -> Result<Connection, StoreError> {
+fn open(path: &Path, shared: &Shared) -> Result<Connection, StoreError> {
     let fail = |message: String| StoreError::Open {
         path: path.display().to_string(),
         message,
     };
+    let _opening = shared.opening.lock().map_err(|e| fail(e.to_string()))?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
     }
-    let conn = Connection::open(path).map_err(|e| fail(e.to_string()))?;
+    let mut conn = Connection::open(path).map_err(|e| fail(e.to_string()))?;
+    // The busy timeout first: the reading and the writing connection may open a new file
+    // at the same moment, and switching it to WAL takes a lock.
     conn.execute_batch(
-        "PRAGMA journal_mode = WAL;
+        "PRAGMA busy_timeout = 5000;
+         PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
-         PRAGMA busy_timeout = 5000;
          PRAGMA cache_size = -8192;",
     )
     .map_err(|e| fail(e.to_string()))?;
-    migrate(&conn).map_err(|e| fail(e.to_string()))?;
+    migrate(&mut conn).map_err(|e| fail(e.to_string()))?;
     let cutoff = now_secs().saturating_sub(RETENTION.as_secs());
     // Rows are in insertion order, so the expired ones are a prefix of the table.
     conn.execute(
@@ -318,17 +324,23 @@ const SCHEMA_VERSION: i64 = 2;
 /// `user_version`) clustered the ~1 KB rows by that random key (`WITHOUT ROWID`): every
 /// insert dirtied a random page, the file grew by ~5 KB a response, and the commits and
 /// checkpoints of a busy minute cost the store thread whole milliseconds at a time.
-fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if version >= SCHEMA_VERSION {
+///
+/// The reading and the writing connection may both open a new file at once: the version
+/// is read again inside an immediate (write-locked) transaction, so only one migrates.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let version = |c: &Connection| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0));
+    if version(conn)? >= SCHEMA_VERSION {
         return Ok(());
     }
-    let old: bool = conn.query_row(
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    if version(&tx)? >= SCHEMA_VERSION {
+        return Ok(());
+    }
+    let old: bool = tx.query_row(
         "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'responses'",
         [],
         |r| r.get(0),
     )?;
-    let tx = conn.unchecked_transaction()?;
     if old {
         tx.execute_batch(
             "DROP INDEX IF EXISTS responses_created;
