@@ -255,7 +255,7 @@ impl MemoryService {
         metadata.insert("source".into(), Value::from("conversation"));
         metadata.insert("model".into(), Value::from(meta.model));
         metadata.insert("request_id".into(), Value::from(meta.request_id));
-        let mut ok = self.queue.push(WriteOp::Memory(NewMemory {
+        let mut ok = self.queue.push(WriteOp::Capture(NewMemory {
             user_id: meta.user_id.to_string(),
             content: captured.memory_text(),
             metadata,

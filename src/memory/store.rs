@@ -131,6 +131,10 @@ pub struct Session {
 pub enum WriteOp {
     /// Store a long-term memory.
     Memory(NewMemory),
+    /// Store a captured exchange, unless the user already has a memory of the same
+    /// normalised content (a client that sends the same request again, and gets the same
+    /// answer, adds nothing to what its memory knows; its session still gets the turns).
+    Capture(NewMemory),
     /// Append messages to a session (creating it, or restarting it when expired).
     Turns {
         user_id: String,

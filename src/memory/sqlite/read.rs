@@ -208,6 +208,14 @@ pub(super) const TERM_SCAN_CAP: usize = 1000;
 /// Candidates (by summed IDF of their matching terms) re-ranked with exact BM25.
 const RERANK: usize = 200;
 
+/// A term's newest matches in a rowid range. The limit (`TERM_SCAN_CAP` + 1) is written
+/// into the statement: a bound `LIMIT` is a value FTS5's plan depends on, so SQLite
+/// prepared the statement again at every search (~10 % of a search's time).
+const SCAN_TERM_SQL: &str = "SELECT rowid FROM memories_fts
+     WHERE memories_fts MATCH ?1 AND rowid BETWEEN ?2 AND ?3
+     ORDER BY rowid DESC LIMIT 1001";
+const _: () = assert!(TERM_SCAN_CAP + 1 == 1001, "SCAN_TERM_SQL's LIMIT");
+
 /// One query term's matches in a user's rowid range, newest first.
 pub(super) struct TermScan {
     /// Documents of the user containing the term (exact, or extrapolated when capped).
@@ -218,20 +226,11 @@ pub(super) struct TermScan {
 pub(super) fn scan_term(conn: &Connection, u: &User, term: &str) -> Result<TermScan, StoreError> {
     let (lo, hi) = rid_range(u.uid);
     let mut rids: Vec<i64> = conn
-        .prepare_cached(
-            "SELECT rowid FROM memories_fts WHERE memories_fts MATCH ?1 AND rowid BETWEEN ?2 AND ?3
-             ORDER BY rowid DESC LIMIT ?4",
-        )
+        .prepare_cached(SCAN_TERM_SQL)
         .and_then(|mut s| {
-            s.query_map(
-                params![
-                    fts_query(&[term.to_string()]),
-                    lo,
-                    hi,
-                    TERM_SCAN_CAP as i64 + 1
-                ],
-                |r| r.get(0),
-            )?
+            s.query_map(params![fts_query(&[term.to_string()]), lo, hi], |r| {
+                r.get(0)
+            })?
             .collect()
         })
         .map_err(backend)?;
@@ -272,7 +271,8 @@ fn lexical(
     }
     let (lo, hi) = rid_range(u.uid);
     let mut df: HashMap<String, u64> = HashMap::with_capacity(terms.len());
-    let mut pre: HashMap<i64, f64> = HashMap::new();
+    let mut pre: HashMap<i64, f64> =
+        HashMap::with_capacity((terms.len() * TERM_SCAN_CAP).min(8 * TERM_SCAN_CAP));
     for t in terms {
         let scan = scan_term(conn, u, t)?;
         let idf = Bm25::idf(scan.df, u.stats.docs);

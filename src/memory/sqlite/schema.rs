@@ -8,7 +8,8 @@
 use rusqlite::Connection;
 
 /// Migrations in order; entry `i` brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     uid        INTEGER PRIMARY KEY,
     user_id    TEXT NOT NULL UNIQUE,
@@ -55,7 +56,10 @@ CREATE TABLE session_messages (
     created_at INTEGER NOT NULL
 );
 CREATE INDEX session_messages_by_session ON session_messages (sid, mid);
-"#];
+"#,
+    // 2: captures skip a content the user already has (`WriteOp::Capture`).
+    "CREATE INDEX memories_by_hash ON memories (hash);",
+];
 
 /// The schema version this build writes.
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

@@ -136,6 +136,47 @@ async fn metadata_and_session_come_back_unchanged() {
 }
 
 #[tokio::test]
+async fn a_capture_the_user_already_has_is_not_stored_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let capture = |user: &str, text: &str| WriteOp::Capture(new(user, text));
+    let made = s
+        .apply(vec![
+            capture("u", "user: tabs or spaces?\nassistant: Tabs."),
+            capture("u", "User:  Tabs or spaces?\nassistant:   tabs."),
+            capture("v", "user: tabs or spaces?\nassistant: Tabs."),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(made.len(), 2, "the same normalised content once per user");
+    let again = s
+        .apply(vec![capture(
+            "u",
+            "user: tabs or spaces?\nassistant: Tabs.",
+        )])
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+    assert_eq!(s.list("u", 10, None).await.unwrap().items.len(), 1);
+    assert_eq!(s.list("v", 10, None).await.unwrap().items.len(), 1);
+    // Memories added through the API are stored as asked, duplicates included.
+    s.add(vec![new("u", "user: tabs or spaces?\nassistant: Tabs.")])
+        .await
+        .unwrap();
+    assert_eq!(s.list("u", 10, None).await.unwrap().items.len(), 2);
+    // Once forgotten, the same exchange is captured again.
+    s.delete_user("u").await.unwrap();
+    let back = s
+        .apply(vec![capture(
+            "u",
+            "user: tabs or spaces?\nassistant: Tabs.",
+        )])
+        .await
+        .unwrap();
+    assert_eq!(back.len(), 1);
+}
+
+#[tokio::test]
 async fn list_pages_newest_first_with_cursor() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path());

@@ -57,6 +57,17 @@ fn user_uid(tx: &Transaction<'_>, user_id: &str) -> Result<Option<i64>, StoreErr
     .map_err(backend)
 }
 
+/// Whether `user_id` has a memory whose normalised content hashes to `hash`.
+fn has_content(tx: &Transaction<'_>, user_id: &str, hash: i64) -> Result<bool, StoreError> {
+    let Some(uid) = user_uid(tx, user_id)? else {
+        return Ok(false);
+    };
+    let (lo, hi) = rid_range(uid);
+    tx.prepare_cached("SELECT 1 FROM memories WHERE hash = ?1 AND rid BETWEEN ?2 AND ?3 LIMIT 1")
+        .and_then(|mut s| s.exists(params![hash, lo, hi]))
+        .map_err(backend)
+}
+
 fn ensure_uid(tx: &Transaction<'_>, user_id: &str) -> Result<i64, StoreError> {
     if let Some(uid) = user_uid(tx, user_id)? {
         return Ok(uid);
@@ -111,6 +122,11 @@ impl Writer {
         for op in ops {
             match op {
                 WriteOp::Memory(m) => created.push(self.insert_memory(tx, m)?),
+                WriteOp::Capture(m) => {
+                    if !has_content(tx, &m.user_id, content_hash(&m.content))? {
+                        created.push(self.insert_memory(tx, m)?);
+                    }
+                }
                 WriteOp::Turns {
                     user_id,
                     session_id,
