@@ -36,6 +36,9 @@ const MAX_GROUP: usize = 256;
 /// (schema parse, cold page cache) and search CPU per request grew several-fold.
 const MAX_READERS: usize = 8;
 
+/// How much of the database file each read connection maps (`PRAGMA mmap_size`).
+const READ_MMAP_BYTES: i64 = 1 << 30;
+
 /// How long a connection waits for a lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -185,6 +188,12 @@ impl SqliteStore {
                     )
                     .map_err(backend)?;
                     c.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+                    // Pages are read from the mapped file instead of copied out of the OS
+                    // page cache by `pread` (~14 % of a search's time). Mapped pages that
+                    // a search touched count in the process's RSS as file pages (shared
+                    // with the page cache, dropped under memory pressure).
+                    c.pragma_update(None, "mmap_size", READ_MMAP_BYTES)
+                        .map_err(backend)?;
                     c
                 }
             };
@@ -203,9 +212,70 @@ impl SqliteStore {
 
 /// The writer thread: takes a command, gathers whatever else is waiting, runs them all in
 /// one transaction, and answers each only after the commit.
+/// How long the writer must have had nothing to do before it merges the full-text index.
+const MERGE_IDLE: Duration = Duration::from_secs(1);
+
+/// Index segments above which an idle writer merges them all into one. Every commit adds
+/// a segment and FTS5's automerge keeps fewer than 4 per level, so a large index has a
+/// few levels' worth (10 at 100k memories); a search seeks each term in every segment
+/// (100k memories of one user: search p50 1.57 -> 1.25 ms after merging 10 into 1).
+const MERGE_ABOVE_SEGMENTS: i64 = 4;
+
+/// Index pages one merge step works on: a step takes milliseconds (up to ~50 ms seen at
+/// 100k memories), and a write that arrives during one waits at most that long.
+const MERGE_STEP_PAGES: i64 = 256;
+
+fn index_segments(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT count(DISTINCT segid) FROM memories_fts_idx",
+        [],
+        |r| r.get(0),
+    )
+}
+
+/// One step of merging every segment of the full-text index into one, when there are
+/// more than [`MERGE_ABOVE_SEGMENTS`] (or a merge is under way); whether to go on.
+fn merge_step(conn: &Connection, merging: bool) -> bool {
+    let step = || -> rusqlite::Result<bool> {
+        let segments = index_segments(conn)?;
+        if segments <= 1 || (!merging && segments <= MERGE_ABOVE_SEGMENTS) {
+            return Ok(false);
+        }
+        conn.execute(
+            "INSERT INTO memories_fts(memories_fts, rank) VALUES('merge', ?1)",
+            [-MERGE_STEP_PAGES],
+        )?;
+        Ok(true)
+    };
+    step().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "merging the memory search index failed");
+        false
+    })
+}
+
 fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Command>, opts: SqliteOptions) {
     let mut w = write::Writer::new(opts);
-    while let Ok(first) = rx.recv() {
+    // Whether the index may need merging (it may, at start: earlier runs wrote it), and
+    // whether a merge is under way.
+    let (mut check_index, mut merging) = (true, false);
+    loop {
+        let first = if check_index {
+            match rx.recv_timeout(if merging { Duration::ZERO } else { MERGE_IDLE }) {
+                Ok(c) => c,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    merging = merge_step(&conn, merging);
+                    check_index = merging;
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(c) => c,
+                Err(_) => break,
+            }
+        };
+        check_index = true;
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
             match rx.try_recv() {

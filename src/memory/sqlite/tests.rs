@@ -425,3 +425,36 @@ async fn reopening_keeps_everything() {
     );
     s.health().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_index_of_many_segments_is_merged_into_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    // Each commit adds a segment to the full-text index.
+    for i in 0..12 {
+        s.add(vec![new(
+            "u",
+            &format!("note {i} about gardening tomatoes"),
+        )])
+        .await
+        .unwrap();
+    }
+    let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+    let before = index_segments(&conn).unwrap();
+    assert!(before > MERGE_ABOVE_SEGMENTS, "{before} segments");
+    let mut merging = false;
+    let mut steps = 0;
+    loop {
+        merging = merge_step(&conn, merging);
+        if !merging {
+            break;
+        }
+        steps += 1;
+        assert!(steps < 1000, "the merge does not end");
+    }
+    assert_eq!(index_segments(&conn).unwrap(), 1);
+    let hits = s.search("u", &query("tomatoes", 20)).await.unwrap();
+    assert_eq!(hits.len(), 12);
+    // A small index is left alone.
+    assert!(!merge_step(&conn, false));
+}
