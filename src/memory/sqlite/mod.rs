@@ -36,9 +36,6 @@ const MAX_GROUP: usize = 256;
 /// (schema parse, cold page cache) and search CPU per request grew several-fold.
 const MAX_READERS: usize = 8;
 
-/// How much of the database file each read connection maps (`PRAGMA mmap_size`).
-const READ_MMAP_BYTES: i64 = 1 << 30;
-
 /// How long a connection waits for a lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -188,12 +185,6 @@ impl SqliteStore {
                     )
                     .map_err(backend)?;
                     c.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
-                    // Pages are read from the mapped file instead of copied out of the OS
-                    // page cache by `pread` (~14 % of a search's time). Mapped pages that
-                    // a search touched count in the process's RSS as file pages (shared
-                    // with the page cache, dropped under memory pressure).
-                    c.pragma_update(None, "mmap_size", READ_MMAP_BYTES)
-                        .map_err(backend)?;
                     c
                 }
             };
