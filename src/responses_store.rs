@@ -195,8 +195,13 @@ impl ResponseStore {
 fn write_loop(path: &Path, shared: &Shared, rx: Receiver<Change>) {
     crate::analytics::lower_thread_priority();
     let mut conn = open(path, shared);
-    if let Err(e) = &conn {
-        tracing::error!(error = %e, "stored responses cannot be written");
+    match &conn {
+        Ok(c) => {
+            if let Err(e) = purge_expired(c) {
+                tracing::warn!(error = %e, "expired stored responses could not be deleted");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "stored responses cannot be written"),
     }
     while let Ok(first) = rx.recv() {
         if matches!(first, Change::Put(_)) {
@@ -304,14 +309,21 @@ fn open(path: &Path, shared: &Shared) -> Result<Connection, StoreError> {
     )
     .map_err(|e| fail(e.to_string()))?;
     migrate(&mut conn).map_err(|e| fail(e.to_string()))?;
-    let cutoff = now_secs().saturating_sub(RETENTION.as_secs());
-    // Rows are in insertion order, so the expired ones are a prefix of the table.
-    conn.execute(
-        "DELETE FROM responses WHERE seq <= (SELECT max(seq) FROM responses WHERE created_at < ?1)",
-        params![cutoff as i64],
-    )
-    .map_err(|e| fail(e.to_string()))?;
     Ok(conn)
+}
+
+/// Deletes the responses older than [`RETENTION`] (the store thread, once at start).
+/// Rows are in insertion order, so the expired ones are a prefix of the table: it is read
+/// up to the first row still kept, not scanned whole.
+fn purge_expired(conn: &Connection) -> Result<(), StoreError> {
+    let cutoff = now_secs().saturating_sub(RETENTION.as_secs());
+    conn.execute(
+        "DELETE FROM responses WHERE seq < coalesce(
+             (SELECT seq FROM responses WHERE created_at >= ?1 ORDER BY seq LIMIT 1),
+             (SELECT max(seq) + 1 FROM responses))",
+        params![cutoff as i64],
+    )?;
+    Ok(())
 }
 
 /// The schema's version, in `PRAGMA user_version`.
@@ -501,6 +513,36 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn the_expired_prefix_is_purged() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open(&dir.path().join("responses.db"), &Shared::default()).unwrap();
+        let old = now_secs() - RETENTION.as_secs() - 10;
+        let insert = |id: &str, at: u64| {
+            conn.execute(
+                "INSERT INTO responses (user_id, id, created_at, input_items, response)
+                 VALUES ('alice', ?1, ?2, '[]', '{}')",
+                params![id, at as i64],
+            )
+            .unwrap();
+        };
+        let count = || -> i64 {
+            conn.query_row("SELECT count(*) FROM responses", [], |r| r.get(0))
+                .unwrap()
+        };
+        insert("resp_1", old);
+        insert("resp_2", old);
+        insert("resp_3", now_secs());
+        purge_expired(&conn).unwrap();
+        assert_eq!(count(), 1);
+        insert("resp_4", old);
+        conn.execute("DELETE FROM responses WHERE id = 'resp_3'", [])
+            .unwrap();
+        purge_expired(&conn).unwrap();
+        assert_eq!(count(), 0, "every row expired");
+        purge_expired(&conn).unwrap();
     }
 
     #[tokio::test]

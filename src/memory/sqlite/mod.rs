@@ -201,8 +201,6 @@ impl SqliteStore {
     }
 }
 
-/// The writer thread: takes a command, gathers whatever else is waiting, runs them all in
-/// one transaction, and answers each only after the commit.
 /// How long the writer must have had nothing to do before it merges the full-text index.
 const MERGE_IDLE: Duration = Duration::from_secs(1);
 
@@ -244,6 +242,9 @@ fn merge_step(conn: &Connection, merging: bool) -> bool {
     })
 }
 
+/// The writer thread: takes a command, gathers whatever else is waiting, runs them all in
+/// one transaction, and answers each only after the commit. When idle it merges the
+/// full-text index ([`merge_step`]).
 fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Command>, opts: SqliteOptions) {
     let mut w = write::Writer::new(opts);
     // Whether the index may need merging (it may, at start: earlier runs wrote it), and

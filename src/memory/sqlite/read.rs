@@ -271,8 +271,8 @@ fn lexical(
     }
     let (lo, hi) = rid_range(u.uid);
     let mut df: HashMap<String, u64> = HashMap::with_capacity(terms.len());
-    let mut pre: HashMap<i64, f64> =
-        HashMap::with_capacity((terms.len() * TERM_SCAN_CAP).min(8 * TERM_SCAN_CAP));
+    let most = (terms.len() * TERM_SCAN_CAP).min(u.stats.docs.try_into().unwrap_or(usize::MAX));
+    let mut pre: HashMap<i64, f64> = HashMap::with_capacity(most.min(8 * TERM_SCAN_CAP));
     for t in terms {
         let scan = scan_term(conn, u, t)?;
         let idf = Bm25::idf(scan.df, u.stats.docs);
