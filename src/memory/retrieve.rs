@@ -74,10 +74,10 @@ impl CorpusStats {
 
 /// What lexical scoring needs of one candidate memory.
 #[derive(Debug, Clone)]
-pub struct Candidate<K> {
+pub struct Candidate<'a, K> {
     pub key: K,
     /// The memory's analyzed terms, space separated (as stored).
-    pub terms: String,
+    pub terms: &'a str,
     /// Number of terms (document length).
     pub len: u32,
 }
@@ -91,14 +91,18 @@ impl Bm25 {
 
     /// Scores candidates for `query_terms`; `df` maps each query term to the number of the
     /// user's memories containing it. Candidates that match nothing are left out.
+    ///
+    /// Query terms are few (at most [`crate::memory::text::MAX_QUERY_TERMS`]), so a
+    /// memory's terms are matched against them by a linear scan, with no hashing and no
+    /// allocation per candidate.
     pub fn score<K: Copy>(
         &self,
         query_terms: &[String],
         df: &HashMap<String, u64>,
         stats: CorpusStats,
-        candidates: &[Candidate<K>],
+        candidates: &[Candidate<'_, K>],
     ) -> Vec<(K, f64)> {
-        let idf: HashMap<&str, f64> = query_terms
+        let idf: Vec<(&str, f64)> = query_terms
             .iter()
             .map(|t| {
                 let d = df.get(t).copied().unwrap_or(0);
@@ -107,23 +111,27 @@ impl Bm25 {
             .collect();
         let avg = stats.avg_len();
         let mut out = Vec::with_capacity(candidates.len());
-        let mut tf: HashMap<&str, u32> = HashMap::with_capacity(query_terms.len());
+        let mut tf = vec![0u32; idf.len()];
         for c in candidates {
-            tf.clear();
+            tf.iter_mut().for_each(|f| *f = 0);
+            let mut matched = false;
             for t in c.terms.split_ascii_whitespace() {
-                if idf.contains_key(t) {
-                    *tf.entry(t).or_default() += 1;
+                if let Some(i) = idf.iter().position(|(q, _)| *q == t) {
+                    tf[i] += 1;
+                    matched = true;
                 }
             }
-            if tf.is_empty() {
+            if !matched {
                 continue;
             }
             let norm = self.k1 * (1.0 - self.b + self.b * f64::from(c.len.max(1)) / avg);
             let s: f64 = tf
                 .iter()
-                .map(|(t, &f)| {
+                .zip(&idf)
+                .filter(|(&f, _)| f > 0)
+                .map(|(&f, (_, idf))| {
                     let f = f64::from(f);
-                    idf[t] * f * (self.k1 + 1.0) / (f + norm)
+                    idf * f * (self.k1 + 1.0) / (f + norm)
                 })
                 .sum();
             out.push((c.key, s));
@@ -280,23 +288,27 @@ impl Embedder for HashEmbedder {
 mod tests {
     use super::*;
 
-    fn cand(key: u32, text: &str) -> Candidate<u32> {
+    fn analyzed(text: &str) -> (String, u32) {
         let terms = Analyzer::default().terms(text);
-        Candidate {
-            key,
-            len: terms.len() as u32,
-            terms: terms.join(" "),
-        }
+        (terms.join(" "), terms.len() as u32)
     }
 
     #[test]
     fn bm25_prefers_rare_terms_and_matches() {
         let a = Analyzer::default();
-        let docs = [
-            cand(1, "I prefer tabs over spaces"),
-            cand(2, "spaces spaces everywhere"),
-            cand(3, "the weather is nice"),
+        let texts = [
+            analyzed("I prefer tabs over spaces"),
+            analyzed("spaces spaces everywhere"),
+            analyzed("the weather is nice"),
         ];
+        let docs: Vec<Candidate<u32>> = (1..)
+            .zip(&texts)
+            .map(|(key, (terms, len))| Candidate {
+                key,
+                terms,
+                len: *len,
+            })
+            .collect();
         let q = a.query_terms("tabs or spaces?");
         let df = HashMap::from([("tab".to_string(), 1), ("space".to_string(), 2)]);
         let mut s = Bm25::default().score(&q, &df, CorpusStats { docs: 3, terms: 9 }, &docs);

@@ -203,7 +203,10 @@ fn fts_query(terms: &[String]) -> String {
 /// Matches of one query term read at most (newest first). A term with more is common in
 /// this user's memories: its document frequency is extrapolated from how far back its
 /// newest matches reach, and only those newest matches become candidates through it.
-pub(super) const TERM_SCAN_CAP: usize = 1000;
+/// 500 rather than 1000: on 100k memories of one user a search costs ~22 % fewer
+/// instructions (callgrind, `bench-memory --sizes 100k --layouts one --searches 300`:
+/// 4.65 -> 3.61 G) and LoCoMo recall is unchanged (recall_any@5 0.650).
+pub(super) const TERM_SCAN_CAP: usize = 500;
 
 /// Candidates (by summed IDF of their matching terms) re-ranked with exact BM25.
 const RERANK: usize = 200;
@@ -213,8 +216,8 @@ const RERANK: usize = 200;
 /// prepared the statement again at every search (~10 % of a search's time).
 const SCAN_TERM_SQL: &str = "SELECT rowid FROM memories_fts
      WHERE memories_fts MATCH ?1 AND rowid BETWEEN ?2 AND ?3
-     ORDER BY rowid DESC LIMIT 1001";
-const _: () = assert!(TERM_SCAN_CAP + 1 == 1001, "SCAN_TERM_SQL's LIMIT");
+     ORDER BY rowid DESC LIMIT 501";
+const _: () = assert!(TERM_SCAN_CAP + 1 == 501, "SCAN_TERM_SQL's LIMIT");
 
 /// One query term's matches in a user's rowid range, newest first.
 pub(super) struct TermScan {
@@ -252,6 +255,34 @@ pub(super) fn scan_term(conn: &Connection, u: &User, term: &str) -> Result<TermS
     Ok(TermScan { df, rids })
 }
 
+/// Each row id of the terms' match lists with the sum of the IDFs of the lists holding
+/// it, newest first. Every list is in descending row-id order (as [`scan_term`] reads
+/// them), so this is a merge of the lists: no hashing of the thousands of matches.
+fn summed_idf(lists: &[(Vec<i64>, f64)]) -> Vec<(i64, f64)> {
+    debug_assert!(lists.iter().all(|l| l.0.windows(2).all(|w| w[0] > w[1])));
+    let longest = lists.iter().map(|l| l.0.len()).max().unwrap_or(0);
+    let mut out = Vec::with_capacity(longest * 2);
+    let mut next = vec![0usize; lists.len()];
+    loop {
+        let head = lists
+            .iter()
+            .zip(&next)
+            .filter_map(|(l, &i)| l.0.get(i).copied())
+            .max();
+        let Some(rid) = head else {
+            return out;
+        };
+        let mut sum = 0.0;
+        for (l, i) in lists.iter().zip(next.iter_mut()) {
+            if l.0.get(*i) == Some(&rid) {
+                sum += l.1;
+                *i += 1;
+            }
+        }
+        out.push((rid, sum));
+    }
+}
+
 /// Lexical ranking of `user`'s memories: each query term's matches in the user's rowid
 /// range (FTS5) give its document frequency and the candidates, which are pre-ranked by
 /// the summed IDF of their terms; the best [`RERANK`] are scored by BM25 with per-user
@@ -271,17 +302,13 @@ fn lexical(
     }
     let (lo, hi) = rid_range(u.uid);
     let mut df: HashMap<String, u64> = HashMap::with_capacity(terms.len());
-    let most = (terms.len() * TERM_SCAN_CAP).min(u.stats.docs.try_into().unwrap_or(usize::MAX));
-    let mut pre: HashMap<i64, f64> = HashMap::with_capacity(most.min(8 * TERM_SCAN_CAP));
+    let mut matches = Vec::with_capacity(terms.len());
     for t in terms {
         let scan = scan_term(conn, u, t)?;
-        let idf = Bm25::idf(scan.df, u.stats.docs);
-        for rid in scan.rids {
-            *pre.entry(rid).or_default() += idf;
-        }
+        matches.push((scan.rids, Bm25::idf(scan.df, u.stats.docs)));
         df.insert(t.clone(), scan.df);
     }
-    let mut rids: Vec<(i64, f64)> = pre.into_iter().collect();
+    let mut rids = summed_idf(&matches);
     if rids.len() > RERANK {
         // The best by summed IDF; ties go to the newer memory.
         rids.select_nth_unstable_by(RERANK - 1, |a, b| {
@@ -295,7 +322,7 @@ fn lexical(
         .filter_map(|&(rid, _)| {
             known.get(&rid).map(|l| Candidate {
                 key: rid,
-                terms: l.terms.clone(),
+                terms: &l.terms,
                 len: l.len,
             })
         })
@@ -542,5 +569,25 @@ pub fn get_session(
             messages: messages(conn, *sid, opts.session_max_messages)?,
         }),
         _ => Err(StoreError::Ambiguous(session_id.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::summed_idf;
+
+    #[test]
+    fn summed_idf_merges_descending_lists() {
+        let lists = [
+            (vec![9, 5, 2], 1.0),
+            (vec![7, 5], 2.0),
+            (vec![], 8.0),
+            (vec![9, 1], 4.0),
+        ];
+        assert_eq!(
+            summed_idf(&lists),
+            vec![(9, 5.0), (7, 2.0), (5, 3.0), (2, 1.0), (1, 4.0)]
+        );
+        assert!(summed_idf(&[]).is_empty());
     }
 }
