@@ -79,6 +79,10 @@ struct BenchMemoryArgs {
     /// it when it holds the same case; without it, temporary dirs are used and removed.
     #[arg(long, value_name = "DIR")]
     keep: Option<std::path::PathBuf>,
+    /// Search this text every time instead of synthetic conversations (e.g. the proxy
+    /// benchmark's question, to profile the search its requests make).
+    #[arg(long, value_name = "TEXT")]
+    query: Option<String>,
 }
 
 #[derive(Args, Clone, Default)]
@@ -280,6 +284,7 @@ fn bench_memory(args: BenchMemoryArgs) -> ExitCode {
         limit: args.limit.max(1),
         seed: args.seed,
         data_dir: args.keep,
+        query: args.query,
         ..Default::default()
     };
     let runtime = match tokio::runtime::Runtime::new() {

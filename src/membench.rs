@@ -396,6 +396,9 @@ pub struct Options {
     pub seed: u64,
     /// Where to keep each case's data dir (reused when complete); none: temporary.
     pub data_dir: Option<PathBuf>,
+    /// Search this text every time instead of synthetic conversations' query texts (e.g.
+    /// the proxy benchmark's question, to profile the search its requests make).
+    pub query: Option<String>,
     pub vocabulary: usize,
     pub zipf: f64,
 }
@@ -411,6 +414,7 @@ impl Default for Options {
             limit: 5,
             seed: 42,
             data_dir: None,
+            query: None,
             vocabulary: 50_000,
             zipf: 1.0,
         }
@@ -689,9 +693,13 @@ async fn searches(
         Layout::Spread => spread_user(opts, rng.range(0, users - 1)),
     };
     // Warm-up (not counted): the first reads of a reused data dir come from the disk.
+    let text = |rng: &mut Rng, i: usize| match &opts.query {
+        Some(q) => q.clone(),
+        None => query(vocab, rng, STRATEGIES[i % 4]),
+    };
     for i in 0..(opts.searches / 10).min(200) {
         let user = user_of(&mut rng);
-        let q = query(vocab, &mut rng, STRATEGIES[i % 4]);
+        let q = text(&mut rng, i);
         mem.search(&user, &q, opts.limit).await;
     }
     let mut all = Vec::with_capacity(opts.searches);
@@ -699,7 +707,7 @@ async fn searches(
     let mut hits = 0usize;
     for i in 0..opts.searches {
         let user = user_of(&mut rng);
-        let q = query(vocab, &mut rng, STRATEGIES[i % 4]);
+        let q = text(&mut rng, i);
         let t = Instant::now();
         let found = mem.search(&user, &q, opts.limit).await;
         let d = t.elapsed();
