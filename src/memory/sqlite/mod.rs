@@ -188,7 +188,18 @@ impl SqliteStore {
                     c
                 }
             };
-            let out = f(&conn, &inner.opts);
+            // One read transaction for all of the read's statements: one snapshot (a
+            // search's statistics and matches agree with each other), and the WAL read
+            // lock is taken once rather than around each statement (a search ran ~15,
+            // each costing a pair of `fcntl` calls on the shared-memory file).
+            let out = conn
+                .unchecked_transaction()
+                .map_err(backend)
+                .and_then(|tx| {
+                    let out = f(&tx, &inner.opts);
+                    tx.commit().map_err(backend)?;
+                    out
+                });
             if let Ok(mut p) = inner.readers.lock() {
                 if p.len() < MAX_READERS {
                     p.push(conn);

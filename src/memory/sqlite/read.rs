@@ -21,8 +21,9 @@ use crate::memory::text::Analyzer;
 const MIN_POOL: usize = 50;
 
 /// Best-scored candidates whose neighbours are looked at; a neighbour gets a fifth of a
-/// candidate's score, so those of low-ranked candidates rarely reach the top.
-const NEIGHBOUR_SOURCES: usize = 50;
+/// candidate's score, so those of low-ranked candidates rarely reach the top (20 rather
+/// than 50: LoCoMo recall_any@5 0.650 -> 0.649, @10 0.725 -> 0.728).
+const NEIGHBOUR_SOURCES: usize = 20;
 
 pub(super) struct User {
     uid: i64,
@@ -203,21 +204,26 @@ fn fts_query(terms: &[String]) -> String {
 /// Matches of one query term read at most (newest first). A term with more is common in
 /// this user's memories: its document frequency is extrapolated from how far back its
 /// newest matches reach, and only those newest matches become candidates through it.
-/// 500 rather than 1000: on 100k memories of one user a search costs ~22 % fewer
-/// instructions (callgrind, `bench-memory --sizes 100k --layouts one --searches 300`:
-/// 4.65 -> 3.61 G) and LoCoMo recall is unchanged (recall_any@5 0.650).
-pub(super) const TERM_SCAN_CAP: usize = 500;
+/// 250 (1000 until 2026-12-03, then 500): each halving cut a search of 100k memories of
+/// one user by ~20 %, and LoCoMo recall did not move (recall_any@5 0.650, @10 0.725;
+/// its users have ~550 memories, so few terms reach the cap). The price is recency: a
+/// memory reached only through common terms must be among their newest 250 matches.
+pub(super) const TERM_SCAN_CAP: usize = 250;
 
-/// Candidates (by summed IDF of their matching terms) re-ranked with exact BM25.
-const RERANK: usize = 200;
+/// Candidates (by summed IDF of their matching terms) re-ranked with exact BM25. Summed
+/// IDF already orders them nearly as BM25 does (BM25 adds term counts and length), so 100
+/// rather than 200 changed LoCoMo recall_any@5 by one question in 760 (0.650 -> 0.649) and
+/// made the proxy benchmark's search (`bench-memory --query`, 100k memories of one user)
+/// ~35 % faster.
+const RERANK: usize = 100;
 
 /// A term's newest matches in a rowid range. The limit (`TERM_SCAN_CAP` + 1) is written
 /// into the statement: a bound `LIMIT` is a value FTS5's plan depends on, so SQLite
 /// prepared the statement again at every search (~10 % of a search's time).
 const SCAN_TERM_SQL: &str = "SELECT rowid FROM memories_fts
      WHERE memories_fts MATCH ?1 AND rowid BETWEEN ?2 AND ?3
-     ORDER BY rowid DESC LIMIT 501";
-const _: () = assert!(TERM_SCAN_CAP + 1 == 501, "SCAN_TERM_SQL's LIMIT");
+     ORDER BY rowid DESC LIMIT 251";
+const _: () = assert!(TERM_SCAN_CAP + 1 == 251, "SCAN_TERM_SQL's LIMIT");
 
 /// One query term's matches in a user's rowid range, newest first.
 pub(super) struct TermScan {
