@@ -5,6 +5,13 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use memproxy::config::{self, Overrides};
 
+/// mimalloc rather than glibc's malloc: the request path allocates many short-lived
+/// buffers, among them hyper's 8 KiB read buffers, for which glibc first consolidates its
+/// fast bins (malloc and free were ~13 % of the proxy's CPU). `no_thp`: without it, the
+/// allocator's arena was backed by transparent huge pages and peak RSS grew by ~12 MiB.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "memproxy",
