@@ -112,6 +112,9 @@ struct ServeArgs {
     /// Memory data directory (holds memproxy.db; default ./data).
     #[arg(long, env = "MEMPROXY_DATA_DIR")]
     data_dir: Option<String>,
+    /// Async worker threads (default: one per CPU but one, at least one).
+    #[arg(long, env = "MEMPROXY_WORKER_THREADS")]
+    workers: Option<usize>,
     /// Log level or filter (trace, debug, info, warn, error).
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -125,6 +128,7 @@ impl ServeArgs {
             upstream: self.upstream.clone(),
             master_key: self.master_key.clone(),
             data_dir: self.data_dir.clone(),
+            worker_threads: self.workers,
         }
     }
 }
@@ -191,6 +195,7 @@ fn run(args: ServeArgs) -> ExitCode {
         );
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.server.worker_threads)
         .enable_all()
         .build()
     {

@@ -73,6 +73,16 @@ fn invalid(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// Async worker threads by default: one per CPU but one, at least one. memproxy has
+/// threads of its own besides (log, analytics and store writers, the blocking pool that
+/// runs memory searches) and usually shares the machine with its clients. Measured on 2
+/// cores with the load generator and the mock upstream on the same machine (50
+/// connections, memory off): one worker used 22.5-23.1 µs of CPU per request where two
+/// used 24.0-25.0 µs (fewer cross-thread wake-ups), and served more requests per second.
+pub fn default_worker_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+}
+
 /// Values given on the command line or in environment variables; they win over the file.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -82,6 +92,8 @@ pub struct Overrides {
     pub master_key: Option<String>,
     /// Memory data directory (`--data-dir`).
     pub data_dir: Option<String>,
+    /// Async worker threads (`--workers`, `MEMPROXY_WORKER_THREADS`).
+    pub worker_threads: Option<usize>,
 }
 
 /// The fully resolved configuration the server runs with.
@@ -123,6 +135,8 @@ pub struct ServerSettings {
     pub port: u16,
     /// Request bodies above this size get 413.
     pub max_body_bytes: usize,
+    /// Threads of the async runtime that serves requests (see [`default_worker_threads`]).
+    pub worker_threads: usize,
     /// Upstream mode: forward every model request to this OpenAI-compatible gateway.
     pub upstream: Option<String>,
     /// Key sent to the upstream gateway in upstream mode.
@@ -357,6 +371,13 @@ fn validate(
         (None, Some(mb)) if mb > 0.0 => (mb * 1024.0 * 1024.0) as usize,
         _ => DEFAULT_MAX_BODY_BYTES,
     };
+    let worker_threads = overrides
+        .worker_threads
+        .or(raw.server.worker_threads)
+        .unwrap_or_else(default_worker_threads);
+    if worker_threads == 0 {
+        return Err(invalid("server.worker_threads", "must be at least 1"));
+    }
     let server = ServerSettings {
         host: overrides
             .host
@@ -365,6 +386,7 @@ fn validate(
             .unwrap_or_else(|| "127.0.0.1".into()),
         port: overrides.port.or(raw.server.port).unwrap_or(DEFAULT_PORT),
         max_body_bytes,
+        worker_threads,
         upstream: overrides
             .upstream
             .clone()

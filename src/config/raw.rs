@@ -156,4 +156,5 @@ pub struct RawServer {
     pub upstream: Option<String>,
     pub upstream_api_key: Option<String>,
     pub max_body_bytes: Option<usize>,
+    pub worker_threads: Option<usize>,
 }

@@ -140,6 +140,36 @@ fn precedence_overrides_beat_file_beat_defaults() {
 }
 
 #[test]
+fn worker_threads_flag_beats_file_and_zero_is_refused() {
+    let yaml = "server: {worker_threads: 3}\n";
+    let c = parse(yaml, "t", &Overrides::default(), &|_| None).unwrap();
+    assert_eq!(c.server.worker_threads, 3);
+    let o = Overrides {
+        worker_threads: Some(5),
+        ..Default::default()
+    };
+    assert_eq!(
+        parse(yaml, "t", &o, &|_| None)
+            .unwrap()
+            .server
+            .worker_threads,
+        5
+    );
+    let c = parse("", "t", &Overrides::default(), &|_| None).unwrap();
+    assert_eq!(c.server.worker_threads, super::default_worker_threads());
+    assert!(c.server.worker_threads >= 1);
+    let err = parse(
+        "server: {worker_threads: 0}\n",
+        "t",
+        &Overrides::default(),
+        &|_| None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("server.worker_threads"), "{err}");
+}
+
+#[test]
 fn exposure_requires_master_key_off_loopback() {
     let o = Overrides {
         host: Some("0.0.0.0".into()),
