@@ -692,11 +692,11 @@ async fn searches(
         Layout::One => opts.user.clone(),
         Layout::Spread => spread_user(opts, rng.range(0, users - 1)),
     };
-    // Warm-up (not counted): the first reads of a reused data dir come from the disk.
     let text = |rng: &mut Rng, i: usize| match &opts.query {
         Some(q) => q.clone(),
         None => query(vocab, rng, STRATEGIES[i % 4]),
     };
+    // Warm-up (not counted): the first reads of a reused data dir come from the disk.
     for i in 0..(opts.searches / 10).min(200) {
         let user = user_of(&mut rng);
         let q = text(&mut rng, i);
