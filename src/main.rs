@@ -163,6 +163,7 @@ fn check_config(file: &str, args: &ServeArgs) -> ExitCode {
             if let Err(e) = cfg.check_exposure() {
                 eprintln!("warning: {e}");
             }
+            print_deployments(&cfg);
             println!("{}", serde_json::to_string_pretty(&cfg).unwrap_or_default());
             ExitCode::SUCCESS
         }
@@ -170,6 +171,39 @@ fn check_config(file: &str, args: &ServeArgs) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// One line per `model_list` entry on stderr: served, skipped (and why), or unsupported.
+#[expect(clippy::print_stderr, reason = "CLI output")]
+fn print_deployments(cfg: &config::Config) {
+    let env = match memproxy::providers::ProviderEnv::new(cfg) {
+        Ok(env) => env,
+        Err(e) => {
+            eprintln!("warning: cannot build the upstream HTTP client: {e}");
+            return;
+        }
+    };
+    for d in &cfg.models {
+        let what = format!(
+            "`{}` ({}/{})",
+            d.model_name, d.provider_name, d.upstream_model
+        );
+        match memproxy::providers::Provider::new(d, &env) {
+            Ok(memproxy::providers::Provider::Unsupported(name)) => {
+                eprintln!(
+                    "unsupported: {what}: provider `{name}` is not supported; requests answer 501"
+                )
+            }
+            Ok(_) => eprintln!("served: {what}"),
+            Err(reason) => eprintln!("skipped: {what}: {reason}"),
+        }
+    }
+    for s in &cfg.skipped {
+        eprintln!(
+            "skipped: model_list[{}] `{}`: {}",
+            s.index, s.model_name, s.reason
+        );
     }
 }
 

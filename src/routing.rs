@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, DeploymentConfig, ProviderKind};
+use crate::config::{Config, DeploymentConfig, ProviderKind, Secret};
 use crate::providers::{CallContext, LlmRequest, Provider, ProviderEnv, ProviderError, Reply};
 
 /// The `model_name` of the synthetic deployment used in upstream mode.
@@ -110,8 +110,20 @@ impl ModelRouter {
     pub fn new(config: &mut Config, env: &ProviderEnv) -> Self {
         let mut by_name: Vec<(String, Vec<Arc<Deployment>>)> = Vec::new();
         for cfg in std::mem::take(&mut config.models) {
+            let provider = match Provider::new(&cfg, env) {
+                Ok(p) => p,
+                Err(reason) => {
+                    tracing::warn!(
+                        model = %cfg.model_name,
+                        "deployment of `{}` ({}) is skipped: {reason}",
+                        cfg.model_name,
+                        cfg.provider_name
+                    );
+                    continue;
+                }
+            };
             let dep = Arc::new(Deployment {
-                provider: Provider::new(&cfg, env),
+                provider,
                 config: cfg,
             });
             match by_name
@@ -136,6 +148,7 @@ impl ModelRouter {
             let cfg = DeploymentConfig {
                 model_name: UPSTREAM_MODE_MODEL.into(),
                 provider: ProviderKind::OpenAi,
+                provider_name: "openai".into(),
                 upstream_model: "*".into(),
                 api_base: url.clone(),
                 api_key: config.server.upstream_api_key.clone(),
@@ -153,9 +166,10 @@ impl ModelRouter {
                 cache_read_input_token_cost: None,
                 supermemory_router: false,
                 drop_params: config.drop_params,
+                params: Secret::new(Default::default()),
             };
             Group::new(vec![Arc::new(Deployment {
-                provider: Provider::new(&cfg, env),
+                provider: Provider::new(&cfg, env).unwrap_or_else(Provider::Unsupported),
                 config: cfg,
             })])
         });

@@ -67,15 +67,70 @@ pub struct RawMemory {
 
 #[derive(Debug, Deserialize)]
 pub struct RawModel {
+    #[serde(default)]
     pub model_name: String,
-    pub litellm_params: RawParams,
+    /// Absent in entries LiteLLM itself cannot load: skipped with a warning.
+    #[serde(default)]
+    pub litellm_params: Option<RawParams>,
     #[serde(default)]
     pub model_info: Option<RawModelInfo>,
+    /// Every `litellm_params` member as written (env references resolved), for the
+    /// provider-specific keys that only a provider reads (credentials, regions, projects).
+    #[serde(skip)]
+    pub params: serde_json::Map<String, serde_json::Value>,
 }
+
+/// Provider-specific `litellm_params` keys LiteLLM accepts. They are not fields of
+/// [`RawParams`]: the providers read them from [`RawModel::params`]; listed here so they
+/// are not warned about as unknown.
+pub const PROVIDER_PARAM_KEYS: &[&str] = &[
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_session_token",
+    "aws_region_name",
+    "aws_bedrock_runtime_endpoint",
+    "aws_profile_name",
+    "aws_role_name",
+    "aws_session_name",
+    "vertex_project",
+    "vertex_location",
+    "vertex_credentials",
+    "azure_ad_token",
+    "azure_ad_token_provider",
+    "tenant_id",
+    "client_id",
+    "client_secret",
+    "azure_username",
+    "azure_password",
+    "base_model",
+    "keep_alive",
+    "num_ctx",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "stream",
+    "use_in_pass_through",
+    "use_litellm_proxy",
+    "merge_reasoning_content_in_choices",
+    "input_cost_per_token",
+    "output_cost_per_token",
+    "input_cost_per_second",
+    "output_cost_per_second",
+    "tags",
+    "region_name",
+    "order",
+    "model_id",
+    "litellm_credential_name",
+    "configurable_clientside_auth_params",
+    "headers",
+    "api_type",
+];
 
 #[derive(Debug, Deserialize)]
 pub struct RawParams {
-    pub model: String,
+    /// `provider/model`; an entry without it is skipped with a warning.
+    #[serde(default)]
+    pub model: Option<String>,
     pub api_base: Option<String>,
     pub api_key: Option<String>,
     pub custom_llm_provider: Option<String>,

@@ -226,10 +226,10 @@ fn secrets_are_masked_when_printed() {
 #[test]
 fn unsupported_provider_warns_but_loads() {
     let c =
-        load_str("model_list:\n  - model_name: b\n    litellm_params: {model: bedrock/claude}\n")
+        load_str("model_list:\n  - model_name: b\n    litellm_params: {model: frobai/claude}\n")
             .unwrap();
     assert!(matches!(c.models[0].provider, ProviderKind::Unsupported(_)));
-    assert!(c.warnings.iter().any(|w| w.contains("bedrock")));
+    assert!(c.warnings.iter().any(|w| w.contains("frobai")));
 }
 
 const MEMORY_CONFIG: &str = r#"

@@ -62,10 +62,37 @@ fn wildcard(pattern: &str, name: &str) -> bool {
     }
 }
 
-/// The plain text of a message (text parts joined), injected blocks removed.
+/// Blocks that clients add to the user's turn as their own scaffolding (Claude Code's
+/// reminders, Codex's environment description): not the user's words, so neither
+/// searched with nor stored.
+const SCAFFOLDING: &[(&str, &str)] = &[
+    ("<system-reminder>", "</system-reminder>"),
+    ("<environment_context>", "</environment_context>"),
+    ("<user_instructions>", "</user_instructions>"),
+];
+
+/// `text` without the client scaffolding blocks of [`SCAFFOLDING`].
+pub fn strip_scaffolding(text: &str) -> Cow<'_, str> {
+    if !SCAFFOLDING.iter().any(|(open, _)| text.contains(open)) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = text.to_string();
+    for (open, close) in SCAFFOLDING {
+        while let Some(start) = out.find(open) {
+            let end = out[start..]
+                .find(close)
+                .map_or(out.len(), |e| start + e + close.len());
+            out.replace_range(start..end, "");
+        }
+    }
+    Cow::Owned(out.trim().to_string())
+}
+
+/// The plain text of a message (text parts joined), injected blocks and client
+/// scaffolding removed.
 pub fn message_text(m: &ChatMessage) -> String {
     let text = m.content.as_ref().map(Content::text).unwrap_or_default();
-    strip_injected(&text).into_owned()
+    strip_scaffolding(&strip_injected(&text)).into_owned()
 }
 
 /// The search text for a request, from `(role, text)` pairs in order — usable for any
@@ -79,7 +106,7 @@ pub fn query_text_from<'a>(
     let last = |role: &str| {
         all.iter()
             .rev()
-            .find(|(r, t)| *r == role && !t.trim().is_empty())
+            .find(|(r, t)| *r == role && !strip_scaffolding(t).trim().is_empty())
             .map(|x| x.1.clone())
     };
     let text = match strategy {
@@ -100,6 +127,7 @@ pub fn query_text_from<'a>(
         QueryStrategy::LastAssistant => last("assistant").or_else(|| last("user")),
     }?;
     let text = strip_injected(&text);
+    let text = strip_scaffolding(&text);
     let text = text.trim();
     if text.is_empty() {
         return None;
@@ -287,18 +315,19 @@ fn cap(text: &str) -> String {
 }
 
 /// The exchange to store: the user messages after the last assistant/tool message (the
-/// new turn), injected blocks stripped, and the answer. `None` when the request does not
-/// end in user text (a tool round) or either side is empty.
+/// new turn), injected blocks and client scaffolding stripped, and the answer. System
+/// and developer messages are the client's, not the user's: they neither end a turn nor
+/// are stored. `None` when the request does not end in user text (a tool round) or
+/// either side is empty.
 pub fn capture(messages: &[ChatMessage], answer: &str) -> Option<Captured> {
-    let start = messages
-        .iter()
-        .rposition(|m| m.role != "user")
-        .map_or(0, |i| i + 1);
-    if start == messages.len() || messages[start..].iter().all(|m| m.role != "user") {
+    let is_turn_end = |m: &ChatMessage| !matches!(m.role.as_str(), "user" | "system" | "developer");
+    let start = messages.iter().rposition(is_turn_end).map_or(0, |i| i + 1);
+    if messages[start..].iter().all(|m| m.role != "user") {
         return None;
     }
     let user: Vec<String> = messages[start..]
         .iter()
+        .filter(|m| m.role == "user")
         .map(message_text)
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty())

@@ -175,19 +175,24 @@ pub enum Provider {
 }
 
 impl Provider {
-    /// Builds the provider for a deployment.
-    pub fn new(cfg: &DeploymentConfig, env: &ProviderEnv) -> Self {
+    /// Builds the provider for a deployment; `Err` says why the deployment cannot be
+    /// served (missing credentials, region, …): it is then skipped with that warning.
+    pub fn new(cfg: &DeploymentConfig, env: &ProviderEnv) -> Result<Self, String> {
         if let Some(text) = &cfg.mock_response {
-            return Provider::Mock(mock::Mock::new(text.clone()));
+            return Ok(Provider::Mock(mock::Mock::new(text.clone())));
         }
-        match &cfg.provider {
+        Ok(match &cfg.provider {
             ProviderKind::OpenAi => Provider::OpenAi(Box::new(openai::OpenAi::new(cfg, env))),
             ProviderKind::Anthropic => {
                 Provider::Anthropic(Box::new(anthropic::Anthropic::new(cfg, env)))
             }
             ProviderKind::Gemini => Provider::Gemini(Box::new(gemini::Gemini::new(cfg, env))),
+            ProviderKind::Azure
+            | ProviderKind::Bedrock
+            | ProviderKind::VertexAi
+            | ProviderKind::Ollama => Provider::Unsupported(cfg.provider_name.clone()),
             ProviderKind::Unsupported(name) => Provider::Unsupported(name.clone()),
-        }
+        })
     }
 
     /// Sends a chat request; `upstream_model` is the provider's name for the model.
@@ -276,9 +281,9 @@ impl Provider {
         Err(ProviderError::Status {
             status: StatusCode::BAD_REQUEST,
             message: format!(
-                "model `{}` ({:?} provider) does not support the parameter(s) {}; remove them, or set `litellm_settings.drop_params: true` to drop them",
+                "model `{}` ({} provider) does not support the parameter(s) {}; remove them, or set `litellm_settings.drop_params: true` to drop them",
                 cfg.model_name,
-                cfg.provider,
+                cfg.provider_name,
                 found.join(", ")
             ),
             kind: Some("invalid_request_error".into()),

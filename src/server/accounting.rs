@@ -16,7 +16,7 @@ use super::respond::Exchange;
 use super::AppState;
 use crate::analytics::pricing::{self, Price};
 use crate::analytics::Record;
-use crate::config::ProviderKind;
+use crate::config::{DeploymentConfig, ProviderKind};
 use crate::keys::VirtualKey;
 use crate::protocol::ir::{Format, Usage};
 use crate::ratelimit::{fmt_reset, Dimension, Quota, TokenCharge};
@@ -36,20 +36,14 @@ pub fn endpoint_name(format: Format) -> &'static str {
     }
 }
 
-fn provider_name(p: &ProviderKind) -> &str {
-    match p {
-        ProviderKind::OpenAi => "openai",
-        ProviderKind::Anthropic => "anthropic",
-        ProviderKind::Gemini => "gemini",
-        ProviderKind::Unsupported(name) => name,
-    }
-}
-
 /// The OpenTelemetry GenAI semantic-conventions name of a provider.
-fn genai_provider(p: &ProviderKind) -> &str {
-    match p {
+fn genai_provider(cfg: &DeploymentConfig) -> &str {
+    match cfg.provider {
         ProviderKind::Gemini => "gcp.gemini",
-        other => provider_name(other),
+        ProviderKind::VertexAi => "gcp.vertex_ai",
+        ProviderKind::Bedrock => "aws.bedrock",
+        ProviderKind::Azure => "azure.ai.openai",
+        _ => &cfg.provider_name,
     }
 }
 
@@ -173,9 +167,9 @@ impl Accounting {
         };
         let price = pricing::price_for(cfg, &upstream_model);
         self.span
-            .record("gen_ai.system", provider_name(&cfg.provider));
+            .record("gen_ai.system", cfg.provider_name.as_str());
         self.span
-            .record("gen_ai.provider.name", genai_provider(&cfg.provider));
+            .record("gen_ai.provider.name", genai_provider(cfg));
         self.upstream = Some(upstream);
         self.routed = Some(RoutedInfo {
             deployment: deployment.clone(),
@@ -265,7 +259,7 @@ impl Accounting {
         if let Some(routed) = &self.routed {
             let cfg = &routed.deployment.config;
             r.deployment = Some(cfg.model_name.clone());
-            r.provider = Some(provider_name(&cfg.provider).to_string());
+            r.provider = Some(cfg.provider_name.as_str().to_string());
             r.upstream_model = Some(routed.upstream_model.clone());
             r.attempts = routed.attempts;
             if let Some(m) = self.state.metrics.model(&cfg.model_name) {

@@ -233,3 +233,29 @@ fn body_messages_roundtrip_keeps_other_members() {
     assert_eq!(v["messages"][1]["x_extra"], 1);
     assert_eq!(v["temperature"], 0.2);
 }
+
+#[test]
+fn client_scaffolding_is_neither_searched_nor_stored() {
+    let m = vec![
+        msg("user", "<system-reminder>\nAs you answer, use the tools.\n</system-reminder>\nWhere is the config loaded?"),
+        msg("system", "Available agent types: general-purpose"),
+    ];
+    assert_eq!(
+        query_text(QueryStrategy::LastUser, &m).as_deref(),
+        Some("Where is the config loaded?")
+    );
+    let c = capture(&m, "In config/mod.rs").unwrap();
+    assert_eq!(c.user, "Where is the config loaded?");
+    let codex = vec![
+        msg(
+            "user",
+            "<environment_context>\n  <cwd>/repo</cwd>\n</environment_context>",
+        ),
+        msg("user", "rename foo to bar"),
+    ];
+    assert_eq!(capture(&codex, "done").unwrap().user, "rename foo to bar");
+    assert_eq!(
+        query_text(QueryStrategy::AllUser, &codex).as_deref(),
+        Some("rename foo to bar")
+    );
+}

@@ -134,11 +134,24 @@ pub fn request_to_chat(body: &[u8]) -> Result<ChatBody<'static>, RequestError> {
         match m.role.as_ref() {
             "user" => user_turn(i, m.content, &mut messages)?,
             "assistant" => messages.push(assistant_turn(i, m.content)?),
+            // Claude Code sends `system` messages between turns; other roles a newer
+            // client adds keep their name and position (an Anthropic deployment gets the
+            // client's own body; a translation passes them on as text).
             other => {
-                return Err(invalid(
-                    format!("messages[{i}].role"),
-                    format!("must be \"user\" or \"assistant\", not {other:?}"),
-                ))
+                let role = if other == "developer" {
+                    "system"
+                } else {
+                    other
+                };
+                let text = match m.content {
+                    TextOrBlocks::Text(t) => t.into_owned(),
+                    TextOrBlocks::Blocks(blocks) => blocks
+                        .iter()
+                        .filter_map(|b| b.text.as_deref())
+                        .collect::<Vec<_>>()
+                        .join("\n\n"),
+                };
+                messages.push(text_message(role, text));
             }
         }
     }
@@ -175,12 +188,8 @@ pub fn request_to_chat(body: &[u8]) -> Result<ChatBody<'static>, RequestError> {
                     })?;
                     json!({"type": "function", "function": {"name": name}})
                 }
-                other => {
-                    return Err(invalid(
-                        "tool_choice.type",
-                        format!("must be auto, any, tool or none, not {other:?}"),
-                    ))
-                }
+                // A tool choice newer than this translation: the provider's default.
+                _ => json!("auto"),
             };
             (Some(choice), c.disable_parallel_tool_use.then_some(false))
         }

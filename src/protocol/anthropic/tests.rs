@@ -153,6 +153,30 @@ fn request_tool_choice_variants() {
 }
 
 #[test]
+fn system_messages_between_turns_keep_their_place() {
+    // Claude Code 2.1 sends `role: system` messages inside `messages`.
+    let v = json_of(&to_chat(
+        json!({"model": "m", "max_tokens": 1, "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+            {"role": "system", "content": "Available agent types: general"},
+            {"role": "user", "content": "go"},
+            {"role": "critic", "content": [{"type": "text", "text": "a newer role"}]}
+        ]}),
+    ));
+    let roles: Vec<&str> = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["user", "system", "user", "critic"]);
+    assert_eq!(
+        v["messages"][1]["content"],
+        "Available agent types: general"
+    );
+}
+
+#[test]
 fn request_errors_name_the_field() {
     let cases: &[(&str, &str)] = &[
         ("{nope", "not valid JSON"),
@@ -163,7 +187,6 @@ fn request_errors_name_the_field() {
         (r#"{"model":"m","max_tokens":1,"messages":[]}"#, "`messages`: must not be empty"),
         (r#"{"model":"","max_tokens":1,"messages":[{"role":"user","content":"x"}]}"#, "`model`"),
         (r#"{"model":"m","max_tokens":"1","messages":[{"role":"user","content":"x"}]}"#, "`max_tokens`"),
-        (r#"{"model":"m","max_tokens":1,"messages":[{"role":"system","content":"x"}]}"#, "`messages[0].role`"),
         (r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":5}]}"#, "`messages[0].content`: invalid type: integer `5`, expected a string or an array of content blocks"),
         (r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":[{"text":"x"}]}]}"#, "`messages[0].content[0]`: missing field `type`"),
         (r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":[{"type":"tool_result"}]}]}"#, "`messages[0].content[0].tool_use_id`"),
