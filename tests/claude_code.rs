@@ -244,3 +244,94 @@ async fn unsupported_params_are_refused_unless_dropped() {
         "{seen}"
     );
 }
+
+/// Claude Code 2.1.197's shape: a `system` message inside `messages`, `<system-reminder>`
+/// blocks in the user's turn, fields and block types memproxy does not know.
+fn claude_code_2_1_body() -> Value {
+    let mut body = claude_code_body();
+    body["messages"] = json!([
+        {"role": "user", "content": [
+            {"type": "text", "text": "<system-reminder>\nAs you answer the user's questions, you can use the following context.\n</system-reminder>"},
+            {"type": "text", "text": "Where is the retry loop implemented?", "cache_control": {"type": "ephemeral"}}
+        ]},
+        {"role": "system", "content": "Available agent types for the Task tool: general-purpose"},
+        {"role": "user", "content": [{"type": "future_block_type", "payload": {"x": 1}}]}
+    ]);
+    body["context_management"] =
+        json!({"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]});
+    body["some_future_field"] = json!({"nested": [1, 2, 3]});
+    body
+}
+
+#[tokio::test]
+async fn claude_code_2_1_system_messages_pass_natively_untouched() {
+    let mock = MockUpstream::start().await;
+    let proxy = start(&config(&mock, "anthropic")).await;
+    for stream in [false, true] {
+        let mut body = claude_code_2_1_body();
+        body["stream"] = json!(stream);
+        let resp = send(&proxy, &body).await;
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        assert_eq!(status, 200, "stream={stream}: {text}");
+        if stream {
+            assert_eq!(
+                event_types(&text).last().map(String::as_str),
+                Some("message_stop")
+            );
+        } else {
+            let v: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(v["type"], "message", "{v}");
+        }
+        let seen = mock.requests().last().unwrap().clone();
+        for field in [
+            "system",
+            "messages",
+            "context_management",
+            "some_future_field",
+            "tools",
+        ] {
+            assert_eq!(seen.body[field], body[field], "{field} passes untouched");
+        }
+    }
+    // What is remembered is the user's question, not the client's scaffolding.
+    proxy.flush_memory().await;
+    let mems: Value = client()
+        .get(proxy.url("/v1/memories?user_id=claude-code"))
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let all = mems.to_string();
+    assert!(
+        all.contains("Where is the retry loop implemented?"),
+        "{all}"
+    );
+    assert!(
+        !all.contains("system-reminder") && !all.contains("Available agent types"),
+        "{all}"
+    );
+}
+
+#[tokio::test]
+async fn claude_code_2_1_system_messages_are_translated_in_place() {
+    let mock = MockUpstream::start().await;
+    let proxy = start(&config(&mock, "openai")).await;
+    mock.push(Behavior::Text("In routing.rs.".into()));
+    let resp = send(&proxy, &claude_code_2_1_body()).await;
+    assert_eq!(resp.status(), 200);
+    let _ = resp.text().await.unwrap();
+    let seen = &mock.requests()[0];
+    let msgs = seen.body["messages"].as_array().unwrap();
+    let roles: Vec<&str> = msgs.iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles[0], "system", "{msgs:?}");
+    let pos = msgs
+        .iter()
+        .position(|m| m.to_string().contains("Available agent types"))
+        .expect("the system message is kept");
+    assert_eq!(msgs[pos]["role"], "system");
+    assert!(pos > 1, "it stays after the user's first turn: {msgs:?}");
+}

@@ -72,9 +72,10 @@ fn validate(body: &Value) -> Result<(), String> {
     let mut previous_tool_ids: Vec<&str> = Vec::new();
     for (i, m) in messages.iter().enumerate() {
         let role = m["role"].as_str().unwrap_or_default();
-        if role != "user" && role != "assistant" {
+        // Claude Code 2.1 sends `system` messages between turns, and Anthropic takes them.
+        if role != "user" && role != "assistant" && role != "system" {
             return Err(format!(
-                "messages.{i}.role: Input should be 'user' or 'assistant'"
+                "messages.{i}.role: Input should be 'user', 'assistant' or 'system'"
             ));
         }
         let blocks: Vec<&Value> = match &m["content"] {
