@@ -116,6 +116,21 @@ async fn users_are_strictly_isolated() {
     let b = add(&s, "bob", "I use four spaces", json!({})).await;
     let a_id = a["id"].as_str().unwrap();
 
+    // Look-alike ids (no-break space, ideographic space, line separator, plain space)
+    // are refused by every path, never read as alice's.
+    for id in ["%C2%A0alice", "alice%E3%80%80", "%E2%80%A8alice", "%20alice", "alice%20"] {
+        for path in [
+            format!("/v1/memories/search?user_id={id}&q=tabs"),
+            format!("/v1/memories?user_id={id}"),
+            format!("/v1/memories/export?user_id={id}"),
+            format!("/v1/sessions?user_id={id}"),
+        ] {
+            let (st, v) = get_json(&s, &path).await;
+            assert_eq!(st, 400, "{path}: {v}");
+            assert!(!v.to_string().contains("tabs over"), "{path}: {v}");
+        }
+    }
+
     for q in [
         "tabs",
         "Pixel",

@@ -77,11 +77,13 @@ pub fn bound_user(ctx: &RequestCtx) -> Result<Option<String>, ApiError> {
     }
 }
 
-/// The `user_id` query parameter: required and valid.
+/// The `user_id` query parameter: required and valid, taken exactly as sent (no
+/// trimming: an id with a no-break space is refused here as everywhere else, never
+/// read as another user's).
 pub fn user_param(ctx: &RequestCtx, q: &HashMap<String, String>) -> Result<String, ApiError> {
     let user_id = q
         .get("user_id")
-        .map(|u| u.trim())
+        .map(String::as_str)
         .filter(|u| !u.is_empty())
         .ok_or_else(|| ApiError::BadRequest("missing required query parameter `user_id`".into()))?;
     validate_user_id(user_id)?;
@@ -122,7 +124,7 @@ fn parse_add(bytes: &[u8]) -> Result<NewMemory, ApiError> {
         .map_err(|e| ApiError::BadRequest(format!("invalid memory: {e}")))?;
     let user_id = b
         .user_id
-        .filter(|u| !u.trim().is_empty())
+        .filter(|u| !u.is_empty())
         .ok_or_else(|| ApiError::BadRequest("missing required field `user_id`".into()))?;
     validate_user_id(&user_id)?;
     let content = match b.content {
