@@ -118,7 +118,13 @@ async fn users_are_strictly_isolated() {
 
     // Look-alike ids (no-break space, ideographic space, line separator, plain space)
     // are refused by every path, never read as alice's.
-    for id in ["%C2%A0alice", "alice%E3%80%80", "%E2%80%A8alice", "%20alice", "alice%20"] {
+    for id in [
+        "%C2%A0alice",
+        "alice%E3%80%80",
+        "%E2%80%A8alice",
+        "%20alice",
+        "alice%20",
+    ] {
         for path in [
             format!("/v1/memories/search?user_id={id}&q=tabs"),
             format!("/v1/memories?user_id={id}"),

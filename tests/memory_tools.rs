@@ -255,6 +255,7 @@ async fn a_slow_memory_store_times_out_and_the_model_is_told() {
         .unwrap(),
         hanging: AtomicUsize::new(0),
         searches: AtomicUsize::new(0),
+        failing_writes: Default::default(),
     });
     let mut state = memproxy::AppState::new(cfg).unwrap();
     let st = Arc::get_mut(&mut state).unwrap();
@@ -617,4 +618,69 @@ async fn the_analytics_row_counts_rounds_attempts_and_every_rounds_tokens() {
     assert_eq!(looped["tokens_in"], 3 * per_call);
     assert_eq!(looped["status"], 200);
     assert!(rows.iter().any(|r| r["tool_rounds"] == 0), "{v}");
+}
+
+#[tokio::test]
+async fn a_store_that_refuses_writes_fails_readiness_and_recovers() {
+    let mock = MockUpstream::start().await;
+    let yaml = config(&mock, "").replace("memory: {capture: false}", "");
+    let (cfg, dir) = test_config(&yaml, &[]);
+    let store = Arc::new(SlowStore {
+        inner: SqliteStore::open(
+            &dir.path().join("failing"),
+            SqliteOptions {
+                session_ttl: std::time::Duration::ZERO,
+                session_max_messages: 10,
+                clock: Arc::new(SystemClock),
+            },
+        )
+        .unwrap(),
+        hanging: AtomicUsize::new(0),
+        searches: AtomicUsize::new(0),
+        failing_writes: Default::default(),
+    });
+    let mut state = memproxy::AppState::new(cfg).unwrap();
+    let st = Arc::get_mut(&mut state).unwrap();
+    st.memory = Some(Arc::new(MemoryService::with_store(
+        store.clone(),
+        &st.config.memory,
+        None,
+    )));
+    let proxy = start_state(state).await;
+    let base = proxy.url("");
+    let ready = || async {
+        let r = client()
+            .get(format!("{base}/health/readiness"))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(ready().await.0, 200);
+
+    // The disk fills up: chats are still answered, readiness says what is wrong.
+    store.failing_writes.store(true, Ordering::SeqCst);
+    let body = request(
+        Api::Chat,
+        "gpt",
+        "Remember that my bike is green",
+        false,
+        None,
+    );
+    mock.push(Behavior::Text("Noted.".into()));
+    assert_eq!(ask(&base, Api::Chat, "alice", &body).await.text, "Noted.");
+    proxy.flush_memory().await;
+    let (status, v) = ready().await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["checks"]["memory"]["ok"], false, "{v}");
+
+    // Room again: the next write succeeds and readiness recovers with no manual step.
+    store.failing_writes.store(false, Ordering::SeqCst);
+    mock.push(Behavior::Text("Noted again.".into()));
+    assert_eq!(
+        ask(&base, Api::Chat, "alice", &body).await.text,
+        "Noted again."
+    );
+    proxy.flush_memory().await;
+    assert_eq!(ready().await.0, 200);
 }

@@ -279,6 +279,11 @@ impl MemoryService {
         self.queue.dropped()
     }
 
+    /// False while the store refuses writes (its last batch failed): readiness fails.
+    pub fn writes_ok(&self) -> bool {
+        self.queue.writes_ok()
+    }
+
     /// Waits until every capture queued so far is committed, and every memory stored so
     /// far has its vector (or its embedding failed or timed out).
     pub async fn flush(&self) {

@@ -43,6 +43,8 @@ pub struct WriteQueue {
     tx: mpsc::Sender<Msg>,
     closed: AtomicBool,
     dropped: Arc<AtomicU64>,
+    /// The last batch write failed (disk full, read-only file, …); cleared by a success.
+    failing: Arc<AtomicBool>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -54,11 +56,13 @@ impl WriteQueue {
         opts: QueueOptions,
     ) -> Self {
         let (tx, rx) = mpsc::channel(opts.capacity.max(1));
-        let task = tokio::spawn(drain(rx, store, embedder, opts));
+        let failing = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(drain(rx, store, embedder, opts, failing.clone()));
         Self {
             tx,
             closed: AtomicBool::new(false),
             dropped: Arc::new(AtomicU64::new(0)),
+            failing,
             task: Mutex::new(Some(task)),
         }
     }
@@ -100,6 +104,11 @@ impl WriteQueue {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// False while the store refuses writes (the last batch failed).
+    pub fn writes_ok(&self) -> bool {
+        !self.failing.load(Ordering::Relaxed)
+    }
+
     /// Waits until every write queued before this call is committed (or failed).
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
@@ -125,6 +134,7 @@ async fn drain(
     store: Arc<dyn MemoryStore>,
     embedder: Option<Arc<dyn Embedder>>,
     opts: QueueOptions,
+    failing: Arc<AtomicBool>,
 ) {
     let mut purge = tokio::time::interval(opts.purge_every.max(Duration::from_secs(1)));
     purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -160,8 +170,15 @@ async fn drain(
             let ops = std::mem::take(&mut batch);
             let n = ops.len();
             match store.apply(ops).await {
-                Ok(c) => created.extend(c),
-                Err(e) => tracing::error!(error = %e, writes = n, "memory batch write failed"),
+                Ok(c) => {
+                    failing.store(false, Ordering::Relaxed);
+                    created.extend(c)
+                }
+                Err(e) => {
+                    failing.store(true, Ordering::Relaxed);
+                    metrics::counter!("memproxy_memory_write_failures_total").increment(n as u64);
+                    tracing::error!(error = %e, writes = n, "memory batch write failed")
+                }
             }
         }
         if let Some(e) = &embedder {

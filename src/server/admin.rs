@@ -47,11 +47,16 @@ pub async fn readiness(State(state): State<Arc<AppState>>) -> Response {
             ))
         });
     let stats = state.analytics.stats();
-    let store_ok = store.is_ok();
+    // A store that answers reads but refuses writes (disk full, read-only) is not ready.
+    let store_ok = store.is_ok() && stats.store_ok;
     let memory = match &state.memory {
         None => json!({"ok": true, "enabled": false}),
         Some(m) => match m.store().health().await {
-            Ok(()) => json!({"ok": true, "enabled": true, "dropped_writes": m.dropped_writes()}),
+            Ok(()) if m.writes_ok() => {
+                json!({"ok": true, "enabled": true, "dropped_writes": m.dropped_writes()})
+            }
+            Ok(()) => json!({"ok": false, "enabled": true, "error": "the last memory write failed",
+                             "dropped_writes": m.dropped_writes()}),
             Err(e) => json!({"ok": false, "enabled": true, "error": e.to_string()}),
         },
     };
@@ -64,7 +69,9 @@ pub async fn readiness(State(state): State<Arc<AppState>>) -> Response {
             "upstream_mode": state.config.server.upstream.is_some(),
             "analytics_store": {
                 "ok": store_ok,
-                "error": store.err().map(|e| e.to_string()),
+                "error": store.err().map(|e| e.to_string()).or_else(|| {
+                    (!stats.store_ok).then(|| "the last analytics write failed".to_string())
+                }),
                 "queue_depth": stats.queue_depth,
                 "rows_dropped": stats.dropped_queue_full + stats.dropped_store_error,
             },

@@ -324,10 +324,15 @@ pub struct SlowStore {
     pub hanging: AtomicUsize,
     /// Searches asked for so far.
     pub searches: AtomicUsize,
+    /// While set, every write fails as on a full disk.
+    pub failing_writes: std::sync::atomic::AtomicBool,
 }
 
 impl MemoryStore for SlowStore {
     fn apply(&self, ops: Vec<WriteOp>) -> BoxFuture<'_, Result<Vec<Memory>, StoreError>> {
+        if self.failing_writes.load(Ordering::SeqCst) {
+            return Box::pin(async { Err(StoreError::Backend("database or disk is full".into())) });
+        }
         self.inner.apply(ops)
     }
     fn get<'a>(&'a self, u: &'a str, id: &'a str) -> BoxFuture<'a, Result<Memory, StoreError>> {
