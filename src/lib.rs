@@ -17,6 +17,7 @@
 //! - [`tools`]: memory tools the model calls (`memory_search`, `memory_get`), run by
 //!   memproxy in a multi-round loop.
 //! - [`providers`]: one file per provider behind one interface.
+//! - [`storage`]: state shared by several instances (Redis: rate limits, key changes).
 //! - [`responses_store`]: stored Responses API answers (`previous_response_id`, GET/DELETE).
 //! - [`telemetry`]: JSON logging; OpenTelemetry traces over OTLP when configured.
 //! - [`eval`]: retrieval-quality evaluation on LoCoMo-format data (`memproxy eval-locomo`).
@@ -42,6 +43,7 @@ pub mod ratelimit;
 pub mod responses_store;
 pub mod routing;
 pub mod server;
+pub mod storage;
 pub mod telemetry;
 pub mod tools;
 

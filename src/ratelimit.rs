@@ -6,8 +6,8 @@
 //! is complete ([`RateLimits::settle_tokens`]); a bucket may go below zero, which delays
 //! later requests.
 //!
-//! The bucket store sits behind [`RateLimiter`] (in-process now, a shared Redis store
-//! later), dispatched by the [`Limiter`] enum; time comes from a [`Clock`] so tests control
+//! The bucket store sits behind [`RateLimiter`] (in-process, or shared by every instance
+//! through Redis: [`crate::storage::redis`]), dispatched by the [`Limiter`] enum; time comes from a [`Clock`] so tests control
 //! it. No global lock: buckets live in sharded maps.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,7 +90,12 @@ pub struct Quota {
 /// A refused take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "rate limit exceeded: {limit} {} per minute for this {}; retry in {}",
+    "{}: {limit} {} per minute for this {}; retry in {}",
+    if *store_unavailable {
+        "the shared rate-limit store (Redis) is unreachable and rate_limits.fail_open is false"
+    } else {
+        "rate limit exceeded"
+    },
     match dimension { Dimension::Requests => "requests", Dimension::Tokens => "tokens" },
     scope.label(),
     fmt_reset(*retry_after_ms)
@@ -102,10 +107,13 @@ pub struct Denied {
     /// When the take would succeed.
     pub retry_after_ms: u64,
     pub reset_ms: u64,
+    /// Refused because the shared store could not be asked (`fail_open: false`), not
+    /// because the bucket is empty.
+    pub store_unavailable: bool,
 }
 
-/// A bucket store: in-process now; a Redis implementation (a Lua script per take) fits the
-/// same two operations.
+/// A bucket store: in-process ([`LocalBuckets`]) or shared through Redis (a Lua script per
+/// take).
 pub trait RateLimiter: Send + Sync {
     /// Takes `cost` from bucket `id` (`per_minute` capacity) if at least that much is left
     /// (or the bucket is full, so a cost above capacity can still pass once).
@@ -228,6 +236,7 @@ impl RateLimiter for LocalBuckets {
                     limit: per_minute,
                     retry_after_ms: b.ms_until(cost.min(cap)),
                     reset_ms: b.ms_until(cap),
+                    store_unavailable: false,
                 })
             }
         });
@@ -241,9 +250,12 @@ impl RateLimiter for LocalBuckets {
     }
 }
 
-/// The configured bucket store (enum dispatch; a Redis variant goes here).
+/// The configured bucket store, chosen once at start.
 pub enum Limiter {
+    /// This process's own buckets (one instance).
     Local(LocalBuckets),
+    /// Buckets shared by every instance through Redis.
+    Redis(crate::storage::redis::RedisBuckets),
 }
 
 impl Limiter {
@@ -257,12 +269,14 @@ impl Limiter {
     ) -> Result<Quota, Denied> {
         match self {
             Limiter::Local(l) => l.take(scope, dimension, id, per_minute, cost).await,
+            Limiter::Redis(r) => r.take(scope, dimension, id, per_minute, cost).await,
         }
     }
 
     fn adjust(&self, scope: Scope, dimension: Dimension, id: &str, per_minute: u64, delta: i64) {
         match self {
             Limiter::Local(l) => l.adjust(scope, dimension, id, per_minute, delta),
+            Limiter::Redis(r) => r.adjust(scope, dimension, id, per_minute, delta),
         }
     }
 }
@@ -297,10 +311,34 @@ impl RateLimits {
         } else {
             (None, None)
         };
+        let local = LocalBuckets::new(clock);
+        let limiter = match &settings.redis_url {
+            Some(url) => match crate::storage::redis::RedisBuckets::new(
+                url.expose(),
+                &settings.redis_prefix,
+                local,
+                settings.fail_open,
+            ) {
+                Ok(r) => Limiter::Redis(r),
+                Err(e) => {
+                    tracing::warn!(error = %e, "rate_limits: the Redis URL is not usable; limits are per instance");
+                    Limiter::Local(LocalBuckets::new(Arc::new(MonotonicClock::default())))
+                }
+            },
+            None => Limiter::Local(local),
+        };
         Self {
-            limiter: Limiter::Local(LocalBuckets::new(clock)),
+            limiter,
             user_rpm,
             user_tpm,
+        }
+    }
+
+    /// `Some(healthy)` when limits are shared through Redis.
+    pub fn shared_store_healthy(&self) -> Option<bool> {
+        match &self.limiter {
+            Limiter::Local(_) => None,
+            Limiter::Redis(r) => Some(r.healthy()),
         }
     }
 
@@ -421,6 +459,9 @@ mod tests {
             enabled: true,
             requests_per_minute: rpm,
             tokens_per_minute: tpm,
+            redis_url: None,
+            redis_prefix: String::new(),
+            fail_open: true,
         };
         (RateLimits::new(&s, clock.clone()), clock)
     }
@@ -510,6 +551,9 @@ mod tests {
             enabled: false,
             requests_per_minute: Some(1),
             tokens_per_minute: None,
+            redis_url: None,
+            redis_prefix: String::new(),
+            fail_open: true,
         };
         let l = RateLimits::new(&s, clock);
         for _ in 0..5 {

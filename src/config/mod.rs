@@ -378,6 +378,7 @@ fn validate(
         fallbacks: raw
             .router_settings
             .fallbacks
+            .clone()
             .or(raw.litellm_settings.fallbacks)
             .unwrap_or_default()
             .into_iter()
@@ -522,7 +523,21 @@ fn validate(
         raw.general_settings.data_dir,
         lookup,
     )?;
-    let rate_limits = ops::rate_limits(raw.rate_limits, lookup)?;
+    let redis_url = raw.general_settings.redis_url.clone().or_else(|| {
+        let r = &raw.router_settings;
+        r.redis_host.as_ref().filter(|h| !h.is_empty()).map(|host| {
+            let port = match &r.redis_port {
+                Some(Value::Number(n)) => n.to_string(),
+                Some(Value::String(s)) if !s.is_empty() => s.clone(),
+                _ => "6379".into(),
+            };
+            match r.redis_password.as_deref().filter(|p| !p.is_empty()) {
+                Some(pw) => format!("redis://:{pw}@{host}:{port}"),
+                None => format!("redis://{host}:{port}"),
+            }
+        })
+    });
+    let rate_limits = ops::rate_limits(raw.rate_limits, redis_url, lookup)?;
     let observability = ops::observability(raw.observability, lookup)?;
 
     Ok(Config {
@@ -910,7 +925,7 @@ fn deployment(
     let mut params = m.params;
     if let Some((_, canonical)) = family {
         for (_, key, vars) in PARAM_ENV.iter().filter(|(p, _, _)| *p == canonical) {
-            if !params.get(*key).is_some_and(|v| !v.is_null()) {
+            if params.get(*key).is_none_or(|v| v.is_null()) {
                 if let Some(v) = first_env(vars, lookup) {
                     params.insert((*key).to_string(), Value::String(v));
                 }

@@ -39,6 +39,15 @@ pub struct RateLimitSettings {
     pub requests_per_minute: Option<u64>,
     /// Tokens (prompt + completion) per minute per user id; none = unlimited.
     pub tokens_per_minute: Option<u64>,
+    /// Redis shared by every instance (`general_settings.redis_url`, `REDIS_URL`, or
+    /// LiteLLM's `router_settings.redis_host`/`redis_port`/`redis_password`); none =
+    /// buckets in this process only.
+    pub redis_url: Option<crate::config::Secret<String>>,
+    /// Prefix of every Redis key memproxy writes (several deployments can share a Redis).
+    pub redis_prefix: String,
+    /// With Redis unreachable: true = fall back to this instance's buckets (warned);
+    /// false = refuse requests with 429 until it answers.
+    pub fail_open: bool,
 }
 
 /// `observability`: traces and metrics.
@@ -67,6 +76,8 @@ pub struct RawRateLimits {
     pub enabled: Option<bool>,
     pub requests_per_minute: Option<u64>,
     pub tokens_per_minute: Option<u64>,
+    pub fail_open: Option<bool>,
+    pub redis_prefix: Option<String>,
 }
 
 /// The `observability` section as written.
@@ -142,6 +153,7 @@ fn env_bool(
 /// over the file. Enabled without a number means the original's 60 requests/minute.
 pub fn rate_limits(
     raw: Option<RawRateLimits>,
+    redis_url: Option<String>,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<RateLimitSettings, ConfigError> {
     let raw = raw.unwrap_or_default();
@@ -169,10 +181,22 @@ pub fn rate_limits(
             return Err(invalid(path, "must be at least 1 (omit it for no limit)"));
         }
     }
+    let redis_url = env_value(lookup, "REDIS_URL").or(redis_url);
+    if let Some(u) = &redis_url {
+        if !(u.starts_with("redis://") || u.starts_with("rediss://") || u.starts_with("unix://")) {
+            return Err(invalid(
+                "general_settings.redis_url",
+                "must be a redis://, rediss:// or unix:// URL",
+            ));
+        }
+    }
     Ok(RateLimitSettings {
         enabled,
         requests_per_minute,
         tokens_per_minute: raw.tokens_per_minute,
+        redis_url: redis_url.map(crate::config::Secret::new),
+        redis_prefix: raw.redis_prefix.unwrap_or_else(|| "memproxy:".into()),
+        fail_open: raw.fail_open.unwrap_or(true),
     })
 }
 
@@ -222,12 +246,14 @@ mod tests {
                 enabled: Some(false),
                 requests_per_minute: Some(10),
                 tokens_per_minute: None,
+                ..Default::default()
             })
         };
-        let s = rate_limits(raw(), &env(&[])).unwrap();
+        let s = rate_limits(raw(), None, &env(&[])).unwrap();
         assert!(!s.enabled);
         let s = rate_limits(
             raw(),
+            None,
             &env(&[
                 ("ENABLE_RATE_LIMITING", "true"),
                 ("MAX_REQUESTS_PER_MINUTE", "5"),
@@ -236,10 +262,10 @@ mod tests {
         .unwrap();
         assert!(s.enabled);
         assert_eq!(s.requests_per_minute, Some(5));
-        let s = rate_limits(None, &env(&[("ENABLE_RATE_LIMITING", "1")])).unwrap();
+        let s = rate_limits(None, None, &env(&[("ENABLE_RATE_LIMITING", "1")])).unwrap();
         assert_eq!(s.requests_per_minute, Some(60));
-        assert!(rate_limits(None, &env(&[("MAX_REQUESTS_PER_MINUTE", "x")])).is_err());
-        assert!(rate_limits(None, &env(&[("ENABLE_RATE_LIMITING", "maybe")])).is_err());
+        assert!(rate_limits(None, None, &env(&[("MAX_REQUESTS_PER_MINUTE", "x")])).is_err());
+        assert!(rate_limits(None, None, &env(&[("ENABLE_RATE_LIMITING", "maybe")])).is_err());
     }
 
     #[test]

@@ -171,6 +171,8 @@ pub struct RawGeneral {
     pub max_request_size_mb: Option<f64>,
     /// Where the embedded databases live (memproxy's own key).
     pub data_dir: Option<String>,
+    /// Redis shared by several instances (rate limits, key changes).
+    pub redis_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -180,6 +182,10 @@ pub struct RawRouter {
     pub fallbacks: Option<Vec<BTreeMap<String, Vec<String>>>>,
     pub retry_after: Option<f64>,
     pub routing_strategy: Option<String>,
+    /// LiteLLM's way to name its Redis.
+    pub redis_host: Option<String>,
+    pub redis_port: Option<serde_json::Value>,
+    pub redis_password: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -394,3 +394,36 @@ fn tool_execution_section() {
     let c = load_str("tool_execution: {enabled: true}\nmemory: {enabled: false}").unwrap();
     assert!(c.warnings.join("\n").contains("memory tools are off"));
 }
+
+#[test]
+fn redis_comes_from_general_settings_litellm_router_settings_or_env() {
+    let c = load_str("general_settings: {redis_url: 'redis://r1:6379'}\n").unwrap();
+    assert_eq!(
+        c.rate_limits.redis_url.as_ref().unwrap().expose(),
+        "redis://r1:6379"
+    );
+    assert!(c.rate_limits.fail_open);
+    let c = load_str(
+        "router_settings: {redis_host: cache.local, redis_port: 6380, redis_password: pw}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.rate_limits.redis_url.as_ref().unwrap().expose(),
+        "redis://:pw@cache.local:6380"
+    );
+    let c = parse(
+        "general_settings: {redis_url: 'redis://file:6379'}\nrate_limits: {fail_open: false}\n",
+        "t",
+        &Overrides::default(),
+        &|n| (n == "REDIS_URL").then(|| "redis://env:6379".to_string()),
+    )
+    .unwrap();
+    assert_eq!(
+        c.rate_limits.redis_url.as_ref().unwrap().expose(),
+        "redis://env:6379"
+    );
+    assert!(!c.rate_limits.fail_open);
+    assert!(load_str("general_settings: {redis_url: 'http://nope'}\n").is_err());
+    let c = load_str("").unwrap();
+    assert!(c.rate_limits.redis_url.is_none());
+}

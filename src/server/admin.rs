@@ -60,7 +60,13 @@ pub async fn readiness(State(state): State<Arc<AppState>>) -> Response {
             Err(e) => json!({"ok": false, "enabled": true, "error": e.to_string()}),
         },
     };
-    let ready = models_ok && store_ok && memory["ok"] == true;
+    // Redis down is not "not ready" when limits fall back to this instance's buckets.
+    let redis = state.limits.shared_store_healthy().map(|healthy| {
+        json!({"ok": healthy || state.config.rate_limits.fail_open, "reachable": healthy,
+               "fail_open": state.config.rate_limits.fail_open})
+    });
+    let redis_ok = redis.as_ref().is_none_or(|r| r["ok"] == true);
+    let ready = models_ok && store_ok && memory["ok"] == true && redis_ok;
     let status = if ready { "ready" } else { "not_ready" };
     let body = json!({
         "status": status,
@@ -76,6 +82,7 @@ pub async fn readiness(State(state): State<Arc<AppState>>) -> Response {
                 "rows_dropped": stats.dropped_queue_full + stats.dropped_store_error,
             },
             "memory": memory,
+            "redis": redis,
         }
     });
     let code = if ready {

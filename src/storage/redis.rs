@@ -1,0 +1,274 @@
+//! Redis: what several memproxy instances share in memory.
+//!
+//! - [`RedisBuckets`]: the rate-limit buckets of every instance, a token bucket per id
+//!   kept in a Redis hash and changed only by one Lua script (refill, then take or adjust,
+//!   atomically, on Redis's own clock so instances with skewed clocks agree). When Redis
+//!   cannot be reached the instance falls back to its own in-process buckets with a
+//!   warning (`rate_limits.fail_open: true`, the default) or refuses requests with 429
+//!   (`fail_open: false`), and goes back to Redis as soon as it answers again.
+//! - [`KeyFeed`]: virtual-key changes (revocations, edits) published on a channel so every
+//!   instance drops its cached copy at once.
+//!
+//! Connections are made lazily by a connection manager that reconnects by itself; no
+//! call waits more than [`COMMAND_TIMEOUT`].
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::OnceCell;
+
+use crate::ratelimit::{Denied, Dimension, LocalBuckets, Quota, RateLimiter, Scope};
+
+/// The longest a rate-limit check waits for Redis before the fallback decides.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long after a failure the fallback is used before Redis is tried again.
+const RETRY_AFTER_MS: u64 = 1_000;
+
+/// Refill, then take (`ARGV[3] == "take"`) or adjust by a signed amount. Buckets hold at
+/// most `per_minute` and refill continuously; an idle bucket expires after two minutes
+/// (it would be full again anyway). Returns `{granted, tokens}` with tokens as text
+/// (Lua numbers would be truncated to integers).
+const BUCKET_SCRIPT: &str = r"
+local cap = tonumber(ARGV[1])
+local amount = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local v = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(v[1])
+local ts = tonumber(v[2])
+if tokens == nil or ts == nil then tokens = cap; ts = now end
+if tokens > cap then tokens = cap end
+if now > ts then tokens = math.min(cap, tokens + (now - ts) * cap / 60000) end
+local granted = 1
+if ARGV[3] == 'take' then
+  if tokens >= amount or tokens >= cap then tokens = tokens - amount else granted = 0 end
+else
+  tokens = math.min(cap, tokens + amount)
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], 120000)
+return {granted, tostring(tokens)}
+";
+
+/// A lazily connected, self-reconnecting Redis connection.
+struct Conn {
+    client: redis::Client,
+    manager: OnceCell<ConnectionManager>,
+}
+
+impl Conn {
+    fn new(url: &str) -> Result<Self, redis::RedisError> {
+        Ok(Self {
+            client: redis::Client::open(url)?,
+            manager: OnceCell::new(),
+        })
+    }
+
+    async fn get(&self) -> Result<ConnectionManager, redis::RedisError> {
+        self.manager
+            .get_or_try_init(|| async {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(COMMAND_TIMEOUT))
+                    .set_response_timeout(Some(COMMAND_TIMEOUT))
+                    .set_number_of_retries(1);
+                self.client.get_connection_manager_with_config(config).await
+            })
+            .await
+            .cloned()
+    }
+}
+
+/// Rate-limit buckets shared through Redis (see the module docs).
+pub struct RedisBuckets(Arc<Inner>);
+
+struct Inner {
+    conn: Conn,
+    script: redis::Script,
+    prefix: String,
+    fallback: LocalBuckets,
+    fail_open: bool,
+    /// Milliseconds (on `fallback`'s clock, see [`RedisBuckets::now`]) until which Redis is
+    /// not tried again after a failure; 0 = healthy.
+    down_until: AtomicU64,
+    /// The last call failed (cleared by the next success).
+    failing: AtomicBool,
+    started: std::time::Instant,
+}
+
+/// The result of one script run: granted, and the bucket level after it.
+type ScriptReply = (i64, String);
+
+impl RedisBuckets {
+    /// Buckets under `prefix` (e.g. `memproxy:rl:`) on the Redis at `url`.
+    pub fn new(
+        url: &str,
+        prefix: &str,
+        fallback: LocalBuckets,
+        fail_open: bool,
+    ) -> Result<Self, redis::RedisError> {
+        Ok(Self(Arc::new(Inner {
+            conn: Conn::new(url)?,
+            script: redis::Script::new(BUCKET_SCRIPT),
+            prefix: prefix.to_string(),
+            fallback,
+            fail_open,
+            down_until: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
+            started: std::time::Instant::now(),
+        })))
+    }
+
+    /// Whether Redis answered the last time it was asked.
+    pub fn healthy(&self) -> bool {
+        !self.0.failing.load(Ordering::Relaxed)
+    }
+}
+
+impl Inner {
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn key(&self, scope: Scope, dimension: Dimension, id: &str) -> String {
+        let d = match dimension {
+            Dimension::Requests => "rpm",
+            Dimension::Tokens => "tpm",
+        };
+        format!("{}{}:{d}:{id}", self.prefix, scope.label())
+    }
+
+    /// Not within the pause after a failure.
+    fn due(&self) -> bool {
+        self.down_until.load(Ordering::Relaxed) <= self.now()
+    }
+
+    /// Runs the bucket script; `None` when Redis did not answer (then the caller
+    /// decides by `fail_open`).
+    async fn run(
+        &self,
+        key: String,
+        per_minute: u64,
+        amount: i64,
+        op: &str,
+    ) -> Option<(bool, f64)> {
+        if !self.due() {
+            return None;
+        }
+        let call = async {
+            let mut conn = self.conn.get().await?;
+            self.script
+                .key(key)
+                .arg(per_minute)
+                .arg(amount)
+                .arg(op)
+                .invoke_async::<ScriptReply>(&mut conn)
+                .await
+        };
+        match tokio::time::timeout(COMMAND_TIMEOUT * 2, call).await {
+            Ok(Ok((granted, tokens))) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::warn!("Redis answers again; rate limits are shared again");
+                }
+                Some((granted == 1, tokens.parse::<f64>().unwrap_or(0.0)))
+            }
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "no answer in time".to_string(),
+                };
+                self.down_until
+                    .store(self.now() + RETRY_AFTER_MS, Ordering::Relaxed);
+                metrics::counter!("memproxy_redis_errors_total").increment(1);
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        error = %why,
+                        fail_open = self.fail_open,
+                        "Redis is unreachable; rate limits {}",
+                        if self.fail_open {
+                            "fall back to this instance's own buckets"
+                        } else {
+                            "refuse requests until it answers (rate_limits.fail_open: false)"
+                        }
+                    );
+                }
+                None
+            }
+        }
+    }
+}
+
+impl RateLimiter for RedisBuckets {
+    fn take(
+        &self,
+        scope: Scope,
+        dimension: Dimension,
+        id: &str,
+        per_minute: u64,
+        cost: u64,
+    ) -> impl std::future::Future<Output = Result<Quota, Denied>> + Send {
+        let this = &self.0;
+        let key = this.key(scope, dimension, id);
+        async move {
+            let Some((granted, level)) = this.run(key, per_minute, cost as i64, "take").await
+            else {
+                if this.fail_open {
+                    return this
+                        .fallback
+                        .take(scope, dimension, id, per_minute, cost)
+                        .await;
+                }
+                return Err(Denied {
+                    scope,
+                    dimension,
+                    limit: per_minute,
+                    retry_after_ms: RETRY_AFTER_MS,
+                    reset_ms: RETRY_AFTER_MS,
+                    store_unavailable: true,
+                });
+            };
+            let cap = per_minute as f64;
+            let ms_until = |target: f64| -> u64 {
+                let missing = target - level;
+                if missing <= 0.0 {
+                    0
+                } else {
+                    (missing * 60_000.0 / cap).ceil() as u64
+                }
+            };
+            if granted {
+                Ok(Quota {
+                    limit: per_minute,
+                    remaining: level.max(0.0).floor() as u64,
+                    reset_ms: ms_until(cap),
+                })
+            } else {
+                Err(Denied {
+                    scope,
+                    dimension,
+                    limit: per_minute,
+                    retry_after_ms: ms_until((cost as f64).min(cap)),
+                    reset_ms: ms_until(cap),
+                    store_unavailable: false,
+                })
+            }
+        }
+    }
+
+    fn adjust(&self, scope: Scope, dimension: Dimension, id: &str, per_minute: u64, delta: i64) {
+        if !self.0.due() {
+            self.0
+                .fallback
+                .adjust(scope, dimension, id, per_minute, delta);
+            return;
+        }
+        let key = self.0.key(scope, dimension, id);
+        let this = self.0.clone();
+        tokio::spawn(async move {
+            if this.run(key, per_minute, delta, "adjust").await.is_none() {
+                tracing::debug!("a rate-limit adjustment was not applied (Redis unreachable)");
+            }
+        });
+    }
+}
