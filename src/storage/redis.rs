@@ -272,3 +272,112 @@ impl RateLimiter for RedisBuckets {
         });
     }
 }
+
+/// Virtual-key changes shared by every instance: an instance that revokes or edits a key
+/// publishes its hash; every instance (itself included) is told and drops its cached
+/// copy, so the next use reads the shared store. Delivery takes one Redis round trip;
+/// while the subscription is down it is re-made every [`RETRY_AFTER_MS`].
+pub struct KeyFeed {
+    conn: Conn,
+    channel: String,
+}
+
+impl KeyFeed {
+    /// The feed on channel `{prefix}keys` of the Redis at `url`.
+    pub fn new(url: &str, prefix: &str) -> Result<Self, redis::RedisError> {
+        Ok(Self {
+            conn: Conn::new(url)?,
+            channel: format!("{prefix}keys"),
+        })
+    }
+
+    /// Tells every instance that the key with this hash changed. Errors are logged: the
+    /// change itself is already in the shared store.
+    pub async fn publish(&self, hash: &str) {
+        let call = async {
+            let mut conn = self.conn.get().await?;
+            redis::cmd("PUBLISH")
+                .arg(&self.channel)
+                .arg(hash)
+                .query_async::<i64>(&mut conn)
+                .await
+        };
+        match tokio::time::timeout(COMMAND_TIMEOUT * 2, call).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not publish a key change to Redis"),
+            Err(_) => tracing::warn!("could not publish a key change to Redis: no answer in time"),
+        }
+    }
+
+    /// Calls `on_change(hash)` for every change published by any instance, until the
+    /// returned task is aborted. `ready` is sent once the first subscription is made.
+    pub fn subscribe(
+        &self,
+        on_change: impl Fn(&str) + Send + Sync + 'static,
+        ready: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> tokio::task::JoinHandle<()> {
+        let client = self.conn.client.clone();
+        let channel = self.channel.clone();
+        tokio::spawn(async move {
+            let mut ready = ready;
+            loop {
+                match client.get_async_pubsub().await {
+                    Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
+                        Ok(()) => {
+                            if let Some(tx) = ready.take() {
+                                let _ = tx.send(());
+                            }
+                            let mut messages = pubsub.on_message();
+                            while let Some(msg) = futures_util::StreamExt::next(&mut messages).await
+                            {
+                                if let Ok(hash) = msg.get_payload::<String>() {
+                                    on_change(&hash);
+                                }
+                            }
+                            tracing::warn!(
+                                "the Redis key-change subscription ended; re-subscribing"
+                            );
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot subscribe to key changes"),
+                    },
+                    Err(e) => tracing::debug!(error = %e, "Redis unreachable for key changes"),
+                }
+                tokio::time::sleep(Duration::from_millis(RETRY_AFTER_MS)).await;
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url() -> String {
+        std::env::var("MEMPROXY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    }
+
+    #[tokio::test]
+    async fn key_changes_reach_every_subscriber() {
+        let prefix = format!("memproxy-unit:{}:", uuid::Uuid::new_v4());
+        let a = KeyFeed::new(&url(), &prefix).unwrap();
+        let b = KeyFeed::new(&url(), &prefix).unwrap();
+        let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let task = b.subscribe(
+            move |h| {
+                let _ = seen_tx.send(h.to_string());
+            },
+            Some(ready_tx),
+        );
+        tokio::time::timeout(Duration::from_secs(5), ready_rx)
+            .await
+            .expect("the test Redis is unreachable")
+            .unwrap();
+        a.publish("abc123").await;
+        let got = tokio::time::timeout(Duration::from_secs(1), seen_rx.recv())
+            .await
+            .expect("delivered within 1 s");
+        assert_eq!(got.as_deref(), Some("abc123"));
+        task.abort();
+    }
+}
