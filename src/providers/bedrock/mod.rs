@@ -547,6 +547,130 @@ mod tests {
         assert!(exception_error("throttlingException", b"{}").is_retryable());
     }
 
+    use eventstream::tests::{event, frame};
+
+    /// Runs the stream over `wire` cut into `cut`-byte chunks: the OpenAI chunks' data, and
+    /// the error that ended it, if any.
+    async fn run(wire: &[u8], cut: usize) -> (Vec<serde_json::Value>, Option<ProviderError>) {
+        let chunks: Vec<Result<Bytes, std::io::Error>> = wire
+            .chunks(cut)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let mut events = converse_stream(
+            futures_util::stream::iter(chunks),
+            Duration::from_secs(5),
+            "http://bedrock.test".into(),
+            "chatcmpl-t".into(),
+            "m",
+        );
+        let (mut out, mut err) = (Vec::new(), None);
+        while let Some(item) = events.next().await {
+            match item {
+                Ok(ev) if &ev.data[..] == b"[DONE]" => out.push(serde_json::Value::Null),
+                Ok(ev) => out.push(serde_json::from_slice(&ev.data).unwrap()),
+                Err(e) => err = Some(e),
+            }
+        }
+        (out, err)
+    }
+
+    fn text_answer() -> Vec<u8> {
+        let mut wire = event("messageStart", r#"{"role":"assistant"}"#);
+        for piece in ["Hello ", "there"] {
+            wire.extend(event(
+                "contentBlockDelta",
+                &format!(r#"{{"contentBlockIndex":0,"delta":{{"text":"{piece}"}}}}"#),
+            ));
+        }
+        wire.extend(event("contentBlockStop", r#"{"contentBlockIndex":0}"#));
+        wire.extend(event("messageStop", r#"{"stopReason":"end_turn"}"#));
+        wire.extend(event(
+            "metadata",
+            r#"{"usage":{"inputTokens":3,"outputTokens":2,"totalTokens":5},"metrics":{"latencyMs":9}}"#,
+        ));
+        wire
+    }
+
+    #[tokio::test]
+    async fn streams_become_openai_chunks_however_the_body_is_cut() {
+        let wire = text_answer();
+        for cut in [1, 7, 64, wire.len()] {
+            let (out, err) = run(&wire, cut).await;
+            assert!(err.is_none(), "cut {cut}: {err:?}");
+            let text: String = out
+                .iter()
+                .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+                .collect();
+            assert_eq!(text, "Hello there", "cut {cut}");
+            assert_eq!(out[0]["id"], "chatcmpl-t");
+            assert_eq!(out[0]["object"], "chat.completion.chunk");
+            let n = out.len();
+            assert_eq!(out[n - 3]["choices"][0]["finish_reason"], "stop");
+            assert_eq!(out[n - 2]["usage"]["total_tokens"], 5);
+            assert!(out[n - 1].is_null(), "ends with [DONE]");
+        }
+    }
+
+    #[tokio::test]
+    async fn exceptions_and_broken_frames_end_the_stream_with_errors() {
+        let mut wire = event("messageStart", r#"{"role":"assistant"}"#);
+        wire.extend(event(
+            "contentBlockDelta",
+            r#"{"contentBlockIndex":0,"delta":{"text":"partial"}}"#,
+        ));
+        let mut throttled = wire.clone();
+        throttled.extend(frame(
+            &[
+                (":message-type", "exception"),
+                (":exception-type", "throttlingException"),
+                (":content-type", "application/json"),
+            ],
+            br#"{"message":"Too many tokens, please wait"}"#,
+        ));
+        let (out, err) = run(&throttled, 10).await;
+        assert!(out
+            .iter()
+            .any(|c| c["choices"][0]["delta"]["content"] == "partial"));
+        assert!(!out.iter().any(serde_json::Value::is_null), "no [DONE]");
+        assert!(
+            matches!(&err, Some(ProviderError::Status { status, message, .. })
+            if status.as_u16() == 429 && message == "Too many tokens, please wait"),
+            "{err:?}"
+        );
+
+        let mut corrupt = text_answer();
+        let n = corrupt.len();
+        corrupt[n - 10] ^= 1;
+        let (_, err) = run(&corrupt, 16).await;
+        assert!(
+            matches!(&err, Some(ProviderError::BadResponse(m)) if m.contains("malformed event stream")),
+            "{err:?}"
+        );
+
+        // Closed before messageStop, or in the middle of a frame.
+        let (_, err) = run(&wire, 5).await;
+        assert!(
+            matches!(&err, Some(ProviderError::Connect { message, .. }) if message.contains("before the answer was complete")),
+            "{err:?}"
+        );
+        let full = text_answer();
+        let (_, err) = run(&full[..full.len() - 3], 50).await;
+        assert!(err.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_stream_without_metadata_still_finishes() {
+        let wire = text_answer();
+        let metadata_len = event(
+            "metadata",
+            r#"{"usage":{"inputTokens":3,"outputTokens":2,"totalTokens":5},"metrics":{"latencyMs":9}}"#,
+        )
+        .len();
+        let (out, err) = run(&wire[..wire.len() - metadata_len], 100).await;
+        assert!(err.is_none(), "{err:?}");
+        assert!(out.last().unwrap().is_null());
+    }
+
     #[test]
     fn request_ids_name_answers() {
         let mut h = HeaderMap::new();
