@@ -93,8 +93,11 @@ fn bedrock_error(code: u16, kind: &str, body: Value) -> Response {
     resp
 }
 
-fn denied(kind: &str, message: &str) -> Response {
-    bedrock_error(403, kind, json!({ "message": message }))
+/// Why AWS refuses a request's signature: its error type and message (answered 403).
+struct Denied(&'static str, String);
+
+fn denied(kind: &'static str, message: &str) -> Denied {
+    Denied(kind, message.to_string())
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -159,13 +162,13 @@ fn parse_authorization(value: &str) -> Option<Authorization<'_>> {
     })
 }
 
-/// Checks the request's SigV4 signature as AWS does; the error answer when it fails.
+/// Checks the request's SigV4 signature as AWS does.
 fn verify_signature(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(), Response> {
+) -> Result<(), Denied> {
     let Some(value) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
         return Err(denied(
             "MissingAuthenticationTokenException",
@@ -495,9 +498,9 @@ async fn handle(
             return bedrock_error(400, "ValidationException", json!({ "message": msg }));
         }
     };
-    if let Err(refused) = verify_signature(method, &uri, &headers, &bytes) {
+    if let Err(Denied(kind, message)) = verify_signature(method, &uri, &headers, &bytes) {
         shared.record_only(uri.path(), headers, &body);
-        return refused;
+        return bedrock_error(403, kind, json!({ "message": message }));
     }
     if body.get("modelId").is_some() || body.get("model").is_some() {
         return bedrock_error(
