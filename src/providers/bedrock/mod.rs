@@ -353,6 +353,89 @@ fn exception_error(kind: &str, payload: &[u8]) -> ProviderError {
 mod tests {
     use super::*;
 
+    /// Builds the provider for one `bedrock/` entry with these `litellm_params` members
+    /// (YAML flow text) and environment.
+    fn provider(params: &str, env: &[(&str, &str)]) -> Result<Bedrock, String> {
+        let yaml = format!(
+            "model_list:\n  - model_name: b\n    litellm_params: {{model: 'bedrock/anthropic.claude-v2:1', {params}}}\n"
+        );
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |n: &str| env.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let config = crate::config::parse(&yaml, "t.yaml", &Default::default(), &lookup).unwrap();
+        let penv = ProviderEnv::new(&config).unwrap();
+        Bedrock::new(&config.models[0], &penv)
+    }
+
+    const KEYS: &str = "aws_access_key_id: AKID, aws_secret_access_key: s";
+
+    #[test]
+    fn endpoint_region_and_credentials_are_resolved() {
+        let p = provider(&format!("{KEYS}, aws_region_name: eu-west-1"), &[]).unwrap();
+        assert_eq!(
+            p.url("anthropic.claude-v2:1", false),
+            "https://bedrock-runtime.eu-west-1.amazonaws.com/model/anthropic.claude-v2%3A1/converse"
+        );
+        assert!(matches!(p.auth, Auth::SigV4(_)));
+        let p = provider(
+            &format!("{KEYS}, api_base: 'http://proxy:8080/aws/', aws_region_name: us-east-1"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            p.url("m", true),
+            "http://proxy:8080/aws/model/m/converse-stream"
+        );
+        let p = provider(
+            &format!("{KEYS}, api_base: 'http://a', aws_bedrock_runtime_endpoint: 'https://vpce-1.bedrock-runtime.us-east-1.vpce.amazonaws.com'"),
+            &[("AWS_REGION", "us-east-1")],
+        )
+        .unwrap();
+        assert!(p.url("m", false).starts_with("https://vpce-1."));
+        let p = provider("api_key: bedrock-api-key, aws_region_name: us-east-1", &[]).unwrap();
+        assert!(matches!(&p.auth, Auth::Bearer(v) if v == "Bearer bedrock-api-key"));
+    }
+
+    #[test]
+    fn unusable_settings_are_refused_with_what_to_set() {
+        let e = provider(KEYS, &[]).err().unwrap();
+        assert!(e.contains("AWS_REGION"), "{e}");
+        let e = provider("aws_region_name: us-east-1", &[]).err().unwrap();
+        assert!(
+            e.contains("AWS_ACCESS_KEY_ID") && e.contains("api_key"),
+            "{e}"
+        );
+        let e = provider("aws_region_name: us-east-1, aws_access_key_id: AKID", &[])
+            .err()
+            .unwrap();
+        assert!(e.contains("aws_secret_access_key"), "{e}");
+        let e = provider(&format!("{KEYS}, aws_region_name: 'us east'"), &[])
+            .err()
+            .unwrap();
+        assert!(e.contains("not an AWS region"), "{e}");
+        let e = provider(
+            &format!("{KEYS}, aws_region_name: us-east-1, aws_role_name: 'arn:aws:iam::1:role/x'"),
+            &[],
+        )
+        .err()
+        .unwrap();
+        assert!(
+            e.contains("aws_role_name") && e.contains("not supported"),
+            "{e}"
+        );
+        let e = provider(
+            &format!(
+                "{KEYS}, aws_region_name: us-east-1, aws_bedrock_runtime_endpoint: 'bedrock.local'"
+            ),
+            &[],
+        )
+        .err()
+        .unwrap();
+        assert!(e.contains("not an http(s) URL"), "{e}");
+    }
+
     #[test]
     fn model_ids_are_encoded_as_the_sdk_does() {
         assert_eq!(
