@@ -58,6 +58,7 @@ enum Auth {
     Bearer(HeaderValue),
 }
 
+/// One `bedrock/` deployment: its endpoint and credentials, read once at start-up.
 pub struct Bedrock {
     /// The endpoint without a trailing slash; `/model/…` is appended.
     base: String,
@@ -163,6 +164,8 @@ impl Bedrock {
         format!("{}/model/{}/{action}", self.base, encode_label(model))
     }
 
+    /// Sends a chat request as Converse (or ConverseStream when the client streams) and
+    /// answers in OpenAI chat format.
     pub async fn chat(
         &self,
         cfg: &DeploymentConfig,
