@@ -1,7 +1,7 @@
 //! The conformance matrix: every client API (OpenAI chat, Anthropic Messages, OpenAI
 //! Responses) × every provider (OpenAI-compatible, which serves Responses natively, and the
-//! same forced to the chat bridge by `supported_endpoints`; Anthropic; Gemini; offline
-//! mock) × streamed and not, with the same cases (plain text, a tool round trip, an
+//! same forced to the chat bridge by `supported_endpoints`; Anthropic; Gemini; AWS Bedrock
+//! Converse, SigV4-signed; offline mock) × streamed and not, with the same cases (plain text, a tool round trip, an
 //! upstream error, unbuffered streams). Mock upstreams speak each provider's real wire
 //! format; answers are read in each client API's real format.
 
@@ -25,22 +25,25 @@ enum Prov {
     OpenAiBridged,
     Anthropic,
     Gemini,
+    Bedrock,
     Mock,
 }
 
 const APIS: [Api; 3] = [Api::Chat, Api::Messages, Api::Responses];
-const PROVS: [Prov; 5] = [
+const PROVS: [Prov; 6] = [
     Prov::OpenAi,
     Prov::OpenAiBridged,
     Prov::Anthropic,
     Prov::Gemini,
+    Prov::Bedrock,
     Prov::Mock,
 ];
-const UPSTREAMS: [Prov; 4] = [
+const UPSTREAMS: [Prov; 5] = [
     Prov::OpenAi,
     Prov::OpenAiBridged,
     Prov::Anthropic,
     Prov::Gemini,
+    Prov::Bedrock,
 ];
 const MOCK_TEXT: &str = "Offline mock answer.";
 
@@ -50,6 +53,7 @@ fn model(p: Prov) -> &'static str {
         Prov::OpenAiBridged => "m-openai-chat",
         Prov::Anthropic => "m-anthropic",
         Prov::Gemini => "m-gemini",
+        Prov::Bedrock => "m-bedrock",
         Prov::Mock => "m-mock",
     }
 }
@@ -67,11 +71,15 @@ model_list:
     litellm_params: {{model: anthropic/claude-sonnet-4-5, api_base: "http://{addr}", api_key: sk-a}}
   - model_name: m-gemini
     litellm_params: {{model: gemini/gemini-2.0-flash, api_base: "http://{addr}", api_key: sk-g}}
+  - model_name: m-bedrock
+    litellm_params: {{model: "bedrock/anthropic.claude-sonnet-4-5-20250929-v1:0", aws_bedrock_runtime_endpoint: "http://{addr}", aws_access_key_id: {bedrock_key}, aws_secret_access_key: "{bedrock_secret}", aws_region_name: us-east-1}}
   - model_name: m-mock
     litellm_params: {{model: openai/mock, mock_response: "{MOCK_TEXT}"}}
 router_settings: {{num_retries: 0}}
 "#,
-        addr = mock.addr
+        addr = mock.addr,
+        bedrock_key = mock_upstream::BEDROCK_ACCESS_KEY_ID,
+        bedrock_secret = mock_upstream::BEDROCK_SECRET_ACCESS_KEY,
     )
 }
 
@@ -439,6 +447,27 @@ fn assert_tool_result_reached(p: Prov, req: &Recorded, call_id: &str) {
             );
             assert!(s.contains("sunny, 21C"), "{s}");
         }
+        Prov::Bedrock => {
+            let blocks: Vec<&Value> = body["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|m| m["content"].as_array().unwrap())
+                .collect();
+            assert!(
+                blocks
+                    .iter()
+                    .any(|b| b["toolResult"]["toolUseId"] == call_id
+                        && b["toolResult"]["content"][0]["text"] == "sunny, 21C"),
+                "{s}"
+            );
+            assert!(
+                blocks.iter().any(|b| b["toolUse"]["toolUseId"] == call_id
+                    && b["toolUse"]["input"]["city"] == "Paris"),
+                "{s}"
+            );
+            assert!(req.path.ends_with("/converse") || req.path.ends_with("/converse-stream"));
+        }
         Prov::Mock => {}
     }
 }
@@ -504,6 +533,7 @@ fn provider_error(p: Prov) -> Value {
         Prov::Gemini => {
             json!({"error": {"code": 429, "message": "quota exceeded for test", "status": "RESOURCE_EXHAUSTED"}})
         }
+        Prov::Bedrock => json!({"message": "quota exceeded for test"}),
         Prov::Mock => unreachable!(),
     }
 }

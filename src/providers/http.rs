@@ -70,6 +70,22 @@ impl HttpClient {
         timeout: Duration,
         on_status: fn(StatusCode, &[u8]) -> ProviderError,
     ) -> Result<UpstreamResponse, ProviderError> {
+        self.post_with_headers(endpoint, headers, body, timeout, |status, _, bytes| {
+            on_status(status, bytes)
+        })
+        .await
+    }
+
+    /// [`post`](Self::post) for upstreams whose error details travel in headers too (AWS
+    /// names its error type in `x-amzn-errortype`): `on_status` also gets the headers.
+    pub async fn post_with_headers(
+        &self,
+        endpoint: &Endpoint,
+        headers: HeaderMap,
+        body: impl Into<Bytes>,
+        timeout: Duration,
+        on_status: impl FnOnce(StatusCode, &HeaderMap, &[u8]) -> ProviderError,
+    ) -> Result<UpstreamResponse, ProviderError> {
         let mut req = Request::new(Full::new(body.into()));
         *req.method_mut() = Method::POST;
         *req.uri_mut() = endpoint.uri.clone();
@@ -80,10 +96,11 @@ impl HttpClient {
             .map_err(|e| transport_error(&endpoint.url, &e))?;
         let status = resp.status();
         if !status.is_success() {
+            let head = resp.headers().clone();
             let bytes = read_all(resp, timeout, &endpoint.url)
                 .await
                 .unwrap_or_default();
-            return Err(on_status(status, &bytes));
+            return Err(on_status(status, &head, &bytes));
         }
         Ok(resp)
     }

@@ -4,6 +4,7 @@
 //! speaks the client's API) and answers with a [`Reply`] in its own wire format.
 
 mod anthropic;
+mod bedrock;
 mod gemini;
 pub mod http;
 mod mock;
@@ -169,6 +170,7 @@ impl ProviderEnv {
 pub enum Provider {
     OpenAi(Box<openai::OpenAi>),
     Anthropic(Box<anthropic::Anthropic>),
+    Bedrock(Box<bedrock::Bedrock>),
     Gemini(Box<gemini::Gemini>),
     Mock(mock::Mock),
     Unsupported(String),
@@ -187,10 +189,10 @@ impl Provider {
                 Provider::Anthropic(Box::new(anthropic::Anthropic::new(cfg, env)))
             }
             ProviderKind::Gemini => Provider::Gemini(Box::new(gemini::Gemini::new(cfg, env))),
-            ProviderKind::Azure
-            | ProviderKind::Bedrock
-            | ProviderKind::VertexAi
-            | ProviderKind::Ollama => Provider::Unsupported(cfg.provider_name.clone()),
+            ProviderKind::Bedrock => Provider::Bedrock(Box::new(bedrock::Bedrock::new(cfg, env)?)),
+            ProviderKind::Azure | ProviderKind::VertexAi | ProviderKind::Ollama => {
+                Provider::Unsupported(cfg.provider_name.clone())
+            }
             ProviderKind::Unsupported(name) => Provider::Unsupported(name.clone()),
         })
     }
@@ -214,6 +216,7 @@ impl Provider {
             },
             Provider::Anthropic(p) => p.chat(cfg, req, upstream_model, ctx).await,
             Provider::Gemini(p) => p.chat(cfg, &req.chat, upstream_model, ctx).await,
+            Provider::Bedrock(p) => p.chat(cfg, req, upstream_model, ctx).await,
             Provider::Mock(p) => Ok(p.chat(&req.chat, upstream_model)),
             Provider::Unsupported(name) => Err(ProviderError::NotSupported(format!(
                 "provider `{name}` (model `{}`) is not supported by this build of memproxy",
@@ -235,7 +238,7 @@ impl Provider {
             Provider::Anthropic(_) if matches!(req.native, Some(Native::Anthropic(_))) => {
                 return Ok(())
             }
-            Provider::Anthropic(_) => &[
+            Provider::Anthropic(_) | Provider::Bedrock(_) => &[
                 "frequency_penalty",
                 "presence_penalty",
                 "logit_bias",
@@ -263,7 +266,7 @@ impl Provider {
             .copied()
             .filter(|k| req.chat.get(k).is_some_and(|v| v.get() != "null"))
             .collect();
-        if matches!(self, Provider::Anthropic(_))
+        if matches!(self, Provider::Anthropic(_) | Provider::Bedrock(_))
             && req
                 .chat
                 .get("n")

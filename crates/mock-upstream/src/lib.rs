@@ -1,6 +1,6 @@
 //! A mock LLM provider for memproxy's tests and benchmark. It speaks the real OpenAI
-//! chat completions wire format (JSON and SSE), and the OpenAI Responses, Anthropic and
-//! Gemini formats (one module each), records every request it receives, and can be
+//! chat completions wire format (JSON and SSE), and the OpenAI Responses, Anthropic,
+//! Gemini and AWS Bedrock Converse formats (one module each), records every request it receives, and can be
 //! scripted per call: error statuses, delays, hangs, streams that pause until the test
 //! releases them, and streams cut mid-way.
 
@@ -21,7 +21,12 @@ use axum::Router;
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, Notify};
 
+pub use bedrock::{
+    ACCESS_KEY_ID as BEDROCK_ACCESS_KEY_ID, SECRET_ACCESS_KEY as BEDROCK_SECRET_ACCESS_KEY,
+};
+
 mod anthropic;
+mod bedrock;
 mod gemini;
 mod responses;
 
@@ -83,6 +88,8 @@ pub(crate) struct Shared {
     script: Mutex<VecDeque<Behavior>>,
     requests: Mutex<Vec<Recorded>>,
     pub(crate) gate: Notify,
+    /// A paused stream was dropped before it was sent whole (Bedrock routes).
+    pub(crate) stream_dropped: Notify,
     pub(crate) fixed: Option<String>,
     /// `/v1/responses` answers 404, as servers without the Responses API do.
     pub(crate) responses_disabled: AtomicBool,
@@ -210,6 +217,12 @@ impl MockUpstream {
         self.shared.gate.notify_one();
     }
 
+    /// Waits until a paused stream was dropped before it was sent whole: the client of the
+    /// mock (the gateway) went away (Bedrock routes).
+    pub async fn stream_dropped(&self) {
+        self.shared.stream_dropped.notified().await;
+    }
+
     /// Every request received so far.
     pub fn requests(&self) -> Vec<Recorded> {
         self.shared.requests.lock().unwrap().clone()
@@ -232,6 +245,7 @@ pub fn app_fixed(text: String) -> Router {
 fn app(shared: Arc<Shared>) -> Router {
     Router::new()
         .merge(anthropic::routes())
+        .merge(bedrock::routes())
         .merge(gemini::routes())
         .merge(responses::routes())
         .route("/v1/embeddings", post(embeddings))
