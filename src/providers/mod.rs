@@ -8,6 +8,7 @@ mod gemini;
 pub mod http;
 mod mock;
 mod openai;
+mod vertex;
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -170,6 +171,7 @@ pub enum Provider {
     OpenAi(Box<openai::OpenAi>),
     Anthropic(Box<anthropic::Anthropic>),
     Gemini(Box<gemini::Gemini>),
+    Vertex(Box<vertex::Vertex>),
     Mock(mock::Mock),
     Unsupported(String),
 }
@@ -187,10 +189,10 @@ impl Provider {
                 Provider::Anthropic(Box::new(anthropic::Anthropic::new(cfg, env)))
             }
             ProviderKind::Gemini => Provider::Gemini(Box::new(gemini::Gemini::new(cfg, env))),
-            ProviderKind::Azure
-            | ProviderKind::Bedrock
-            | ProviderKind::VertexAi
-            | ProviderKind::Ollama => Provider::Unsupported(cfg.provider_name.clone()),
+            ProviderKind::VertexAi => Provider::Vertex(Box::new(vertex::Vertex::new(cfg, env)?)),
+            ProviderKind::Azure | ProviderKind::Bedrock | ProviderKind::Ollama => {
+                Provider::Unsupported(cfg.provider_name.clone())
+            }
             ProviderKind::Unsupported(name) => Provider::Unsupported(name.clone()),
         })
     }
@@ -203,7 +205,7 @@ impl Provider {
         upstream_model: &str,
         ctx: &CallContext<'_>,
     ) -> Result<Reply, ProviderError> {
-        self.check_params(cfg, req)?;
+        self.check_params(cfg, req, upstream_model)?;
         match self {
             Provider::OpenAi(p) => match &req.native {
                 Some(Native::Responses(native)) => {
@@ -214,6 +216,7 @@ impl Provider {
             },
             Provider::Anthropic(p) => p.chat(cfg, req, upstream_model, ctx).await,
             Provider::Gemini(p) => p.chat(cfg, &req.chat, upstream_model, ctx).await,
+            Provider::Vertex(p) => p.chat(cfg, req, upstream_model, ctx).await,
             Provider::Mock(p) => Ok(p.chat(&req.chat, upstream_model)),
             Provider::Unsupported(name) => Err(ProviderError::NotSupported(format!(
                 "provider `{name}` (model `{}`) is not supported by this build of memproxy",
@@ -230,12 +233,18 @@ impl Provider {
         &self,
         cfg: &DeploymentConfig,
         req: &LlmRequest<'_>,
+        upstream_model: &str,
     ) -> Result<(), ProviderError> {
+        let speaks_anthropic = match self {
+            Provider::Anthropic(_) => true,
+            Provider::Vertex(_) => vertex::is_claude(upstream_model),
+            _ => false,
+        };
         let unsupported: &[&str] = match self {
-            Provider::Anthropic(_) if matches!(req.native, Some(Native::Anthropic(_))) => {
+            _ if speaks_anthropic && matches!(req.native, Some(Native::Anthropic(_))) => {
                 return Ok(())
             }
-            Provider::Anthropic(_) => &[
+            _ if speaks_anthropic => &[
                 "frequency_penalty",
                 "presence_penalty",
                 "logit_bias",
@@ -248,7 +257,7 @@ impl Provider {
                 "prediction",
                 "web_search_options",
             ],
-            Provider::Gemini(_) => &[
+            Provider::Gemini(_) | Provider::Vertex(_) => &[
                 "logit_bias",
                 "top_logprobs",
                 "audio",
@@ -263,7 +272,7 @@ impl Provider {
             .copied()
             .filter(|k| req.chat.get(k).is_some_and(|v| v.get() != "null"))
             .collect();
-        if matches!(self, Provider::Anthropic(_))
+        if speaks_anthropic
             && req
                 .chat
                 .get("n")
