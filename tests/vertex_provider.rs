@@ -2,7 +2,8 @@
 //! credentials (file path, inline JSON, environment) exchanged at the mock's token
 //! endpoint, the token cached, refreshed and replaced after a 401; Gemini models
 //! (generateContent) and Claude models (rawPredict) on Vertex, streamed and not, text,
-//! tools, images, errors; and unusable credentials refused with a clear reason.
+//! tools, images, errors, streams relayed as they come and closed when the client goes
+//! away; and unusable credentials refused with a clear reason.
 
 mod common;
 
@@ -568,5 +569,29 @@ async fn streams_are_relayed_as_they_come_and_cut_streams_end_in_an_error() {
         assert!(events.iter().any(|e| e.contains("partial")), "{events:?}");
         let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
         assert!(last["error"]["message"].is_string(), "{model}: {last}");
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_mid_stream_closes_the_vertex_stream() {
+    let mock = MockUpstream::start().await;
+    let proxy = start(&config(&mock)).await;
+    for model in ["vgem", "vclaude"] {
+        mock.push(Behavior::PausedStream {
+            first: "early".into(),
+            rest: "never read".into(),
+        });
+        let resp = chat(&proxy, &streamed(chat_body(model, "x"))).await;
+        let mut stream = resp.bytes_stream();
+        let mut got = String::new();
+        while !got.contains("early") {
+            let chunk = stream.next().await.expect("first chunk").unwrap();
+            got.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+        drop(stream);
+        // The mock's answer is dropped only once memproxy closes the upstream connection.
+        tokio::time::timeout(std::time::Duration::from_secs(10), mock.stream_abandoned())
+            .await
+            .unwrap_or_else(|_| panic!("{model}: the upstream stream was kept open"));
     }
 }

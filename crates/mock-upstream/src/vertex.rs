@@ -4,7 +4,8 @@
 //! `POST /v1/projects/{p}/locations/{l}/publishers/google/models/{m}:generateContent`
 //! (`:streamGenerateContent?alt=sse`) and `…/publishers/anthropic/models/{m}:rawPredict`
 //! (`:streamRawPredict`), answered by the Gemini and Anthropic modules once the bearer
-//! token is one the endpoint issued (401 in Google's shape otherwise).
+//! token is one the endpoint issued (401 in Google's shape otherwise). Streamed answers
+//! report being dropped before their end, so tests see memproxy give up on them.
 //!
 //! Test keys are made at run time by the `openssl` command line tool ([`TestKey`]); no
 //! private key is stored anywhere.
@@ -12,7 +13,7 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State as AxumState};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -21,7 +22,9 @@ use axum::Router;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use ring::signature::{RsaKeyPair, UnparsedPublicKey, RSA_PKCS1_2048_8192_SHA256};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
+use tokio::sync::Notify;
 
 use crate::{MockUpstream, Shared};
 
@@ -41,6 +44,8 @@ pub(crate) struct State {
     grants: Mutex<Vec<Value>>,
     /// `expires_in` of issued tokens (3600 unless a test sets it).
     lifetime: Mutex<Option<u64>>,
+    /// Signalled when a streamed answer is dropped before its end (the client went away).
+    abandoned: Notify,
 }
 
 /// An RSA key pair made for a test run.
@@ -135,6 +140,12 @@ impl MockUpstream {
     /// Revokes every access token issued so far (Vertex routes answer 401 to them).
     pub fn revoke_tokens(&self) {
         self.shared.vertex.issued.lock().unwrap().clear();
+    }
+
+    /// Waits until a streamed Vertex answer is dropped before its end: the connection
+    /// it was sent on was closed (memproxy gave up on it).
+    pub async fn stream_abandoned(&self) {
+        self.shared.vertex.abandoned.notified().await;
     }
 
     /// Every request the token endpoint received, accepted or not: `grant_type` and, for a
@@ -340,8 +351,10 @@ async fn predict(
                 "message": "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential."}}),
         );
     }
-    match publisher.as_str() {
-        "google" => crate::gemini::answer_generate(shared, &target, &uri, headers, &bytes).await,
+    let answer = match publisher.as_str() {
+        "google" => {
+            crate::gemini::answer_generate(shared.clone(), &target, &uri, headers, &bytes).await
+        }
         "anthropic" => {
             let (model, streams) = match target.rsplit_once(':') {
                 Some((m, "rawPredict")) => (m, false),
@@ -358,7 +371,57 @@ async fn predict(
             404,
             json!({"error": {"message": format!("mock: publisher `{other}` is not served")}}),
         ),
+    };
+    watch_stream(shared, answer)
+}
+
+/// Signals [`State::abandoned`] when dropped before `finished` is set.
+struct Watch {
+    shared: Arc<Shared>,
+    finished: bool,
+}
+
+impl Watch {
+    fn finish(&mut self) {
+        self.finished = true;
     }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.shared.vertex.abandoned.notify_one();
+        }
+    }
+}
+
+/// An SSE answer whose body reports being dropped before its end.
+fn watch_stream(shared: Arc<Shared>, answer: Response) -> Response {
+    let is_sse = answer
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if !is_sse {
+        return answer;
+    }
+    let (parts, body) = answer.into_parts();
+    let watch = Watch {
+        shared,
+        finished: false,
+    };
+    let frames = futures_util::stream::unfold(
+        (body.into_data_stream(), watch),
+        |(mut frames, mut watch)| async move {
+            match frames.next().await {
+                Some(frame) => Some((frame, (frames, watch))),
+                None => {
+                    watch.finish();
+                    None
+                }
+            }
+        },
+    );
+    Response::from_parts(parts, Body::from_stream(frames))
 }
 
 #[cfg(test)]
