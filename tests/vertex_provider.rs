@@ -375,7 +375,10 @@ async fn a_revoked_token_is_replaced_and_the_request_sent_again() {
     let resp = chat(&proxy, &chat_body("vclaude", "two")).await;
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["choices"][0]["message"]["content"], "mock reply to: two");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "mock reply to: two"
+    );
     assert_eq!(mock.token_requests().len(), 2);
     let seen = mock.requests();
     assert_eq!(seen.len(), 3, "the refused attempt, then the retry");
@@ -558,7 +561,10 @@ async fn streams_are_relayed_as_they_come_and_cut_streams_end_in_an_error() {
         while let Some(c) = stream.next().await {
             got.push_str(std::str::from_utf8(&c.unwrap()).unwrap());
         }
-        assert!(got.contains("late") && got.contains("[DONE]"), "{model}: {got}");
+        assert!(
+            got.contains("late") && got.contains("[DONE]"),
+            "{model}: {got}"
+        );
 
         mock.push(Behavior::CutStream {
             first: "partial".into(),

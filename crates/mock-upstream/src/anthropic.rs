@@ -331,7 +331,10 @@ pub(crate) async fn answer_messages(
         return error(400, &message);
     }
     if vertex.is_some_and(|(_, streams)| streams != stream) {
-        return error(400, "mock: `stream` must be true exactly for streamRawPredict");
+        return error(
+            400,
+            "mock: `stream` must be true exactly for streamRawPredict",
+        );
     }
     let default_text = format!("mock reply to: {prompt}");
     match behavior {

@@ -21,8 +21,8 @@ use axum::routing::post;
 use axum::Router;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use ring::signature::{RsaKeyPair, UnparsedPublicKey, RSA_PKCS1_2048_8192_SHA256};
 use futures_util::StreamExt;
+use ring::signature::{RsaKeyPair, UnparsedPublicKey, RSA_PKCS1_2048_8192_SHA256};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
@@ -241,7 +241,10 @@ fn check_jwt(state: &State, jwt: &str, audience: &str) -> (Value, Value, Result<
             return Err("Invalid JWT: no issuer (client_email).".into());
         }
         if claims["scope"] != SCOPE {
-            return Err(format!("Invalid JWT: scope {} is not {SCOPE}.", claims["scope"]));
+            return Err(format!(
+                "Invalid JWT: scope {} is not {SCOPE}.",
+                claims["scope"]
+            ));
         }
         if claims["aud"] != audience {
             return Err(format!(
@@ -271,12 +274,7 @@ async fn token(
 ) -> Response {
     let state = &shared.vertex;
     let fields = form(&String::from_utf8_lossy(&bytes));
-    let get = |k: &str| {
-        fields
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
-    };
+    let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -286,9 +284,11 @@ async fn token(
         "urn:ietf:params:oauth:grant-type:jwt-bearer" => {
             let jwt = get("assertion").unwrap_or_default();
             let (header, claims, verdict) = check_jwt(state, jwt, &format!("http://{host}/token"));
-            state.grants.lock().unwrap().push(
-                json!({"grant_type": grant_type, "header": header, "claims": claims}),
-            );
+            state
+                .grants
+                .lock()
+                .unwrap()
+                .push(json!({"grant_type": grant_type, "header": header, "claims": claims}));
             verdict
         }
         "refresh_token" => {
@@ -319,14 +319,13 @@ async fn token(
         return oauth_error("invalid_grant", &description);
     }
     let mut issued = state.issued.lock().unwrap();
-    let access_token = format!(
-        "ya29.mock-{}",
-        state.grants.lock().unwrap().len()
-    );
+    let access_token = format!("ya29.mock-{}", state.grants.lock().unwrap().len());
     issued.push(access_token.clone());
     let lifetime = state.lifetime.lock().unwrap().unwrap_or(3600);
-    axum::Json(json!({"access_token": access_token, "expires_in": lifetime, "token_type": "Bearer"}))
-        .into_response()
+    axum::Json(
+        json!({"access_token": access_token, "expires_in": lifetime, "token_type": "Bearer"}),
+    )
+    .into_response()
 }
 
 async fn predict(
@@ -364,8 +363,14 @@ async fn predict(
                     return crate::gemini::google_error(404, json!({"error": {"message": msg}}));
                 }
             };
-            crate::anthropic::answer_messages(shared.clone(), &uri, headers, &bytes, Some((model, streams)))
-                .await
+            crate::anthropic::answer_messages(
+                shared.clone(),
+                &uri,
+                headers,
+                &bytes,
+                Some((model, streams)),
+            )
+            .await
         }
         other => crate::gemini::google_error(
             404,

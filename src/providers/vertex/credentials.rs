@@ -245,14 +245,19 @@ mod tests {
         assert!(e.contains("client_email"), "{e}");
         let e = err(json!({"type": "service_account", "client_email": "a@b"}));
         assert!(e.contains("private_key"), "{e}");
-        let e = err(json!({"type": "service_account", "client_email": "a@b", "private_key": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}));
+        let e = err(
+            json!({"type": "service_account", "client_email": "a@b", "private_key": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}),
+        );
         assert!(e.contains("not usable"), "{e}");
         let e = err(json!({"type": "external_account"}));
         assert!(e.contains("external_account"), "{e}");
         let e = err(json!({"type": "authorized_user", "client_id": "c"}));
         assert!(e.contains("client_secret"), "{e}");
         let e = err(json!("/nonexistent/creds.json"));
-        assert!(e.contains("cannot read") && e.contains("/nonexistent/creds.json"), "{e}");
+        assert!(
+            e.contains("cannot read") && e.contains("/nonexistent/creds.json"),
+            "{e}"
+        );
         let e = err(json!("{not json"));
         assert!(e.contains("not a Google credentials JSON"), "{e}");
         let e = err(json!(3));

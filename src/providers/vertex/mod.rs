@@ -61,18 +61,17 @@ impl Vertex {
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
         };
-        let credentials = match params.get("vertex_credentials") {
-            Some(v) if !v.is_null() && v.as_str().is_none_or(|s| !s.trim().is_empty()) => {
-                Credentials::from_param(v)?
-            }
-            _ => {
-                return Err(
+        let credentials =
+            match params.get("vertex_credentials") {
+                Some(v) if !v.is_null() && v.as_str().is_none_or(|s| !s.trim().is_empty()) => {
+                    Credentials::from_param(v)?
+                }
+                _ => return Err(
                     "no Vertex AI credentials: set `litellm_params.vertex_credentials` (a service \
                      account JSON file, or its contents) or GOOGLE_APPLICATION_CREDENTIALS"
                         .into(),
-                )
-            }
-        };
+                ),
+            };
         let project = text("vertex_project")
             .or(credentials.project_id())
             .ok_or(
@@ -80,7 +79,9 @@ impl Vertex {
                  (the credentials name none)",
             )?
             .to_string();
-        let location = text("vertex_location").unwrap_or(DEFAULT_LOCATION).to_string();
+        let location = text("vertex_location")
+            .unwrap_or(DEFAULT_LOCATION)
+            .to_string();
         for (name, value) in [("vertex_project", &project), ("vertex_location", &location)] {
             if !value
                 .bytes()
@@ -105,9 +106,7 @@ impl Vertex {
             format!("{base}/v1")
         };
         Ok(Self {
-            publishers: format!(
-                "{versioned}/projects/{project}/locations/{location}/publishers"
-            ),
+            publishers: format!("{versioned}/projects/{project}/locations/{location}/publishers"),
             tokens: TokenSource::new(credentials, env.http.clone(), cfg.timeout),
             extra: extra_headers(cfg),
             http: env.http.clone(),
@@ -226,7 +225,9 @@ impl Vertex {
 /// and `anthropic_version` is in the body, not a header.
 fn vertex_messages_body(messages: &[u8]) -> Result<Bytes, ProviderError> {
     let mut body = ChatBody::parse_object(messages).map_err(|e| {
-        ProviderError::BadResponse(format!("cannot prepare the Claude request for Vertex AI: {e}"))
+        ProviderError::BadResponse(format!(
+            "cannot prepare the Claude request for Vertex AI: {e}"
+        ))
     })?;
     body.remove("model");
     if let Ok(v) = RawValue::from_string(format!("\"{ANTHROPIC_VERTEX_VERSION}\"")) {

@@ -54,7 +54,10 @@ fn missing_credentials_or_project_are_named() {
     let e = build(&config("gemini-2.0-flash", &inline_creds(None), &[]))
         .err()
         .unwrap();
-    assert!(e.contains("vertex_project") && e.contains("VERTEXAI_PROJECT"), "{e}");
+    assert!(
+        e.contains("vertex_project") && e.contains("VERTEXAI_PROJECT"),
+        "{e}"
+    );
     let e = build(&config(
         "gemini-2.0-flash",
         ", vertex_project: p, vertex_credentials: /nonexistent/sa.json",
@@ -75,14 +78,27 @@ fn missing_credentials_or_project_are_named() {
 
 #[test]
 fn endpoints_follow_project_location_and_api_base() {
-    let v = build(&config("gemini-2.0-flash", &inline_creds(Some("from-creds")), &[])).unwrap();
+    let v = build(&config(
+        "gemini-2.0-flash",
+        &inline_creds(Some("from-creds")),
+        &[],
+    ))
+    .unwrap();
     assert_eq!(
         &*v.endpoint("google", "gemini-2.0-flash", "generateContent").url,
         "https://us-central1-aiplatform.googleapis.com/v1/projects/from-creds/locations/us-central1/publishers/google/models/gemini-2.0-flash:generateContent"
     );
     // The environment fills what the entry leaves out; the entry wins over it.
-    let env = [("VERTEXAI_PROJECT", "env-proj"), ("VERTEXAI_LOCATION", "europe-west4")];
-    let v = build(&config("claude-sonnet-4@20250514", &inline_creds(Some("c")), &env)).unwrap();
+    let env = [
+        ("VERTEXAI_PROJECT", "env-proj"),
+        ("VERTEXAI_LOCATION", "europe-west4"),
+    ];
+    let v = build(&config(
+        "claude-sonnet-4@20250514",
+        &inline_creds(Some("c")),
+        &env,
+    ))
+    .unwrap();
     assert_eq!(
         &*v.endpoint("anthropic", "claude-sonnet-4@20250514", "rawPredict").url,
         "https://europe-west4-aiplatform.googleapis.com/v1/projects/env-proj/locations/europe-west4/publishers/anthropic/models/claude-sonnet-4@20250514:rawPredict"
@@ -105,13 +121,19 @@ fn endpoints_follow_project_location_and_api_base() {
 
 #[test]
 fn credentials_as_a_yaml_mapping() {
-    let pem = mock_upstream::TestKey::shared().private_pem.replace('\n', "\\n");
+    let pem = mock_upstream::TestKey::shared()
+        .private_pem
+        .replace('\n', "\\n");
     let yaml = format!(
         "model_list:\n  - model_name: v\n    litellm_params:\n      model: vertex_ai/gemini-2.0-flash\n      vertex_credentials:\n        type: service_account\n        project_id: mapped\n        client_email: sa@mapped.iam.gserviceaccount.com\n        private_key: \"{pem}\"\n"
     );
     let config = crate::config::parse(&yaml, "t.yaml", &Default::default(), &|_| None).unwrap();
     let v = build(&config).unwrap();
-    assert!(v.publishers.contains("/projects/mapped/"), "{}", v.publishers);
+    assert!(
+        v.publishers.contains("/projects/mapped/"),
+        "{}",
+        v.publishers
+    );
 }
 
 #[test]
@@ -156,7 +178,11 @@ async fn service_account_jwt_is_accepted_by_the_token_endpoint_and_cached() {
     let key = mock_upstream::TestKey::shared();
     mock.trust_key(key);
     let sa = mock.service_account(key);
-    let config = config("gemini-2.0-flash", &format!(", vertex_credentials: '{sa}'"), &[]);
+    let config = config(
+        "gemini-2.0-flash",
+        &format!(", vertex_credentials: '{sa}'"),
+        &[],
+    );
     let v = build(&config).unwrap();
     let first = v.tokens.authorization().await.unwrap();
     assert!(first.to_str().unwrap().starts_with("Bearer ya29.mock-"));
@@ -186,7 +212,11 @@ async fn service_account_jwt_is_accepted_by_the_token_endpoint_and_cached() {
 async fn authorized_user_credentials_get_a_token() {
     let mock = mock_upstream::MockUpstream::start().await;
     let creds = mock.authorized_user();
-    let config = config("gemini-2.0-flash", &format!(", vertex_credentials: '{creds}'"), &[]);
+    let config = config(
+        "gemini-2.0-flash",
+        &format!(", vertex_credentials: '{creds}'"),
+        &[],
+    );
     let v = build(&config).unwrap();
     assert!(v.publishers.contains("/projects/mock-user-project/"));
     v.tokens.authorization().await.unwrap();

@@ -94,8 +94,8 @@ impl TokenSource {
                 self.endpoint.url
             ))
         })?;
-        let mut value = HeaderValue::from_str(&format!("Bearer {}", token.access_token))
-            .map_err(|_| {
+        let mut value =
+            HeaderValue::from_str(&format!("Bearer {}", token.access_token)).map_err(|_| {
                 ProviderError::BadResponse(format!(
                     "the token endpoint {} sent an access token that is not a header value",
                     self.endpoint.url
@@ -248,14 +248,26 @@ mod tests {
         let calls = AtomicUsize::new(0);
         let hour = Duration::from_secs(3600);
         let t0 = Instant::now();
-        assert_eq!(cache.get(t0, counting(&calls, hour)).await.unwrap(), token(1));
+        assert_eq!(
+            cache.get(t0, counting(&calls, hour)).await.unwrap(),
+            token(1)
+        );
         let later = t0 + hour - REFRESH_MARGIN - Duration::from_secs(1);
-        assert_eq!(cache.get(later, counting(&calls, hour)).await.unwrap(), token(1));
+        assert_eq!(
+            cache.get(later, counting(&calls, hour)).await.unwrap(),
+            token(1)
+        );
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         // Within the margin: refreshed, and the new token is then reused.
         let near = t0 + hour - REFRESH_MARGIN + Duration::from_secs(1);
-        assert_eq!(cache.get(near, counting(&calls, hour)).await.unwrap(), token(2));
-        assert_eq!(cache.get(near, counting(&calls, hour)).await.unwrap(), token(2));
+        assert_eq!(
+            cache.get(near, counting(&calls, hour)).await.unwrap(),
+            token(2)
+        );
+        assert_eq!(
+            cache.get(near, counting(&calls, hour)).await.unwrap(),
+            token(2)
+        );
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
@@ -271,11 +283,20 @@ mod tests {
         assert!(e.is_err());
         let calls = AtomicUsize::new(0);
         let hour = Duration::from_secs(3600);
-        assert_eq!(cache.get(t0, counting(&calls, hour)).await.unwrap(), token(1));
+        assert_eq!(
+            cache.get(t0, counting(&calls, hour)).await.unwrap(),
+            token(1)
+        );
         cache.invalidate(&token(7)); // not the cached one: kept
-        assert_eq!(cache.get(t0, counting(&calls, hour)).await.unwrap(), token(1));
+        assert_eq!(
+            cache.get(t0, counting(&calls, hour)).await.unwrap(),
+            token(1)
+        );
         cache.invalidate(&token(1));
-        assert_eq!(cache.get(t0, counting(&calls, hour)).await.unwrap(), token(2));
+        assert_eq!(
+            cache.get(t0, counting(&calls, hour)).await.unwrap(),
+            token(2)
+        );
     }
 
     #[tokio::test]
