@@ -601,3 +601,28 @@ async fn a_client_that_goes_away_mid_stream_closes_the_vertex_stream() {
             .unwrap_or_else(|_| panic!("{model}: the upstream stream was kept open"));
     }
 }
+
+#[tokio::test]
+async fn parameters_each_model_family_cannot_express_are_named() {
+    let mock = MockUpstream::start().await;
+    let proxy = start(&config(&mock)).await;
+    for (model, param, value) in [
+        ("vgem", "logit_bias", json!({"50256": -100})),
+        ("vclaude", "seed", json!(7)),
+    ] {
+        let mut body = chat_body(model, "x");
+        body[param] = value;
+        let resp = chat(&proxy, &body).await;
+        assert_eq!(resp.status(), 400, "{model}");
+        let v: Value = resp.json().await.unwrap();
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(param),
+            "{v}"
+        );
+    }
+    // Gemini on Vertex takes `seed` (generationConfig.seed); nothing was sent upstream above.
+    let mut body = chat_body("vgem", "x");
+    body["seed"] = json!(7);
+    assert_eq!(chat(&proxy, &body).await.status(), 200);
+    assert_eq!(mock.count(), 1);
+}
