@@ -1,7 +1,8 @@
 //! The conformance matrix: every client API (OpenAI chat, Anthropic Messages, OpenAI
 //! Responses) × every provider (OpenAI-compatible, which serves Responses natively, and the
 //! same forced to the chat bridge by `supported_endpoints`; Anthropic; Gemini; AWS Bedrock
-//! Converse, SigV4-signed; offline mock) × streamed and not, with the same cases (plain text, a tool round trip, an
+//! Converse, SigV4-signed; Gemini and Claude on Vertex AI; offline mock) × streamed and
+//! not, with the same cases (plain text, a tool round trip, an
 //! upstream error, unbuffered streams). Mock upstreams speak each provider's real wire
 //! format; answers are read in each client API's real format.
 
@@ -27,23 +28,31 @@ enum Prov {
     Gemini,
     Bedrock,
     Mock,
+    /// Gemini on Vertex AI (service-account token from the mock's token endpoint).
+    VertexGemini,
+    /// Claude on Vertex AI (rawPredict).
+    VertexClaude,
 }
 
 const APIS: [Api; 3] = [Api::Chat, Api::Messages, Api::Responses];
-const PROVS: [Prov; 6] = [
+const PROVS: [Prov; 8] = [
     Prov::OpenAi,
     Prov::OpenAiBridged,
     Prov::Anthropic,
     Prov::Gemini,
     Prov::Bedrock,
     Prov::Mock,
+    Prov::VertexGemini,
+    Prov::VertexClaude,
 ];
-const UPSTREAMS: [Prov; 5] = [
+const UPSTREAMS: [Prov; 7] = [
     Prov::OpenAi,
     Prov::OpenAiBridged,
     Prov::Anthropic,
     Prov::Gemini,
     Prov::Bedrock,
+    Prov::VertexGemini,
+    Prov::VertexClaude,
 ];
 const MOCK_TEXT: &str = "Offline mock answer.";
 
@@ -55,10 +64,15 @@ fn model(p: Prov) -> &'static str {
         Prov::Gemini => "m-gemini",
         Prov::Bedrock => "m-bedrock",
         Prov::Mock => "m-mock",
+        Prov::VertexGemini => "m-vertex-gemini",
+        Prov::VertexClaude => "m-vertex-claude",
     }
 }
 
 fn config(mock: &MockUpstream) -> String {
+    let key = mock_upstream::TestKey::shared();
+    mock.trust_key(key);
+    let vertex_credentials = mock.service_account(key);
     format!(
         r#"
 model_list:
@@ -75,6 +89,10 @@ model_list:
     litellm_params: {{model: "bedrock/anthropic.claude-sonnet-4-5-20250929-v1:0", aws_bedrock_runtime_endpoint: "http://{addr}", aws_access_key_id: {bedrock_key}, aws_secret_access_key: "{bedrock_secret}", aws_region_name: us-east-1}}
   - model_name: m-mock
     litellm_params: {{model: openai/mock, mock_response: "{MOCK_TEXT}"}}
+  - model_name: m-vertex-gemini
+    litellm_params: {{model: vertex_ai/gemini-2.0-flash, api_base: "http://{addr}", vertex_credentials: '{vertex_credentials}'}}
+  - model_name: m-vertex-claude
+    litellm_params: {{model: vertex_ai/claude-sonnet-4-5@20250929, api_base: "http://{addr}", vertex_credentials: '{vertex_credentials}'}}
 router_settings: {{num_retries: 0}}
 "#,
         addr = mock.addr,
@@ -423,7 +441,7 @@ fn assert_tool_result_reached(p: Prov, req: &Recorded, call_id: &str) {
                 "{s}"
             );
         }
-        Prov::Anthropic => {
+        Prov::Anthropic | Prov::VertexClaude => {
             let msgs = body["messages"].as_array().unwrap();
             assert!(
                 msgs.iter()
@@ -440,7 +458,7 @@ fn assert_tool_result_reached(p: Prov, req: &Recorded, call_id: &str) {
                 "{s}"
             );
         }
-        Prov::Gemini => {
+        Prov::Gemini | Prov::VertexGemini => {
             assert!(
                 s.contains("functionResponse") && s.contains("functionCall"),
                 "{s}"
@@ -530,7 +548,8 @@ fn provider_error(p: Prov) -> Value {
         Prov::Anthropic => {
             json!({"type": "error", "error": {"type": "rate_limit_error", "message": "quota exceeded for test"}})
         }
-        Prov::Gemini => {
+        // Vertex AI refuses over quota in Google's shape, for Claude too.
+        Prov::Gemini | Prov::VertexGemini | Prov::VertexClaude => {
             json!({"error": {"code": 429, "message": "quota exceeded for test", "status": "RESOURCE_EXHAUSTED"}})
         }
         Prov::Bedrock => json!({"message": "quota exceeded for test"}),

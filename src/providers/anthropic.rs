@@ -4,10 +4,15 @@
 //! translated from the internal chat shape. The answer is returned in Anthropic's format
 //! for the server to pass through or translate.
 
+use std::time::Duration;
+
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::http::{accept, base_headers, read_all, sse_events, Endpoint, HttpClient};
+use super::http::{
+    accept, base_headers, read_all, sse_events, Endpoint, HttpClient, UpstreamResponse,
+};
 use super::openai::{extra_headers, status_error, MemoryHeaders};
 use super::{CallContext, EventStream, LlmRequest, Native, ProviderEnv, ProviderError, Reply};
 use crate::config::DeploymentConfig;
@@ -61,23 +66,7 @@ impl Anthropic {
         upstream_model: &str,
         ctx: &CallContext<'_>,
     ) -> Result<Reply, ProviderError> {
-        let (payload, stream) = if let Some(Native::Anthropic(raw)) = &req.native {
-            (
-                anthropic::native_with_model(raw, upstream_model),
-                raw.stream,
-            )
-        } else {
-            let typed = req.chat.to_request().map_err(|e| ProviderError::Status {
-                status: StatusCode::BAD_REQUEST,
-                message: format!("the request cannot be translated for Anthropic: {e}"),
-                kind: Some("invalid_request_error".into()),
-                code: None,
-            })?;
-            (
-                anthropic::chat_to_request(&typed, upstream_model),
-                req.chat.stream,
-            )
-        };
+        let (payload, stream) = request_body(req, upstream_model)?;
 
         let mut h = base_headers(accept(stream), ctx.request_id, ctx.user_id);
         h.insert(
@@ -107,22 +96,56 @@ impl Anthropic {
         if let Some(mh) = &self.memory_headers {
             mh.remember(ctx.user_id, resp.headers());
         }
-        if !stream {
-            return Ok(Reply::Complete {
-                body: read_all(resp, timeout, &self.url.url).await?,
-                format: Format::Anthropic,
-            });
-        }
-        Ok(Reply::Stream {
-            events: fail_on_error_events(sse_events(resp, timeout, &self.url.url)),
-            format: Format::Anthropic,
-            usage_added: false,
-        })
+        into_reply(resp, stream, timeout, &self.url).await
     }
 }
 
+/// The Messages body for `upstream_model` and whether it streams: the client's own body
+/// when it spoke Anthropic, else the translation of the chat request (Vertex AI uses it).
+pub(super) fn request_body(
+    req: &LlmRequest<'_>,
+    upstream_model: &str,
+) -> Result<(Bytes, bool), ProviderError> {
+    if let Some(Native::Anthropic(raw)) = &req.native {
+        return Ok((
+            anthropic::native_with_model(raw, upstream_model),
+            raw.stream,
+        ));
+    }
+    let typed = req.chat.to_request().map_err(|e| ProviderError::Status {
+        status: StatusCode::BAD_REQUEST,
+        message: format!("the request cannot be translated for Anthropic: {e}"),
+        kind: Some("invalid_request_error".into()),
+        code: None,
+    })?;
+    Ok((
+        anthropic::chat_to_request(&typed, upstream_model),
+        req.chat.stream,
+    ))
+}
+
+/// An Anthropic answer (JSON, or named SSE events when `stream`) as a [`Reply`].
+pub(super) async fn into_reply(
+    resp: UpstreamResponse,
+    stream: bool,
+    timeout: Duration,
+    url: &Endpoint,
+) -> Result<Reply, ProviderError> {
+    if !stream {
+        return Ok(Reply::Complete {
+            body: read_all(resp, timeout, &url.url).await?,
+            format: Format::Anthropic,
+        });
+    }
+    Ok(Reply::Stream {
+        events: fail_on_error_events(sse_events(resp, timeout, &url.url)),
+        format: Format::Anthropic,
+        usage_added: false,
+    })
+}
+
 /// An upstream error status as a provider error carrying Anthropic's message and type.
-fn upstream_error(status: StatusCode, bytes: &[u8]) -> ProviderError {
+pub(super) fn upstream_error(status: StatusCode, bytes: &[u8]) -> ProviderError {
     match anthropic::parse_error(bytes) {
         Some(e) => ProviderError::Status {
             status,

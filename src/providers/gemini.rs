@@ -4,9 +4,14 @@
 //! `:streamGenerateContent?alt=sse` for streams, with the key in `x-goog-api-key`. The
 //! answer comes back in Gemini's format for the server to translate.
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use std::time::Duration;
 
-use super::http::{accept, base_headers, read_all, sse_events, Endpoint, HttpClient};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use bytes::Bytes;
+
+use super::http::{
+    accept, base_headers, read_all, sse_events, Endpoint, HttpClient, UpstreamResponse,
+};
 use super::openai::{extra_headers, status_error as generic_status_error, MemoryHeaders};
 use super::{CallContext, ProviderEnv, ProviderError, Reply};
 use crate::config::DeploymentConfig;
@@ -64,12 +69,7 @@ impl Gemini {
         upstream_model: &str,
         ctx: &CallContext<'_>,
     ) -> Result<Reply, ProviderError> {
-        let payload = gemini::chat_to_request(body).map_err(|e| ProviderError::Status {
-            status: StatusCode::BAD_REQUEST,
-            message: format!("cannot send this request to Gemini: {e}"),
-            kind: Some("invalid_request_error".into()),
-            code: Some("invalid_request".into()),
-        })?;
+        let payload = request_body(body)?;
         let url = Endpoint::new(self.url(upstream_model, body.stream));
         let mut h = base_headers(accept(body.stream), ctx.request_id, ctx.user_id);
         for (k, v) in &self.extra {
@@ -89,18 +89,38 @@ impl Gemini {
         if let Some(mh) = &self.memory_headers {
             mh.remember(ctx.user_id, resp.headers());
         }
-        if !body.stream {
-            return Ok(Reply::Complete {
-                body: read_all(resp, timeout, &url.url).await?,
-                format: Format::Gemini,
-            });
-        }
-        Ok(Reply::Stream {
-            events: sse_events(resp, timeout, &url.url),
-            format: Format::Gemini,
-            usage_added: false,
-        })
+        into_reply(resp, body.stream, timeout, &url).await
     }
+}
+
+/// The internal request as a Gemini `GenerateContentRequest` (Vertex AI sends it too).
+pub(super) fn request_body(body: &ChatBody<'_>) -> Result<Bytes, ProviderError> {
+    gemini::chat_to_request(body).map_err(|e| ProviderError::Status {
+        status: StatusCode::BAD_REQUEST,
+        message: format!("cannot send this request to Gemini: {e}"),
+        kind: Some("invalid_request_error".into()),
+        code: Some("invalid_request".into()),
+    })
+}
+
+/// A Gemini answer (JSON, or `alt=sse` events when `stream`) as a [`Reply`].
+pub(super) async fn into_reply(
+    resp: UpstreamResponse,
+    stream: bool,
+    timeout: Duration,
+    url: &Endpoint,
+) -> Result<Reply, ProviderError> {
+    if !stream {
+        return Ok(Reply::Complete {
+            body: read_all(resp, timeout, &url.url).await?,
+            format: Format::Gemini,
+        });
+    }
+    Ok(Reply::Stream {
+        events: sse_events(resp, timeout, &url.url),
+        format: Format::Gemini,
+        usage_added: false,
+    })
 }
 
 /// `{api_base}/{version}`: an `api_base` that already ends in a version segment (`v1`,
@@ -121,7 +141,7 @@ fn versioned_base(api_base: &str, api_version: Option<&str>) -> String {
 
 /// An error from Google's `{"error":{"code","message","status"}}` body (its RPC status,
 /// lower-cased, as the code), or from any other shape a proxy in between may send.
-fn status_error(status: StatusCode, bytes: &[u8]) -> ProviderError {
+pub(super) fn status_error(status: StatusCode, bytes: &[u8]) -> ProviderError {
     match gemini::parse_error(bytes) {
         Some(e) => ProviderError::Status {
             status,

@@ -9,6 +9,7 @@ mod gemini;
 pub mod http;
 mod mock;
 mod openai;
+mod vertex;
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -172,6 +173,7 @@ pub enum Provider {
     Anthropic(Box<anthropic::Anthropic>),
     Bedrock(Box<bedrock::Bedrock>),
     Gemini(Box<gemini::Gemini>),
+    Vertex(Box<vertex::Vertex>),
     Mock(mock::Mock),
     Unsupported(String),
 }
@@ -190,7 +192,8 @@ impl Provider {
             }
             ProviderKind::Gemini => Provider::Gemini(Box::new(gemini::Gemini::new(cfg, env))),
             ProviderKind::Bedrock => Provider::Bedrock(Box::new(bedrock::Bedrock::new(cfg, env)?)),
-            ProviderKind::Azure | ProviderKind::VertexAi | ProviderKind::Ollama => {
+            ProviderKind::VertexAi => Provider::Vertex(Box::new(vertex::Vertex::new(cfg, env)?)),
+            ProviderKind::Azure | ProviderKind::Ollama => {
                 Provider::Unsupported(cfg.provider_name.clone())
             }
             ProviderKind::Unsupported(name) => Provider::Unsupported(name.clone()),
@@ -205,7 +208,7 @@ impl Provider {
         upstream_model: &str,
         ctx: &CallContext<'_>,
     ) -> Result<Reply, ProviderError> {
-        self.check_params(cfg, req)?;
+        self.check_params(cfg, req, upstream_model)?;
         match self {
             Provider::OpenAi(p) => match &req.native {
                 Some(Native::Responses(native)) => {
@@ -217,6 +220,7 @@ impl Provider {
             Provider::Anthropic(p) => p.chat(cfg, req, upstream_model, ctx).await,
             Provider::Gemini(p) => p.chat(cfg, &req.chat, upstream_model, ctx).await,
             Provider::Bedrock(p) => p.chat(cfg, req, upstream_model, ctx).await,
+            Provider::Vertex(p) => p.chat(cfg, req, upstream_model, ctx).await,
             Provider::Mock(p) => Ok(p.chat(&req.chat, upstream_model)),
             Provider::Unsupported(name) => Err(ProviderError::NotSupported(format!(
                 "provider `{name}` (model `{}`) is not supported by this build of memproxy",
@@ -233,12 +237,19 @@ impl Provider {
         &self,
         cfg: &DeploymentConfig,
         req: &LlmRequest<'_>,
+        upstream_model: &str,
     ) -> Result<(), ProviderError> {
+        let speaks_anthropic = match self {
+            Provider::Anthropic(_) => true,
+            Provider::Vertex(_) => vertex::is_claude(upstream_model),
+            _ => false,
+        };
         let unsupported: &[&str] = match self {
-            Provider::Anthropic(_) if matches!(req.native, Some(Native::Anthropic(_))) => {
+            _ if speaks_anthropic && matches!(req.native, Some(Native::Anthropic(_))) => {
                 return Ok(())
             }
-            Provider::Anthropic(_) | Provider::Bedrock(_) => &[
+            // Bedrock's Converse takes Claude's parameter set too.
+            _ if speaks_anthropic || matches!(self, Provider::Bedrock(_)) => &[
                 "frequency_penalty",
                 "presence_penalty",
                 "logit_bias",
@@ -251,7 +262,7 @@ impl Provider {
                 "prediction",
                 "web_search_options",
             ],
-            Provider::Gemini(_) => &[
+            Provider::Gemini(_) | Provider::Vertex(_) => &[
                 "logit_bias",
                 "top_logprobs",
                 "audio",
@@ -266,7 +277,7 @@ impl Provider {
             .copied()
             .filter(|k| req.chat.get(k).is_some_and(|v| v.get() != "null"))
             .collect();
-        if matches!(self, Provider::Anthropic(_) | Provider::Bedrock(_))
+        if (speaks_anthropic || matches!(self, Provider::Bedrock(_)))
             && req
                 .chat
                 .get("n")

@@ -58,9 +58,17 @@ fn anthropic_error_body(status: u16, v: Value) -> Value {
     json!({"type": "error", "error": {"type": error_type(status), "message": message}})
 }
 
-/// What Anthropic itself would refuse, as its 400 message.
-fn validate(body: &Value) -> Result<(), String> {
-    if !body["model"].is_string() {
+/// What Anthropic itself would refuse, as its 400 message. On Vertex AI (`vertex`) the
+/// model is named by the URL and the version by the body.
+fn validate(body: &Value, vertex: bool) -> Result<(), String> {
+    if vertex {
+        if body.get("model").is_some() {
+            return Err("model: Extra inputs are not permitted".into());
+        }
+        if body["anthropic_version"] != "vertex-2023-10-16" {
+            return Err("anthropic_version: Input should be 'vertex-2023-10-16'".into());
+        }
+    } else if !body["model"].is_string() {
         return Err("model: Field required".into());
     }
     if !body["max_tokens"].is_u64() {
@@ -294,19 +302,40 @@ async fn messages(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
-    let body: Value = match serde_json::from_slice(&bytes) {
+    answer_messages(shared, &uri, headers, &bytes, None).await
+}
+
+/// Answers a Messages request; `vertex` is the model and whether the method streams when
+/// it came through Vertex AI's `rawPredict` / `streamRawPredict`.
+pub(crate) async fn answer_messages(
+    shared: Arc<Shared>,
+    uri: &axum::http::Uri,
+    headers: HeaderMap,
+    bytes: &[u8],
+    vertex: Option<(&str, bool)>,
+) -> Response {
+    let body: Value = match serde_json::from_slice(bytes) {
         Ok(v) => v,
         Err(e) => return error(400, &format!("mock: bad JSON: {e}")),
     };
-    let model = body["model"].as_str().unwrap_or("mock").to_string();
+    let model = match vertex {
+        Some((model, _)) => model.to_string(),
+        None => body["model"].as_str().unwrap_or("mock").to_string(),
+    };
     let stream = body["stream"] == true;
     let prompt = last_user_text(&body);
     let behavior = match shared.fixed_behavior(&body) {
         Some(b) => Some(b),
         None => shared.record(uri.path(), headers, &body),
     };
-    if let Err(message) = validate(&body) {
+    if let Err(message) = validate(&body, vertex.is_some()) {
         return error(400, &message);
+    }
+    if vertex.is_some_and(|(_, streams)| streams != stream) {
+        return error(
+            400,
+            "mock: `stream` must be true exactly for streamRawPredict",
+        );
     }
     let default_text = format!("mock reply to: {prompt}");
     match behavior {
@@ -327,6 +356,10 @@ async fn messages(
             stream,
         ),
         Some(Behavior::ToolCalls(calls)) => tool_calls(&model, &prompt, &calls, stream),
+        // Vertex AI's own refusals (quota, auth) keep Google's shape.
+        Some(Behavior::Status(code, v)) if vertex.is_some() && v["error"]["status"].is_string() => {
+            status_response(code, v)
+        }
         Some(Behavior::Status(code, v)) => status_response(code, anthropic_error_body(code, v)),
         Some(Behavior::Delay(d)) => {
             tokio::time::sleep(d).await;
@@ -362,19 +395,19 @@ mod tests {
             {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "r"}]}
         ]});
-        assert_eq!(validate(&ok), Ok(()));
+        assert_eq!(validate(&ok, false), Ok(()));
         let mut bad = ok.clone();
         bad["messages"][2]["content"][0]["tool_use_id"] = "t2".into();
-        assert!(validate(&bad).unwrap_err().contains("tool_use_id"));
+        assert!(validate(&bad, false).unwrap_err().contains("tool_use_id"));
         let mut bad = ok.clone();
         bad.as_object_mut().unwrap().remove("max_tokens");
-        assert!(validate(&bad).unwrap_err().starts_with("max_tokens"));
+        assert!(validate(&bad, false).unwrap_err().starts_with("max_tokens"));
         let mut bad = ok.clone();
         bad["messages"][0]["role"] = "system".into();
-        assert!(validate(&bad).unwrap_err().contains("role"));
+        assert!(validate(&bad, false).unwrap_err().contains("role"));
         let mut bad = ok;
         bad["messages"][0]["content"] = json!([{"type": "text", "text": ""}]);
-        assert!(validate(&bad).unwrap_err().contains("non-empty"));
+        assert!(validate(&bad, false).unwrap_err().contains("non-empty"));
     }
 
     #[test]

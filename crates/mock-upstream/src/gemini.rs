@@ -40,7 +40,7 @@ fn rpc_status(code: u16) -> &'static str {
 /// A Google error response. A scripted body already in Google's shape is sent as it is;
 /// any other (an OpenAI-style `{"error":{"message"}}`, say) is rewritten into it, so one
 /// script serves every format.
-fn google_error(code: u16, body: Value) -> Response {
+pub(crate) fn google_error(code: u16, body: Value) -> Response {
     let body = if body["error"]["status"].is_string() {
         body
     } else {
@@ -203,6 +203,18 @@ async fn generate(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
+    answer_generate(shared, &target, &uri, headers, &bytes).await
+}
+
+/// Answers `{model}:generateContent` / `:streamGenerateContent` (`target`), on the Gemini
+/// API or Vertex AI.
+pub(crate) async fn answer_generate(
+    shared: Arc<Shared>,
+    target: &str,
+    uri: &Uri,
+    headers: HeaderMap,
+    bytes: &[u8],
+) -> Response {
     let (model, stream) = match target.rsplit_once(':') {
         Some((model, "generateContent")) => (model.to_string(), false),
         Some((model, "streamGenerateContent")) => (model.to_string(), true),
@@ -211,7 +223,7 @@ async fn generate(
             return google_error(404, json!({"error": {"message": msg}}));
         }
     };
-    let body: Value = match serde_json::from_slice(&bytes) {
+    let body: Value = match serde_json::from_slice(bytes) {
         Ok(v) => v,
         Err(e) => {
             let msg = format!("mock: bad JSON: {e}");

@@ -1,8 +1,9 @@
 //! A mock LLM provider for memproxy's tests and benchmark. It speaks the real OpenAI
 //! chat completions wire format (JSON and SSE), and the OpenAI Responses, Anthropic,
-//! Gemini and AWS Bedrock Converse formats (one module each), records every request it receives, and can be
-//! scripted per call: error statuses, delays, hangs, streams that pause until the test
-//! releases them, and streams cut mid-way.
+//! Gemini, AWS Bedrock Converse and Vertex AI (token endpoint and model routes) formats,
+//! one module each; records every request it receives, and can be scripted per call:
+//! error statuses, delays, hangs, streams that pause until the test releases them, and
+//! streams cut mid-way.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -29,6 +30,9 @@ mod anthropic;
 mod bedrock;
 mod gemini;
 mod responses;
+mod vertex;
+
+pub use vertex::TestKey;
 
 /// One scripted answer, used for the next request (FIFO); unscripted requests get the
 /// default echo answer.
@@ -95,6 +99,8 @@ pub(crate) struct Shared {
     pub(crate) responses_disabled: AtomicBool,
     /// Ids of the responses the Responses route made (and "stored").
     pub(crate) made_responses: Mutex<Vec<String>>,
+    /// Vertex AI's token endpoint: trusted keys, issued tokens.
+    pub(crate) vertex: vertex::State,
 }
 
 impl Shared {
@@ -248,6 +254,7 @@ fn app(shared: Arc<Shared>) -> Router {
         .merge(bedrock::routes())
         .merge(gemini::routes())
         .merge(responses::routes())
+        .merge(vertex::routes())
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/chat/completions", post(chat))
         .route("/chat/completions", post(chat))
