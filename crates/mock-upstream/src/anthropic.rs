@@ -403,8 +403,12 @@ mod tests {
         bad.as_object_mut().unwrap().remove("max_tokens");
         assert!(validate(&bad, false).unwrap_err().starts_with("max_tokens"));
         let mut bad = ok.clone();
-        bad["messages"][0]["role"] = "system".into();
+        bad["messages"][0]["role"] = "tool".into();
         assert!(validate(&bad, false).unwrap_err().contains("role"));
+        // Claude Code 2.1 sends system-role messages, which Anthropic takes.
+        let mut sys = ok.clone();
+        sys["messages"][0]["role"] = "system".into();
+        assert!(validate(&sys, false).is_ok());
         let mut bad = ok;
         bad["messages"][0]["content"] = json!([{"type": "text", "text": ""}]);
         assert!(validate(&bad, false).unwrap_err().contains("non-empty"));
