@@ -4,6 +4,7 @@
 //! speaks the client's API) and answers with a [`Reply`] in its own wire format.
 
 mod anthropic;
+mod azure;
 mod gemini;
 pub mod http;
 mod mock;
@@ -170,6 +171,7 @@ pub enum Provider {
     OpenAi(Box<openai::OpenAi>),
     Anthropic(Box<anthropic::Anthropic>),
     Gemini(Box<gemini::Gemini>),
+    Azure(Box<azure::Azure>),
     Mock(mock::Mock),
     Unsupported(String),
 }
@@ -187,10 +189,10 @@ impl Provider {
                 Provider::Anthropic(Box::new(anthropic::Anthropic::new(cfg, env)))
             }
             ProviderKind::Gemini => Provider::Gemini(Box::new(gemini::Gemini::new(cfg, env))),
-            ProviderKind::Azure
-            | ProviderKind::Bedrock
-            | ProviderKind::VertexAi
-            | ProviderKind::Ollama => Provider::Unsupported(cfg.provider_name.clone()),
+            ProviderKind::Azure => Provider::Azure(Box::new(azure::Azure::new(cfg, env)?)),
+            ProviderKind::Bedrock | ProviderKind::VertexAi | ProviderKind::Ollama => {
+                Provider::Unsupported(cfg.provider_name.clone())
+            }
             ProviderKind::Unsupported(name) => Provider::Unsupported(name.clone()),
         })
     }
@@ -214,6 +216,7 @@ impl Provider {
             },
             Provider::Anthropic(p) => p.chat(cfg, req, upstream_model, ctx).await,
             Provider::Gemini(p) => p.chat(cfg, &req.chat, upstream_model, ctx).await,
+            Provider::Azure(p) => p.chat(cfg, req, upstream_model, ctx).await,
             Provider::Mock(p) => Ok(p.chat(&req.chat, upstream_model)),
             Provider::Unsupported(name) => Err(ProviderError::NotSupported(format!(
                 "provider `{name}` (model `{}`) is not supported by this build of memproxy",
@@ -301,6 +304,7 @@ impl Provider {
     ) -> Result<Bytes, ProviderError> {
         match self {
             Provider::OpenAi(p) => p.embed(cfg, body, upstream_model, ctx).await,
+            Provider::Azure(p) => p.embed(cfg, body, upstream_model, ctx).await,
             Provider::Mock(_) => mock::embed(body, upstream_model),
             _ => Err(ProviderError::Status {
                 status: StatusCode::BAD_REQUEST,
