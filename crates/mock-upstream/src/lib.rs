@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 use tokio::sync::{oneshot, Notify};
 
 mod anthropic;
+mod azure;
 mod gemini;
 mod responses;
 
@@ -232,6 +233,7 @@ pub fn app_fixed(text: String) -> Router {
 fn app(shared: Arc<Shared>) -> Router {
     Router::new()
         .merge(anthropic::routes())
+        .merge(azure::routes())
         .merge(gemini::routes())
         .merge(responses::routes())
         .route("/v1/embeddings", post(embeddings))
