@@ -8,6 +8,7 @@ mod azure;
 mod gemini;
 pub mod http;
 mod mock;
+mod ollama;
 mod openai;
 
 use std::pin::Pin;
@@ -172,6 +173,7 @@ pub enum Provider {
     Anthropic(Box<anthropic::Anthropic>),
     Gemini(Box<gemini::Gemini>),
     Azure(Box<azure::Azure>),
+    Ollama(Box<ollama::Ollama>),
     Mock(mock::Mock),
     Unsupported(String),
 }
@@ -190,7 +192,8 @@ impl Provider {
             }
             ProviderKind::Gemini => Provider::Gemini(Box::new(gemini::Gemini::new(cfg, env))),
             ProviderKind::Azure => Provider::Azure(Box::new(azure::Azure::new(cfg, env)?)),
-            ProviderKind::Bedrock | ProviderKind::VertexAi | ProviderKind::Ollama => {
+            ProviderKind::Ollama => Provider::Ollama(Box::new(ollama::Ollama::new(cfg, env)?)),
+            ProviderKind::Bedrock | ProviderKind::VertexAi => {
                 Provider::Unsupported(cfg.provider_name.clone())
             }
             ProviderKind::Unsupported(name) => Provider::Unsupported(name.clone()),
@@ -217,6 +220,7 @@ impl Provider {
             Provider::Anthropic(p) => p.chat(cfg, req, upstream_model, ctx).await,
             Provider::Gemini(p) => p.chat(cfg, &req.chat, upstream_model, ctx).await,
             Provider::Azure(p) => p.chat(cfg, req, upstream_model, ctx).await,
+            Provider::Ollama(p) => p.chat(cfg, &req.chat, upstream_model, ctx).await,
             Provider::Mock(p) => Ok(p.chat(&req.chat, upstream_model)),
             Provider::Unsupported(name) => Err(ProviderError::NotSupported(format!(
                 "provider `{name}` (model `{}`) is not supported by this build of memproxy",
@@ -259,6 +263,15 @@ impl Provider {
                 "prediction",
                 "web_search_options",
             ],
+            Provider::Ollama(_) => &[
+                "logit_bias",
+                "logprobs",
+                "top_logprobs",
+                "audio",
+                "modalities",
+                "prediction",
+                "web_search_options",
+            ],
             _ => return Ok(()),
         };
         let mut found: Vec<&str> = unsupported
@@ -266,7 +279,7 @@ impl Provider {
             .copied()
             .filter(|k| req.chat.get(k).is_some_and(|v| v.get() != "null"))
             .collect();
-        if matches!(self, Provider::Anthropic(_))
+        if matches!(self, Provider::Anthropic(_) | Provider::Ollama(_))
             && req
                 .chat
                 .get("n")
