@@ -24,6 +24,7 @@ use tokio::sync::{oneshot, Notify};
 mod anthropic;
 mod azure;
 mod gemini;
+mod ollama;
 mod responses;
 
 /// One scripted answer, used for the next request (FIFO); unscripted requests get the
@@ -235,6 +236,7 @@ fn app(shared: Arc<Shared>) -> Router {
         .merge(anthropic::routes())
         .merge(azure::routes())
         .merge(gemini::routes())
+        .merge(ollama::routes())
         .merge(responses::routes())
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/chat/completions", post(chat))
