@@ -26,21 +26,29 @@ enum Prov {
     Anthropic,
     Gemini,
     Mock,
+    /// Azure OpenAI: OpenAI's wire at a deployment path, Responses native.
+    Azure,
+    /// Ollama's native /api/chat (NDJSON streams).
+    Ollama,
 }
 
 const APIS: [Api; 3] = [Api::Chat, Api::Messages, Api::Responses];
-const PROVS: [Prov; 5] = [
+const PROVS: [Prov; 7] = [
     Prov::OpenAi,
     Prov::OpenAiBridged,
     Prov::Anthropic,
     Prov::Gemini,
     Prov::Mock,
+    Prov::Azure,
+    Prov::Ollama,
 ];
-const UPSTREAMS: [Prov; 4] = [
+const UPSTREAMS: [Prov; 6] = [
     Prov::OpenAi,
     Prov::OpenAiBridged,
     Prov::Anthropic,
     Prov::Gemini,
+    Prov::Azure,
+    Prov::Ollama,
 ];
 const MOCK_TEXT: &str = "Offline mock answer.";
 
@@ -51,6 +59,8 @@ fn model(p: Prov) -> &'static str {
         Prov::Anthropic => "m-anthropic",
         Prov::Gemini => "m-gemini",
         Prov::Mock => "m-mock",
+        Prov::Azure => "m-azure",
+        Prov::Ollama => "m-ollama",
     }
 }
 
@@ -69,6 +79,10 @@ model_list:
     litellm_params: {{model: gemini/gemini-2.0-flash, api_base: "http://{addr}", api_key: sk-g}}
   - model_name: m-mock
     litellm_params: {{model: openai/mock, mock_response: "{MOCK_TEXT}"}}
+  - model_name: m-azure
+    litellm_params: {{model: azure/gpt4o-dep, api_base: "http://{addr}", api_key: sk-az}}
+  - model_name: m-ollama
+    litellm_params: {{model: ollama_chat/llama3.2, api_base: "http://{addr}"}}
 router_settings: {{num_retries: 0}}
 "#,
         addr = mock.addr
@@ -387,7 +401,7 @@ fn assert_tool_result_reached(p: Prov, req: &Recorded, call_id: &str) {
     let body = &req.body;
     let s = body.to_string();
     match p {
-        Prov::OpenAi if req.path.ends_with("/responses") => {
+        Prov::OpenAi | Prov::Azure if req.path.ends_with("/responses") => {
             let items = body["input"].as_array().unwrap();
             assert!(
                 items
@@ -402,7 +416,7 @@ fn assert_tool_result_reached(p: Prov, req: &Recorded, call_id: &str) {
                 "{s}"
             );
         }
-        Prov::OpenAi | Prov::OpenAiBridged => {
+        Prov::OpenAi | Prov::OpenAiBridged | Prov::Azure => {
             let msgs = body["messages"].as_array().unwrap();
             assert!(
                 msgs.iter()
@@ -438,6 +452,20 @@ fn assert_tool_result_reached(p: Prov, req: &Recorded, call_id: &str) {
                 "{s}"
             );
             assert!(s.contains("sunny, 21C"), "{s}");
+        }
+        Prov::Ollama => {
+            let msgs = body["messages"].as_array().unwrap();
+            assert!(
+                msgs.iter().any(|m| m["role"] == "tool"
+                    && m["tool_name"] == "get_weather"
+                    && m["content"] == "sunny, 21C"),
+                "{s}"
+            );
+            assert!(
+                msgs.iter()
+                    .any(|m| m["tool_calls"][0]["function"]["arguments"]["city"] == "Paris"),
+                "{s}"
+            );
         }
         Prov::Mock => {}
     }
@@ -481,7 +509,7 @@ async fn tool_round_trip_across_the_matrix() {
                 let last = mock.requests().last().unwrap().clone();
                 assert_tool_result_reached(p, &last, &id);
                 // Native Responses only where the deployment serves it.
-                let native = api == Api::Responses && p == Prov::OpenAi;
+                let native = api == Api::Responses && matches!(p, Prov::OpenAi | Prov::Azure);
                 assert_eq!(
                     last.path.ends_with("/responses"),
                     native,
@@ -504,6 +532,10 @@ fn provider_error(p: Prov) -> Value {
         Prov::Gemini => {
             json!({"error": {"code": 429, "message": "quota exceeded for test", "status": "RESOURCE_EXHAUSTED"}})
         }
+        Prov::Azure => {
+            json!({"error": {"code": "429", "message": "quota exceeded for test"}})
+        }
+        Prov::Ollama => json!({"error": "quota exceeded for test"}),
         Prov::Mock => unreachable!(),
     }
 }
