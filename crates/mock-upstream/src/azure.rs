@@ -54,9 +54,9 @@ enum Versions {
     V1,
 }
 
-/// What Azure refuses before looking at the body: no credentials, a missing or unknown
-/// `api-version`.
-fn check(uri: &Uri, headers: &HeaderMap, versions: Versions) -> Result<(), Response> {
+/// What Azure refuses before looking at the body (no credentials, a missing or unknown
+/// `api-version`), as its answer.
+fn check(uri: &Uri, headers: &HeaderMap, versions: Versions) -> Option<Response> {
     let key = headers
         .get("api-key")
         .is_some_and(|v| !v.as_bytes().is_empty());
@@ -66,7 +66,7 @@ fn check(uri: &Uri, headers: &HeaderMap, versions: Versions) -> Result<(), Respo
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|t| !t.is_empty());
     if !key && !bearer {
-        return Err(azure_error(
+        return Some(azure_error(
             401,
             "401",
             "Access denied due to invalid subscription key or wrong API endpoint. Make sure to \
@@ -91,10 +91,10 @@ fn check(uri: &Uri, headers: &HeaderMap, versions: Versions) -> Result<(), Respo
             })
     };
     match (versions, version.as_deref()) {
-        (Versions::Dated, None) => Err(azure_error(404, "404", "Resource not found")),
-        (Versions::Dated, Some(v)) if dated(v) => Ok(()),
-        (Versions::V1, None | Some("preview" | "latest")) => Ok(()),
-        _ => Err(azure_error(400, "BadRequest", "API version not supported")),
+        (Versions::Dated, None) => Some(azure_error(404, "404", "Resource not found")),
+        (Versions::Dated, Some(v)) if dated(v) => None,
+        (Versions::V1, None | Some("preview" | "latest")) => None,
+        _ => Some(azure_error(400, "BadRequest", "API version not supported")),
     }
 }
 
@@ -199,7 +199,7 @@ async fn deployment_chat(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
-    if let Err(e) = check(&uri, &headers, Versions::Dated) {
+    if let Some(e) = check(&uri, &headers, Versions::Dated) {
         return e;
     }
     let headers = with_query(&uri, headers);
@@ -213,7 +213,7 @@ async fn v1_chat(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
-    if let Err(e) = check(&uri, &headers, Versions::V1) {
+    if let Some(e) = check(&uri, &headers, Versions::V1) {
         return e;
     }
     let headers = with_query(&uri, headers);
@@ -245,7 +245,7 @@ async fn deployment_embeddings(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
-    if let Err(e) = check(&uri, &headers, Versions::Dated) {
+    if let Some(e) = check(&uri, &headers, Versions::Dated) {
         return e;
     }
     embeddings(shared, uri, headers, bytes, Some(&deployment)).await
@@ -257,7 +257,7 @@ async fn v1_embeddings(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
-    if let Err(e) = check(&uri, &headers, Versions::V1) {
+    if let Some(e) = check(&uri, &headers, Versions::V1) {
         return e;
     }
     embeddings(shared, uri, headers, bytes, None).await
@@ -270,7 +270,7 @@ async fn responses(
     bytes: Bytes,
     versions: Versions,
 ) -> Response {
-    if let Err(e) = check(&uri, &headers, versions) {
+    if let Some(e) = check(&uri, &headers, versions) {
         return e;
     }
     if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {

@@ -42,7 +42,7 @@ fn scripted_error(code: u16, body: &Value) -> Response {
 
 /// What Ollama itself would refuse, as its 400 message.
 fn validate(body: &Value) -> Result<(), String> {
-    if !body["model"].as_str().is_some_and(|m| !m.is_empty()) {
+    if body["model"].as_str().is_none_or(str::is_empty) {
         return Err("model is required".into());
     }
     let Some(messages) = body["messages"].as_array() else {
