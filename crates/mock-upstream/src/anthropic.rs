@@ -301,10 +301,7 @@ async fn messages(
     let model = body["model"].as_str().unwrap_or("mock").to_string();
     let stream = body["stream"] == true;
     let prompt = last_user_text(&body);
-    let behavior = match shared.fixed_behavior(&body) {
-        Some(b) => Some(b),
-        None => shared.record(uri.path(), headers, &body),
-    };
+    let behavior = shared.behavior(uri.path(), headers, &body);
     if let Err(message) = validate(&body) {
         return error(400, &message);
     }
@@ -370,8 +367,14 @@ mod tests {
         bad.as_object_mut().unwrap().remove("max_tokens");
         assert!(validate(&bad).unwrap_err().starts_with("max_tokens"));
         let mut bad = ok.clone();
-        bad["messages"][0]["role"] = "system".into();
+        bad["messages"][0]["role"] = "tool".into();
         assert!(validate(&bad).unwrap_err().contains("role"));
+        let mut system = ok.clone();
+        system["messages"].as_array_mut().unwrap().insert(
+            1,
+            json!({"role": "system", "content": [{"type": "text", "text": "env"}]}),
+        );
+        assert_eq!(validate(&system), Ok(()));
         let mut bad = ok;
         bad["messages"][0]["content"] = json!([{"type": "text", "text": ""}]);
         assert!(validate(&bad).unwrap_err().contains("non-empty"));
