@@ -18,6 +18,8 @@
 //!   memproxy in a multi-round loop.
 //! - [`providers`]: one file per provider behind one interface.
 //! - [`responses_store`]: stored Responses API answers (`previous_response_id`, GET/DELETE).
+//! - [`storage`]: the backend of every durable store (embedded SQLite or PostgreSQL),
+//!   chosen once at start; the PostgreSQL stores; `memproxy storage migrate`.
 //! - [`telemetry`]: JSON logging; OpenTelemetry traces over OTLP when configured.
 //! - [`eval`]: retrieval-quality evaluation on LoCoMo-format data (`memproxy eval-locomo`).
 //! - [`membench`]: the memory store's benchmark on synthetic data (`memproxy bench-memory`).
@@ -42,6 +44,7 @@ pub mod ratelimit;
 pub mod responses_store;
 pub mod routing;
 pub mod server;
+pub mod storage;
 pub mod telemetry;
 pub mod tools;
 

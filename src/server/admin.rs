@@ -60,7 +60,12 @@ pub async fn readiness(State(state): State<Arc<AppState>>) -> Response {
             Err(e) => json!({"ok": false, "enabled": true, "error": e.to_string()}),
         },
     };
-    let ready = models_ok && store_ok && memory["ok"] == true;
+    let storage = match state.storage.check().await {
+        None => json!({"backend": state.storage.kind(), "ok": true}),
+        Some(Ok(())) => json!({"backend": state.storage.kind(), "ok": true}),
+        Some(Err(e)) => json!({"backend": state.storage.kind(), "ok": false, "error": e}),
+    };
+    let ready = models_ok && store_ok && memory["ok"] == true && storage["ok"] == true;
     let status = if ready { "ready" } else { "not_ready" };
     let body = json!({
         "status": status,
@@ -76,6 +81,7 @@ pub async fn readiness(State(state): State<Arc<AppState>>) -> Response {
                 "rows_dropped": stats.dropped_queue_full + stats.dropped_store_error,
             },
             "memory": memory,
+            "storage": storage,
         }
     });
     let code = if ready {
