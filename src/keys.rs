@@ -346,6 +346,107 @@ impl Keys {
         })
     }
 
+    /// Changes a key's settings (`POST /key/update`): each field of `changes` that is
+    /// present is set, `null` clears it; its spend and its value stay.
+    pub async fn update(
+        &self,
+        store: &Analytics,
+        key: &str,
+        changes: &serde_json::Map<String, Value>,
+    ) -> Result<Value, KeyError> {
+        let old = self.lookup(key).ok_or(KeyError::NotFound)?;
+        let mut row = old.row.clone();
+        let invalid = |f: &str, what: &str| KeyError::Invalid(format!("`{f}` must be {what}"));
+        for (field, v) in changes {
+            match field.as_str() {
+                "key" | "token" => {}
+                "key_alias" => {
+                    row.alias = match v {
+                        Value::Null => None,
+                        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+                        Value::String(_) => None,
+                        _ => return Err(invalid(field, "a string or null")),
+                    }
+                }
+                "user_id" => {
+                    row.user_id = match v {
+                        Value::Null => None,
+                        Value::String(s) if s.is_empty() => None,
+                        Value::String(s) => {
+                            validate_user_id(s)
+                                .map_err(|e| KeyError::Invalid(format!("user_id: {e}")))?;
+                            Some(s.clone())
+                        }
+                        _ => return Err(invalid(field, "a string or null")),
+                    }
+                }
+                "models" => {
+                    row.models = serde_json::from_value(v.clone())
+                        .map_err(|_| invalid(field, "a list of model names"))?
+                }
+                "max_budget" => {
+                    row.max_budget = match v {
+                        Value::Null => None,
+                        v => Some(
+                            v.as_f64()
+                                .filter(|b| *b >= 0.0)
+                                .ok_or_else(|| invalid(field, "a number ≥ 0 or null"))?,
+                        ),
+                    }
+                }
+                "rpm_limit" | "tpm_limit" => {
+                    let limit = match v {
+                        Value::Null => None,
+                        v => Some(
+                            v.as_u64()
+                                .filter(|n| *n >= 1)
+                                .ok_or_else(|| invalid(field, "a whole number ≥ 1 or null"))?,
+                        ),
+                    };
+                    if field == "rpm_limit" {
+                        row.rpm_limit = limit;
+                    } else {
+                        row.tpm_limit = limit;
+                    }
+                }
+                "duration" => {
+                    row.expires_ms = match v {
+                        Value::Null => None,
+                        Value::String(d) => Some(
+                            parse_duration(d)
+                                .and_then(|ms| timefmt::now_ms().checked_add(ms))
+                                .ok_or_else(|| invalid(field, "like 30s, 10m, 1h, 30d or null"))?,
+                        ),
+                        _ => return Err(invalid(field, "a duration string or null")),
+                    }
+                }
+                "metadata" => {
+                    row.metadata = match v {
+                        Value::Null => json!({}),
+                        m @ Value::Object(_) => m.clone(),
+                        _ => return Err(invalid(field, "an object")),
+                    }
+                }
+                other => {
+                    return Err(KeyError::Invalid(format!(
+                        "`{other}` cannot be changed; fields: key_alias, user_id, models, \
+                         max_budget, rpm_limit, tpm_limit, duration, metadata"
+                    )))
+                }
+            }
+        }
+        let stored = row.clone();
+        store.call(move |s| s.update_key(&stored)).await?;
+        let vk = Arc::new(VirtualKey::new(row));
+        if let Some(h) = unhex(&vk.row.hash) {
+            // The cached entry's spend is the live one (the stored row lags behind it).
+            let live = self.by_hash.get(&h).map_or(old.spend(), |e| e.spend());
+            vk.spend_bits.store(live.to_bits(), Ordering::Relaxed);
+            self.by_hash.insert(h, vk.clone());
+        }
+        Ok(vk.info())
+    }
+
     /// Deletes keys given by value or hash, from the store and the cache.
     pub async fn delete(
         &self,

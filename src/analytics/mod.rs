@@ -10,9 +10,11 @@
 //! - [`store`]: the record and query types and the [`AnalyticsStore`] backend trait.
 //! - [`sqlite`]: the embedded backend (`<data_dir>/analytics.db`).
 //! - [`pricing`]: the price table and per-deployment overrides.
+//! - [`series`]: usage over time: the hourly rollup, latency histograms, the time series.
 //! - `writer`: the store thread.
 
 pub mod pricing;
+pub mod series;
 pub mod sqlite;
 pub mod store;
 pub mod timefmt;
@@ -23,9 +25,10 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+pub use series::Series;
 pub use store::{
-    AnalyticsStore, Feedback, GroupBy, Record, RequestsQuery, StoreError, StoredRecord, UsageGroup,
-    UsageQuery,
+    AnalyticsStore, Feedback, GroupBy, InjectedMemory, Outcome, Record, RequestsQuery, SeriesDim,
+    SeriesQuery, StoreError, StoredRecord, UsageGroup, UsageQuery, MAX_MEMORY_QUERY_BYTES,
 };
 pub use writer::{lower_priority as lower_thread_priority, Opener};
 

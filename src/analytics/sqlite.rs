@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
+use super::series::{self, Series};
 use super::store::{
-    AnalyticsStore, Feedback, GroupBy, Record, RequestsQuery, StoreError, StoredRecord, UsageGroup,
-    UsageQuery,
+    AnalyticsStore, Feedback, GroupBy, Outcome, Record, RequestsQuery, SeriesQuery, StoreError,
+    StoredRecord, UsageGroup, UsageQuery,
 };
 use super::timefmt;
 use crate::keys::KeyRow;
@@ -90,14 +91,55 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Self { conn })
+        add_missing_columns(&conn)?;
+        conn.execute_batch(series::SCHEMA)?;
+        let mut store = Self { conn };
+        store.fold_rollup()?;
+        Ok(store)
     }
+
+    /// Brings the hourly rollup up to date with the rows (rows written before it existed,
+    /// or by another tool).
+    fn fold_rollup(&mut self) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        let tx = self.conn.transaction()?;
+        let n = series::fold_new(&tx)?;
+        tx.commit()?;
+        if n > 0 {
+            tracing::info!(
+                rows = n,
+                ms = started.elapsed().as_millis() as u64,
+                "usage rollup brought up to date"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Columns added after the first release of the table, with their types.
+const ADDED_COLUMNS: &[(&str, &str)] = &[("injected", "TEXT"), ("memory_query", "TEXT")];
+
+fn add_missing_columns(conn: &Connection) -> Result<(), StoreError> {
+    let mut have = Vec::new();
+    {
+        let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('requests')")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            have.push(r.get::<_, String>(0)?);
+        }
+    }
+    for (name, ty) in ADDED_COLUMNS {
+        if !have.iter().any(|h| h == name) {
+            conn.execute_batch(&format!("ALTER TABLE requests ADD COLUMN {name} {ty}"))?;
+        }
+    }
+    Ok(())
 }
 
 const RECORD_COLUMNS: &str = "ts_ms, request_id, user_id, key_id, key_alias, endpoint, model, \
     deployment, upstream_model, provider, stream, tokens_in, tokens_out, tokens_cached, \
     tokens_reasoning, cost_usd, total_ms, ttft_ms, upstream_ms, overhead_ms, status, error_type, \
-    memories_injected, tool_rounds, attempts";
+    memories_injected, tool_rounds, attempts, injected, memory_query";
 
 fn record_from_row(r: &Row<'_>, at: usize) -> rusqlite::Result<Record> {
     let u = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(at + i)?.max(0) as u64) };
@@ -127,6 +169,11 @@ fn record_from_row(r: &Row<'_>, at: usize) -> rusqlite::Result<Record> {
         memories_injected: r.get(at + 22)?,
         tool_rounds: r.get(at + 23)?,
         attempts: r.get(at + 24)?,
+        injected: r
+            .get::<_, Option<String>>(at + 25)?
+            .and_then(|j| serde_json::from_str(&j).ok())
+            .unwrap_or_default(),
+        memory_query: r.get(at + 26)?,
     })
 }
 
@@ -149,7 +196,7 @@ impl AnalyticsStore for SqliteStore {
         {
             let mut stmt = tx.prepare_cached(&format!(
                 "INSERT INTO requests ({RECORD_COLUMNS}) VALUES \
-                 (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25)"
+                 (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27)"
             ))?;
             for r in rows {
                 stmt.execute(params![
@@ -178,6 +225,10 @@ impl AnalyticsStore for SqliteStore {
                     r.memories_injected,
                     r.tool_rounds,
                     r.attempts,
+                    (!r.injected.is_empty())
+                        .then(|| serde_json::to_string(&r.injected).ok())
+                        .flatten(),
+                    r.memory_query,
                 ])?;
                 if let (Some(k), Some(c)) = (&r.key_id, r.cost_usd) {
                     *spend.entry(k.as_str()).or_default() += c;
@@ -189,6 +240,7 @@ impl AnalyticsStore for SqliteStore {
                 upd.execute(params![cost, key])?;
             }
         }
+        series::fold_new(&tx)?;
         tx.commit()?;
         Ok(())
     }
@@ -255,6 +307,13 @@ impl AnalyticsStore for SqliteStore {
         text("model", &q.model, &mut clauses);
         text("key_id", &q.key_id, &mut clauses);
         text("request_id", &q.request_id, &mut clauses);
+        match q.outcome {
+            Some(Outcome::Ok) => clauses.push("status < 400 AND error_type IS NULL".into()),
+            Some(Outcome::Error) => {
+                clauses.push("(status >= 400 OR error_type IS NOT NULL)".into())
+            }
+            None => {}
+        }
         for (col, op, v) in [
             ("ts_ms", ">=", q.from_ms),
             ("ts_ms", "<", q.to_ms),
@@ -378,6 +437,29 @@ impl AnalyticsStore for SqliteStore {
 
     fn check(&mut self) -> Result<(), StoreError> {
         self.conn.query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    fn timeseries(&mut self, q: &SeriesQuery) -> Result<Series, StoreError> {
+        series::query(&self.conn, q)
+    }
+
+    fn update_key(&mut self, k: &KeyRow) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE keys SET alias = ?2, user_id = ?3, models = ?4, max_budget = ?5, \
+             expires_ms = ?6, rpm_limit = ?7, tpm_limit = ?8, metadata = ?9 WHERE hash = ?1",
+            params![
+                k.hash,
+                k.alias,
+                k.user_id,
+                serde_json::to_string(&k.models).unwrap_or_else(|_| "[]".into()),
+                k.max_budget,
+                k.expires_ms,
+                k.rpm_limit.map(|v| v as i64),
+                k.tpm_limit.map(|v| v as i64),
+                k.metadata.to_string(),
+            ],
+        )?;
         Ok(())
     }
 }

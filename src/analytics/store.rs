@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 
+use super::series::Series;
 use crate::keys::KeyRow;
 
 /// One model request, as written to the databank.
@@ -51,6 +52,23 @@ pub struct Record {
     pub tool_rounds: u32,
     /// Upstream calls made, retries and fallbacks included.
     pub attempts: u32,
+    /// The memories injected, best first, with their retrieval scores (the dashboard's
+    /// "why was this injected").
+    pub injected: Vec<InjectedMemory>,
+    /// The text memories were searched with, cut to [`MAX_MEMORY_QUERY_BYTES`]; none when
+    /// no search ran.
+    pub memory_query: Option<String>,
+}
+
+/// Longest [`Record::memory_query`] kept.
+pub const MAX_MEMORY_QUERY_BYTES: usize = 500;
+
+/// One memory injected into a request.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct InjectedMemory {
+    pub id: String,
+    /// The fused relevance score it was retrieved with (comparable within one request).
+    pub score: f64,
 }
 
 /// A stored row as the query API returns it.
@@ -115,6 +133,43 @@ pub struct RequestsQuery {
     pub limit: usize,
     /// Rows with an id below this one (the previous page's `next_cursor`).
     pub before_id: Option<i64>,
+    /// Only successful rows, or only failed ones.
+    pub outcome: Option<Outcome>,
+}
+
+/// A request's outcome, as a filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Status < 400 and no error.
+    Ok,
+    /// Status ≥ 400 or ended by an error.
+    Error,
+}
+
+/// How a time series is split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeriesDim {
+    None,
+    User,
+    Model,
+    Key,
+}
+
+/// `GET /v1/usage/timeseries`: buckets of `bucket_ms` from `from_ms` (a bucket boundary)
+/// to `to_ms`, optionally filtered, optionally split by one dimension.
+#[derive(Debug, Clone)]
+pub struct SeriesQuery {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub bucket_ms: i64,
+    pub group_by: SeriesDim,
+    pub user_id: Option<String>,
+    pub model: Option<String>,
+    /// A key's hash; `''` selects the master key's (and open mode's) rows.
+    pub key_id: Option<String>,
+    /// Groups charted on their own; the rest are summed into `(other)`.
+    pub top: usize,
 }
 
 /// `POST /v1/feedback`.
@@ -134,6 +189,9 @@ pub enum StoreError {
     Unavailable(String),
     #[error("analytics database error: {0}")]
     Database(String),
+    /// The query itself is malformed (a range too long for its buckets).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -161,4 +219,20 @@ pub trait AnalyticsStore: Send {
     fn delete_keys(&mut self, hashes: &[String]) -> Result<Vec<String>, StoreError>;
     /// A cheap round trip proving the store answers (readiness).
     fn check(&mut self) -> Result<(), StoreError>;
+    /// Usage over time (the dashboard's charts), aggregated in the store.
+    fn timeseries(&mut self, _q: &SeriesQuery) -> Result<Series, StoreError> {
+        Err(StoreError::Unavailable(
+            "this analytics store has no time series".into(),
+        ))
+    }
+    /// Changes a key's settings (alias, user binding, models, budget, expiry, limits,
+    /// metadata); its spend is left as stored.
+    fn update_key(&mut self, key: &KeyRow) -> Result<(), StoreError> {
+        let mut row = key.clone();
+        if let Some(old) = self.load_keys()?.into_iter().find(|k| k.hash == key.hash) {
+            row.spend = old.spend;
+        }
+        self.delete_keys(std::slice::from_ref(&key.hash))?;
+        self.insert_key(&row)
+    }
 }

@@ -245,6 +245,12 @@ impl MemoryService {
             .ok_or_else(|| StoreError::Backend("store created nothing".into()))
     }
 
+    /// Has the write queue compute vectors of stored memories (edited or imported ones);
+    /// false when there is no embedder or the queue is closed.
+    pub async fn embed_later(&self, memories: Vec<Memory>) -> bool {
+        self.embedder.is_some() && self.queue.embed_later(memories).await
+    }
+
     /// Queues a finished exchange: one long-term memory and, with a session, its two
     /// turns. Never waits; false when capture is off or the queue dropped it.
     pub fn capture(&self, meta: CaptureMeta<'_>, captured: Captured) -> bool {

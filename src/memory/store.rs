@@ -225,4 +225,66 @@ pub trait MemoryStore: Send + Sync {
 
     /// Whether the store answers (for readiness checks).
     fn health(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Replaces the text (and, when given, the metadata) of one memory of `user_id`;
+    /// returns the memory as it now is. The default stores the new version and then
+    /// deletes the old one, so the memory gets a new id (`metadata.replaces` names the
+    /// old one) and a new vector; a backend that can change a row in place keeps the id.
+    fn update<'a>(
+        &'a self,
+        user_id: &'a str,
+        id: &'a str,
+        content: String,
+        metadata: Option<Metadata>,
+    ) -> BoxFuture<'a, Result<Memory, StoreError>> {
+        Box::pin(async move {
+            let old = self.get(user_id, id).await?;
+            let mut metadata = metadata.unwrap_or(old.metadata);
+            metadata.insert("replaces".into(), Value::from(old.id.clone()));
+            let new = NewMemory {
+                user_id: user_id.to_string(),
+                content,
+                metadata,
+                session_id: old.session_id,
+            };
+            let created = self.apply(vec![WriteOp::Memory(new)]).await?;
+            self.delete(user_id, id).await?;
+            created
+                .into_iter()
+                .next()
+                .ok_or_else(|| StoreError::Backend("store created nothing".into()))
+        })
+    }
+
+    /// The memories of `user_id` captured from request `request_id`
+    /// (`metadata.request_id`), which arrived at `since_ms`: the default reads the user's
+    /// memories newest first down to that time.
+    fn captured_from<'a>(
+        &'a self,
+        user_id: &'a str,
+        request_id: &'a str,
+        since_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<Memory>, StoreError>> {
+        Box::pin(async move {
+            let mut found = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let page = self.list(user_id, 200, cursor.as_deref()).await?;
+                let mut older = false;
+                for m in page.items {
+                    if m.created_at_ms < since_ms {
+                        older = true;
+                    } else if m.metadata.get("request_id").and_then(Value::as_str)
+                        == Some(request_id)
+                    {
+                        found.push(m);
+                    }
+                }
+                match page.next_cursor {
+                    Some(c) if !older => cursor = Some(c),
+                    _ => return Ok(found),
+                }
+            }
+        })
+    }
 }

@@ -15,7 +15,7 @@ use super::middleware::RequestCtx;
 use super::respond::Exchange;
 use super::AppState;
 use crate::analytics::pricing::{self, Price};
-use crate::analytics::Record;
+use crate::analytics::{InjectedMemory, Record, MAX_MEMORY_QUERY_BYTES};
 use crate::config::{DeploymentConfig, ProviderKind};
 use crate::keys::VirtualKey;
 use crate::protocol::ir::{Format, Usage};
@@ -140,9 +140,21 @@ impl Accounting {
         self.charge = Some(charge);
     }
 
-    /// Sets how many memories were injected (memory retrieval).
-    pub fn memories_injected(&mut self, n: u32) {
-        self.record.memories_injected = n;
+    /// Notes the memories injected (memory retrieval), best first, and the text they were
+    /// searched with.
+    pub fn memories_injected(&mut self, injected: Vec<InjectedMemory>, query: Option<String>) {
+        self.record.memories_injected = injected.len() as u32;
+        self.record.injected = injected;
+        self.record.memory_query = query.map(|mut q| {
+            if q.len() > MAX_MEMORY_QUERY_BYTES {
+                let mut end = MAX_MEMORY_QUERY_BYTES;
+                while !q.is_char_boundary(end) {
+                    end -= 1;
+                }
+                q.truncate(end);
+            }
+            q
+        });
     }
 
     /// Sets how many memory-tool rounds the proxy ran.

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Serialize;
 
+use super::ui::session::SessionError;
 use crate::analytics::StoreError as AnalyticsStoreError;
 use crate::auth::AuthError;
 use crate::identity::IdentityError;
@@ -60,6 +61,9 @@ pub enum ApiError {
     ResponseNotFound { id: String, previous: bool },
     #[error(transparent)]
     ResponseStore(#[from] ResponseStoreError),
+    /// A dashboard session that is unknown, expired, or missing its CSRF token.
+    #[error(transparent)]
+    Session(#[from] SessionError),
 }
 
 impl From<StoreError> for ApiError {
@@ -117,8 +121,11 @@ impl ApiError {
                 KeyError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             },
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Analytics(AnalyticsStoreError::Invalid(_)) => StatusCode::BAD_REQUEST,
             ApiError::Analytics(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UnknownRequest(_) => StatusCode::NOT_FOUND,
+            ApiError::Session(SessionError::Expired) => StatusCode::UNAUTHORIZED,
+            ApiError::Session(_) => StatusCode::FORBIDDEN,
             ApiError::MemoryNotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::Memory(StoreError::Ambiguous(_)) => StatusCode::CONFLICT,
             ApiError::Memory(StoreError::NotFound) => StatusCode::NOT_FOUND,
@@ -158,8 +165,15 @@ impl ApiError {
                 },
                 Some("rate_limit_exceeded"),
             ),
+            ApiError::Analytics(AnalyticsStoreError::Invalid(_)) => {
+                ("invalid_request_error", Some("invalid_request"))
+            }
             ApiError::Analytics(_) => ("api_error", Some("store_unavailable")),
             ApiError::UnknownRequest(_) => ("invalid_request_error", Some("not_found")),
+            ApiError::Session(SessionError::Expired) => {
+                ("authentication_error", Some("session_expired"))
+            }
+            ApiError::Session(_) => ("permission_error", Some("csrf_check_failed")),
             ApiError::Identity(_) => ("invalid_request_error", Some("invalid_user_id")),
             ApiError::NotFound { .. } => ("invalid_request_error", Some("not_found")),
             ApiError::MethodNotAllowed => ("invalid_request_error", Some("method_not_allowed")),
@@ -217,8 +231,10 @@ impl ApiError {
                 KeyError::Store(_) => "store_unavailable",
             },
             ApiError::RateLimited(_) => "rate_limited",
+            ApiError::Analytics(AnalyticsStoreError::Invalid(_)) => "bad_request",
             ApiError::Analytics(_) => "store_unavailable",
             ApiError::UnknownRequest(_) => "not_found",
+            ApiError::Session(_) => "session",
             ApiError::Identity(_) => "invalid_user_id",
             ApiError::NotFound { .. } => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",

@@ -1,5 +1,5 @@
 //! LiteLLM's key management routes: `POST /key/generate`, `GET /key/info`,
-//! `POST /key/delete`, `GET /key/list`. Only the master key manages keys; a virtual key
+//! `POST /key/update`, `POST /key/delete`, `GET /key/list`. Only the master key manages keys; a virtual key
 //! may read its own `/key/info`.
 
 use std::collections::HashMap;
@@ -124,4 +124,23 @@ pub async fn list(
         "current_page": 1,
         "total_pages": 1,
     })))
+}
+
+/// `POST /key/update {key, key_alias?, user_id?, models?, max_budget?, rpm_limit?,
+/// tpm_limit?, duration?, metadata?}` (`key`: the key or its hash; `null` clears a field).
+pub async fn update(
+    State(state): State<Arc<AppState>>,
+    Extension(ctx): Extension<RequestCtx>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    admin(&ctx)?;
+    let changes: serde_json::Map<String, Value> = json_body(&body)?;
+    let key = changes
+        .get("key")
+        .or_else(|| changes.get("token"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| KeyError::Invalid("pass the key (or its hash) as `key`".into()))?
+        .to_string();
+    let info = state.keys.update(&state.analytics, &key, &changes).await?;
+    Ok(Json(json!({"key": info["token"], "info": info})))
 }

@@ -1,6 +1,6 @@
-//! The memory API (SPEC §4, master key): add, list, search, get, delete memories of a
-//! user, forget a user, export as JSONL. Every call names its `user_id`; an id of
-//! another user's memory answers 404 like an unknown one.
+//! The memory API (SPEC §4, master key): add, list, search, get, edit, delete memories of
+//! a user, forget a user, export and import as JSONL. Every call names its `user_id`; an
+//! id of another user's memory answers 404 like an unknown one.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -299,4 +299,88 @@ pub async fn export(
         HeaderValue::from_static("application/x-ndjson"),
     );
     Ok(resp)
+}
+
+#[derive(Deserialize)]
+struct UpdateBody {
+    content: Option<Value>,
+    #[serde(default)]
+    metadata: Option<Value>,
+}
+
+/// `PATCH /v1/memories/{id}?user_id=` `{content, metadata?}`: replaces the memory's text
+/// (and metadata, when given); answers the memory as it now is (see
+/// [`crate::memory::MemoryStore::update`] for its id).
+pub async fn update(
+    State(state): State<Arc<AppState>>,
+    Extension(ctx): Extension<RequestCtx>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    bytes: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let mem = service(&state)?;
+    let user_id = user_param(&ctx, &q)?;
+    let b: UpdateBody = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("invalid memory: {e}")))?;
+    let checked = parse_add(
+        &serde_json::to_vec(&json!({
+            "user_id": user_id,
+            "content": b.content,
+            "metadata": b.metadata,
+        }))
+        .unwrap_or_default(),
+    )?;
+    let metadata = b.metadata.is_some().then_some(checked.metadata);
+    let updated = mem
+        .store()
+        .update(&user_id, &id, checked.content, metadata)
+        .await?;
+    mem.embed_later(vec![updated.clone()]).await;
+    Ok(Json(json!(updated)))
+}
+
+/// Memories stored per store call while importing.
+const IMPORT_BATCH: usize = 500;
+
+/// `POST /v1/memories/import?user_id=`: JSONL as `export` writes it (`content`, and
+/// optionally `metadata` and `session_id`, per line; other fields, and the line's own
+/// `user_id`, are ignored: everything goes to the named user). All lines are checked
+/// before any is stored.
+pub async fn import(
+    State(state): State<Arc<AppState>>,
+    Extension(ctx): Extension<RequestCtx>,
+    Query(q): Query<HashMap<String, String>>,
+    bytes: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let mem = service(&state)?;
+    let user_id = user_param(&ctx, &q)?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| ApiError::BadRequest("the body must be UTF-8 JSONL".into()))?;
+    let mut batch = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut v: Value = serde_json::from_str(line)
+            .map_err(|e| ApiError::BadRequest(format!("line {}: {e}", i + 1)))?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("user_id".into(), Value::from(user_id.clone()));
+            if o.get("session_id").is_some_and(Value::is_null) {
+                o.remove("session_id");
+            }
+        }
+        let new = parse_add(&serde_json::to_vec(&v).unwrap_or_default())
+            .map_err(|e| ApiError::BadRequest(format!("line {}: {e}", i + 1)))?;
+        batch.push(new);
+    }
+    let mut imported = 0;
+    for chunk in batch.chunks(IMPORT_BATCH) {
+        let created = mem.store().add(chunk.to_vec()).await?;
+        imported += created.len();
+        mem.embed_later(created).await;
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"user_id": user_id, "imported": imported})),
+    ))
 }

@@ -55,10 +55,13 @@ pub fn client_format(path: &str) -> Format {
     }
 }
 
-/// Paths answered without authentication.
+/// Paths answered without authentication (the dashboard's page and sign-in routes check
+/// their session themselves).
 fn is_open(state: &AppState, path: &str) -> bool {
     matches!(path, "/health/liveliness" | "/health/liveness")
         || (path == "/metrics" && !state.config.observability.metrics_require_auth)
+        || path == "/ui"
+        || path.starts_with("/ui/")
 }
 
 /// The client API of a model request path (analytics `endpoint`), if it is one.
@@ -88,14 +91,22 @@ fn client_request_id(req: &Request) -> Option<String> {
         .then(|| v.to_string())
 }
 
-/// Authenticates and identifies a request.
+/// Authenticates and identifies a request: by its key, or, for a request that carries none
+/// and is no model request, by a dashboard session cookie.
 fn admit(
     state: &AppState,
+    method: &axum::http::Method,
     headers: &axum::http::HeaderMap,
+    model_request: bool,
 ) -> Result<(Principal, Decision), ApiError> {
-    let principal = state
-        .auth
-        .authenticate(headers, &state.keys, timefmt::now_ms())?;
+    let now = timefmt::now_ms();
+    let session = (!model_request && crate::auth::presented_key(headers).is_none())
+        .then(|| state.ui.authenticate(method, headers, &state.keys, now))
+        .flatten();
+    let principal = match session {
+        Some(s) => s?.principal.clone(),
+        None => state.auth.authenticate(headers, &state.keys, now)?,
+    };
     let scope = principal.key().and_then(|k| k.row.user_id.as_deref());
     let identity = state.config.identity.detect(headers, scope)?;
     Ok((principal, identity))
@@ -131,7 +142,7 @@ pub async fn gateway(State(state): State<Arc<AppState>>, mut req: Request, next:
     let admitted = if open {
         Ok(None)
     } else {
-        admit(&state, req.headers()).map(Some)
+        admit(&state, &method, req.headers(), endpoint.is_some()).map(Some)
     };
     let mut ctx = None;
     let mut quota = None;

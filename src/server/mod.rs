@@ -17,6 +17,7 @@ mod respond;
 mod responses;
 mod routes;
 mod sessions;
+mod ui;
 mod usage_api;
 
 use std::future::Future;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub genai_spans: bool,
     /// Stored Responses API answers (`<data_dir>/responses.db`, opened on first use).
     pub responses: Arc<ResponseStore>,
+    /// The dashboard's sign-in sessions.
+    pub ui: ui::session::UiSessions,
 }
 
 /// Why the server state could not be built.
@@ -103,6 +106,7 @@ impl AppState {
             metrics,
             genai_spans: crate::telemetry::traces_enabled(),
             responses: Arc::new(ResponseStore::new(&config.memory.data_dir)),
+            ui: Default::default(),
             config,
             router,
             memory,

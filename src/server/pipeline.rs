@@ -18,6 +18,7 @@ use super::error::ApiError;
 use super::middleware::RequestCtx;
 use super::respond::{respond, AnswerUsage, ClientSpec, Exchange};
 use super::AppState;
+use crate::analytics::InjectedMemory;
 use crate::memory::inject;
 use crate::memory::{CaptureMeta, MemoryService};
 use crate::protocol::chat::{BodyError, ChatBody, ChatMessage};
@@ -71,7 +72,7 @@ pub async fn run(
         }
         None => Recalled::default(),
     };
-    acct.memories_injected(recalled.injected as u32);
+    acct.memories_injected(recalled.injected, recalled.query);
     let call = CallContext {
         user_id: &ctx.identity.user_id,
         request_id: &ctx.request_id,
@@ -158,8 +159,10 @@ struct Recalled {
     /// The client's own messages (before history and memories were added), kept for
     /// capture when capture is on.
     original: Option<Vec<ChatMessage>>,
-    /// Memories injected into the request.
-    injected: usize,
+    /// Memories injected into the request, best first, with their scores.
+    injected: Vec<InjectedMemory>,
+    /// The text memories were searched with, when a search ran.
+    query: Option<String>,
 }
 
 /// Applies SPEC §4 to the request: earlier turns of the session are prepended when the
@@ -184,7 +187,7 @@ async fn recall(
     let mut messages = inject::messages_of(&req.chat)?;
     let mut out = Recalled {
         original: capture.then(|| messages.clone()),
-        injected: 0,
+        ..Default::default()
     };
     let mut history = Vec::new();
     if let Some(sid) = session_id {
@@ -222,8 +225,16 @@ async fn recall(
             block = inject::render(&hits, cfg.max_results, cfg.max_context_length);
             if let Some(b) = &block {
                 inject::inject(&mut messages, b, cfg.injection_strategy);
-                out.injected = hits.len().min(cfg.max_results);
+                out.injected = hits
+                    .iter()
+                    .take(cfg.max_results)
+                    .map(|h| InjectedMemory {
+                        id: h.memory.id.clone(),
+                        score: h.score,
+                    })
+                    .collect();
             }
+            out.query = Some(q);
         }
     }
     if history.is_empty() && block.is_none() {
@@ -257,7 +268,7 @@ async fn recall(
     tracing::debug!(
         request_id = %ctx.request_id,
         history = history.len(),
-        memories = out.injected,
+        memories = out.injected.len(),
         "memory applied"
     );
     Ok(out)

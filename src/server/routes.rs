@@ -9,7 +9,7 @@ use axum::Router;
 
 use super::error::ApiError;
 use super::{
-    admin, chat, embeddings, keys_api, memories, messages, middleware, responses, sessions,
+    admin, chat, embeddings, keys_api, memories, messages, middleware, responses, sessions, ui,
     usage_api, AppState,
 };
 
@@ -46,9 +46,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/memories/search", get(memories::search))
         .route("/v1/memories/export", get(memories::export))
+        .route("/v1/memories/import", post(memories::import))
         .route(
             "/v1/memories/{id}",
-            get(memories::get).delete(memories::delete),
+            get(memories::get)
+                .patch(memories::update)
+                .delete(memories::delete),
         )
         .route("/v1/sessions", get(sessions::list))
         .route(
@@ -60,11 +63,23 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(admin::metrics))
         .route("/v1/usage", get(usage_api::usage))
         .route("/v1/usage/requests", get(usage_api::requests))
+        .route("/v1/usage/timeseries", get(usage_api::timeseries))
+        .route(
+            "/v1/usage/requests/{request_id}",
+            get(usage_api::request_detail),
+        )
         .route("/v1/feedback", post(usage_api::feedback))
         .route("/key/generate", post(keys_api::generate))
         .route("/key/info", get(keys_api::info))
         .route("/key/delete", post(keys_api::delete))
+        .route("/key/update", post(keys_api::update))
         .route("/key/list", get(keys_api::list))
+        .route("/ui", get(ui::redirect))
+        .route("/ui/", get(ui::index))
+        .route("/ui/assets/{*path}", get(ui::assets))
+        .route("/ui/login", post(ui::login))
+        .route("/ui/logout", post(ui::logout))
+        .route("/ui/session", get(ui::current))
         .fallback(not_found)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn_with_state(
