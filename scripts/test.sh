@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: Rust unit + integration tests, then the official OpenAI and
-# Anthropic Python SDKs against a running proxy (test tooling in its own venv).
+# Anthropic Python SDKs against a running proxy (test tooling in its own venv), then the
+# dashboard's browser tests in headless Chromium (skipped when node/npm are absent).
 # PostgreSQL/Redis tests run when MEMPROXY_TEST_DATABASE_URL / MEMPROXY_TEST_REDIS_URL are set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,3 +36,6 @@ fi
 
 echo "==> SDK tests (openai, anthropic, Codex CLI)"
 "$VENV/bin/python" -m pytest -q tests/sdk "$@"
+
+echo "==> UI browser tests (headless Chromium)"
+bash tests/ui/run.sh

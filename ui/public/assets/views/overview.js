@@ -23,7 +23,7 @@ function chart(box, title, t, lines, fmt) {
     legend: { live: true },
     cursor: { drag: { x: false, y: false } },
     scales: { x: { time: true } },
-    axes: [axis, { ...axis, size: 60, values: (u, vals) => vals.map((v) => (v === null ? '' : fmt(v))) }],
+    axes: [axis, { ...axis, size: 76, values: (u, vals) => vals.map((v) => (v === null ? '' : fmt(v))) }],
     series: [{}, ...lines.map((l, i) => ({
       label: l.label, stroke: l.color || PALETTE[i % PALETTE.length], width: 2,
       value: (u, v) => (v === null || v === undefined ? '–' : fmt(v)), spanGaps: false,
