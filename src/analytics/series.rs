@@ -1,14 +1,15 @@
 //! Usage over time (the dashboard's charts): latency histograms, the hourly rollup of the
-//! `requests` rows that the SQLite store keeps in the same transaction as the rows, and
-//! the time-series query, which reads the rollup for buckets of whole hours (so a 30-day
-//! chart over a million rows reads ~a thousand rollup rows, not the million) and the raw
-//! rows, by their time index, for finer buckets over short ranges.
+//! `requests` rows (per hour and per client, model and key; the SQLite store folds new rows
+//! into it every few thousand rows, and before each query), and the time-series query,
+//! which reads the rollup for buckets of whole hours (a 30-day chart over a million rows
+//! reads a few hundred to a few thousand rollup rows, not the million) and the rows, by
+//! their time index, for finer buckets over short ranges.
 //!
 //! Percentiles come from log-scale histograms (5 % wide buckets, so a reported p50/p95 is
 //! within ~2.5 % of the exact nearest-rank value); histograms of different hours and groups
 //! merge exactly, which exact percentiles would not.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
@@ -17,10 +18,10 @@ use super::store::{SeriesDim, SeriesQuery, StoreError};
 
 /// One hour, the rollup's bucket.
 pub const HOUR_MS: i64 = 3_600_000;
-/// Longest range a query may read from raw rows (buckets shorter than an hour).
+/// Longest range a query with buckets shorter than an hour may ask for (it reads rows).
 pub const MAX_RAW_RANGE_MS: i64 = 48 * HOUR_MS;
-/// Most buckets a query may ask for.
-pub const MAX_BUCKETS: i64 = 2_000;
+/// Most buckets a query may ask for (each holds a histogram per group).
+pub const MAX_BUCKETS: i64 = 500;
 
 /// Smallest latency told apart, in ms; anything at or below it lands in bucket 0.
 const HIST_BASE_MS: f64 = 0.01;
@@ -29,43 +30,55 @@ const HIST_GROWTH: f64 = 1.05;
 /// Last bucket (0.01 ms × 1.05^450 ≈ 36 hours): longer values land in it.
 const HIST_MAX: u16 = 450;
 
-/// A latency histogram: bucket index → count.
+/// A latency histogram: a count per bucket, dense (merging two is adding two arrays, which
+/// is what a query does thousands of times); empty until the first value.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Hist(BTreeMap<u16, u64>);
+pub struct Hist(Vec<u32>);
 
 impl Hist {
-    fn index(ms: f64) -> u16 {
+    fn index(ms: f64) -> usize {
         if ms.is_nan() || ms <= HIST_BASE_MS {
             return 0;
         }
         let i = ((ms / HIST_BASE_MS).ln() / HIST_GROWTH.ln()).floor() + 1.0;
-        i.min(f64::from(HIST_MAX)) as u16
+        i.min(f64::from(HIST_MAX)) as usize
     }
 
     /// The value a bucket stands for: its geometric middle.
-    fn value(i: u16) -> f64 {
+    fn value(i: usize) -> f64 {
         if i == 0 {
             0.0
         } else {
-            HIST_BASE_MS * HIST_GROWTH.powf(f64::from(i) - 0.5)
+            HIST_BASE_MS * HIST_GROWTH.powf(i as f64 - 0.5)
         }
+    }
+
+    fn counts(&mut self) -> &mut [u32] {
+        if self.0.is_empty() {
+            self.0 = vec![0; usize::from(HIST_MAX) + 1];
+        }
+        &mut self.0
     }
 
     /// Counts one value.
     pub fn add(&mut self, ms: f64) {
-        *self.0.entry(Self::index(ms)).or_default() += 1;
+        let c = &mut self.counts()[Self::index(ms)];
+        *c = c.saturating_add(1);
     }
 
     /// Adds another histogram's counts.
     pub fn merge(&mut self, other: &Hist) {
-        for (&i, &n) in &other.0 {
-            *self.0.entry(i).or_default() += n;
+        if other.0.is_empty() {
+            return;
+        }
+        for (a, b) in self.counts().iter_mut().zip(&other.0) {
+            *a = a.saturating_add(*b);
         }
     }
 
     /// Number of values counted.
     pub fn count(&self) -> u64 {
-        self.0.values().sum()
+        self.0.iter().map(|&c| u64::from(c)).sum()
     }
 
     /// The nearest-rank percentile `p` (0-100), none when empty.
@@ -76,37 +89,64 @@ impl Hist {
         }
         let rank = ((n as f64) * p / 100.0).ceil().max(1.0) as u64;
         let mut seen = 0;
-        for (&i, &c) in &self.0 {
-            seen += c;
+        for (i, &c) in self.0.iter().enumerate() {
+            seen += u64::from(c);
             if seen >= rank {
                 return Some(Self::value(i));
             }
         }
-        self.0.keys().next_back().map(|&i| Self::value(i))
+        None
     }
 
-    /// Compact form: (index delta, count) pairs as LEB128 varints.
+    /// Compact form: (index delta, count) pairs of the non-empty buckets, LEB128 varints.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.0.len() * 3);
-        let mut last = 0u16;
-        for (&i, &n) in &self.0 {
-            put_varint(&mut out, u64::from(i - last));
-            put_varint(&mut out, n);
+        let mut out = Vec::new();
+        let mut last = 0;
+        for (i, &n) in self.0.iter().enumerate().filter(|(_, &n)| n > 0) {
+            put_varint(&mut out, (i - last) as u64);
+            put_varint(&mut out, u64::from(n));
             last = i;
         }
         out
     }
 
     /// Reads [`Hist::encode`]'s form; a malformed tail is ignored.
-    pub fn decode(mut bytes: &[u8]) -> Self {
-        let mut h = BTreeMap::new();
+    pub fn decode(bytes: &[u8]) -> Self {
+        let mut h = Hist::default();
+        h.merge_encoded(bytes);
+        h
+    }
+
+    /// Adds the counts of an encoded histogram (touching only its non-empty buckets).
+    pub fn merge_encoded(&mut self, mut bytes: &[u8]) {
         let mut at = 0u64;
         while let (Some(d), Some(n)) = (get_varint(&mut bytes), get_varint(&mut bytes)) {
             at += d;
-            let Ok(i) = u16::try_from(at) else { break };
-            *h.entry(i.min(HIST_MAX)).or_default() += n;
+            let i = at.min(u64::from(HIST_MAX)) as usize;
+            let c = &mut self.counts()[i];
+            *c = c.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
         }
-        Self(h)
+    }
+
+    /// The nearest-rank p50 and p95 in one pass.
+    fn p50_p95(&self) -> (Option<f64>, Option<f64>) {
+        let n = self.count();
+        if n == 0 {
+            return (None, None);
+        }
+        let rank = |p: u64| (n * p).div_ceil(100).max(1);
+        let (r50, r95) = (rank(50), rank(95));
+        let (mut p50, mut seen) = (None, 0);
+        for (i, &c) in self.0.iter().enumerate() {
+            seen += u64::from(c);
+            if p50.is_none() && seen >= r50 {
+                p50 = Some(Self::value(i));
+            }
+            if seen >= r95 {
+                return (p50, Some(Self::value(i)));
+            }
+        }
+        (p50, None)
     }
 }
 
@@ -168,17 +208,33 @@ impl Agg {
 
     /// The figures the API reports.
     pub fn stats(&self) -> Stats {
+        let (latency_p50_ms, latency_p95_ms) = self.latency.p50_p95();
+        let (ttft_p50_ms, ttft_p95_ms) = self.ttft.p50_p95();
         Stats {
             requests: self.requests,
             errors: self.errors,
             tokens_in: self.tokens_in,
             tokens_out: self.tokens_out,
             cost_usd: self.cost_usd,
-            latency_p50_ms: self.latency.percentile(50.0),
-            latency_p95_ms: self.latency.percentile(95.0),
-            ttft_p50_ms: self.ttft.percentile(50.0),
-            ttft_p95_ms: self.ttft.percentile(95.0),
+            latency_p50_ms,
+            latency_p95_ms,
+            ttft_p50_ms,
+            ttft_p95_ms,
         }
+    }
+
+    /// Adds a rollup row read as `requests, errors, tokens_in, tokens_out, cost_usd,
+    /// latency, ttft` from column 0, without decoding its histograms first.
+    fn merge_row(&mut self, r: &rusqlite::Row<'_>) -> rusqlite::Result<()> {
+        let u = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(i)?.max(0) as u64) };
+        self.requests += u(0)?;
+        self.errors += u(1)?;
+        self.tokens_in += u(2)?;
+        self.tokens_out += u(3)?;
+        self.cost_usd += r.get::<_, f64>(4)?;
+        self.latency.merge_encoded(r.get_ref(5)?.as_blob()?);
+        self.ttft.merge_encoded(r.get_ref(6)?.as_blob()?);
+        Ok(())
     }
 }
 
@@ -233,13 +289,17 @@ pub struct Series {
     pub source: &'static str,
 }
 
-/// The rollup's schema; `upto_id` is the last `requests.id` folded in.
+/// The rollup's schema: per hour, one row of totals for each value of each dimension
+/// (`all` with value `''`, `user`, `model`, `key` — `''` for the master key — and
+/// `key_model`, the key and model joined by U+001F, so a key's own view splits by model).
+/// Per dimension, not per combination of them: a combination table would hold about one
+/// row per request when clients, models and keys mix freely. `upto_id` is the last
+/// `requests.id` folded in.
 pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS usage_hourly (
+CREATE TABLE IF NOT EXISTS usage_rollup (
+    dim TEXT NOT NULL,
     hour_ms INTEGER NOT NULL,
-    user_id TEXT NOT NULL,
-    model TEXT NOT NULL,
-    key_id TEXT NOT NULL,
+    value TEXT NOT NULL,
     key_alias TEXT,
     requests INTEGER NOT NULL,
     errors INTEGER NOT NULL,
@@ -248,13 +308,16 @@ CREATE TABLE IF NOT EXISTS usage_hourly (
     cost_usd REAL NOT NULL,
     latency BLOB NOT NULL,
     ttft BLOB NOT NULL,
-    PRIMARY KEY (hour_ms, user_id, model, key_id)
+    PRIMARY KEY (dim, hour_ms, value)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS usage_rollup_state (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     upto_id INTEGER NOT NULL
 );
 ";
+
+/// Joins a key and a model in the `key_model` dimension.
+const SEP: char = '\u{1f}';
 
 /// The fields of a `requests` row the rollup needs.
 struct RawRow {
@@ -291,11 +354,30 @@ fn raw_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
     })
 }
 
-type RollupKey = (i64, String, String, String);
+type RollupKey = (&'static str, i64, String);
 
-/// Folds every `requests` row not yet in the rollup into it (call inside a transaction:
-/// after each insert, and at open for rows written by an older build or another tool).
-pub fn fold_new(conn: &Connection) -> Result<u64, StoreError> {
+/// Rows folded per read while catching up (bounds the memory a large catch-up takes).
+const FOLD_CHUNK: i64 = 100_000;
+
+/// Folds every `requests` row not yet in the rollup into it, in one transaction per chunk
+/// of rows; returns how many rows it folded. The store calls it every few thousand rows
+/// and before each time-series query, so the cost per row is a read and a hash-map update,
+/// and rows written by an older build or another tool are picked up at the next fold.
+pub fn fold_new(conn: &mut Connection) -> Result<u64, StoreError> {
+    let mut folded = 0;
+    loop {
+        let tx = conn.transaction()?;
+        let (n, done) = fold_chunk(&tx)?;
+        tx.commit()?;
+        folded += n;
+        if done {
+            return Ok(folded);
+        }
+    }
+}
+
+/// Folds up to [`FOLD_CHUNK`] rows; also returns whether none are left.
+fn fold_chunk(conn: &Connection) -> Result<(u64, bool), StoreError> {
     let upto: i64 = conn
         .query_row(
             "SELECT upto_id FROM usage_rollup_state WHERE id = 1",
@@ -308,45 +390,48 @@ pub fn fold_new(conn: &Connection) -> Result<u64, StoreError> {
         r.get(0)
     })?;
     if max <= upto {
-        return Ok(0);
+        return Ok((0, true));
     }
+    let end = max.min(upto + FOLD_CHUNK);
     let mut acc: HashMap<RollupKey, (Agg, Option<String>)> = HashMap::new();
     let mut folded = 0;
     {
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {RAW_COLUMNS} FROM requests WHERE id > ?1 AND id <= ?2"
         ))?;
-        let mut rows = stmt.query(params![upto, max])?;
+        let mut rows = stmt.query(params![upto, end])?;
         while let Some(r) = rows.next()? {
             let row = raw_row(r)?;
             let hour = row.ts_ms.div_euclid(HOUR_MS) * HOUR_MS;
-            let e = acc
-                .entry((
-                    hour,
-                    row.user_id.clone(),
-                    row.model.clone(),
-                    row.key_id.clone(),
-                ))
-                .or_default();
-            e.0.add_row(&row);
-            if row.key_alias.is_some() {
-                e.1 = row.key_alias;
+            let key_model = format!("{}{SEP}{}", row.key_id, row.model);
+            for (dim, value) in [
+                ("all", String::new()),
+                ("user", row.user_id.clone()),
+                ("model", row.model.clone()),
+                ("key", row.key_id.clone()),
+                ("key_model", key_model),
+            ] {
+                let e = acc.entry((dim, hour, value)).or_default();
+                e.0.add_row(&row);
+                if dim.starts_with("key") && row.key_alias.is_some() {
+                    e.1.clone_from(&row.key_alias);
+                }
             }
             folded += 1;
         }
     }
     let mut read = conn.prepare_cached(
         "SELECT requests, errors, tokens_in, tokens_out, cost_usd, latency, ttft, key_alias \
-         FROM usage_hourly WHERE hour_ms = ?1 AND user_id = ?2 AND model = ?3 AND key_id = ?4",
+         FROM usage_rollup WHERE dim = ?1 AND hour_ms = ?2 AND value = ?3",
     )?;
     let mut write = conn.prepare_cached(
-        "INSERT OR REPLACE INTO usage_hourly (hour_ms, user_id, model, key_id, key_alias, \
-         requests, errors, tokens_in, tokens_out, cost_usd, latency, ttft) \
-         VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
+        "INSERT OR REPLACE INTO usage_rollup (dim, hour_ms, value, key_alias, requests, errors, \
+         tokens_in, tokens_out, cost_usd, latency, ttft) \
+         VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
     )?;
-    for ((hour, user, model, key), (mut agg, mut alias)) in acc {
+    for ((dim, hour, value), (mut agg, mut alias)) in acc {
         let old = read
-            .query_row(params![hour, user, model, key], |r| {
+            .query_row(params![dim, hour, value], |r| {
                 Ok((rollup_agg(r)?, r.get::<_, Option<String>>(7)?))
             })
             .optional()?;
@@ -355,10 +440,9 @@ pub fn fold_new(conn: &Connection) -> Result<u64, StoreError> {
             alias = alias.or(old_alias);
         }
         write.execute(params![
+            dim,
             hour,
-            user,
-            model,
-            key,
+            value,
             alias,
             agg.requests as i64,
             agg.errors as i64,
@@ -371,9 +455,9 @@ pub fn fold_new(conn: &Connection) -> Result<u64, StoreError> {
     }
     conn.execute(
         "INSERT OR REPLACE INTO usage_rollup_state (id, upto_id) VALUES (1, ?1)",
-        [max],
+        [end],
     )?;
-    Ok(folded)
+    Ok((folded, end == max))
 }
 
 /// The [`Agg`] of a rollup row read as `requests, errors, tokens_in, tokens_out, cost_usd,
@@ -419,28 +503,29 @@ impl<'q> Acc<'q> {
             && self.q.key_id.as_deref().is_none_or(|k| k == key)
     }
 
+    /// Adds totals at `ts_ms` (given as `merge`, which adds them to an [`Agg`]) to the whole
+    /// and, when the query is split, to `group`.
     fn add(
         &mut self,
         ts_ms: i64,
-        user: &str,
-        model: &str,
-        key: &str,
+        group: Option<&str>,
         alias: Option<String>,
-        agg: &Agg,
-    ) {
+        merge: impl Fn(&mut Agg) -> rusqlite::Result<()>,
+    ) -> rusqlite::Result<()> {
         let Ok(b) = usize::try_from((ts_ms - self.q.from_ms).div_euclid(self.q.bucket_ms)) else {
-            return;
+            return Ok(());
         };
-        if b >= self.buckets || !self.selected(user, model, key) {
-            return;
+        if b >= self.buckets {
+            return Ok(());
         }
-        self.all[b].merge(agg);
-        let group = match self.q.group_by {
-            SeriesDim::None => return,
-            SeriesDim::User => user,
-            SeriesDim::Model => model,
-            SeriesDim::Key if key.is_empty() => "(master)",
-            SeriesDim::Key => key,
+        merge(&mut self.all[b])?;
+        let Some(group) = group.filter(|_| self.q.group_by != SeriesDim::None) else {
+            return Ok(());
+        };
+        let group = if self.q.group_by == SeriesDim::Key && group.is_empty() {
+            "(master)"
+        } else {
+            group
         };
         if let (SeriesDim::Key, Some(a)) = (self.q.group_by, alias) {
             self.aliases.insert(group.to_string(), a);
@@ -450,8 +535,8 @@ impl<'q> Acc<'q> {
             .by_group
             .entry(group.to_string())
             .or_insert_with(|| (Agg::default(), vec![Agg::default(); buckets]));
-        e.0.merge(agg);
-        e.1[b].merge(agg);
+        merge(&mut e.0)?;
+        merge(&mut e.1[b])
     }
 
     fn finish(self, source: &'static str) -> Series {
@@ -518,24 +603,59 @@ pub fn validate(q: &SeriesQuery) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs a time-series query (see the module docs).
+/// Which rollup dimension answers a query: its name, the value (or, for `key_model`, the
+/// key) its rows must have, if any; none when only the rows can answer.
+fn rollup_plan(q: &SeriesQuery) -> Option<(&'static str, Option<&str>)> {
+    if q.bucket_ms % HOUR_MS != 0 || q.from_ms % HOUR_MS != 0 {
+        return None;
+    }
+    let dim = |d: SeriesDim| match d {
+        SeriesDim::None => "all",
+        SeriesDim::User => "user",
+        SeriesDim::Model => "model",
+        SeriesDim::Key => "key",
+    };
+    let filters: Vec<(SeriesDim, &str)> = [
+        (SeriesDim::User, q.user_id.as_deref()),
+        (SeriesDim::Model, q.model.as_deref()),
+        (SeriesDim::Key, q.key_id.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(d, v)| v.map(|v| (d, v)))
+    .collect();
+    match filters[..] {
+        [] => Some((dim(q.group_by), None)),
+        [(d, v)] if q.group_by == SeriesDim::None || q.group_by == d => Some((dim(d), Some(v))),
+        [(SeriesDim::Key, k)] if q.group_by == SeriesDim::Model => Some(("key_model", Some(k))),
+        _ => None,
+    }
+}
+
+/// Runs a time-series query (see the module docs). Filters the rollup has no dimension for
+/// (two at once, or a client's usage split by model) are answered from the rows.
 pub fn query(conn: &Connection, q: &SeriesQuery) -> Result<Series, StoreError> {
     validate(q).map_err(StoreError::Invalid)?;
     let mut acc = Acc::new(q);
-    if q.bucket_ms % HOUR_MS == 0 && q.from_ms % HOUR_MS == 0 {
+    if let Some((dim, want)) = rollup_plan(q) {
         let mut stmt = conn.prepare_cached(
             "SELECT requests, errors, tokens_in, tokens_out, cost_usd, latency, ttft, key_alias, \
-             hour_ms, user_id, model, key_id FROM usage_hourly \
-             WHERE hour_ms >= ?1 AND hour_ms < ?2",
+             hour_ms, value FROM usage_rollup WHERE dim = ?1 AND hour_ms >= ?2 AND hour_ms < ?3",
         )?;
-        let mut rows = stmt.query(params![q.from_ms, q.to_ms])?;
+        let mut rows = stmt.query(params![dim, q.from_ms, q.to_ms])?;
         while let Some(r) = rows.next()? {
-            let (user, model, key): (String, String, String) = (r.get(9)?, r.get(10)?, r.get(11)?);
-            if !acc.selected(&user, &model, &key) {
-                continue;
-            }
-            let agg = rollup_agg(r)?;
-            acc.add(r.get(8)?, &user, &model, &key, r.get(7)?, &agg);
+            let value: String = r.get(9)?;
+            let group = if dim == "key_model" {
+                match value.split_once(SEP) {
+                    Some((k, model)) if want == Some(k) => model.to_string(),
+                    _ => continue,
+                }
+            } else {
+                if want.is_some_and(|w| w != value) {
+                    continue;
+                }
+                value
+            };
+            acc.add(r.get(8)?, Some(&group), r.get(7)?, |a| a.merge_row(r))?;
         }
         return Ok(acc.finish("rollup"));
     }
@@ -545,17 +665,21 @@ pub fn query(conn: &Connection, q: &SeriesQuery) -> Result<Series, StoreError> {
     let mut rows = stmt.query(params![q.from_ms, q.to_ms])?;
     while let Some(r) = rows.next()? {
         let row = raw_row(r)?;
+        if !acc.selected(&row.user_id, &row.model, &row.key_id) {
+            continue;
+        }
         let mut one = Agg::default();
         one.add_row(&row);
-        let alias = row.key_alias.clone();
-        acc.add(
-            row.ts_ms,
-            &row.user_id,
-            &row.model,
-            &row.key_id,
-            alias,
-            &one,
-        );
+        let group = match q.group_by {
+            SeriesDim::None => None,
+            SeriesDim::User => Some(row.user_id.as_str()),
+            SeriesDim::Model => Some(row.model.as_str()),
+            SeriesDim::Key => Some(row.key_id.as_str()),
+        };
+        acc.add(row.ts_ms, group, row.key_alias.clone(), |a| {
+            a.merge(&one);
+            Ok(())
+        })?;
     }
     Ok(acc.finish("rows"))
 }
@@ -637,6 +761,20 @@ mod tests {
         let mut only_bob = q(HOUR_MS, SeriesDim::None);
         only_bob.user_id = Some("bob".into());
         assert_eq!(s.timeseries(&only_bob).unwrap().total.requests, 50);
+        // A key's own view split by model reads the key × model rows.
+        let mut own_key = q(HOUR_MS, SeriesDim::Model);
+        own_key.key_id = Some(String::new());
+        let by_model = s.timeseries(&own_key).unwrap();
+        assert_eq!(by_model.source, "rollup");
+        assert_eq!(by_model.groups[0].group, "gpt");
+        assert_eq!(by_model.groups[0].stats.requests, 200);
+        own_key.key_id = Some("other-key".into());
+        assert_eq!(s.timeseries(&own_key).unwrap().total.requests, 0);
+        // A combination the rollup has no dimension for is answered from the rows.
+        only_bob.group_by = SeriesDim::Model;
+        let from_rows = s.timeseries(&only_bob).unwrap();
+        assert_eq!(from_rows.source, "rows");
+        assert_eq!(from_rows.total.requests, 50);
 
         // Rows written by another tool (or an older build) are folded in at the next open.
         drop(s);

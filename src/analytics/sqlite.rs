@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
@@ -76,7 +76,15 @@ CREATE TABLE IF NOT EXISTS keys (
 /// queries either group a time range or read newest first until a page is full.
 pub struct SqliteStore {
     conn: Connection,
+    /// Rows written since the hourly rollup was last brought up to date.
+    unfolded: usize,
+    last_fold: Instant,
 }
+
+/// The rollup is brought up to date after this many rows…
+const FOLD_EVERY_ROWS: usize = 2_000;
+/// …or this long after the last time, whichever comes first (and before every query).
+const FOLD_EVERY: Duration = Duration::from_secs(5);
 
 impl SqliteStore {
     /// Opens (creating) `<dir>/analytics.db` and its schema.
@@ -93,7 +101,11 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA)?;
         add_missing_columns(&conn)?;
         conn.execute_batch(series::SCHEMA)?;
-        let mut store = Self { conn };
+        let mut store = Self {
+            conn,
+            unfolded: 0,
+            last_fold: Instant::now(),
+        };
         store.fold_rollup()?;
         Ok(store)
     }
@@ -101,11 +113,11 @@ impl SqliteStore {
     /// Brings the hourly rollup up to date with the rows (rows written before it existed,
     /// or by another tool).
     fn fold_rollup(&mut self) -> Result<(), StoreError> {
-        let started = std::time::Instant::now();
-        let tx = self.conn.transaction()?;
-        let n = series::fold_new(&tx)?;
-        tx.commit()?;
-        if n > 0 {
+        let started = Instant::now();
+        let n = series::fold_new(&mut self.conn)?;
+        self.unfolded = 0;
+        self.last_fold = Instant::now();
+        if n > 10_000 {
             tracing::info!(
                 rows = n,
                 ms = started.elapsed().as_millis() as u64,
@@ -240,8 +252,14 @@ impl AnalyticsStore for SqliteStore {
                 upd.execute(params![cost, key])?;
             }
         }
-        series::fold_new(&tx)?;
         tx.commit()?;
+        self.unfolded += rows.len();
+        if self.unfolded >= FOLD_EVERY_ROWS || self.last_fold.elapsed() >= FOLD_EVERY {
+            // The rows are stored; a failed fold is retried with the next one.
+            if let Err(e) = self.fold_rollup() {
+                tracing::warn!(error = %e, "usage rollup not brought up to date");
+            }
+        }
         Ok(())
     }
 
@@ -441,6 +459,7 @@ impl AnalyticsStore for SqliteStore {
     }
 
     fn timeseries(&mut self, q: &SeriesQuery) -> Result<Series, StoreError> {
+        self.fold_rollup()?;
         series::query(&self.conn, q)
     }
 

@@ -19,12 +19,18 @@ function bin(env, name) {
   return p;
 }
 
+// Children still running when this process exits (a failed start, a crashed test) are ended.
+const children = new Set();
+process.on('exit', () => { for (const c of children) c.kill('SIGTERM'); });
+
 /** Starts a process and resolves with the first value `ready(line)` returns from its output. */
 function startProc(cmd, args, env, ready) {
   const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  child.on('exit', () => children.delete(child));
   const log = [];
   const found = new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${cmd} did not start:\n${log.join('')}`)), 30000);
+    const timer = setTimeout(() => reject(new Error(`${cmd} did not start:\n${log.join('')}`)), Number(process.env.UI_START_TIMEOUT_MS || 30000));
     for (const s of [child.stdout, child.stderr]) {
       let buf = '';
       s.on('data', (d) => {
@@ -65,7 +71,8 @@ function recorder() {
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ server, bodies, port: server.address().port })));
 }
 
-export async function startAll() {
+/** Starts everything; `dataDir` reuses a data dir (kept afterwards) instead of a new one. */
+export async function startAll({ dataDir } = {}) {
   const mock = startProc(bin('MOCK_UPSTREAM_BIN', 'mock-upstream'), ['0'], process.env,
     (l) => (l.includes('mock-upstream listening on ') ? l.split('listening on ')[1].trim() : null));
   const mockAddr = await mock.found;
@@ -93,7 +100,7 @@ context_retrieval:
   injection_strategy: system
   max_results: 5
 `);
-  const env = { ...process.env, LOG_LEVEL: 'info', MEMPROXY_DATA_DIR: path.join(dir, 'data') };
+  const env = { ...process.env, LOG_LEVEL: 'info', MEMPROXY_DATA_DIR: dataDir || path.join(dir, 'data') };
   delete env.LITELLM_MASTER_KEY;
   delete env.LITELLM_BASE_URL;
   const proxy = startProc(bin('MEMPROXY_BIN', 'memproxy'), ['serve', '--config', cfg, '--port', '0'], env, (l) => {

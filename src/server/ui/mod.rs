@@ -230,7 +230,8 @@ mod tests {
             "index.html",
             "assets/app.js",
             "assets/app.css",
-            "assets/vendor/uPlot.iife.min.js", "assets/views/overview.js",
+            "assets/vendor/uPlot.iife.min.js",
+            "assets/views/overview.js",
         ] {
             assert!(Assets::get(f).is_some(), "{f} is not embedded");
         }
