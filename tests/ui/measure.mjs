@@ -54,6 +54,12 @@ for (const range of ['1h', '24h', '7d', '30d']) {
   }
 }
 console.log(`requests (first page of 50) | ${await load('#/requests', '#requests tbody tr')} |`);
+if (process.env.UI_SHOT) {
+  // The README's picture: 30 days of the seeded data, split by model.
+  await page.goto(env.base + '/ui/#/overview?range=30d&group=model');
+  await page.waitForSelector('#timing');
+  await page.screenshot({ path: process.env.UI_SHOT, fullPage: false });
+}
 } finally {
   await env.stop();
 }
