@@ -2,9 +2,10 @@
 //!
 //! # Layout
 //! - [`analytics`]: the usage databank: one row per model request, written in batches by
-//!   the store's own thread; prices; the usage queries.
+//!   the store's own thread; prices; the usage queries and the dashboard's time series.
 //! - [`config`]: LiteLLM-compatible `config.yaml`, env references, precedence, validation.
-//! - [`server`]: the HTTP app (route table, gateway middleware, handlers, error mapping).
+//! - [`server`]: the HTTP app (route table, gateway middleware, handlers, error mapping),
+//!   and the dashboard at `/ui` (`server::ui`: embedded pages, sign-in sessions).
 //! - [`auth`]: master-key and virtual-key authentication.
 //! - [`keys`]: virtual keys (`/key/*`): hashed storage, hot-path cache, limits, budgets.
 //! - [`ratelimit`]: token buckets per user id and per key, behind a clock and a store trait.

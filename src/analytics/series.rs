@@ -185,13 +185,33 @@ pub struct Agg {
 
 impl Agg {
     fn add_row(&mut self, r: &RawRow) {
+        self.add_values(
+            r.tokens_in,
+            r.tokens_out,
+            r.cost_usd,
+            r.total_ms,
+            r.ttft_ms,
+            r.error,
+        );
+    }
+
+    /// Counts one request.
+    fn add_values(
+        &mut self,
+        tokens_in: u64,
+        tokens_out: u64,
+        cost_usd: f64,
+        total_ms: f64,
+        ttft_ms: Option<f64>,
+        error: bool,
+    ) {
         self.requests += 1;
-        self.errors += u64::from(r.error);
-        self.tokens_in += r.tokens_in;
-        self.tokens_out += r.tokens_out;
-        self.cost_usd += r.cost_usd;
-        self.latency.add(r.total_ms);
-        if let Some(t) = r.ttft_ms {
+        self.errors += u64::from(error);
+        self.tokens_in += tokens_in;
+        self.tokens_out += tokens_out;
+        self.cost_usd += cost_usd;
+        self.latency.add(total_ms);
+        if let Some(t) = ttft_ms {
             self.ttft.add(t);
         }
     }
@@ -393,7 +413,20 @@ fn fold_chunk(conn: &Connection) -> Result<(u64, bool), StoreError> {
         return Ok((0, true));
     }
     let end = max.min(upto + FOLD_CHUNK);
-    let mut acc: HashMap<RollupKey, (Agg, Option<String>)> = HashMap::new();
+    // Rows are first summed per (hour, client, model, key), with the names interned, so a
+    // row costs a few lookups and no allocation; the combinations are then spread over
+    // the dimensions.
+    let mut names: Vec<String> = Vec::new();
+    let mut ids: HashMap<String, usize> = HashMap::new();
+    let mut intern = |s: &str| -> usize {
+        if let Some(&i) = ids.get(s) {
+            return i;
+        }
+        names.push(s.to_string());
+        ids.insert(s.to_string(), names.len() - 1);
+        names.len() - 1
+    };
+    let mut combos: HashMap<(i64, usize, usize, usize), (Agg, Option<usize>)> = HashMap::new();
     let mut folded = 0;
     {
         let mut stmt = conn.prepare_cached(&format!(
@@ -401,23 +434,44 @@ fn fold_chunk(conn: &Connection) -> Result<(u64, bool), StoreError> {
         ))?;
         let mut rows = stmt.query(params![upto, end])?;
         while let Some(r) = rows.next()? {
-            let row = raw_row(r)?;
-            let hour = row.ts_ms.div_euclid(HOUR_MS) * HOUR_MS;
-            let key_model = format!("{}{SEP}{}", row.key_id, row.model);
-            for (dim, value) in [
-                ("all", String::new()),
-                ("user", row.user_id.clone()),
-                ("model", row.model.clone()),
-                ("key", row.key_id.clone()),
-                ("key_model", key_model),
-            ] {
-                let e = acc.entry((dim, hour, value)).or_default();
-                e.0.add_row(&row);
-                if dim.starts_with("key") && row.key_alias.is_some() {
-                    e.1.clone_from(&row.key_alias);
+            let opt_text = |i: usize| -> rusqlite::Result<Option<&str>> {
+                Ok(r.get_ref(i)?.as_str_or_null()?)
+            };
+            let text = |i: usize| -> rusqlite::Result<&str> { Ok(opt_text(i)?.unwrap_or("")) };
+            let ts_ms: i64 = r.get(0)?;
+            let hour = ts_ms.div_euclid(HOUR_MS) * HOUR_MS;
+            let (user, model, key) = (intern(text(1)?), intern(text(2)?), intern(text(3)?));
+            let alias = opt_text(4)?.map(&mut intern);
+            let e = combos.entry((hour, user, model, key)).or_default();
+            e.0.add_values(
+                r.get::<_, i64>(5)?.max(0) as u64,
+                r.get::<_, i64>(6)?.max(0) as u64,
+                r.get(7)?,
+                r.get(8)?,
+                r.get(9)?,
+                r.get(10)?,
+            );
+            e.1 = alias.or(e.1);
+            folded += 1;
+        }
+    }
+    let mut acc: HashMap<RollupKey, (Agg, Option<String>)> = HashMap::new();
+    for ((hour, user, model, key), (agg, alias)) in combos {
+        let key_model = format!("{}{SEP}{}", names[key], names[model]);
+        for (dim, value) in [
+            ("all", String::new()),
+            ("user", names[user].clone()),
+            ("model", names[model].clone()),
+            ("key", names[key].clone()),
+            ("key_model", key_model),
+        ] {
+            let e = acc.entry((dim, hour, value)).or_default();
+            e.0.merge(&agg);
+            if dim.starts_with("key") {
+                if let Some(a) = alias {
+                    e.1 = Some(names[a].clone());
                 }
             }
-            folded += 1;
         }
     }
     let mut read = conn.prepare_cached(
