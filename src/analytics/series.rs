@@ -376,6 +376,9 @@ fn raw_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
 
 type RollupKey = (&'static str, i64, String);
 
+/// (hour, client, model, key), names as interned indexes.
+type Combo = (i64, usize, usize, usize);
+
 /// Rows folded per read while catching up (bounds the memory a large catch-up takes).
 const FOLD_CHUNK: i64 = 100_000;
 
@@ -426,7 +429,7 @@ fn fold_chunk(conn: &Connection) -> Result<(u64, bool), StoreError> {
         ids.insert(s.to_string(), names.len() - 1);
         names.len() - 1
     };
-    let mut combos: HashMap<(i64, usize, usize, usize), (Agg, Option<usize>)> = HashMap::new();
+    let mut combos: HashMap<Combo, (Agg, Option<usize>)> = HashMap::new();
     let mut folded = 0;
     {
         let mut stmt = conn.prepare_cached(&format!(
