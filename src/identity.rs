@@ -1,5 +1,7 @@
 //! Client detection: which `user_id` (memory scope) a request belongs to, decided from a
-//! key binding, a custom header, user-agent style patterns, or the default (SPEC §3).
+//! key binding, a custom header, user-agent style patterns, or the default (SPEC §3); and
+//! which project, if any, from a key binding, the `/p/<project>/` URL prefix or the
+//! `x-memory-project` header (SPEC §4).
 
 use axum::http::{HeaderMap, HeaderName};
 use regex::Regex;
@@ -7,6 +9,12 @@ use serde::Serialize;
 
 /// Longest accepted user id.
 pub const MAX_USER_ID_LEN: usize = 128;
+
+/// Longest accepted project name.
+pub const MAX_PROJECT_LEN: usize = 64;
+
+/// The header that names a request's project (the edge interceptor sets it).
+pub const PROJECT_HEADER: &str = "x-memory-project";
 
 /// How user ids are derived from request headers.
 #[derive(Debug, Serialize)]
@@ -49,6 +57,84 @@ pub enum IdentityError {
     BadCharset(String),
     #[error("header {0} is not valid UTF-8 text")]
     BadHeader(String),
+    #[error(
+        "project name must be 1 to {MAX_PROJECT_LEN} characters of letters, digits and . _ - \
+         and must not start with a dot (got {0:?})"
+    )]
+    BadProject(String),
+    #[error("the URL names project `{path}` but the x-memory-project header names `{header}`")]
+    ConflictingProject { path: String, header: String },
+}
+
+impl IdentityError {
+    /// True for errors about the project, not the user id.
+    pub fn is_project(&self) -> bool {
+        matches!(
+            self,
+            IdentityError::BadProject(_) | IdentityError::ConflictingProject { .. }
+        )
+    }
+}
+
+/// Checks a project name: 1 to 64 characters of `[A-Za-z0-9._-]`, not starting with a dot
+/// (it is a URL path segment, where `.` and `..` mean something else).
+pub fn validate_project(name: &str) -> Result<(), IdentityError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_PROJECT_LEN
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(IdentityError::BadProject(name.chars().take(40).collect()))
+    }
+}
+
+/// Which rule decided the project.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ProjectRule {
+    /// The API key is bound to this project; the URL and headers cannot override it.
+    KeyBinding,
+    /// The `/p/<project>/` prefix of the URL.
+    Path,
+    /// The `x-memory-project` header.
+    Header,
+}
+
+/// The project of a request: the key's binding wins; else the URL prefix and the header,
+/// which must agree when both are present. `None`: the request has no project (user-level
+/// memory only).
+pub fn detect_project(
+    headers: &HeaderMap,
+    path_project: Option<&str>,
+    key_project: Option<&str>,
+) -> Result<Option<(String, ProjectRule)>, IdentityError> {
+    if let Some(p) = key_project {
+        return Ok(Some((p.to_string(), ProjectRule::KeyBinding)));
+    }
+    let header = match headers.get(PROJECT_HEADER) {
+        None => None,
+        Some(v) => {
+            let p = v
+                .to_str()
+                .map_err(|_| IdentityError::BadHeader(PROJECT_HEADER.into()))?
+                .trim();
+            // An empty header is no project (a client template with the value left out).
+            (!p.is_empty()).then_some(p)
+        }
+    };
+    match (path_project, header) {
+        (Some(path), Some(header)) if path != header => Err(IdentityError::ConflictingProject {
+            path: path.chars().take(40).collect(),
+            header: header.chars().take(40).collect(),
+        }),
+        (Some(p), _) => validate_project(p).map(|()| Some((p.to_string(), ProjectRule::Path))),
+        (None, Some(p)) => validate_project(p).map(|()| Some((p.to_string(), ProjectRule::Header))),
+        (None, None) => Ok(None),
+    }
 }
 
 /// Checks a user id: 1 to 128 characters of `[A-Za-z0-9._:@-]`.
@@ -89,6 +175,11 @@ pub enum MatchedRule {
 pub struct Decision {
     pub user_id: String,
     pub rule: MatchedRule,
+    /// The project whose memory the request uses first ([`detect_project`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project_rule: Option<ProjectRule>,
 }
 
 impl IdentityConfig {
@@ -102,6 +193,8 @@ impl IdentityConfig {
             return Ok(Decision {
                 user_id: scope.to_string(),
                 rule: MatchedRule::KeyBinding,
+                project: None,
+                project_rule: None,
             });
         }
         if let Some(v) = headers.get(&self.custom_header) {
@@ -113,6 +206,8 @@ impl IdentityConfig {
             return Ok(Decision {
                 user_id: id.to_string(),
                 rule: MatchedRule::CustomHeader,
+                project: None,
+                project_rule: None,
             });
         }
         for (index, p) in self.patterns.iter().enumerate() {
@@ -123,6 +218,8 @@ impl IdentityConfig {
                         return Ok(Decision {
                             user_id: p.user_id.clone(),
                             rule: MatchedRule::HeaderPattern { index },
+                            project: None,
+                            project_rule: None,
                         });
                     }
                 }
@@ -131,6 +228,8 @@ impl IdentityConfig {
         Ok(Decision {
             user_id: self.default_user_id.clone(),
             rule: MatchedRule::Default,
+            project: None,
+            project_rule: None,
         })
     }
 }
@@ -203,6 +302,61 @@ mod tests {
             let h = headers(&[("x-memory-user-id", bad)]);
             assert!(c.detect(&h, None).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn projects_from_key_path_or_header() {
+        let none = headers(&[]);
+        let hdr = headers(&[("x-memory-project", "web-app")]);
+        assert_eq!(detect_project(&none, None, None).unwrap(), None);
+        assert_eq!(
+            detect_project(&hdr, None, None).unwrap(),
+            Some(("web-app".into(), ProjectRule::Header))
+        );
+        assert_eq!(
+            detect_project(&none, Some("api"), None).unwrap(),
+            Some(("api".into(), ProjectRule::Path))
+        );
+        // The same project twice is fine; two different ones are refused.
+        assert!(detect_project(&hdr, Some("web-app"), None).is_ok());
+        assert!(matches!(
+            detect_project(&hdr, Some("api"), None),
+            Err(IdentityError::ConflictingProject { .. })
+        ));
+        // A key's binding wins over both.
+        assert_eq!(
+            detect_project(&hdr, Some("api"), Some("bound")).unwrap(),
+            Some(("bound".into(), ProjectRule::KeyBinding))
+        );
+        assert_eq!(
+            detect_project(&headers(&[("x-memory-project", " ")]), None, None).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn project_names_are_validated() {
+        for good in ["a", "web-app", "My_Repo.v2", &"x".repeat(64)] {
+            assert!(validate_project(good).is_ok(), "{good:?}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            ".hidden",
+            "a b",
+            "a/b",
+            "a#b",
+            "ü",
+            &"x".repeat(65),
+        ] {
+            assert!(validate_project(bad).is_err(), "{bad:?}");
+        }
+        let h = headers(&[("x-memory-project", "a/b")]);
+        assert!(matches!(
+            detect_project(&h, None, None),
+            Err(IdentityError::BadProject(_))
+        ));
     }
 
     #[test]

@@ -69,6 +69,17 @@ CREATE TABLE IF NOT EXISTS keys (
 );
 ";
 
+/// Adds `keys.project` (keys bound to a project) to a database made before it existed.
+fn add_key_project(conn: &Connection) -> Result<(), StoreError> {
+    let has: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('keys') WHERE name = 'project'")?
+        .exists([])?;
+    if !has {
+        conn.execute_batch("ALTER TABLE keys ADD COLUMN project TEXT")?;
+    }
+    Ok(())
+}
+
 /// The SQLite store. Rows are indexed by time only: every further index multiplies the
 /// cost of a write (measured: ~2 µs per row with the time index, ~11 µs with a
 /// `(user_id, ts)` index as well, ~21 µs with one on the random request ids), and the
@@ -90,6 +101,7 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
+        add_key_project(&conn)?;
         Ok(Self { conn })
     }
 }
@@ -315,7 +327,7 @@ impl AnalyticsStore for SqliteStore {
     fn load_keys(&mut self) -> Result<Vec<KeyRow>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT hash, alias, user_id, models, max_budget, expires_ms, rpm_limit, tpm_limit, \
-             metadata, created_ms, preview, spend FROM keys ORDER BY created_ms",
+             metadata, created_ms, preview, spend, project FROM keys ORDER BY created_ms",
         )?;
         let rows = stmt.query_map([], |r| {
             let models: String = r.get(3)?;
@@ -333,6 +345,7 @@ impl AnalyticsStore for SqliteStore {
                 created_ms: r.get(9)?,
                 preview: r.get(10)?,
                 spend: r.get(11)?,
+                project: r.get(12)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -341,8 +354,8 @@ impl AnalyticsStore for SqliteStore {
     fn insert_key(&mut self, k: &KeyRow) -> Result<(), StoreError> {
         self.conn.execute(
             "INSERT INTO keys (hash, alias, user_id, models, max_budget, expires_ms, rpm_limit, \
-             tpm_limit, metadata, created_ms, preview, spend) \
-             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
+             tpm_limit, metadata, created_ms, preview, spend, project) \
+             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
             params![
                 k.hash,
                 k.alias,
@@ -356,6 +369,7 @@ impl AnalyticsStore for SqliteStore {
                 k.created_ms,
                 k.preview,
                 k.spend,
+                k.project,
             ],
         )?;
         Ok(())

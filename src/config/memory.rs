@@ -40,6 +40,17 @@ pub enum InjectionStrategy {
     UserSuffix,
 }
 
+/// Whose memories a request with a project reads (`context_retrieval.project_scope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ProjectScope {
+    /// The project's memories first, then the user's project-independent ones (default).
+    #[default]
+    ProjectThenUser,
+    /// Only the project's memories.
+    ProjectOnly,
+}
+
 /// `context_retrieval`: searching a user's memories before each model call.
 #[derive(Debug, Clone, Serialize)]
 pub struct RetrievalSettings {
@@ -53,6 +64,8 @@ pub struct RetrievalSettings {
     pub max_context_length: usize,
     /// Models that get memories (`*` wildcards allowed); empty means all.
     pub enabled_for_models: Vec<String>,
+    /// What a request with a project reads besides the project's memories.
+    pub project_scope: ProjectScope,
 }
 
 /// `tool_execution`: the memory tools (`memory_search`, `memory_get`) offered to the
@@ -180,6 +193,16 @@ pub fn retrieval(raw: Option<RawContextRetrieval>) -> Result<RetrievalSettings, 
         max_results,
         max_context_length,
         enabled_for_models: raw.enabled_for_models.unwrap_or_default(),
+        project_scope: match raw.project_scope.as_deref() {
+            None | Some("project_then_user") => ProjectScope::ProjectThenUser,
+            Some("project_only") => ProjectScope::ProjectOnly,
+            Some(other) => {
+                return Err(invalid(
+                    "context_retrieval.project_scope",
+                    format!("`{other}` is not one of project_then_user, project_only"),
+                ))
+            }
+        },
     })
 }
 

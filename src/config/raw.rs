@@ -35,6 +35,7 @@ pub struct RawContextRetrieval {
     pub max_context_length: Option<usize>,
     pub max_results: Option<usize>,
     pub enabled_for_models: Option<Vec<String>>,
+    pub project_scope: Option<String>,
 }
 
 /// `tool_execution` (the original proxy's names).

@@ -14,6 +14,7 @@ use std::borrow::Cow;
 
 use serde_json::value::RawValue;
 
+use super::scope::Scope;
 use super::store::{ScoredMemory, SessionMessage};
 use crate::config::{InjectionStrategy, QueryStrategy, RetrievalSettings};
 use crate::protocol::chat::{BodyError, ChatBody, ChatMessage, Content, Part};
@@ -157,29 +158,88 @@ fn sanitize(text: &str) -> String {
 /// `max_chars` characters of memory text (the last one cut if needed). `None` when
 /// there is nothing to inject.
 pub fn render(hits: &[ScoredMemory], max_results: usize, max_chars: usize) -> Option<String> {
+    render_sections(&[Section { title: None, hits }], max_results, max_chars).map(|(b, _)| b)
+}
+
+/// The title of a scope's memories in an injected block, saying whose they are.
+pub fn scope_title(scope: &Scope) -> String {
+    match scope.project() {
+        Some(p) => format!("From this project ({p}):"),
+        None => "From this user's other work (not specific to a project):".to_string(),
+    }
+}
+
+/// A group of found memories in an injected block, under its title (none: no title line).
+#[derive(Debug, Clone, Copy)]
+pub struct Section<'a> {
+    pub title: Option<&'a str>,
+    pub hits: &'a [ScoredMemory],
+}
+
+/// How many memories of each section are injected, out of `max_results`: in order, each
+/// takes what it has, but leaves one place for every later section that has memories
+/// (so a project's many memories never hide all of the user's general ones).
+pub fn allot(counts: &[usize], max_results: usize) -> Vec<usize> {
+    let mut left = max_results;
+    let mut out = Vec::with_capacity(counts.len());
+    for (i, &n) in counts.iter().enumerate() {
+        let later = counts[i + 1..].iter().filter(|&&c| c > 0).count();
+        let reserve = later.min(left.saturating_sub(1));
+        let take = n.min(left - reserve);
+        out.push(take);
+        left -= take;
+    }
+    out
+}
+
+/// [`render`] for several sections, in order, their places shared out by [`allot`] and
+/// the characters in order. Returns the block and the number of memories in it.
+pub fn render_sections(
+    sections: &[Section<'_>],
+    max_results: usize,
+    max_chars: usize,
+) -> Option<(String, usize)> {
+    let counts: Vec<usize> = sections.iter().map(|s| s.hits.len()).collect();
+    let takes = allot(&counts, max_results);
     let mut body = String::new();
     let mut used = 0usize;
-    for hit in hits.iter().take(max_results) {
-        let text = sanitize(hit.memory.content.trim());
-        if text.is_empty() {
-            continue;
-        }
-        let item = format!("- {}", text.replace('\n', "\n  "));
-        let len = item.chars().count();
-        if used + len <= max_chars {
-            body.push_str(&item);
+    let mut injected = 0usize;
+    'sections: for (section, take) in sections.iter().zip(takes) {
+        let mut titled = section.title.is_none();
+        for hit in section.hits.iter().take(take) {
+            let text = sanitize(hit.memory.content.trim());
+            if text.is_empty() {
+                continue;
+            }
+            let item = format!("- {}", text.replace('\n', "\n  "));
+            let len = item.chars().count();
+            let room = max_chars.saturating_sub(used);
+            let (line, last) = if len <= room {
+                (item, false)
+            } else if room > 20 {
+                let mut cut: String = item.chars().take(room - 1).collect();
+                cut.push('…');
+                (cut, true)
+            } else {
+                break 'sections;
+            };
+            if !titled {
+                if let Some(t) = section.title {
+                    body.push_str(&sanitize(t));
+                    body.push('\n');
+                }
+                titled = true;
+            }
+            body.push_str(&line);
             body.push('\n');
             used += len;
-        } else {
-            let room = max_chars.saturating_sub(used);
-            if room > 20 {
-                body.extend(item.chars().take(room - 1));
-                body.push_str("…\n");
+            injected += 1;
+            if last {
+                break 'sections;
             }
-            break;
         }
     }
-    (!body.is_empty()).then(|| format!("{OPEN}\n{HEADER}\n{body}{CLOSE}"))
+    (injected > 0).then(|| (format!("{OPEN}\n{HEADER}\n{body}{CLOSE}"), injected))
 }
 
 /// Removes every injected block (and the blank line that joined it to the text).

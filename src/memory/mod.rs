@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - [`store`]: the [`MemoryStore`] trait and its records; every call is scoped by user.
+//! - [`scope`]: [`Scope`], a user and optionally a project, and its store key.
 //! - [`sqlite`]: the embedded backend (one file, WAL, FTS5, vectors as blobs).
 //! - [`text`]: the analyzer shared by indexing and querying (stop words, stemming).
 //! - [`retrieve`]: BM25, neighbour context, cosine, rank fusion, the [`Embedder`] trait.
@@ -56,6 +57,7 @@
 pub mod inject;
 pub mod queue;
 pub mod retrieve;
+pub mod scope;
 pub mod sqlite;
 pub mod store;
 pub mod text;
@@ -69,6 +71,7 @@ use serde_json::Value;
 pub use inject::Captured;
 pub use queue::{QueueOptions, WriteQueue};
 pub use retrieve::{Embedder, HashEmbedder};
+pub use scope::Scope;
 pub use store::{
     Memory, MemoryStore, Metadata, NewMemory, Page, QueryEmbedding, ScoredMemory, SearchQuery,
     Session, SessionInfo, SessionMessage, StoreError, WriteOp,
@@ -197,6 +200,28 @@ impl MemoryService {
         text: &str,
         limit: usize,
     ) -> Result<Vec<ScoredMemory>, StoreError> {
+        let query = self.query(text, limit).await;
+        self.store.search(user_id, &query).await
+    }
+
+    /// Searches each of `scopes` with the same query (embedded once), concurrently;
+    /// results in the order of `scopes`. Fails when any scope's search fails.
+    pub async fn try_search_scopes(
+        &self,
+        scopes: &[Scope],
+        text: &str,
+        limit: usize,
+    ) -> Result<Vec<Vec<ScoredMemory>>, StoreError> {
+        let query = self.query(text, limit).await;
+        let searches = scopes.iter().map(|s| self.store.search(s.key(), &query));
+        futures_util::future::join_all(searches)
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// The search request for `text`, with its vector when an embedder answers in time.
+    async fn query(&self, text: &str, limit: usize) -> SearchQuery {
         let embedding = match &self.embedder {
             Some(e) => {
                 let texts = [text.to_string()];
@@ -213,12 +238,11 @@ impl MemoryService {
             }
             None => None,
         };
-        let query = SearchQuery {
+        SearchQuery {
             text: text.to_string(),
             limit,
             embedding,
-        };
-        self.store.search(user_id, &query).await
+        }
     }
 
     /// [`Self::try_search`] for the request path: a failing store yields no memories

@@ -220,6 +220,19 @@ pub trait MemoryStore: Send + Sync {
         session_id: &'a str,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
+    /// Every stored scope key that starts with `prefix` (memories or sessions may be kept
+    /// under it), sorted. Forget-all and export use it to find a user's project scopes
+    /// ([`crate::memory::scope::Scope::projects_prefix`]). A backend that cannot list
+    /// must say so: answering "none" would leave a forgotten user's projects behind.
+    fn scope_keys<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        let _ = prefix;
+        Box::pin(async {
+            Err(StoreError::Backend(
+                "this memory backend cannot list scopes".into(),
+            ))
+        })
+    }
+
     /// Removes expired sessions; returns how many.
     fn purge_expired(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
 

@@ -32,7 +32,7 @@ pub enum ApiError {
     BodyTimeout,
     #[error(transparent)]
     Auth(#[from] AuthError),
-    #[error("invalid user id: {0}")]
+    #[error("{}", identity_message(.0))]
     Identity(#[from] IdentityError),
     #[error(transparent)]
     Route(#[from] RouteError),
@@ -88,6 +88,14 @@ struct Body<'a> {
     kind: &'a str,
     code: Option<&'a str>,
     param: Option<&'a str>,
+}
+
+fn identity_message(e: &IdentityError) -> String {
+    if e.is_project() {
+        format!("invalid project: {e}")
+    } else {
+        format!("invalid user id: {e}")
+    }
 }
 
 impl ApiError {
@@ -160,6 +168,9 @@ impl ApiError {
             ),
             ApiError::Analytics(_) => ("api_error", Some("store_unavailable")),
             ApiError::UnknownRequest(_) => ("invalid_request_error", Some("not_found")),
+            ApiError::Identity(e) if e.is_project() => {
+                ("invalid_request_error", Some("invalid_project"))
+            }
             ApiError::Identity(_) => ("invalid_request_error", Some("invalid_user_id")),
             ApiError::NotFound { .. } => ("invalid_request_error", Some("not_found")),
             ApiError::MethodNotAllowed => ("invalid_request_error", Some("method_not_allowed")),
@@ -219,6 +230,7 @@ impl ApiError {
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::Analytics(_) => "store_unavailable",
             ApiError::UnknownRequest(_) => "not_found",
+            ApiError::Identity(e) if e.is_project() => "invalid_project",
             ApiError::Identity(_) => "invalid_user_id",
             ApiError::NotFound { .. } => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",

@@ -1,6 +1,8 @@
 //! The memory API (SPEC §4, master key): add, list, search, get, delete memories of a
-//! user, forget a user, export as JSONL. Every call names its `user_id`; an id of
-//! another user's memory answers 404 like an unknown one.
+//! user or one of its projects, forget a user (or one project), export as JSONL. Every
+//! call names its `user_id`; the project is the `project` parameter, else the request's
+//! own (`/p/<project>/` prefix, `x-memory-project` header, the key's binding). An id of
+//! another scope's memory answers 404 like an unknown one.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -21,7 +23,7 @@ use super::{body, AppState};
 use crate::auth::Principal;
 use crate::identity::validate_user_id;
 use crate::keys::KeyError;
-use crate::memory::{MemoryService, Metadata, NewMemory};
+use crate::memory::{Memory, MemoryService, Metadata, NewMemory, Scope};
 
 /// Longest accepted session id.
 const MAX_SESSION_ID_LEN: usize = 256;
@@ -91,6 +93,56 @@ pub fn user_param(ctx: &RequestCtx, q: &HashMap<String, String>) -> Result<Strin
     Ok(user_id.to_string())
 }
 
+/// The project a call addresses: `asked` (the `project` parameter or field), else the
+/// request's own. A key bound to a project reaches only that project.
+pub fn project_of(ctx: &RequestCtx, asked: Option<&str>) -> Result<Option<String>, ApiError> {
+    let asked = asked.filter(|p| !p.is_empty());
+    let bound = ctx.principal.key().and_then(|k| k.row.project.as_deref());
+    match (asked, bound) {
+        (Some(p), Some(b)) if p != b => Err(KeyError::WrongUser(format!(
+            "this key is bound to project `{b}` and cannot access the memory of project `{p}`"
+        ))
+        .into()),
+        (Some(p), _) => Ok(Some(p.to_string())),
+        (None, _) => Ok(ctx.scope.project().map(str::to_string)),
+    }
+}
+
+/// The scope of a call: `user_id` ([`user_param`]) and its project ([`project_of`]).
+pub fn scope_param(ctx: &RequestCtx, q: &HashMap<String, String>) -> Result<Scope, ApiError> {
+    let user_id = user_param(ctx, q)?;
+    let project = project_of(ctx, q.get("project").map(String::as_str))?;
+    Ok(Scope::new(&user_id, project.as_deref())?)
+}
+
+/// A memory as the API shows it: its scope as `user_id` and `project`.
+pub fn memory_json(m: &Memory) -> Value {
+    let mut v = json!(m);
+    label_scope(&mut v, &m.user_id);
+    v
+}
+
+/// Replaces `v.user_id` (a store key) by the user id and adds `project` when there is one.
+pub fn label_scope(v: &mut Value, key: &str) {
+    if let (Ok(scope), Some(obj)) = (Scope::parse(key), v.as_object_mut()) {
+        obj.insert("user_id".into(), scope.user_id().into());
+        if let Some(p) = scope.project() {
+            obj.insert("project".into(), p.into());
+        }
+    }
+}
+
+/// Every scope of a user: its own, then its projects' (sorted).
+pub async fn all_scopes(mem: &MemoryService, user_id: &str) -> Result<Vec<String>, ApiError> {
+    let mut keys = vec![user_id.to_string()];
+    keys.extend(
+        mem.store()
+            .scope_keys(&Scope::projects_prefix(user_id))
+            .await?,
+    );
+    Ok(keys)
+}
+
 fn number_param(
     q: &HashMap<String, String>,
     name: &str,
@@ -112,6 +164,8 @@ fn number_param(
 #[derive(Deserialize)]
 struct AddBody {
     user_id: Option<String>,
+    #[serde(default)]
+    project: Option<String>,
     content: Option<Value>,
     #[serde(default)]
     metadata: Option<Value>,
@@ -119,7 +173,7 @@ struct AddBody {
     session_id: Option<String>,
 }
 
-fn parse_add(bytes: &[u8]) -> Result<NewMemory, ApiError> {
+fn parse_add(ctx: &RequestCtx, bytes: &[u8]) -> Result<NewMemory, ApiError> {
     let b: AddBody = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::BadRequest(format!("invalid memory: {e}")))?;
     let user_id = b
@@ -127,6 +181,9 @@ fn parse_add(bytes: &[u8]) -> Result<NewMemory, ApiError> {
         .filter(|u| !u.is_empty())
         .ok_or_else(|| ApiError::BadRequest("missing required field `user_id`".into()))?;
     validate_user_id(&user_id)?;
+    authorize(ctx, &user_id)?;
+    let project = project_of(ctx, b.project.as_deref())?;
+    let scope = Scope::new(&user_id, project.as_deref())?;
     let content = match b.content {
         Some(Value::String(s)) if s.len() > MAX_CONTENT_BYTES => {
             return Err(ApiError::BadRequest(format!(
@@ -158,15 +215,15 @@ fn parse_add(bytes: &[u8]) -> Result<NewMemory, ApiError> {
         }
     }
     Ok(NewMemory {
-        user_id,
+        user_id: scope.key().to_string(),
         content,
         metadata,
         session_id: b.session_id,
     })
 }
 
-/// `POST /v1/memories` `{user_id, content, metadata?, session_id?}`: stored durably
-/// before the answer.
+/// `POST /v1/memories` `{user_id, project?, content, metadata?, session_id?}`: stored
+/// durably before the answer.
 pub async fn add(State(state): State<Arc<AppState>>, req: Request) -> Result<Response, ApiError> {
     let mem = service(&state)?.clone();
     let ctx = req
@@ -176,52 +233,61 @@ pub async fn add(State(state): State<Arc<AppState>>, req: Request) -> Result<Res
         .ok_or_else(|| ApiError::BadRequest("request context missing".into()))?;
     let (parts, req_body) = req.into_parts();
     let bytes = body::read(&parts.headers, req_body, state.config.server.max_body_bytes).await?;
-    let new = parse_add(&bytes)?;
-    authorize(&ctx, &new.user_id)?;
+    let new = parse_add(&ctx, &bytes)?;
     let created = mem.add(new).await?;
-    Ok((StatusCode::CREATED, Json(created)).into_response())
+    Ok((StatusCode::CREATED, Json(memory_json(&created))).into_response())
 }
 
-/// `GET /v1/memories?user_id=&limit=&cursor=`: newest first.
+/// `GET /v1/memories?user_id=&project=&limit=&cursor=`: newest first.
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Extension(ctx): Extension<RequestCtx>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let mem = service(&state)?;
-    let user_id = user_param(&ctx, &q)?;
+    let scope = scope_param(&ctx, &q)?;
     let limit = number_param(&q, "limit", DEFAULT_PAGE, 1000)?;
     let page = mem
         .store()
-        .list(&user_id, limit, q.get("cursor").map(String::as_str))
+        .list(scope.key(), limit, q.get("cursor").map(String::as_str))
         .await?;
     Ok(Json(json!({
         "object": "list",
-        "data": page.items,
+        "data": page.items.iter().map(memory_json).collect::<Vec<_>>(),
         "has_more": page.next_cursor.is_some(),
         "next_cursor": page.next_cursor,
     })))
 }
 
-/// `GET /v1/memories/search?user_id=&q=&limit=` → `{"results": [...]}`.
+/// `GET /v1/memories/search?user_id=&project=&q=&limit=` → `{"results": [...]}` (one
+/// scope's memories; retrieval's project-then-user order is the request path's).
 pub async fn search(
     State(state): State<Arc<AppState>>,
     Extension(ctx): Extension<RequestCtx>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let mem = service(&state)?;
-    let user_id = user_param(&ctx, &q)?;
+    let scope = scope_param(&ctx, &q)?;
     let text = q
         .get("q")
         .or_else(|| q.get("query"))
         .filter(|t| !t.trim().is_empty())
         .ok_or_else(|| ApiError::BadRequest("missing required query parameter `q`".into()))?;
     let limit = number_param(&q, "limit", DEFAULT_SEARCH_LIMIT, 100)?;
-    let results = mem.try_search(&user_id, text, limit).await?;
+    let results: Vec<Value> = mem
+        .try_search(scope.key(), text, limit)
+        .await?
+        .iter()
+        .map(|h| {
+            let mut v = json!(h);
+            label_scope(&mut v, &h.memory.user_id);
+            v
+        })
+        .collect();
     Ok(Json(json!({ "results": results })))
 }
 
-/// `GET /v1/memories/{id}?user_id=`.
+/// `GET /v1/memories/{id}?user_id=&project=`.
 pub async fn get(
     State(state): State<Arc<AppState>>,
     Extension(ctx): Extension<RequestCtx>,
@@ -229,12 +295,12 @@ pub async fn get(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let mem = service(&state)?;
-    let user_id = user_param(&ctx, &q)?;
-    let m = mem.store().get(&user_id, &id).await?;
-    Ok(Json(json!(m)))
+    let scope = scope_param(&ctx, &q)?;
+    let m = mem.store().get(scope.key(), &id).await?;
+    Ok(Json(memory_json(&m)))
 }
 
-/// `DELETE /v1/memories/{id}?user_id=`.
+/// `DELETE /v1/memories/{id}?user_id=&project=`.
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     Extension(ctx): Extension<RequestCtx>,
@@ -242,53 +308,81 @@ pub async fn delete(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let mem = service(&state)?;
-    let user_id = user_param(&ctx, &q)?;
-    mem.store().delete(&user_id, &id).await?;
+    let scope = scope_param(&ctx, &q)?;
+    mem.store().delete(scope.key(), &id).await?;
     Ok(Json(json!({"id": id, "object": "memory", "deleted": true})))
 }
 
-/// `DELETE /v1/memories?user_id=`: forgets everything of a user (memories and sessions).
+/// `DELETE /v1/memories?user_id=[&project=]`: forgets everything of a user, all its
+/// projects included (memories and sessions); with a project, only that project's.
 pub async fn delete_user(
     State(state): State<Arc<AppState>>,
     Extension(ctx): Extension<RequestCtx>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let mem = service(&state)?;
-    let user_id = user_param(&ctx, &q)?;
-    let n = mem.store().delete_user(&user_id).await?;
-    Ok(Json(json!({"user_id": user_id, "deleted": n})))
+    let scope = scope_param(&ctx, &q)?;
+    let keys = match scope.project() {
+        Some(_) => vec![scope.key().to_string()],
+        None => all_scopes(mem, scope.user_id()).await?,
+    };
+    let mut n = 0;
+    for key in &keys {
+        n += mem.store().delete_user(key).await?;
+    }
+    let mut out = json!({"user_id": scope.user_id(), "deleted": n});
+    if let Some(p) = scope.project() {
+        out["project"] = p.into();
+    }
+    Ok(Json(out))
 }
 
-/// `GET /v1/memories/export?user_id=`: every memory of the user, one JSON object per
-/// line, newest first, streamed page by page.
+/// `GET /v1/memories/export?user_id=[&project=]`: every memory of the user (of all its
+/// scopes: its own, then each project's; with a project, of that project only), one JSON
+/// object per line, newest first within a scope, streamed page by page.
 pub async fn export(
     State(state): State<Arc<AppState>>,
     Extension(ctx): Extension<RequestCtx>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let mem = service(&state)?.clone();
-    let user_id = user_param(&ctx, &q)?;
+    let scope = scope_param(&ctx, &q)?;
+    let mut keys = match scope.project() {
+        Some(_) => vec![scope.key().to_string()],
+        None => all_scopes(&mem, scope.user_id()).await?,
+    };
+    keys.reverse();
     // The first page is read before answering, so a failing store is a proper error.
-    let first = mem.store().list(&user_id, EXPORT_PAGE, None).await?;
-    let stream = futures_util::stream::unfold(Some(first), move |page| {
-        let (mem, user_id) = (mem.clone(), user_id.clone());
+    let Some(first_key) = keys.pop() else {
+        return Err(ApiError::BadRequest("no scope to export".into()));
+    };
+    let first = mem.store().list(&first_key, EXPORT_PAGE, None).await?;
+    let start = Some((first_key, first, keys));
+    let stream = futures_util::stream::unfold(start, move |state| {
+        let mem = mem.clone();
         async move {
-            let page = page?;
+            let (key, page, mut rest) = state?;
             let mut chunk = Vec::new();
             for m in &page.items {
-                if serde_json::to_writer(&mut chunk, m).is_ok() {
+                if serde_json::to_writer(&mut chunk, &memory_json(m)).is_ok() {
                     chunk.push(b'\n');
                 }
             }
             let next = match page.next_cursor {
+                Some(c) => Some((key, Some(c))),
+                None => rest.pop().map(|k| (k, None)),
+            };
+            let next = match next {
                 None => None,
-                Some(c) => match mem.store().list(&user_id, EXPORT_PAGE, Some(&c)).await {
-                    Ok(p) => Some(p),
-                    Err(e) => {
-                        tracing::error!(error = %e, "export stopped: store failed");
-                        None
+                Some((key, cursor)) => {
+                    match mem.store().list(&key, EXPORT_PAGE, cursor.as_deref()).await {
+                        Ok(p) => Some((key, p, rest)),
+                        Err(e) => {
+                            tracing::error!(error = %e, "export stopped: store failed");
+                            None
+                        }
                     }
-                },
+                }
             };
             Some((Ok::<_, Infallible>(Bytes::from(chunk)), next))
         }

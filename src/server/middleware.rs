@@ -1,7 +1,8 @@
 //! The gateway layer every request passes first: request id, authentication (master or
-//! virtual key), client detection (a key's user binding wins over headers), for model
+//! virtual key), client detection (a key's user and project bindings win over the URL and
+//! headers) into the request's memory [`Scope`], for model
 //! requests the key budget and the request rate limits, the `x-request-id` /
-//! `x-memproxy-user-id` response headers, metrics, the analytics row of model requests
+//! `x-memproxy-user-id` (and `x-memproxy-project`) response headers, metrics, the analytics row of model requests
 //! refused before their handler, and the one access-log line per request.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{HeaderName, HeaderValue, Uri};
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
@@ -19,12 +20,45 @@ use super::error::{ApiError, ErrorKind};
 use super::AppState;
 use crate::analytics::timefmt;
 use crate::auth::Principal;
-use crate::identity::Decision;
+use crate::identity::{detect_project, Decision};
+use crate::memory::Scope;
 use crate::protocol::ir::Format;
 use crate::ratelimit::{Dimension, Quota};
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_MEMPROXY_USER_ID: HeaderName = HeaderName::from_static("x-memproxy-user-id");
+const X_MEMPROXY_PROJECT: HeaderName = HeaderName::from_static("x-memproxy-project");
+
+/// The project named by a `/p/<project>/` URL prefix (removed from the URI before routing
+/// by [`project_prefix`]); validated later, with the rest of the identity.
+#[derive(Debug, Clone)]
+pub struct PathProject(pub String);
+
+/// Runs before routing: `/p/<project>/rest` becomes `/rest` with a [`PathProject`], so that
+/// every route works under the prefix and clients that cannot send headers (an IDE's base
+/// URL setting) still name a project.
+pub async fn project_prefix(mut req: Request, next: Next) -> Response {
+    if let Some(after) = req.uri().path().strip_prefix("/p/") {
+        let (project, rest) = match after.find('/') {
+            Some(i) => (&after[..i], &after[i..]),
+            None => (after, "/"),
+        };
+        let project = project.to_string();
+        let path_and_query = match req.uri().query() {
+            Some(q) => format!("{rest}?{q}"),
+            None => rest.to_string(),
+        };
+        let mut parts = req.uri().clone().into_parts();
+        if let Ok(pq) = path_and_query.parse() {
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+                req.extensions_mut().insert(PathProject(project));
+            }
+        }
+    }
+    next.run(req).await
+}
 
 /// What the gateway layer learned about a request, for the handlers.
 #[derive(Debug, Clone)]
@@ -32,6 +66,8 @@ pub struct RequestCtx {
     pub request_id: String,
     pub principal: Principal,
     pub identity: Decision,
+    /// The memory scope: `identity`'s user and project.
+    pub scope: Scope,
     /// The conversation session: `x-session-id`, else the `session-id` header some
     /// clients send (Codex CLI).
     pub session_id: Option<String>,
@@ -92,13 +128,21 @@ fn client_request_id(req: &Request) -> Option<String> {
 fn admit(
     state: &AppState,
     headers: &axum::http::HeaderMap,
-) -> Result<(Principal, Decision), ApiError> {
+    path_project: Option<&str>,
+) -> Result<(Principal, Decision, Scope), ApiError> {
     let principal = state
         .auth
         .authenticate(headers, &state.keys, timefmt::now_ms())?;
-    let scope = principal.key().and_then(|k| k.row.user_id.as_deref());
-    let identity = state.config.identity.detect(headers, scope)?;
-    Ok((principal, identity))
+    let key = principal.key();
+    let bound_user = key.and_then(|k| k.row.user_id.as_deref());
+    let mut identity = state.config.identity.detect(headers, bound_user)?;
+    let bound_project = key.and_then(|k| k.row.project.as_deref());
+    if let Some((project, rule)) = detect_project(headers, path_project, bound_project)? {
+        identity.project = Some(project);
+        identity.project_rule = Some(rule);
+    }
+    let scope = Scope::new(&identity.user_id, identity.project.as_deref())?;
+    Ok((principal, identity, scope))
 }
 
 /// For model requests: the key's budget, then the request rate limits.
@@ -131,19 +175,21 @@ pub async fn gateway(State(state): State<Arc<AppState>>, mut req: Request, next:
     let admitted = if open {
         Ok(None)
     } else {
-        admit(&state, req.headers()).map(Some)
+        let path_project = req.extensions().get::<PathProject>().map(|p| p.0.as_str());
+        admit(&state, req.headers(), path_project).map(Some)
     };
     let mut ctx = None;
     let mut quota = None;
     let mut resp = match admitted {
         Ok(admitted) => {
             let mut refused = None;
-            if let Some((principal, identity)) = admitted {
+            if let Some((principal, identity, scope)) = admitted {
                 let session_id = session_id(req.headers());
                 let c = RequestCtx {
                     request_id: request_id.clone(),
                     principal,
                     identity,
+                    scope,
                     session_id,
                     started,
                     arrived_ms: timefmt::now_ms(),
@@ -183,6 +229,10 @@ pub async fn gateway(State(state): State<Arc<AppState>>, mut req: Request, next:
     }
     if let Some(Ok(v)) = user_id.map(HeaderValue::from_str) {
         headers.insert(X_MEMPROXY_USER_ID, v);
+    }
+    let project = ctx.as_ref().and_then(|c| c.scope.project());
+    if let Some(Ok(v)) = project.map(HeaderValue::from_str) {
+        headers.insert(X_MEMPROXY_PROJECT, v);
     }
     if let Some(q) = &quota {
         if resp.status().is_success() {

@@ -19,7 +19,7 @@ use super::middleware::RequestCtx;
 use super::respond::{respond, AnswerUsage, ClientSpec, Exchange};
 use super::AppState;
 use crate::memory::inject;
-use crate::memory::{CaptureMeta, MemoryService};
+use crate::memory::{CaptureMeta, MemoryService, Scope};
 use crate::protocol::chat::{BodyError, ChatBody, ChatMessage};
 use crate::providers::{CallContext, LlmRequest, Native, Reply};
 use crate::ratelimit::Dimension;
@@ -81,7 +81,8 @@ pub async fn run(
         anthropic_beta: headers.get("anthropic-beta").and_then(|v| v.to_str().ok()),
     };
     let t0 = Instant::now();
-    let (result, tool_rounds) = answer(state, &mut req, &call, client.include_usage)
+    let scopes = ctx.scope.readable(state.config.retrieval.project_scope);
+    let (result, tool_rounds) = answer(state, &mut req, &call, &scopes, client.include_usage)
         .instrument(acct.span().clone())
         .await;
     let upstream = t0.elapsed();
@@ -96,7 +97,7 @@ pub async fn run(
     let done = Done {
         memory: state.memory.clone(),
         captured_from: recalled.original,
-        user_id: ctx.identity.user_id.clone(),
+        scope: ctx.scope.key().to_string(),
         session_id,
         model: req.chat.model.clone(),
         request_id: ctx.request_id.clone(),
@@ -130,6 +131,7 @@ async fn answer(
     state: &AppState,
     req: &mut LlmRequest<'_>,
     call: &CallContext<'_>,
+    scopes: &[Scope],
     include_usage: bool,
 ) -> (Result<Routed<Reply>, ApiError>, u32) {
     match &state.memory {
@@ -141,6 +143,7 @@ async fn answer(
                 settings: &state.config.tool_execution,
                 router: &state.router,
                 memory: mem,
+                scopes,
                 include_usage,
             };
             match tool_loop.run(req, call).await {
@@ -163,7 +166,9 @@ struct Recalled {
 }
 
 /// Applies SPEC §4 to the request: earlier turns of the session are prepended when the
-/// client sent only the new turn, and the user's relevant memories are injected (unless a
+/// client sent only the new turn, and the relevant memories of the request's scope are
+/// injected (a project's first, then, with `project_then_user`, its user's general ones,
+/// each under its own title) (unless a
 /// Supermemory router behind the model does that itself). Both the internal request and a
 /// native Anthropic body are changed, so whichever the provider sends carries them.
 async fn recall(
@@ -174,7 +179,7 @@ async fn recall(
     req: &mut LlmRequest<'_>,
 ) -> Result<Recalled, ApiError> {
     let cfg = &state.config.retrieval;
-    let user_id = ctx.identity.user_id.as_str();
+    let scope = &ctx.scope;
     let retrieve =
         inject::applies_to(cfg, &req.chat.model) && !state.router.memory_upstream(&req.chat.model);
     let capture = state.config.memory.capture;
@@ -192,7 +197,7 @@ async fn recall(
             // The store's own calls, so a failure's warning names the request.
             history = mem
                 .store()
-                .session_messages(user_id, sid)
+                .session_messages(scope.key(), sid)
                 .await
                 .unwrap_or_else(|e| {
                     tracing::warn!(
@@ -208,8 +213,9 @@ async fn recall(
     let mut block = None;
     if retrieve {
         if let Some(q) = inject::query_text(cfg.query_strategy, &messages) {
-            let hits = mem
-                .try_search(user_id, &q, cfg.max_results)
+            let scopes = scope.readable(cfg.project_scope);
+            let found = mem
+                .try_search_scopes(&scopes, &q, cfg.max_results)
                 .await
                 .unwrap_or_else(|e| {
                     tracing::warn!(
@@ -219,10 +225,24 @@ async fn recall(
                     );
                     Vec::new()
                 });
-            block = inject::render(&hits, cfg.max_results, cfg.max_context_length);
-            if let Some(b) = &block {
-                inject::inject(&mut messages, b, cfg.injection_strategy);
-                out.injected = hits.len().min(cfg.max_results);
+            let titles: Vec<Option<String>> = scopes
+                .iter()
+                .map(|s| scope.project().map(|_| inject::scope_title(s)))
+                .collect();
+            let sections: Vec<inject::Section<'_>> = found
+                .iter()
+                .zip(&titles)
+                .map(|(hits, title)| inject::Section {
+                    title: title.as_deref(),
+                    hits,
+                })
+                .collect();
+            if let Some((b, n)) =
+                inject::render_sections(&sections, cfg.max_results, cfg.max_context_length)
+            {
+                inject::inject(&mut messages, &b, cfg.injection_strategy);
+                out.injected = n;
+                block = Some(b);
             }
         }
     }
@@ -267,7 +287,8 @@ async fn recall(
 struct Done {
     memory: Option<Arc<MemoryService>>,
     captured_from: Option<Vec<ChatMessage>>,
-    user_id: String,
+    /// The scope key captures are stored under (the request's project, if any).
+    scope: String,
     session_id: Option<String>,
     model: String,
     request_id: String,
@@ -275,7 +296,7 @@ struct Done {
 
 impl Done {
     /// Called once per answered request, when the answer is complete or abandoned:
-    /// a complete exchange is captured into the user's memory (and session).
+    /// a complete exchange is captured into the request's scope (and session).
     fn finish(self, ex: Exchange) {
         tracing::debug!(
             completed = ex.completed,
@@ -295,7 +316,7 @@ impl Done {
         if let Some(c) = inject::capture(original, &ex.completion.text) {
             mem.capture(
                 CaptureMeta {
-                    user_id: &self.user_id,
+                    user_id: &self.scope,
                     session_id: self.session_id.as_deref(),
                     model: &self.model,
                     request_id: &self.request_id,

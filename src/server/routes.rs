@@ -13,9 +13,10 @@ use super::{
     usage_api, AppState,
 };
 
-/// Builds the application: every route behind the gateway middleware.
+/// Builds the application: every route behind the gateway middleware, and all of them
+/// also under a `/p/<project>/` prefix (stripped before routing).
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/chat/completions", post(chat::chat_completions))
         .route("/v1/messages", post(messages::messages))
@@ -71,7 +72,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             middleware::gateway,
         ))
-        .with_state(state)
+        .with_state(state);
+    // A layer of a router that has only a fallback runs before the inner router routes.
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::from_fn(middleware::project_prefix))
 }
 
 async fn not_found(req: Request) -> Response {

@@ -1,7 +1,9 @@
 //! The sessions API (SPEC §4, master key): `GET /v1/sessions[?user_id=]`,
 //! `GET /v1/sessions/{id}[?user_id=]`, `DELETE /v1/sessions/{id}[?user_id=]`. Session
 //! ids are chosen by clients, so two users may use the same one: without `user_id` an id
-//! shared by several users answers 409.
+//! shared by several users answers 409. A project's sessions are its scope's: name it
+//! with `project` (or the request's own project, as in the memory API); listing a user's
+//! sessions without a project lists those of all its scopes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,29 +13,38 @@ use axum::{Extension, Json};
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::memories::{bound_user, service, user_param};
+use super::memories::{all_scopes, bound_user, project_of, service};
 use super::middleware::RequestCtx;
 use super::AppState;
-use crate::memory::{SessionInfo, StoreError};
+use crate::memory::{Scope, SessionInfo, StoreError};
 
-fn optional_user(
+/// The scope a call names: `user_id` (else the key's bound user) and the project; `None`
+/// for the master key naming no user (every user's sessions).
+fn optional_scope(
     ctx: &RequestCtx,
     q: &HashMap<String, String>,
-) -> Result<Option<String>, ApiError> {
-    match q.get("user_id") {
-        None => bound_user(ctx),
-        Some(_) => user_param(ctx, q).map(Some),
-    }
+) -> Result<Option<Scope>, ApiError> {
+    let user = match q.get("user_id") {
+        None => bound_user(ctx)?,
+        Some(_) => Some(super::memories::user_param(ctx, q)?),
+    };
+    let Some(user) = user else {
+        return Ok(None);
+    };
+    let project = project_of(ctx, q.get("project").map(String::as_str))?;
+    Ok(Some(Scope::new(&user, project.as_deref())?))
 }
 
 fn info_json(i: &SessionInfo) -> Value {
-    json!({
+    let mut v = json!({
         "session_id": i.session_id,
         "user_id": i.user_id,
         "created_at": i.created_at_ms.div_euclid(1000),
         "updated_at": i.updated_at_ms.div_euclid(1000),
         "message_count": i.message_count,
-    })
+    });
+    super::memories::label_scope(&mut v, &i.user_id);
+    v
 }
 
 fn not_found(e: StoreError) -> ApiError {
@@ -43,22 +54,34 @@ fn not_found(e: StoreError) -> ApiError {
     }
 }
 
-/// `GET /v1/sessions[?user_id=]`: live sessions, most recently used first.
+/// `GET /v1/sessions[?user_id=&project=]`: live sessions, most recently used first.
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Extension(ctx): Extension<RequestCtx>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let mem = service(&state)?;
-    let user_id = optional_user(&ctx, &q)?;
-    let sessions = mem.store().list_sessions(user_id.as_deref()).await?;
+    let sessions = match optional_scope(&ctx, &q)? {
+        None => mem.store().list_sessions(None).await?,
+        Some(scope) if scope.project().is_some() => {
+            mem.store().list_sessions(Some(scope.key())).await?
+        }
+        Some(scope) => {
+            let mut all = Vec::new();
+            for key in all_scopes(mem, scope.user_id()).await? {
+                all.extend(mem.store().list_sessions(Some(&key)).await?);
+            }
+            all.sort_by(|a, b| b.updated_at_ms.cmp(&a.updated_at_ms));
+            all
+        }
+    };
     Ok(Json(json!({
         "object": "list",
         "data": sessions.iter().map(info_json).collect::<Vec<_>>(),
     })))
 }
 
-/// `GET /v1/sessions/{id}[?user_id=]`: the session and its retained messages.
+/// `GET /v1/sessions/{id}[?user_id=&project=]`: the session and its retained messages.
 pub async fn get(
     State(state): State<Arc<AppState>>,
     Extension(ctx): Extension<RequestCtx>,
@@ -66,10 +89,10 @@ pub async fn get(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let mem = service(&state)?;
-    let user_id = optional_user(&ctx, &q)?;
+    let scope = optional_scope(&ctx, &q)?;
     let s = mem
         .store()
-        .get_session(user_id.as_deref(), &id)
+        .get_session(scope.as_ref().map(Scope::key), &id)
         .await
         .map_err(not_found)?;
     let mut out = info_json(&s.info);
@@ -81,7 +104,7 @@ pub async fn get(
     Ok(Json(out))
 }
 
-/// `DELETE /v1/sessions/{id}[?user_id=]`.
+/// `DELETE /v1/sessions/{id}[?user_id=&project=]`.
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     Extension(ctx): Extension<RequestCtx>,
@@ -89,9 +112,9 @@ pub async fn delete(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let mem = service(&state)?;
-    let user_id = optional_user(&ctx, &q)?;
+    let scope = optional_scope(&ctx, &q)?;
     mem.store()
-        .delete_session(user_id.as_deref(), &id)
+        .delete_session(scope.as_ref().map(Scope::key), &id)
         .await
         .map_err(not_found)?;
     Ok(Json(

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::defs::{self, Call, Tool, ToolError};
 use crate::analytics::timefmt;
-use crate::memory::{Memory, MemoryService, StoreError};
+use crate::memory::{Memory, MemoryService, Scope, StoreError};
 
 /// Retries of a timed-out or failed call (so three attempts at most).
 pub const MAX_RETRIES: u32 = 2;
@@ -21,8 +21,9 @@ const GET_CHARS: usize = 32_000;
 /// Runs calls for one user.
 pub struct Executor<'a> {
     pub memory: &'a MemoryService,
-    /// The memory scope: the caller's, whatever the arguments say.
-    pub user_id: &'a str,
+    /// The memory scopes the calls read, in order (a project's, then its user's): the
+    /// caller's, whatever the arguments say.
+    pub scopes: &'a [Scope],
     /// Longest wait for one attempt (`timeout_per_tool`).
     pub timeout: Duration,
 }
@@ -80,14 +81,17 @@ impl Executor<'_> {
     async fn attempt(&self, call: &Call) -> Result<Value, ToolError> {
         match call {
             Call::Search { query, limit } => {
-                let hits = self
+                let found = self
                     .memory
-                    .try_search(self.user_id, query, *limit)
+                    .try_search_scopes(self.scopes, query, *limit)
                     .await
                     .map_err(store_error)?;
-                let results: Vec<Value> = hits
+                let counts: Vec<usize> = found.iter().map(Vec::len).collect();
+                let takes = crate::memory::inject::allot(&counts, *limit);
+                let results: Vec<Value> = found
                     .iter()
-                    .take(*limit)
+                    .zip(takes)
+                    .flat_map(|(hits, take)| hits.iter().take(take))
                     .map(|h| {
                         let mut v = memory_json(&h.memory, SEARCH_CHARS);
                         v["score"] = json!((h.score * 1000.0).round() / 1000.0);
@@ -96,7 +100,7 @@ impl Executor<'_> {
                     .collect();
                 Ok(json!({"query": query, "results": results}))
             }
-            Call::Get { id } => match self.memory.store().get(self.user_id, id).await {
+            Call::Get { id } => match self.get(id).await {
                 Ok(m) => {
                     let mut v = memory_json(&m, GET_CHARS);
                     v["metadata"] = Value::Object(m.metadata.clone());
@@ -109,6 +113,19 @@ impl Executor<'_> {
                 Err(e) => Err(store_error(e)),
             },
         }
+    }
+}
+
+impl Executor<'_> {
+    /// The memory `id` in the first of the scopes that has it.
+    async fn get(&self, id: &str) -> Result<Memory, StoreError> {
+        for scope in self.scopes {
+            match self.memory.store().get(scope.key(), id).await {
+                Err(StoreError::NotFound) => continue,
+                other => return other,
+            }
+        }
+        Err(StoreError::NotFound)
     }
 }
 

@@ -26,7 +26,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::config::ToolSettings;
-use crate::memory::{inject, MemoryService};
+use crate::memory::{inject, MemoryService, Scope};
 use crate::protocol;
 use crate::protocol::chat::{
     BodyError, ChatBody, ChatMessage, Content, FunctionCall, WireToolCall,
@@ -65,6 +65,8 @@ pub struct ToolLoop<'a> {
     pub router: &'a ModelRouter,
     /// The memory the calls search: always scoped to the caller's user id.
     pub memory: &'a MemoryService,
+    /// The caller's scopes the calls read, in order (its project's, then its user's).
+    pub scopes: &'a [Scope],
     /// The client asked for the final usage chunk of a stream (OpenAI chat clients).
     pub include_usage: bool,
 }
@@ -79,7 +81,7 @@ pub struct Looped {
 
 impl ToolLoop<'_> {
     /// Answers `req` (see the module docs). The request's native body is dropped and its
-    /// stream flag cleared; `call.user_id` is the memory scope.
+    /// stream flag cleared; `self.scopes` are the memory it reads.
     pub async fn run(
         &self,
         req: &mut LlmRequest<'_>,
@@ -170,7 +172,7 @@ impl ToolLoop<'_> {
         }
         let executor = Executor {
             memory: self.memory,
-            user_id: call.user_id,
+            scopes: self.scopes,
             timeout: self.settings.timeout_per_tool,
         };
         let outcomes = join_all(

@@ -167,6 +167,7 @@ fn models_filter_with_wildcards() {
         max_results: 5,
         max_context_length: 100,
         enabled_for_models: vec![],
+        project_scope: Default::default(),
     };
     assert!(applies_to(&cfg, "anything"));
     cfg.enabled_for_models = vec!["claude-*".into(), "gpt-4".into(), "*-mini".into()];
@@ -258,4 +259,43 @@ fn client_scaffolding_is_neither_searched_nor_stored() {
         query_text(QueryStrategy::AllUser, &codex).as_deref(),
         Some("rename foo to bar")
     );
+}
+
+#[test]
+fn allot_leaves_a_place_for_each_later_section() {
+    assert_eq!(allot(&[10, 10], 5), [4, 1]);
+    assert_eq!(allot(&[2, 10], 5), [2, 3]);
+    assert_eq!(allot(&[10, 0], 5), [5, 0]);
+    assert_eq!(allot(&[0, 10], 5), [0, 5]);
+    assert_eq!(allot(&[10, 10], 1), [1, 0]);
+    assert_eq!(allot(&[3, 3, 3], 4), [2, 1, 1]);
+}
+
+#[test]
+fn sections_are_titled_in_order_and_share_the_limits() {
+    let project = [hit("project one"), hit("project two")];
+    let user = [hit("user one")];
+    let sections = [
+        Section {
+            title: Some("From this project (p):"),
+            hits: &project,
+        },
+        Section {
+            title: Some("General:"),
+            hits: &user,
+        },
+    ];
+    let (b, n) = render_sections(&sections, 5, 1000).unwrap();
+    assert_eq!(n, 3);
+    let at = |s: &str| b.find(s).unwrap();
+    assert!(at("From this project (p):") < at("- project one"));
+    assert!(at("- project two") < at("General:") && at("General:") < at("- user one"));
+    // Two places: one each.
+    let (b, n) = render_sections(&sections, 2, 1000).unwrap();
+    assert_eq!(n, 2);
+    assert!(b.contains("project one") && !b.contains("project two") && b.contains("user one"));
+    // An empty section has no title.
+    let (b, _) = render_sections(&sections[..1], 5, 1000).unwrap();
+    assert!(!b.contains("General:"));
+    assert_eq!(render_sections(&[], 5, 1000), None);
 }

@@ -404,6 +404,11 @@ impl MemoryStore for SqliteStore {
         }))
     }
 
+    fn scope_keys<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        let prefix = prefix.to_string();
+        Box::pin(self.read(move |c, _| read::scope_keys(c, &prefix)))
+    }
+
     fn purge_expired(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(self.write(Command::Purge))
     }

@@ -454,6 +454,32 @@ pub fn search(
     Ok(out)
 }
 
+/// Scope keys (`users.user_id`) starting with `prefix`, sorted: a range over the unique
+/// index (keys are ASCII, so the range ends where the prefix's last byte is one higher).
+pub fn scope_keys(conn: &Connection, prefix: &str) -> Result<Vec<String>, StoreError> {
+    let Some(last) = prefix.bytes().last() else {
+        return Err(StoreError::Invalid("empty scope prefix".into()));
+    };
+    if !prefix.is_ascii() || last == 0x7f {
+        return Err(StoreError::Invalid("scope prefixes are ASCII".into()));
+    }
+    let mut end = prefix.as_bytes().to_vec();
+    if let Some(b) = end.last_mut() {
+        *b += 1;
+    }
+    let end = String::from_utf8(end).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT user_id FROM users WHERE user_id >= ?1 AND user_id < ?2 ORDER BY user_id",
+        )
+        .map_err(backend)?;
+    let keys = stmt
+        .query_map(params![prefix, end], |r| r.get(0))
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
+        .map_err(backend)?;
+    Ok(keys)
+}
+
 fn live_cutoff(opts: &SqliteOptions) -> i64 {
     let ttl = opts.session_ttl.as_millis() as i64;
     if ttl == 0 {

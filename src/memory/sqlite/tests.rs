@@ -458,3 +458,20 @@ async fn an_index_of_many_segments_is_merged_into_one() {
     // A small index is left alone.
     assert!(!merge_step(&conn, false));
 }
+
+#[tokio::test]
+async fn scope_keys_lists_a_users_projects_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    for user in [
+        "al", "al#web", "al#api", "al.x", "alb", "al#web-2", "bo#web",
+    ] {
+        s.add(vec![new(user, "something")]).await.unwrap();
+    }
+    assert_eq!(
+        s.scope_keys("al#").await.unwrap(),
+        ["al#api", "al#web", "al#web-2"]
+    );
+    assert!(s.scope_keys("zz#").await.unwrap().is_empty());
+    assert!(s.scope_keys("").await.is_err());
+}
