@@ -9,7 +9,9 @@
 //! - [`keys`]: virtual keys (`/key/*`): hashed storage, hot-path cache, limits, budgets.
 //! - [`ratelimit`]: token buckets per user id and per key, behind a clock and a store trait.
 //! - [`metrics`]: Prometheus metrics for `/metrics`.
-//! - [`identity`]: client detection → `user_id` (memory scope).
+//! - [`identity`]: client detection → `user_id` and project (memory scope).
+//! - [`intercept`]: `memproxy intercept`, the per-project local forwarder with a port
+//!   registry.
 //! - [`memory`]: long-term memory and sessions: store trait, embedded SQLite backend,
 //!   ranking, write queue, query/injection/capture functions.
 //! - [`protocol`]: client wire formats; the OpenAI chat shape is the internal representation.
@@ -32,6 +34,7 @@ pub mod auth;
 pub mod config;
 pub mod eval;
 pub mod identity;
+pub mod intercept;
 pub mod keys;
 pub mod membench;
 pub mod memory;

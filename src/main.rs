@@ -50,12 +50,63 @@ enum Command {
     /// Benchmark the embedded memory store on synthetic memories: write throughput through
     /// the write queue, search latency (p50/p99) per size and layout.
     BenchMemory(BenchMemoryArgs),
+    /// Run a local forwarder for one project in front of a central memproxy: every request
+    /// gets the project (and your user id), so an IDE pointed at it has one memory per
+    /// project. Each project keeps its port (registry in ~/.config/memproxy).
+    Intercept(InterceptArgs),
     /// Validate a config file and print it resolved, secrets masked.
     CheckConfig {
         /// The config file to check.
         file: String,
         #[command(flatten)]
         args: ServeArgs,
+    },
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct InterceptArgs {
+    #[command(subcommand)]
+    action: Option<InterceptAction>,
+    /// The project id (default: derived from --dir: its git remote's repository name,
+    /// else its top-level folder name).
+    #[arg(long, conflicts_with = "dir")]
+    project: Option<String>,
+    /// The directory whose project this is (default: the current directory).
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+    /// The central memproxy's URL.
+    #[arg(long, env = "MEMPROXY_URL", default_value = "http://127.0.0.1:8764")]
+    upstream: String,
+    /// Your user id, sent as x-memory-user-id when the client sends none.
+    #[arg(long, env = "MEMPROXY_USER")]
+    user: Option<String>,
+    /// A memproxy key, sent when the client sends none.
+    #[arg(long, env = "MEMPROXY_KEY", hide_env_values = true)]
+    key: Option<String>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// The port registry's directory (default: $XDG_CONFIG_HOME/memproxy or ~/.config/memproxy).
+    #[arg(long, env = "MEMPROXY_INTERCEPT_DIR")]
+    registry_dir: Option<std::path::PathBuf>,
+    /// Log level.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    log_level: String,
+}
+
+#[derive(Subcommand)]
+enum InterceptAction {
+    /// List the projects' ports and whether their interceptor runs.
+    List {
+        #[arg(long, env = "MEMPROXY_INTERCEPT_DIR")]
+        registry_dir: Option<std::path::PathBuf>,
+    },
+    /// Forget a project's port (it gets a new one at its next start).
+    Release {
+        project: String,
+        #[arg(long, env = "MEMPROXY_INTERCEPT_DIR")]
+        registry_dir: Option<std::path::PathBuf>,
     },
 }
 
@@ -149,6 +200,7 @@ fn main() -> ExitCode {
             config,
         }) => eval_locomo(&file, url, key, config.as_deref()),
         Some(Command::BenchMemory(args)) => bench_memory(args),
+        Some(Command::Intercept(args)) => intercept(args),
         None => run(cli.serve),
     }
 }
@@ -409,6 +461,112 @@ async fn eval_in_process(
     let _ = server.await;
     let _ = std::fs::remove_dir_all(&dir);
     report
+}
+
+fn intercept_registry(
+    dir: Option<std::path::PathBuf>,
+) -> Result<memproxy::intercept::registry::Registry, String> {
+    dir.or_else(memproxy::intercept::registry::default_dir)
+        .map(memproxy::intercept::registry::Registry::new)
+        .ok_or_else(|| {
+            "no config directory: set XDG_CONFIG_HOME or HOME, or pass --registry-dir".into()
+        })
+}
+
+#[expect(clippy::print_stdout, clippy::print_stderr, reason = "CLI output")]
+fn intercept(args: InterceptArgs) -> ExitCode {
+    use memproxy::intercept;
+    let fail = |e: String| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    };
+    match args.action {
+        Some(InterceptAction::List { registry_dir }) => {
+            let entries = match intercept_registry(registry_dir)
+                .and_then(|r| r.list().map_err(|e| e.to_string()))
+            {
+                Ok(e) => e,
+                Err(e) => return fail(e),
+            };
+            println!("{:<32} {:>5}  {:<8} upstream", "project", "port", "state");
+            for (project, e) in entries {
+                let state = if e.running() { "running" } else { "stopped" };
+                println!("{project:<32} {:>5}  {state:<8} {}", e.port, e.upstream);
+            }
+            return ExitCode::SUCCESS;
+        }
+        Some(InterceptAction::Release {
+            project,
+            registry_dir,
+        }) => {
+            return match intercept_registry(registry_dir)
+                .and_then(|r| r.release(&project).map_err(|e| e.to_string()))
+            {
+                Ok(Some(e)) => {
+                    println!("released port {} of project `{project}`", e.port);
+                    ExitCode::SUCCESS
+                }
+                Ok(None) => fail(format!("project `{project}` has no port")),
+                Err(e) => fail(e),
+            };
+        }
+        None => {}
+    }
+    let registry = match intercept_registry(args.registry_dir) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let dir = match args
+        .dir
+        .clone()
+        .map(Ok)
+        .unwrap_or_else(std::env::current_dir)
+    {
+        Ok(d) => d,
+        Err(e) => return fail(format!("cannot read the current directory: {e}")),
+    };
+    let project = match args.project.or_else(|| intercept::project::derive(&dir)) {
+        Some(p) => p,
+        None => {
+            return fail(format!(
+                "cannot derive a project id from {}; pass --project",
+                dir.display()
+            ))
+        }
+    };
+    // Log lines to stderr; stdout has the URLs to paste.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log_level))
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(async move {
+        let opts = intercept::Options {
+            project,
+            dir: Some(dir),
+            upstream: args.upstream,
+            user: args.user,
+            key: args.key,
+            host: args.host,
+            registry,
+        };
+        let running = match intercept::start(opts).await {
+            Ok(r) => r,
+            Err(e) => return fail(e.to_string()),
+        };
+        println!("{}", running.instructions());
+        match running.run_until(shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e.to_string()),
+        }
+    })
 }
 
 async fn shutdown_signal() {
