@@ -12,6 +12,7 @@
 //! - [`identity`]: client detection → `user_id` and project (memory scope).
 //! - [`intercept`]: `memproxy intercept`, the per-project local forwarder with a port
 //!   registry.
+//! - [`mcp`]: the MCP memory server (`memproxy mcp` over stdio, `/mcp` over HTTP).
 //! - [`memory`]: long-term memory and sessions: store trait, embedded SQLite backend,
 //!   ranking, write queue, query/injection/capture functions.
 //! - [`protocol`]: client wire formats; the OpenAI chat shape is the internal representation.
@@ -36,6 +37,7 @@ pub mod eval;
 pub mod identity;
 pub mod intercept;
 pub mod keys;
+pub mod mcp;
 pub mod membench;
 pub mod memory;
 pub mod metrics;

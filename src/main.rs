@@ -54,6 +54,11 @@ enum Command {
     /// gets the project (and your user id), so an IDE pointed at it has one memory per
     /// project. Each project keeps its port (registry in ~/.config/memproxy).
     Intercept(InterceptArgs),
+    /// Serve the memory over MCP on stdin/stdout (for Claude Code, Codex, Cursor): tools
+    /// memory_search, memory_add, memory_get, memory_delete, memory_list, scoped to one
+    /// user and project. Uses the config's memory store (for a shared memproxy, use its
+    /// /mcp endpoint instead).
+    Mcp(McpArgs),
     /// Validate a config file and print it resolved, secrets masked.
     CheckConfig {
         /// The config file to check.
@@ -93,6 +98,21 @@ struct InterceptArgs {
     /// Log level.
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     log_level: String,
+}
+
+#[derive(Args)]
+struct McpArgs {
+    /// The user whose memory this is (default: the config's default_user_id).
+    #[arg(long, env = "MEMPROXY_USER")]
+    user: Option<String>,
+    /// The project (default: none, the user's general memory).
+    #[arg(long, conflicts_with = "dir")]
+    project: Option<String>,
+    /// Derive the project from this directory (git remote, else folder name).
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(Subcommand)]
@@ -201,6 +221,7 @@ fn main() -> ExitCode {
         }) => eval_locomo(&file, url, key, config.as_deref()),
         Some(Command::BenchMemory(args)) => bench_memory(args),
         Some(Command::Intercept(args)) => intercept(args),
+        Some(Command::Mcp(args)) => mcp(args),
         None => run(cli.serve),
     }
 }
@@ -461,6 +482,54 @@ async fn eval_in_process(
     let _ = server.await;
     let _ = std::fs::remove_dir_all(&dir);
     report
+}
+
+#[expect(clippy::print_stderr, reason = "CLI output")]
+fn mcp(args: McpArgs) -> ExitCode {
+    let fail = |e: String| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    };
+    let cfg = match config::load(
+        args.serve.config.as_deref(),
+        &args.serve.overrides(),
+        &env_lookup,
+    ) {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
+    };
+    // stdout carries the protocol: logs go to stderr.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.serve.log_level))
+        .try_init();
+    let user = args
+        .user
+        .unwrap_or_else(|| cfg.identity.default_user_id.clone());
+    let project = match (args.project, args.dir) {
+        (Some(p), _) => Some(p),
+        (None, Some(d)) => match memproxy::intercept::project::derive(&d) {
+            Some(p) => Some(p),
+            None => return fail(format!("cannot derive a project id from {}", d.display())),
+        },
+        (None, None) => None,
+    };
+    let scope = match memproxy::memory::Scope::new(&user, project.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return fail(e.to_string()),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(memproxy::mcp::serve_stdio(&cfg, scope)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e.to_string()),
+    }
 }
 
 fn intercept_registry(

@@ -9,6 +9,7 @@ mod embedder;
 mod embeddings;
 pub mod error;
 mod keys_api;
+mod mcp_http;
 mod memories;
 mod messages;
 mod middleware;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub genai_spans: bool,
     /// Stored Responses API answers (`<data_dir>/responses.db`, opened on first use).
     pub responses: Arc<ResponseStore>,
+    /// The MCP memory server at `/mcp`; `None` when memory is disabled.
+    pub mcp: Option<mcp_http::McpService>,
 }
 
 /// Why the server state could not be built.
@@ -95,7 +98,11 @@ impl AppState {
         } else {
             None
         };
+        let mcp = memory
+            .as_ref()
+            .map(|m| mcp_http::service(&config, m.clone()));
         Ok(Arc::new(Self {
+            mcp,
             auth: Auth::new(config.master_key.clone()),
             analytics,
             keys: Keys::from_rows(keys),
@@ -122,6 +129,18 @@ pub async fn serve(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
+    let mcp_sessions = state
+        .mcp
+        .as_ref()
+        .map(|m| m.config.cancellation_token.clone());
+    // Open MCP sessions (their event streams) end with the shutdown, or it would wait
+    // for them forever.
+    let shutdown = async move {
+        shutdown.await;
+        if let Some(t) = mcp_sessions {
+            t.cancel();
+        }
+    };
     let result = axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(shutdown)
         .await;

@@ -4,13 +4,13 @@ use std::sync::Arc;
 
 use axum::extract::Request;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 
 use super::error::ApiError;
 use super::{
-    admin, chat, embeddings, keys_api, memories, messages, middleware, responses, sessions,
-    usage_api, AppState,
+    admin, chat, embeddings, keys_api, mcp_http, memories, messages, middleware, responses,
+    sessions, usage_api, AppState,
 };
 
 /// Builds the application: every route behind the gateway middleware, and all of them
@@ -51,6 +51,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/memories/{id}",
             get(memories::get).delete(memories::delete),
         )
+        .route("/mcp", any(mcp_http::handle))
         .route("/v1/sessions", get(sessions::list))
         .route(
             "/v1/sessions/{id}",
