@@ -540,6 +540,7 @@ fn settings(dir: &Path) -> MemorySettings {
         enabled: true,
         capture: true,
         backend: MemoryBackend::Embedded,
+        supermemory: None,
         data_dir: dir.to_path_buf(),
         embedding_model: None,
         session_ttl: Duration::from_secs(86_400),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::raw::{RawContextRetrieval, RawMemory, RawToolExecution};
-use super::{invalid, ser_secs, ConfigError, DeploymentConfig};
+use super::{invalid, ser_secs, ConfigError, DeploymentConfig, Secret};
 
 /// Default data directory (relative to the working directory).
 pub const DEFAULT_DATA_DIR: &str = "./data";
@@ -89,7 +89,22 @@ pub struct ToolSettings {
 pub enum MemoryBackend {
     /// A SQLite file in `data_dir`; no server.
     Embedded,
+    /// The hosted Supermemory API (memories, by container tag per scope); sessions stay
+    /// in the embedded file.
+    Supermemory,
 }
+
+/// Where the Supermemory backend is and its key.
+#[derive(Debug, Clone, Serialize)]
+pub struct SupermemorySettings {
+    /// `memory.supermemory_base_url`, `SUPERMEMORY_BASE_URL`, else the hosted API.
+    pub base_url: String,
+    /// `memory.supermemory_api_key`, else `SUPERMEMORY_API_KEY`.
+    pub api_key: Secret<String>,
+}
+
+/// The hosted Supermemory API.
+pub const SUPERMEMORY_BASE_URL: &str = "https://api.supermemory.ai";
 
 /// `memory`: where and how memories and sessions are kept.
 #[derive(Debug, Clone, Serialize)]
@@ -99,6 +114,8 @@ pub struct MemorySettings {
     /// Store completed exchanges (the new user message and the answer).
     pub capture: bool,
     pub backend: MemoryBackend,
+    /// Set with `backend: supermemory`.
+    pub supermemory: Option<SupermemorySettings>,
     /// Holds `memproxy.db` (`MEMPROXY_DATA_DIR`, `--data-dir`).
     pub data_dir: PathBuf,
     /// A `model_list` name whose `/embeddings` give semantic ranking; none → lexical only.
@@ -256,7 +273,8 @@ pub fn memory(
     let raw = raw.unwrap_or_default();
     let backend = match raw.backend.as_deref().unwrap_or("embedded") {
         "embedded" | "sqlite" => MemoryBackend::Embedded,
-        other @ ("postgres" | "postgresql" | "supermemory") => {
+        "supermemory" => MemoryBackend::Supermemory,
+        other @ ("postgres" | "postgresql") => {
             return Err(invalid(
                 "memory.backend",
                 format!("the `{other}` backend is not available in this build; use `embedded`"),
@@ -268,6 +286,46 @@ pub fn memory(
                 format!("`{other}` is not one of embedded, postgres, supermemory"),
             ))
         }
+    };
+    let supermemory = match backend {
+        MemoryBackend::Supermemory => {
+            let key = raw
+                .supermemory_api_key
+                .clone()
+                .or_else(|| lookup("SUPERMEMORY_API_KEY"))
+                .filter(|k| !k.trim().is_empty())
+                .ok_or_else(|| {
+                    invalid(
+                        "memory.backend",
+                        "`supermemory` needs an API key: set SUPERMEMORY_API_KEY (or \
+                         memory.supermemory_api_key)",
+                    )
+                })?;
+            let base_url = raw
+                .supermemory_base_url
+                .clone()
+                .or_else(|| lookup("SUPERMEMORY_BASE_URL"))
+                .filter(|u| !u.trim().is_empty())
+                .unwrap_or_else(|| SUPERMEMORY_BASE_URL.to_string());
+            if !base_url.starts_with("http://") && !base_url.starts_with("https://") {
+                return Err(invalid(
+                    "memory.supermemory_base_url",
+                    format!("`{base_url}` is not an http(s) URL"),
+                ));
+            }
+            if raw.embedding_model.is_some() {
+                warnings.push(
+                    "memory.embedding_model is not used with the supermemory backend: \
+                     Supermemory ranks memories itself"
+                        .into(),
+                );
+            }
+            Some(SupermemorySettings {
+                base_url: base_url.trim_end_matches('/').to_string(),
+                api_key: Secret::new(key),
+            })
+        }
+        MemoryBackend::Embedded => None,
     };
     let data_dir = data_dir_override
         .map(str::to_string)
@@ -304,6 +362,7 @@ pub fn memory(
         enabled: raw.enabled.unwrap_or(true),
         capture: raw.capture.unwrap_or(true),
         backend,
+        supermemory,
         data_dir: PathBuf::from(data_dir),
         embedding_model: raw.embedding_model,
         session_ttl: ttl,

@@ -64,6 +64,10 @@ pub struct RawMemory {
     pub queue_size: Option<usize>,
     pub batch_size: Option<usize>,
     pub embed_timeout_seconds: Option<f64>,
+    /// `backend: supermemory`: its API (default `https://api.supermemory.ai`).
+    pub supermemory_base_url: Option<String>,
+    /// `backend: supermemory`: its key (else `SUPERMEMORY_API_KEY`).
+    pub supermemory_api_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,6 +6,7 @@
 //! - [`store`]: the [`MemoryStore`] trait and its records; every call is scoped by user.
 //! - [`scope`]: [`Scope`], a user and optionally a project, and its store key.
 //! - [`sqlite`]: the embedded backend (one file, WAL, FTS5, vectors as blobs).
+//! - [`supermemory`]: the hosted Supermemory API as the backend of memories.
 //! - [`text`]: the analyzer shared by indexing and querying (stop words, stemming).
 //! - [`retrieve`]: BM25, neighbour context, cosine, rank fusion, the [`Embedder`] trait.
 //! - [`queue`]: the bounded, batched write queue for captured exchanges.
@@ -60,6 +61,7 @@ pub mod retrieve;
 pub mod scope;
 pub mod sqlite;
 pub mod store;
+pub mod supermemory;
 pub mod text;
 
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -79,6 +81,7 @@ pub use store::{
 
 use crate::config::{MemoryBackend, MemorySettings};
 use sqlite::{SqliteOptions, SqliteStore};
+use supermemory::SupermemoryStore;
 
 /// Where "now" comes from, so that session expiry can be tested without sleeping.
 pub trait Clock: Send + Sync {
@@ -145,16 +148,28 @@ impl MemoryService {
         embedder: Option<Arc<dyn Embedder>>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StoreError> {
-        let store: Arc<dyn MemoryStore> = match settings.backend {
-            MemoryBackend::Embedded => Arc::new(SqliteStore::open(
-                &settings.data_dir,
-                SqliteOptions {
-                    session_ttl: settings.session_ttl,
-                    session_max_messages: settings.max_context_messages,
-                    clock,
-                },
-            )?),
+        let opts = SqliteOptions {
+            session_ttl: settings.session_ttl,
+            session_max_messages: settings.max_context_messages,
+            clock,
         };
+        let (store, embedder): (Arc<dyn MemoryStore>, _) =
+            match (&settings.backend, &settings.supermemory) {
+                (MemoryBackend::Supermemory, Some(sm)) => (
+                    Arc::new(SupermemoryStore::open(sm, &settings.data_dir, opts)?),
+                    // Supermemory ranks its documents itself.
+                    None,
+                ),
+                (MemoryBackend::Supermemory, None) => {
+                    return Err(StoreError::Backend(
+                        "the supermemory backend has no settings".into(),
+                    ))
+                }
+                (MemoryBackend::Embedded, _) => (
+                    Arc::new(SqliteStore::open(&settings.data_dir, opts)?) as Arc<dyn MemoryStore>,
+                    embedder,
+                ),
+            };
         Ok(Self::with_store(store, settings, embedder))
     }
 
