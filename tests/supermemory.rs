@@ -126,7 +126,7 @@ async fn search(State(sm): S, h: HeaderMap, Json(b): Json<Value>) -> Response {
         })
         .filter(|(n, _)| *n > 0)
         .collect();
-    results.sort_by(|a, b| b.0.cmp(&a.0));
+    results.sort_by_key(|r| std::cmp::Reverse(r.0));
     let results: Vec<Value> = results
         .iter()
         .map(|(n, d)| {

@@ -910,7 +910,7 @@ fn deployment(
     let mut params = m.params;
     if let Some((_, canonical)) = family {
         for (_, key, vars) in PARAM_ENV.iter().filter(|(p, _, _)| *p == canonical) {
-            if !params.get(*key).is_some_and(|v| !v.is_null()) {
+            if params.get(*key).is_none_or(|v| v.is_null()) {
                 if let Some(v) = first_env(vars, lookup) {
                     params.insert((*key).to_string(), Value::String(v));
                 }

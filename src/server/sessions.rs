@@ -71,7 +71,7 @@ pub async fn list(
             for key in all_scopes(mem, scope.user_id()).await? {
                 all.extend(mem.store().list_sessions(Some(&key)).await?);
             }
-            all.sort_by(|a, b| b.updated_at_ms.cmp(&a.updated_at_ms));
+            all.sort_by_key(|s| std::cmp::Reverse(s.updated_at_ms));
             all
         }
     };
