@@ -32,10 +32,14 @@ enum Prov {
     VertexGemini,
     /// Claude on Vertex AI (rawPredict).
     VertexClaude,
+    /// Azure OpenAI: OpenAI's wire at a deployment path, Responses native.
+    Azure,
+    /// Ollama's native /api/chat (NDJSON streams).
+    Ollama,
 }
 
 const APIS: [Api; 3] = [Api::Chat, Api::Messages, Api::Responses];
-const PROVS: [Prov; 8] = [
+const PROVS: [Prov; 10] = [
     Prov::OpenAi,
     Prov::OpenAiBridged,
     Prov::Anthropic,
@@ -44,8 +48,10 @@ const PROVS: [Prov; 8] = [
     Prov::Mock,
     Prov::VertexGemini,
     Prov::VertexClaude,
+    Prov::Azure,
+    Prov::Ollama,
 ];
-const UPSTREAMS: [Prov; 7] = [
+const UPSTREAMS: [Prov; 9] = [
     Prov::OpenAi,
     Prov::OpenAiBridged,
     Prov::Anthropic,
@@ -53,6 +59,8 @@ const UPSTREAMS: [Prov; 7] = [
     Prov::Bedrock,
     Prov::VertexGemini,
     Prov::VertexClaude,
+    Prov::Azure,
+    Prov::Ollama,
 ];
 const MOCK_TEXT: &str = "Offline mock answer.";
 
@@ -66,6 +74,8 @@ fn model(p: Prov) -> &'static str {
         Prov::Mock => "m-mock",
         Prov::VertexGemini => "m-vertex-gemini",
         Prov::VertexClaude => "m-vertex-claude",
+        Prov::Azure => "m-azure",
+        Prov::Ollama => "m-ollama",
     }
 }
 
@@ -93,6 +103,10 @@ model_list:
     litellm_params: {{model: vertex_ai/gemini-2.0-flash, api_base: "http://{addr}", vertex_credentials: '{vertex_credentials}'}}
   - model_name: m-vertex-claude
     litellm_params: {{model: vertex_ai/claude-sonnet-4-5@20250929, api_base: "http://{addr}", vertex_credentials: '{vertex_credentials}'}}
+  - model_name: m-azure
+    litellm_params: {{model: azure/gpt4o-dep, api_base: "http://{addr}", api_key: sk-az}}
+  - model_name: m-ollama
+    litellm_params: {{model: ollama_chat/llama3.2, api_base: "http://{addr}"}}
 router_settings: {{num_retries: 0}}
 "#,
         addr = mock.addr,
@@ -413,7 +427,7 @@ fn assert_tool_result_reached(p: Prov, req: &Recorded, call_id: &str) {
     let body = &req.body;
     let s = body.to_string();
     match p {
-        Prov::OpenAi if req.path.ends_with("/responses") => {
+        Prov::OpenAi | Prov::Azure if req.path.ends_with("/responses") => {
             let items = body["input"].as_array().unwrap();
             assert!(
                 items
@@ -428,7 +442,7 @@ fn assert_tool_result_reached(p: Prov, req: &Recorded, call_id: &str) {
                 "{s}"
             );
         }
-        Prov::OpenAi | Prov::OpenAiBridged => {
+        Prov::OpenAi | Prov::OpenAiBridged | Prov::Azure => {
             let msgs = body["messages"].as_array().unwrap();
             assert!(
                 msgs.iter()
@@ -486,6 +500,20 @@ fn assert_tool_result_reached(p: Prov, req: &Recorded, call_id: &str) {
             );
             assert!(req.path.ends_with("/converse") || req.path.ends_with("/converse-stream"));
         }
+        Prov::Ollama => {
+            let msgs = body["messages"].as_array().unwrap();
+            assert!(
+                msgs.iter().any(|m| m["role"] == "tool"
+                    && m["tool_name"] == "get_weather"
+                    && m["content"] == "sunny, 21C"),
+                "{s}"
+            );
+            assert!(
+                msgs.iter()
+                    .any(|m| m["tool_calls"][0]["function"]["arguments"]["city"] == "Paris"),
+                "{s}"
+            );
+        }
         Prov::Mock => {}
     }
 }
@@ -528,7 +556,7 @@ async fn tool_round_trip_across_the_matrix() {
                 let last = mock.requests().last().unwrap().clone();
                 assert_tool_result_reached(p, &last, &id);
                 // Native Responses only where the deployment serves it.
-                let native = api == Api::Responses && p == Prov::OpenAi;
+                let native = api == Api::Responses && matches!(p, Prov::OpenAi | Prov::Azure);
                 assert_eq!(
                     last.path.ends_with("/responses"),
                     native,
@@ -553,6 +581,10 @@ fn provider_error(p: Prov) -> Value {
             json!({"error": {"code": 429, "message": "quota exceeded for test", "status": "RESOURCE_EXHAUSTED"}})
         }
         Prov::Bedrock => json!({"message": "quota exceeded for test"}),
+        Prov::Azure => {
+            json!({"error": {"code": "429", "message": "quota exceeded for test"}})
+        }
+        Prov::Ollama => json!({"error": "quota exceeded for test"}),
         Prov::Mock => unreachable!(),
     }
 }

@@ -680,12 +680,13 @@ const PROVIDERS: &[KnownProvider] = &[
         &["OPENAI_API_KEY"],
         &[],
     ),
+    // LiteLLM reads the Azure-hosted Mistral settings first.
     known(
         "mistral",
         ProviderKind::OpenAi,
         "https://api.mistral.ai/v1",
-        &["MISTRAL_API_KEY"],
-        &["MISTRAL_API_BASE"],
+        &["MISTRAL_AZURE_API_KEY", "MISTRAL_API_KEY"],
+        &["MISTRAL_AZURE_API_BASE", "MISTRAL_API_BASE"],
     ),
     known(
         "codestral",
@@ -720,9 +721,10 @@ const PROVIDERS: &[KnownProvider] = &[
         ProviderKind::OpenAi,
         "https://api.together.xyz/v1",
         &[
-            "TOGETHERAI_API_KEY",
             "TOGETHER_API_KEY",
             "TOGETHER_AI_API_KEY",
+            "TOGETHERAI_API_KEY",
+            "TOGETHER_AI_TOKEN",
         ],
         &["TOGETHER_AI_API_BASE"],
     ),
@@ -731,11 +733,12 @@ const PROVIDERS: &[KnownProvider] = &[
         ProviderKind::OpenAi,
         "https://api.fireworks.ai/inference/v1",
         &[
-            "FIREWORKS_AI_API_KEY",
             "FIREWORKS_API_KEY",
+            "FIREWORKS_AI_API_KEY",
             "FIREWORKSAI_API_KEY",
+            "FIREWORKS_AI_TOKEN",
         ],
-        &["FIREWORKS_AI_API_BASE"],
+        &["FIREWORKS_API_BASE", "FIREWORKS_AI_API_BASE"],
     ),
     known(
         "xai",
@@ -826,7 +829,11 @@ const PARAM_ENV: &[(&str, &str, &[&str])] = &[
         "vertex_credentials",
         &["VERTEXAI_CREDENTIALS", "GOOGLE_APPLICATION_CREDENTIALS"],
     ),
-    ("azure", "azure_ad_token", &["AZURE_AD_TOKEN"]),
+    (
+        "azure",
+        "azure_ad_token",
+        &["AZURE_AD_TOKEN", "AZURE_OPENAI_AD_TOKEN"],
+    ),
 ];
 
 /// One `model_list` entry, validated; `Err` is why it cannot be served (it is skipped).
@@ -859,10 +866,10 @@ fn deployment(
         name
     };
     let family = PROVIDERS.iter().find(|k| k.name == provider_name).map(|k| {
-        // vertex_ai_beta and the other aliases read the same settings.
+        // vertex_ai_beta and the other aliases read the same settings. (azure_ai does not
+        // read Azure OpenAI's: an AZURE_AD_TOKEN meant for those would displace its key.)
         let canonical = match k.name {
             "vertex_ai_beta" => "vertex_ai",
-            "azure_ai" => "azure",
             other => other,
         };
         (k, canonical)
@@ -888,6 +895,13 @@ fn deployment(
             .trim_end_matches('/')
             .to_string(),
     };
+    // Mistral's API lives under /v1, which LiteLLM adds when a base lacks it.
+    let api_base =
+        if provider_name == "mistral" && !api_base.is_empty() && !api_base.ends_with("/v1") {
+            format!("{api_base}/v1")
+        } else {
+            api_base
+        };
     let needs_base = matches!(provider, ProviderKind::OpenAi | ProviderKind::Azure);
     if api_base.is_empty() && p.mock_response.is_none() && needs_base {
         return Err(format!(
@@ -925,7 +939,7 @@ fn deployment(
     let mut params = m.params;
     if let Some((_, canonical)) = family {
         for (_, key, vars) in PARAM_ENV.iter().filter(|(p, _, _)| *p == canonical) {
-            if params.get(*key).is_none_or(|v| v.is_null()) {
+            if params.get(*key).is_none_or(Value::is_null) {
                 if let Some(v) = first_env(vars, lookup) {
                     params.insert((*key).to_string(), Value::String(v));
                 }
@@ -933,7 +947,7 @@ fn deployment(
         }
     }
     let api_version = p.api_version.or_else(|| {
-        (provider == ProviderKind::Azure)
+        (provider_name == "azure")
             .then(|| first_env(&["AZURE_API_VERSION", "OPENAI_API_VERSION"], lookup))
             .flatten()
     });

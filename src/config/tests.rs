@@ -427,3 +427,206 @@ fn redis_comes_from_general_settings_litellm_router_settings_or_env() {
     let c = load_str("").unwrap();
     assert!(c.rate_limits.redis_url.is_none());
 }
+
+/// The provider families served through other wires: each prefix's wire, default base and
+/// the environment variables its key and base come from when the entry sets none.
+#[test]
+fn provider_prefixes_have_their_default_base_and_key_variables() {
+    let table: &[(&str, ProviderKind, &str, &str, &str)] = &[
+        (
+            "mistral",
+            ProviderKind::OpenAi,
+            "https://api.mistral.ai/v1",
+            "MISTRAL_API_KEY",
+            "MISTRAL_API_BASE",
+        ),
+        (
+            "groq",
+            ProviderKind::OpenAi,
+            "https://api.groq.com/openai/v1",
+            "GROQ_API_KEY",
+            "GROQ_API_BASE",
+        ),
+        (
+            "deepseek",
+            ProviderKind::OpenAi,
+            "https://api.deepseek.com/v1",
+            "DEEPSEEK_API_KEY",
+            "DEEPSEEK_API_BASE",
+        ),
+        (
+            "openrouter",
+            ProviderKind::OpenAi,
+            "https://openrouter.ai/api/v1",
+            "OPENROUTER_API_KEY",
+            "OPENROUTER_API_BASE",
+        ),
+        (
+            "together_ai",
+            ProviderKind::OpenAi,
+            "https://api.together.xyz/v1",
+            "TOGETHER_API_KEY",
+            "TOGETHER_AI_API_BASE",
+        ),
+        (
+            "fireworks_ai",
+            ProviderKind::OpenAi,
+            "https://api.fireworks.ai/inference/v1",
+            "FIREWORKS_API_KEY",
+            "FIREWORKS_API_BASE",
+        ),
+        (
+            "xai",
+            ProviderKind::OpenAi,
+            "https://api.x.ai/v1",
+            "XAI_API_KEY",
+            "XAI_API_BASE",
+        ),
+        (
+            "perplexity",
+            ProviderKind::OpenAi,
+            "https://api.perplexity.ai",
+            "PERPLEXITYAI_API_KEY",
+            "PERPLEXITY_API_BASE",
+        ),
+        (
+            "cerebras",
+            ProviderKind::OpenAi,
+            "https://api.cerebras.ai/v1",
+            "CEREBRAS_API_KEY",
+            "CEREBRAS_API_BASE",
+        ),
+        (
+            "hosted_vllm",
+            ProviderKind::OpenAi,
+            "",
+            "HOSTED_VLLM_API_KEY",
+            "HOSTED_VLLM_API_BASE",
+        ),
+        (
+            "lm_studio",
+            ProviderKind::OpenAi,
+            "http://localhost:1234/v1",
+            "LM_STUDIO_API_KEY",
+            "LM_STUDIO_API_BASE",
+        ),
+        (
+            "ollama",
+            ProviderKind::Ollama,
+            "http://localhost:11434",
+            "OLLAMA_API_KEY",
+            "OLLAMA_API_BASE",
+        ),
+        (
+            "ollama_chat",
+            ProviderKind::Ollama,
+            "http://localhost:11434",
+            "OLLAMA_API_KEY",
+            "OLLAMA_API_BASE",
+        ),
+        (
+            "azure",
+            ProviderKind::Azure,
+            "",
+            "AZURE_API_KEY",
+            "AZURE_API_BASE",
+        ),
+        (
+            "azure_ai",
+            ProviderKind::Azure,
+            "",
+            "AZURE_AI_API_KEY",
+            "AZURE_AI_API_BASE",
+        ),
+    ];
+    let parse_with = |prefix: &str, extra: &str, vars: Vec<(String, String)>| {
+        let yaml = format!(
+            "model_list:\n  - model_name: m\n    litellm_params: {{model: {prefix}/some-model{extra}}}\n"
+        );
+        let lookup = move |n: &str| vars.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        parse(&yaml, "t", &Overrides::default(), &lookup)
+    };
+    for (prefix, kind, base, key_var, base_var) in table {
+        let key_only = vec![(key_var.to_string(), format!("{prefix}-env-key"))];
+        let c = parse_with(prefix, "", key_only.clone());
+        if base.is_empty() {
+            // No default endpoint: the entry cannot be served, and the error says what to set.
+            let err = c.err().unwrap().to_string();
+            assert!(
+                err.contains("set `litellm_params.api_base`"),
+                "{prefix}: {err}"
+            );
+        } else {
+            let c = c.unwrap();
+            let m = &c.models[0];
+            assert_eq!(&m.provider, kind, "{prefix}");
+            assert_eq!(m.provider_name, *prefix);
+            assert_eq!(m.upstream_model, "some-model", "{prefix}");
+            assert_eq!(m.api_base, *base, "{prefix}");
+            let key = m.api_key.as_ref().map(|k| k.expose().clone());
+            assert_eq!(key.as_deref(), Some(format!("{prefix}-env-key").as_str()));
+        }
+
+        let mut with_base = key_only;
+        with_base.push((base_var.to_string(), "https://env.example/v1".into()));
+        let c = parse_with(prefix, "", with_base.clone()).unwrap();
+        assert_eq!(c.models[0].api_base, "https://env.example/v1", "{prefix}");
+
+        // What the entry writes wins over the environment.
+        let c = parse_with(
+            prefix,
+            ", api_key: written, api_base: 'https://written.example/v1/'",
+            with_base,
+        )
+        .unwrap();
+        let m = &c.models[0];
+        assert_eq!(m.api_base, "https://written.example/v1", "{prefix}");
+        assert_eq!(m.api_key.as_ref().unwrap().expose(), "written");
+        assert!(c.warnings.is_empty(), "{prefix}: {:?}", c.warnings);
+    }
+}
+
+#[test]
+fn provider_specific_env_quirks() {
+    let load = |yaml: &str, vars: &'static [(&'static str, &'static str)]| {
+        parse(yaml, "t", &Overrides::default(), &env(vars)).unwrap()
+    };
+    // Mistral's base always ends in /v1; the Azure-hosted Mistral settings come first.
+    let c = load(
+        "model_list:\n  - model_name: m\n    litellm_params: {model: mistral/x, api_base: 'https://m.example'}\n",
+        &[("MISTRAL_API_KEY", "plain"), ("MISTRAL_AZURE_API_KEY", "azure-hosted")],
+    );
+    assert_eq!(c.models[0].api_base, "https://m.example/v1");
+    assert_eq!(
+        c.models[0].api_key.as_ref().unwrap().expose(),
+        "azure-hosted"
+    );
+    // AZURE_API_VERSION and AZURE_AD_TOKEN are Azure OpenAI's, not Azure AI Foundry's.
+    let yaml = "model_list:\n  - model_name: a\n    litellm_params: {model: azure/d, api_base: 'https://r.openai.azure.com'}\n  - model_name: f\n    litellm_params: {model: azure_ai/m, api_base: 'https://x.models.ai.azure.com'}\n";
+    let c = load(
+        yaml,
+        &[
+            ("AZURE_API_VERSION", "2024-06-01"),
+            ("AZURE_OPENAI_AD_TOKEN", "tok"),
+            ("AZURE_AI_API_KEY", "ai-key"),
+        ],
+    );
+    assert_eq!(c.models[0].api_version.as_deref(), Some("2024-06-01"));
+    assert_eq!(c.models[0].params.expose()["azure_ad_token"], "tok");
+    assert_eq!(c.models[1].api_version, None);
+    assert!(c.models[1].params.expose().get("azure_ad_token").is_none());
+}
+
+#[test]
+fn an_unknown_prefix_warns_naming_the_provider() {
+    let c = load_str("model_list:\n  - model_name: x\n    litellm_params: {model: frobai/m1, api_base: 'http://h'}\n").unwrap();
+    assert_eq!(
+        c.models[0].provider,
+        ProviderKind::Unsupported("frobai".into())
+    );
+    let w = c.warnings.join("\n");
+    assert!(
+        w.contains("`frobai` is not supported") && w.contains("501"),
+        "{w}"
+    );
+}

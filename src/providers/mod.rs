@@ -4,10 +4,12 @@
 //! speaks the client's API) and answers with a [`Reply`] in its own wire format.
 
 mod anthropic;
+mod azure;
 mod bedrock;
 mod gemini;
 pub mod http;
 mod mock;
+mod ollama;
 mod openai;
 mod vertex;
 
@@ -174,6 +176,8 @@ pub enum Provider {
     Bedrock(Box<bedrock::Bedrock>),
     Gemini(Box<gemini::Gemini>),
     Vertex(Box<vertex::Vertex>),
+    Azure(Box<azure::Azure>),
+    Ollama(Box<ollama::Ollama>),
     Mock(mock::Mock),
     Unsupported(String),
 }
@@ -193,9 +197,8 @@ impl Provider {
             ProviderKind::Gemini => Provider::Gemini(Box::new(gemini::Gemini::new(cfg, env))),
             ProviderKind::Bedrock => Provider::Bedrock(Box::new(bedrock::Bedrock::new(cfg, env)?)),
             ProviderKind::VertexAi => Provider::Vertex(Box::new(vertex::Vertex::new(cfg, env)?)),
-            ProviderKind::Azure | ProviderKind::Ollama => {
-                Provider::Unsupported(cfg.provider_name.clone())
-            }
+            ProviderKind::Azure => Provider::Azure(Box::new(azure::Azure::new(cfg, env)?)),
+            ProviderKind::Ollama => Provider::Ollama(Box::new(ollama::Ollama::new(cfg, env)?)),
             ProviderKind::Unsupported(name) => Provider::Unsupported(name.clone()),
         })
     }
@@ -221,6 +224,8 @@ impl Provider {
             Provider::Gemini(p) => p.chat(cfg, &req.chat, upstream_model, ctx).await,
             Provider::Bedrock(p) => p.chat(cfg, req, upstream_model, ctx).await,
             Provider::Vertex(p) => p.chat(cfg, req, upstream_model, ctx).await,
+            Provider::Azure(p) => p.chat(cfg, req, upstream_model, ctx).await,
+            Provider::Ollama(p) => p.chat(cfg, &req.chat, upstream_model, ctx).await,
             Provider::Mock(p) => Ok(p.chat(&req.chat, upstream_model)),
             Provider::Unsupported(name) => Err(ProviderError::NotSupported(format!(
                 "provider `{name}` (model `{}`) is not supported by this build of memproxy",
@@ -270,6 +275,15 @@ impl Provider {
                 "prediction",
                 "web_search_options",
             ],
+            Provider::Ollama(_) => &[
+                "logit_bias",
+                "logprobs",
+                "top_logprobs",
+                "audio",
+                "modalities",
+                "prediction",
+                "web_search_options",
+            ],
             _ => return Ok(()),
         };
         let mut found: Vec<&str> = unsupported
@@ -277,7 +291,7 @@ impl Provider {
             .copied()
             .filter(|k| req.chat.get(k).is_some_and(|v| v.get() != "null"))
             .collect();
-        if (speaks_anthropic || matches!(self, Provider::Bedrock(_)))
+        if (speaks_anthropic || matches!(self, Provider::Bedrock(_) | Provider::Ollama(_)))
             && req
                 .chat
                 .get("n")
@@ -315,6 +329,7 @@ impl Provider {
     ) -> Result<Bytes, ProviderError> {
         match self {
             Provider::OpenAi(p) => p.embed(cfg, body, upstream_model, ctx).await,
+            Provider::Azure(p) => p.embed(cfg, body, upstream_model, ctx).await,
             Provider::Mock(_) => mock::embed(body, upstream_model),
             _ => Err(ProviderError::Status {
                 status: StatusCode::BAD_REQUEST,

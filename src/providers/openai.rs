@@ -6,7 +6,12 @@
 //! deployment serves it (`model_info.supported_endpoints`, default yes); otherwise, or once
 //! the upstream answered 404/405 there (remembered per deployment), they are bridged to
 //! chat completions.
+//!
+//! Where the requests go and how they are signed is a [`Wire`]: OpenAI's layout here,
+//! Azure's (deployment paths, `api-version`, `api-key`) built by `super::azure`, so both
+//! share one implementation of streams, usage and the Responses bridge.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -25,11 +30,16 @@ use crate::protocol::chat::ChatBody;
 use crate::protocol::ir::Format;
 
 pub struct OpenAi {
-    chat_url: Endpoint,
-    embeddings_url: Endpoint,
+    chat_url: ModelUrl,
+    embeddings_url: ModelUrl,
     /// `{api_base}/responses`.
-    responses_url: Endpoint,
-    auth: Option<HeaderValue>,
+    responses_url: ModelUrl,
+    /// Credentials sent with every request (values marked sensitive).
+    auth: HeaderMap,
+    /// Whether Responses requests go to `responses_url` when `supported_endpoints` does
+    /// not say.
+    responses_by_default: bool,
+    status_error: fn(StatusCode, &[u8]) -> ProviderError,
     extra: HeaderMap,
     http: HttpClient,
     /// Set for Supermemory routers and upstream mode: memory headers are sent upstream.
@@ -134,26 +144,112 @@ pub(crate) fn extra_headers(cfg: &DeploymentConfig) -> HeaderMap {
     extra
 }
 
-impl OpenAi {
-    pub fn new(cfg: &DeploymentConfig, env: &ProviderEnv) -> Self {
-        let auth = cfg
+/// Where an OpenAI-wire deployment sends its requests, how it signs them and how its
+/// error bodies read.
+pub(crate) struct Wire {
+    pub chat: ModelUrl,
+    pub embeddings: ModelUrl,
+    pub responses: ModelUrl,
+    /// Credential headers for every request.
+    pub auth: HeaderMap,
+    /// Responses requests go natively to `responses` unless `supported_endpoints` says
+    /// otherwise (else they are bridged to chat completions).
+    pub responses_by_default: bool,
+    pub status_error: fn(StatusCode, &[u8]) -> ProviderError,
+}
+
+impl Wire {
+    /// OpenAI's layout: `{api_base}/chat/completions`, `/embeddings`, `/responses`, the key
+    /// as `Authorization: Bearer`.
+    fn openai(cfg: &DeploymentConfig) -> Self {
+        let mut auth = HeaderMap::new();
+        if let Some(v) = cfg
             .api_key
             .as_ref()
-            .and_then(|k| HeaderValue::from_str(&format!("Bearer {}", k.expose())).ok())
-            .map(|mut v| {
-                v.set_sensitive(true);
-                v
-            });
+            .and_then(|k| sensitive(&format!("Bearer {}", k.expose())))
+        {
+            auth.insert(header::AUTHORIZATION, v);
+        }
+        Self {
+            chat: ModelUrl::fixed(format!("{}/chat/completions", cfg.api_base)),
+            embeddings: ModelUrl::fixed(format!("{}/embeddings", cfg.api_base)),
+            responses: ModelUrl::fixed(format!("{}/responses", cfg.api_base)),
+            auth,
+            responses_by_default: true,
+            status_error,
+        }
+    }
+}
+
+/// A header value marked sensitive (kept out of debug output), if `value` is a valid one.
+pub(crate) fn sensitive(value: &str) -> Option<HeaderValue> {
+    let mut v = HeaderValue::from_str(value).ok()?;
+    v.set_sensitive(true);
+    Some(v)
+}
+
+/// An upstream URL that may name the model in its path (Azure's deployments): parsed once
+/// for the configured model, and again per request only for another model (a wildcard
+/// deployment's match).
+pub(crate) struct ModelUrl {
+    endpoint: Endpoint,
+    /// The URL with [`MODEL_SLOT`] where the model goes, when it names one.
+    template: Option<String>,
+    model: String,
+}
+
+/// Where a [`ModelUrl`] template takes the model.
+pub(crate) const MODEL_SLOT: &str = "{model}";
+
+impl ModelUrl {
+    /// A URL that does not depend on the model.
+    pub(crate) fn fixed(url: String) -> Self {
+        Self {
+            endpoint: Endpoint::new(url),
+            template: None,
+            model: String::new(),
+        }
+    }
+
+    /// A URL with [`MODEL_SLOT`] in it, prepared for `model`.
+    pub(crate) fn per_model(template: String, model: &str) -> Self {
+        Self {
+            endpoint: Endpoint::new(template.replace(MODEL_SLOT, model)),
+            template: Some(template),
+            model: model.to_string(),
+        }
+    }
+
+    /// The endpoint for a request to `model`.
+    pub(crate) fn get(&self, model: &str) -> Cow<'_, Endpoint> {
+        match &self.template {
+            Some(t) if model != self.model => {
+                Cow::Owned(Endpoint::new(t.replace(MODEL_SLOT, model)))
+            }
+            _ => Cow::Borrowed(&self.endpoint),
+        }
+    }
+}
+
+impl OpenAi {
+    pub fn new(cfg: &DeploymentConfig, env: &ProviderEnv) -> Self {
+        Self::with_wire(cfg, env, Wire::openai(cfg))
+    }
+
+    /// A deployment that speaks OpenAI's wire format at the places `wire` names.
+    pub(crate) fn with_wire(cfg: &DeploymentConfig, env: &ProviderEnv, wire: Wire) -> Self {
         let upstream_mode = cfg.model_name == crate::routing::UPSTREAM_MODE_MODEL;
         let memory_headers = (cfg.supermemory_router || upstream_mode)
             .then(|| MemoryHeaders::new(env, &cfg.api_base));
         Self {
-            chat_url: Endpoint::new(format!("{}/chat/completions", cfg.api_base)),
-            embeddings_url: Endpoint::new(format!("{}/embeddings", cfg.api_base)),
-            responses_url: Endpoint::new(format!("{}/responses", cfg.api_base)),
+            chat_url: wire.chat,
+            embeddings_url: wire.embeddings,
+            responses_url: wire.responses,
+            responses_by_default: wire.responses_by_default,
+            status_error: wire.status_error,
             responses_missing: AtomicBool::new(false),
-            forward_client_auth: upstream_mode && auth.is_none(),
-            auth,
+            forward_client_auth: upstream_mode && wire.auth.is_empty(),
+            auth: wire.auth,
             extra: extra_headers(cfg),
             http: env.http.clone(),
             memory_headers,
@@ -169,10 +265,9 @@ impl OpenAi {
         ctx: &CallContext<'_>,
     ) -> Result<Bytes, ProviderError> {
         let payload = body.to_json_with_model(upstream_model);
-        let resp = self
-            .post(&self.embeddings_url, false, payload, cfg, ctx)
-            .await?;
-        read_all(resp, cfg.timeout, &self.embeddings_url.url).await
+        let url = self.embeddings_url.get(upstream_model);
+        let resp = self.post(&url, false, payload, cfg, ctx).await?;
+        read_all(resp, cfg.timeout, &url.url).await
     }
 
     /// POSTs `payload` to `endpoint` with auth, identity and memory headers set.
@@ -188,9 +283,10 @@ impl OpenAi {
         for (k, v) in &self.extra {
             h.insert(k, v.clone());
         }
-        if let Some(auth) = &self.auth {
-            h.insert(header::AUTHORIZATION, auth.clone());
-        } else if self.forward_client_auth {
+        for (k, v) in &self.auth {
+            h.insert(k, v.clone());
+        }
+        if self.forward_client_auth {
             if let Some(a) = ctx
                 .client_authorization
                 .and_then(|a| HeaderValue::from_str(a).ok())
@@ -203,7 +299,7 @@ impl OpenAi {
         }
         let resp = self
             .http
-            .post(endpoint, h, payload, cfg.timeout, status_error)
+            .post(endpoint, h, payload, cfg.timeout, self.status_error)
             .await?;
         if let Some(mh) = &self.memory_headers {
             mh.remember(ctx.user_id, resp.headers());
@@ -219,17 +315,16 @@ impl OpenAi {
         ctx: &CallContext<'_>,
     ) -> Result<Reply, ProviderError> {
         let (payload, usage_added) = body.to_upstream(upstream_model);
-        let resp = self
-            .post(&self.chat_url, body.stream, payload, cfg, ctx)
-            .await?;
+        let url = self.chat_url.get(upstream_model);
+        let resp = self.post(&url, body.stream, payload, cfg, ctx).await?;
         if !body.stream {
             return Ok(Reply::Complete {
-                body: read_all(resp, cfg.timeout, &self.chat_url.url).await?,
+                body: read_all(resp, cfg.timeout, &url.url).await?,
                 format: Format::OpenAiChat,
             });
         }
         Ok(Reply::Stream {
-            events: sse_events(resp, cfg.timeout, &self.chat_url.url),
+            events: sse_events(resp, cfg.timeout, &url.url),
             format: Format::OpenAiChat,
             usage_added,
         })
@@ -238,8 +333,8 @@ impl OpenAi {
 
 impl OpenAi {
     /// Whether Responses requests go to `/responses` as they are: the deployment's
-    /// `supported_endpoints` when given (LiteLLM's rule), else yes until the upstream
-    /// showed it has no such endpoint.
+    /// `supported_endpoints` when given (LiteLLM's rule), else the wire's default until the
+    /// upstream showed it has no such endpoint.
     fn serves_responses(&self, cfg: &DeploymentConfig) -> bool {
         if self.responses_missing.load(Ordering::Relaxed) {
             return false;
@@ -248,7 +343,7 @@ impl OpenAi {
             Some(list) => list
                 .iter()
                 .any(|e| e.trim().trim_end_matches('/').ends_with("responses")),
-            None => true,
+            None => self.responses_by_default,
         }
     }
 
@@ -302,21 +397,16 @@ impl OpenAi {
         ctx: &CallContext<'_>,
     ) -> Result<Reply, ProviderError> {
         let payload = body.to_json_with_model(upstream_model);
-        let resp = self
-            .post(&self.responses_url, body.stream, payload, cfg, ctx)
-            .await?;
+        let url = self.responses_url.get(upstream_model);
+        let resp = self.post(&url, body.stream, payload, cfg, ctx).await?;
         if !body.stream {
             return Ok(Reply::Complete {
-                body: read_all(resp, cfg.timeout, &self.responses_url.url).await?,
+                body: read_all(resp, cfg.timeout, &url.url).await?,
                 format: Format::Responses,
             });
         }
         Ok(Reply::Stream {
-            events: fail_on_failed_responses(sse_events(
-                resp,
-                cfg.timeout,
-                &self.responses_url.url,
-            )),
+            events: fail_on_failed_responses(sse_events(resp, cfg.timeout, &url.url)),
             format: Format::Responses,
             usage_added: false,
         })

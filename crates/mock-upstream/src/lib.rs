@@ -27,8 +27,10 @@ pub use bedrock::{
 };
 
 mod anthropic;
+mod azure;
 mod bedrock;
 mod gemini;
+mod ollama;
 mod responses;
 mod vertex;
 
@@ -252,7 +254,9 @@ fn app(shared: Arc<Shared>) -> Router {
     Router::new()
         .merge(anthropic::routes())
         .merge(bedrock::routes())
+        .merge(azure::routes())
         .merge(gemini::routes())
+        .merge(ollama::routes())
         .merge(responses::routes())
         .merge(vertex::routes())
         .route("/v1/embeddings", post(embeddings))

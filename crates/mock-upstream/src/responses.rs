@@ -329,7 +329,7 @@ fn error_body(v: Value) -> Value {
     json!({"error": {"message": message, "type": "server_error", "param": null, "code": null}})
 }
 
-async fn create(
+pub(crate) async fn create(
     State(shared): State<Arc<Shared>>,
     uri: axum::http::Uri,
     headers: HeaderMap,
