@@ -25,18 +25,6 @@ async fn post(proxy: &Proxy, body: &Value) -> reqwest::Response {
         .unwrap()
 }
 
-/// The JSON chunks of an OpenAI SSE answer, and whether it ended with `[DONE]`.
-async fn chunks(resp: reqwest::Response) -> (Vec<Value>, bool) {
-    let events = sse_payloads(resp).await;
-    let done = events.last().map(String::as_str) == Some("[DONE]");
-    let chunks = events
-        .iter()
-        .filter(|e| *e != "[DONE]")
-        .map(|e| serde_json::from_str(e).unwrap())
-        .collect();
-    (chunks, done)
-}
-
 fn streamed_text(chunks: &[Value]) -> String {
     chunks
         .iter()

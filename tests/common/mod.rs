@@ -146,3 +146,15 @@ pub async fn sse_payloads(resp: reqwest::Response) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// The JSON chunks of an OpenAI SSE answer, and whether it ended with `[DONE]`.
+pub async fn chunks(resp: reqwest::Response) -> (Vec<serde_json::Value>, bool) {
+    let events = sse_payloads(resp).await;
+    let done = events.last().map(String::as_str) == Some("[DONE]");
+    let chunks = events
+        .iter()
+        .filter(|e| *e != "[DONE]")
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    (chunks, done)
+}
