@@ -324,10 +324,7 @@ pub(crate) async fn answer_messages(
     };
     let stream = body["stream"] == true;
     let prompt = last_user_text(&body);
-    let behavior = match shared.fixed_behavior(&body) {
-        Some(b) => Some(b),
-        None => shared.record(uri.path(), headers, &body),
-    };
+    let behavior = shared.behavior(uri.path(), headers, &body);
     if let Err(message) = validate(&body, vertex.is_some()) {
         return error(400, &message);
     }

@@ -515,10 +515,7 @@ async fn handle(
         .unwrap_or_default()
         .to_string();
     let prompt = last_user_text(&body);
-    let behavior = match shared.fixed_behavior(&body) {
-        Some(b) => Some(b),
-        None => shared.record(uri.path(), headers, &body),
-    };
+    let behavior = shared.behavior(uri.path(), headers, &body);
     if stream && !accept.is_empty() && accept != EVENT_STREAM && accept != "*/*" {
         let msg = format!("mock: converse-stream answers {EVENT_STREAM}, not {accept}");
         return bedrock_error(400, "ValidationException", json!({ "message": msg }));

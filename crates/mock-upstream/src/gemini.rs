@@ -231,10 +231,7 @@ pub(crate) async fn answer_generate(
         }
     };
     let prompt = last_user_text(&body);
-    let behavior = match shared.fixed_behavior(&body) {
-        Some(b) => Some(b),
-        None => shared.record(uri.path(), headers, &body),
-    };
+    let behavior = shared.behavior(uri.path(), headers, &body);
     let alt_sse = uri
         .query()
         .is_some_and(|q| q.split('&').any(|p| p == "alt=sse"));

@@ -81,6 +81,21 @@ impl ScriptedCall {
     }
 }
 
+/// How the `mock-upstream` binary answers: every request with a fixed text, after one tool
+/// call when the request offers tools.
+#[derive(Debug, Clone, Default)]
+pub struct FixedMode {
+    /// The answer text.
+    pub text: String,
+    /// A tool to call (name, JSON arguments) whenever a request offers one of that name, so
+    /// a real client runs a chosen harmless tool; other requests with tools get a call of
+    /// their first tool with `{}`.
+    pub preferred_tool: Option<(String, String)>,
+    /// Records requests and serves them at `GET /mock/requests`, for tests of real
+    /// clients; off for the benchmark, whose request count would make it grow.
+    pub record: bool,
+}
+
 /// A request the mock received.
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -96,7 +111,7 @@ pub(crate) struct Shared {
     pub(crate) gate: Notify,
     /// A paused stream was dropped before it was sent whole (Bedrock routes).
     pub(crate) stream_dropped: Notify,
-    pub(crate) fixed: Option<String>,
+    pub(crate) fixed: Option<FixedMode>,
     /// `/v1/responses` answers 404, as servers without the Responses API do.
     pub(crate) responses_disabled: AtomicBool,
     /// Ids of the responses the Responses route made (and "stored").
@@ -106,35 +121,23 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// In fixed mode (the `mock-upstream` binary): the fixed text, or a call of the
-    /// request's first tool (no arguments) when it offers tools and its last message is not
-    /// already a tool result. `None` outside fixed mode.
-    pub(crate) fn fixed_behavior(&self, body: &Value) -> Option<Behavior> {
-        let text = self.fixed.as_ref()?;
-        let tools = &body["tools"];
-        let name = tools[0]["function"]["name"]
-            .as_str()
-            .or_else(|| tools[0]["name"].as_str())
-            .or_else(|| tools[0]["functionDeclarations"][0]["name"].as_str());
-        let last = body["messages"]
-            .as_array()
-            .or_else(|| body["contents"].as_array())
-            .or_else(|| body["input"].as_array())
-            .and_then(|m| m.last())
-            .map(|m| m.to_string())
-            .unwrap_or_default();
-        let answered = last.contains("\"tool_result\"")
-            || last.contains("\"functionResponse\"")
-            || last.contains("\"role\":\"tool\"")
-            || last.contains("\"function_call_output\"");
-        Some(match name {
-            Some(name) if !answered => Behavior::ToolCall {
-                id: "call_fixed_1".into(),
-                name: name.to_string(),
-                arguments: "{}".into(),
-            },
-            _ => Behavior::Text(text.clone()),
-        })
+    /// The behaviour for a request: in fixed mode the fixed one (recorded when asked),
+    /// otherwise the next scripted one (always recorded).
+    pub(crate) fn behavior(
+        &self,
+        path: &str,
+        headers: HeaderMap,
+        body: &Value,
+    ) -> Option<Behavior> {
+        match &self.fixed {
+            Some(mode) => {
+                if mode.record {
+                    self.record_only(path, headers, body);
+                }
+                Some(fixed_behavior(mode, body))
+            }
+            None => self.record(path, headers, body),
+        }
     }
 
     /// Records a request without taking a scripted behaviour.
@@ -157,6 +160,57 @@ impl Shared {
     }
 }
 
+/// Tool names a request offers, in order (OpenAI chat, Responses, Anthropic, Gemini).
+fn offered_tools(body: &Value) -> Vec<&str> {
+    let Some(tools) = body["tools"].as_array() else {
+        return Vec::new();
+    };
+    tools
+        .iter()
+        .flat_map(|t| {
+            let single = t["function"]["name"]
+                .as_str()
+                .or_else(|| t["name"].as_str());
+            let gemini = t["functionDeclarations"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|d| d["name"].as_str());
+            single.into_iter().chain(gemini)
+        })
+        .collect()
+}
+
+/// Fixed mode's answer: a tool call when the request offers tools and its last message is
+/// not already a tool result (the preferred tool if offered, else the first with `{}`),
+/// otherwise the fixed text.
+fn fixed_behavior(mode: &FixedMode, body: &Value) -> Behavior {
+    let last = body["messages"]
+        .as_array()
+        .or_else(|| body["contents"].as_array())
+        .or_else(|| body["input"].as_array())
+        .and_then(|m| m.last())
+        .map(|m| m.to_string())
+        .unwrap_or_default();
+    let answered = last.contains("\"tool_result\"")
+        || last.contains("\"functionResponse\"")
+        || last.contains("\"role\":\"tool\"")
+        || last.contains("\"function_call_output\"");
+    let offered = offered_tools(body);
+    if answered || offered.is_empty() {
+        return Behavior::Text(mode.text.clone());
+    }
+    let (name, arguments) = match &mode.preferred_tool {
+        Some((name, args)) if offered.contains(&name.as_str()) => (name.clone(), args.clone()),
+        _ => (offered[0].to_string(), "{}".to_string()),
+    };
+    Behavior::ToolCall {
+        id: "call_fixed_1".into(),
+        name,
+        arguments,
+    }
+}
+
 /// A running mock upstream; stops when dropped.
 pub struct MockUpstream {
     pub addr: SocketAddr,
@@ -173,6 +227,10 @@ impl MockUpstream {
     /// Starts on `addr`; with `fixed`, every answer is that text and nothing is recorded
     /// (benchmark mode).
     pub async fn start_on(addr: &str, fixed: Option<String>) -> Self {
+        let fixed = fixed.map(|text| FixedMode {
+            text,
+            ..Default::default()
+        });
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .expect("bind mock upstream");
@@ -243,9 +301,9 @@ impl MockUpstream {
 }
 
 /// The mock's routes (also used by the `mock-upstream` binary).
-pub fn app_fixed(text: String) -> Router {
+pub fn app_fixed(mode: FixedMode) -> Router {
     app(Arc::new(Shared {
-        fixed: Some(text),
+        fixed: Some(mode),
         ..Default::default()
     }))
 }
@@ -259,6 +317,7 @@ fn app(shared: Arc<Shared>) -> Router {
         .merge(ollama::routes())
         .merge(responses::routes())
         .merge(vertex::routes())
+        .route("/mock/requests", get(recorded))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/chat/completions", post(chat))
         .route("/chat/completions", post(chat))
@@ -270,6 +329,28 @@ fn app(shared: Arc<Shared>) -> Router {
             }),
         )
         .with_state(shared)
+}
+
+/// `GET /mock/requests`: every recorded request as `{path, headers, body}`, oldest first.
+async fn recorded(State(shared): State<Arc<Shared>>) -> axum::Json<Value> {
+    let all = shared.requests.lock().unwrap();
+    let list: Vec<Value> = all
+        .iter()
+        .map(|r| {
+            let headers: serde_json::Map<String, Value> = r
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into(),
+                    )
+                })
+                .collect();
+            json!({"path": r.path, "headers": headers, "body": r.body})
+        })
+        .collect();
+    axum::Json(Value::Array(list))
 }
 
 pub(crate) fn last_user_text(body: &Value) -> String {
@@ -351,10 +432,7 @@ async fn chat(
     let include_usage = body["stream_options"]["include_usage"] == true;
     let prompt = last_user_text(&body);
 
-    let behavior = match shared.fixed_behavior(&body) {
-        Some(b) => Some(b),
-        None => shared.record(uri.path(), headers, &body),
-    };
+    let behavior = shared.behavior(uri.path(), headers, &body);
     let default_text = format!("mock reply to: {prompt}");
     match behavior {
         None => answer(&model, &default_text, &prompt, stream, include_usage),
@@ -534,5 +612,48 @@ fn answer(model: &str, text: &str, prompt: &str, stream: bool, include_usage: bo
         )))
     } else {
         axum::Json(completion(model, text, prompt)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn called(b: Behavior) -> (String, String) {
+        match b {
+            Behavior::ToolCall {
+                name, arguments, ..
+            } => (name, arguments),
+            other => panic!("expected a tool call, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn fixed_mode_calls_the_preferred_tool_when_offered() {
+        let mode = FixedMode {
+            text: "done".into(),
+            preferred_tool: Some(("Bash".into(), r#"{"command":"echo ok"}"#.into())),
+            record: false,
+        };
+        let anthropic = json!({"tools": [{"name": "Agent"}, {"name": "Bash"}],
+                               "messages": [{"role": "user", "content": "hi"}]});
+        assert_eq!(
+            called(fixed_behavior(&mode, &anthropic)),
+            ("Bash".into(), r#"{"command":"echo ok"}"#.into())
+        );
+        let chat = json!({"tools": [{"type": "function", "function": {"name": "shell"}}],
+                          "messages": [{"role": "user", "content": "hi"}]});
+        assert_eq!(
+            called(fixed_behavior(&mode, &chat)),
+            ("shell".into(), "{}".into())
+        );
+        let answered = json!({"tools": [{"name": "Bash"}], "messages": [
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "ok"}]}]});
+        assert!(matches!(fixed_behavior(&mode, &answered), Behavior::Text(t) if t == "done"));
+        let no_tools = json!({"messages": [{"role": "user", "content": "hi"}]});
+        assert!(matches!(
+            fixed_behavior(&mode, &no_tools),
+            Behavior::Text(_)
+        ));
     }
 }

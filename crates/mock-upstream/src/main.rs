@@ -1,7 +1,11 @@
-//! `mock-upstream`: the mock provider as a process, for the benchmark and manual tests.
-//! Usage: `mock-upstream [PORT]` (default 8080). Answers every chat request with a fixed text.
+//! `mock-upstream`: the mock provider as a process, for the benchmark and the real-client
+//! tests. Usage: `mock-upstream [PORT]` (default 8080). Answers every chat request with a
+//! fixed text (`MOCK_TEXT`), after one tool call when the request offers tools.
+//! `MOCK_TOOL=name` with `MOCK_TOOL_ARGS='{json}'` picks the tool to call when offered;
+//! `MOCK_RECORD=1` records requests for `GET /mock/requests`.
 
 use axum::serve::ListenerExt;
+use mock_upstream::FixedMode;
 
 #[tokio::main]
 async fn main() {
@@ -9,6 +13,11 @@ async fn main() {
     let text = std::env::var("MOCK_TEXT").unwrap_or_else(|_| {
         "This is a fixed answer from the mock upstream, used for benchmarks.".into()
     });
+    let preferred_tool = std::env::var("MOCK_TOOL").ok().map(|name| {
+        let args = std::env::var("MOCK_TOOL_ARGS").unwrap_or_else(|_| "{}".into());
+        (name, args)
+    });
+    let record = std::env::var("MOCK_RECORD").is_ok_and(|v| v == "1");
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}"))
         .await
         .expect("bind");
@@ -20,7 +29,11 @@ async fn main() {
         listener.tap_io(|t| {
             let _ = t.set_nodelay(true);
         }),
-        mock_upstream::app_fixed(text),
+        mock_upstream::app_fixed(FixedMode {
+            text,
+            preferred_tool,
+            record,
+        }),
     )
     .with_graceful_shutdown(async {
         let _ = tokio::signal::ctrl_c().await;

@@ -189,10 +189,7 @@ async fn chat(
         Ok(v) => v,
         Err(e) => return error(400, &format!("invalid character in request body: {e}")),
     };
-    let behavior = match shared.fixed_behavior(&body) {
-        Some(b) => Some(b),
-        None => shared.record(uri.path(), headers, &body),
-    };
+    let behavior = shared.behavior(uri.path(), headers, &body);
     if let Err(message) = validate(&body) {
         return error(400, &message);
     }

@@ -354,10 +354,7 @@ pub(crate) async fn create(
         model: body["model"].as_str().unwrap_or("mock").to_string(),
         prompt: last_user_text(&body),
     };
-    let behavior = match shared.fixed_behavior(&body) {
-        Some(b) => Some(b),
-        None => shared.record(uri.path(), headers, &body),
-    };
+    let behavior = shared.behavior(uri.path(), headers, &body);
     if let Err((status, message)) = validate(&shared, &body) {
         return error(status, &message, None);
     }
