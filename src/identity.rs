@@ -1,7 +1,10 @@
 //! Client detection: which `user_id` (memory scope) a request belongs to, decided from a
-//! key binding, a custom header, user-agent style patterns, or the default (SPEC §3).
+//! key binding, a custom header, user-agent style patterns, or the default (SPEC §3); and
+//! which client program sent it ([`client_name`], the usage row's `client`).
 
-use axum::http::{HeaderMap, HeaderName};
+use std::borrow::Cow;
+
+use axum::http::{header, HeaderMap, HeaderName};
 use regex::Regex;
 use serde::Serialize;
 
@@ -135,6 +138,55 @@ impl IdentityConfig {
     }
 }
 
+/// Known clients by a fragment of their `User-Agent` (ASCII case ignored), first match
+/// wins: Claude Code's own token comes before the SDK it is built on.
+const KNOWN_CLIENTS: &[(&str, &str)] = &[
+    ("claude-cli/", "claude-code"),
+    ("codex_exec/", "codex"),
+    ("codex_cli_rs/", "codex"),
+    ("OpenAIClientImpl/Java", "pycharm-ai"),
+    ("OpenAI/Python", "openai-python"),
+    ("OpenAI/JS", "openai-node"),
+    ("Anthropic/Python", "anthropic-python"),
+    ("Anthropic/JS", "anthropic-node"),
+];
+
+/// Longest product token kept for an unknown client.
+const MAX_CLIENT_LEN: usize = 64;
+
+/// The client program that sent a request, for the usage row: a name from
+/// [`KNOWN_CLIENTS`], else the user agent's product token (`curl/8.5` → `curl`), else
+/// `unknown`. Independent of the user id, which the configuration decides.
+pub fn client_name(headers: &HeaderMap) -> Cow<'static, str> {
+    let Some(ua) = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Cow::Borrowed("unknown");
+    };
+    let bytes = ua.as_bytes();
+    for (fragment, name) in KNOWN_CLIENTS {
+        let f = fragment.as_bytes();
+        if bytes.windows(f.len()).any(|w| w.eq_ignore_ascii_case(f)) {
+            return Cow::Borrowed(name);
+        }
+    }
+    let token: String = ua
+        .trim()
+        .split(|c: char| c == '/' || c.is_whitespace())
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(MAX_CLIENT_LEN)
+        .collect();
+    if token.is_empty() {
+        Cow::Borrowed("unknown")
+    } else {
+        Cow::Owned(token.to_ascii_lowercase())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,5 +261,30 @@ mod tests {
     fn validates_charset() {
         assert!(validate_user_id("team:alice@example.com").is_ok());
         assert!(validate_user_id("ünïcode").is_err());
+    }
+
+    #[test]
+    fn client_names_from_user_agents() {
+        let name = |ua: &str| client_name(&headers(&[("user-agent", ua)])).into_owned();
+        for (ua, expected) in [
+            ("claude-cli/2.1.332 (external, sdk-cli)", "claude-code"),
+            ("codex_exec/0.171.0 (Debian 13; x86_64) xterm", "codex"),
+            ("codex_cli_rs/0.171.0 (Mac OS 15.5; arm64)", "codex"),
+            ("OpenAI/Python 3.63.0", "openai-python"),
+            ("OpenAI/JS 7.60.0", "openai-node"),
+            ("Anthropic/Python 2.17.0", "anthropic-python"),
+            ("Anthropic/JS 1.17.0", "anthropic-node"),
+            ("OpenAIClientImpl/Java unknown", "pycharm-ai"),
+            ("openai/python 1.0", "openai-python"),
+            ("curl/8.5.0", "curl"),
+            ("Mozilla/5.0 (X11; Linux x86_64)", "mozilla"),
+            ("python-httpx/0.28.1", "python-httpx"),
+            ("  ", "unknown"),
+            ("(+)", "unknown"),
+        ] {
+            assert_eq!(name(ua), expected, "{ua}");
+        }
+        assert_eq!(client_name(&headers(&[])), "unknown");
+        assert!(name(&"x".repeat(500)).len() <= MAX_CLIENT_LEN);
     }
 }

@@ -708,3 +708,66 @@ async fn every_client_api_leaves_its_row() {
         .iter()
         .all(|r| r["cost_usd"].as_f64().unwrap() > 0.0 && r["tokens_out"].as_u64().unwrap() > 0));
 }
+
+#[tokio::test]
+async fn rows_name_the_client_from_its_user_agent() {
+    let mock = MockUpstream::start().await;
+    let proxy = start(&priced_config(&mock)).await;
+    let send = |path: &'static str, ua: &'static str, key: &'static str, body: Value| {
+        client()
+            .post(proxy.url(path))
+            .bearer_auth(key)
+            .header("x-memory-user-id", "clients")
+            .header("user-agent", ua)
+            .json(&body)
+            .send()
+    };
+    let messages =
+        json!({"model": "gpt", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]});
+    let cases = [
+        (
+            "/v1/messages",
+            "claude-cli/2.1.332 (external, sdk-cli)",
+            MASTER,
+            200,
+        ),
+        ("/v1/chat/completions", "OpenAI/Python 3.63.0", MASTER, 200),
+        ("/v1/chat/completions", "curl/8.5.0", "sk-wrong", 401),
+    ];
+    for (path, ua, key, status) in cases {
+        let body = if path == "/v1/messages" {
+            messages.clone()
+        } else {
+            chat_body("gpt", "hi")
+        };
+        let r = send(path, ua, key, body).await.unwrap();
+        assert_eq!(r.status(), status, "{ua}");
+    }
+    let claude = rows(&proxy, "client=claude-code").await;
+    assert_eq!(claude.len(), 1);
+    assert_eq!(
+        (&claude[0]["endpoint"], &claude[0]["user_id"]),
+        (&json!("messages"), &json!("clients"))
+    );
+    assert_eq!(rows(&proxy, "client=openai-python").await.len(), 1);
+    let refused = rows(&proxy, "client=curl").await;
+    assert_eq!(refused[0]["status"], 401, "{refused:?}");
+
+    let (status, by_client) = get_json(&proxy, "/v1/usage?group_by=client").await;
+    assert_eq!(status, 200, "{by_client}");
+    let groups: Vec<(&str, u64)> = by_client["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["group"].as_str().unwrap(),
+                g["requests"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        groups,
+        [("claude-code", 1), ("curl", 1), ("openai-python", 1)]
+    );
+}

@@ -69,6 +69,28 @@ CREATE TABLE IF NOT EXISTS keys (
 );
 ";
 
+/// Schema changes after [`SCHEMA`], in order; `PRAGMA user_version` counts those applied,
+/// so a file written by an older memproxy is brought up to date when it is opened.
+const MIGRATIONS: &[&str] = &[
+    // 1: the client program of each request (older rows: empty).
+    "ALTER TABLE requests ADD COLUMN client TEXT NOT NULL DEFAULT ''",
+];
+
+/// Applies the [`MIGRATIONS`] a file has not had yet, each in its own transaction with
+/// its version bump.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let applied: usize = conn
+        .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?
+        .max(0) as usize;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
 /// The SQLite store. Rows are indexed by time only: every further index multiplies the
 /// cost of a write (measured: ~2 µs per row with the time index, ~11 µs with a
 /// `(user_id, ts)` index as well, ~21 µs with one on the random request ids), and the
@@ -84,12 +106,13 @@ impl SqliteStore {
             StoreError::Unavailable(format!("cannot create data dir {}: {e}", dir.display()))
         })?;
         let path = dir.join(DB_FILE);
-        let conn = Connection::open(&path)
+        let mut conn = Connection::open(&path)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&mut conn)?;
         Ok(Self { conn })
     }
 }
@@ -97,7 +120,7 @@ impl SqliteStore {
 const RECORD_COLUMNS: &str = "ts_ms, request_id, user_id, key_id, key_alias, endpoint, model, \
     deployment, upstream_model, provider, stream, tokens_in, tokens_out, tokens_cached, \
     tokens_reasoning, cost_usd, total_ms, ttft_ms, upstream_ms, overhead_ms, status, error_type, \
-    memories_injected, tool_rounds, attempts";
+    memories_injected, tool_rounds, attempts, client";
 
 fn record_from_row(r: &Row<'_>, at: usize) -> rusqlite::Result<Record> {
     let u = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(at + i)?.max(0) as u64) };
@@ -127,6 +150,7 @@ fn record_from_row(r: &Row<'_>, at: usize) -> rusqlite::Result<Record> {
         memories_injected: r.get(at + 22)?,
         tool_rounds: r.get(at + 23)?,
         attempts: r.get(at + 24)?,
+        client: r.get(at + 25)?,
     })
 }
 
@@ -149,7 +173,7 @@ impl AnalyticsStore for SqliteStore {
         {
             let mut stmt = tx.prepare_cached(&format!(
                 "INSERT INTO requests ({RECORD_COLUMNS}) VALUES \
-                 (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25)"
+                 (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26)"
             ))?;
             for r in rows {
                 stmt.execute(params![
@@ -178,6 +202,7 @@ impl AnalyticsStore for SqliteStore {
                     r.memories_injected,
                     r.tool_rounds,
                     r.attempts,
+                    r.client,
                 ])?;
                 if let (Some(k), Some(c)) = (&r.key_id, r.cost_usd) {
                     *spend.entry(k.as_str()).or_default() += c;
@@ -199,6 +224,7 @@ impl AnalyticsStore for SqliteStore {
             GroupBy::Model => "model",
             GroupBy::Key => "COALESCE(key_id, '(master)')",
             GroupBy::Day => "date(ts_ms / 1000, 'unixepoch')",
+            GroupBy::Client => "client",
         };
         let mut clauses = Vec::new();
         let mut args = Vec::new();
@@ -252,6 +278,7 @@ impl AnalyticsStore for SqliteStore {
             }
         };
         text("user_id", &q.user_id, &mut clauses);
+        text("client", &q.client, &mut clauses);
         text("model", &q.model, &mut clauses);
         text("key_id", &q.key_id, &mut clauses);
         text("request_id", &q.request_id, &mut clauses);
@@ -459,6 +486,64 @@ mod tests {
             .unwrap();
         assert_eq!(later.len(), 1);
         assert_eq!(later[0].group, "claude");
+    }
+
+    #[test]
+    fn old_files_gain_the_client_column_and_group_by_it() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // A file as memproxy wrote it before migrations: the base schema, version 0.
+            let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.execute(
+                "INSERT INTO requests (ts_ms, request_id, user_id, endpoint, model, stream, \
+                 tokens_in, tokens_out, tokens_cached, tokens_reasoning, total_ms, overhead_ms, \
+                 status, memories_injected, tool_rounds, attempts) \
+                 VALUES (1, 'old', 'u', 'chat', 'm', 0, 1, 1, 0, 0, 1.0, 1.0, 200, 0, 0, 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let mut s = SqliteStore::open(dir.path()).unwrap();
+        let mut new = row("u", "m", 2, 1.0, 0.1);
+        new.client = "claude-code".into();
+        s.insert_records(&[new]).unwrap();
+        let all = s
+            .requests(&RequestsQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        let clients: Vec<_> = all.iter().map(|r| r.record.client.as_str()).collect();
+        assert_eq!(clients, ["claude-code", ""]);
+        let only = s
+            .requests(&RequestsQuery {
+                client: Some("claude-code".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(only.len(), 1);
+        let groups = s
+            .usage(&UsageQuery {
+                group_by: GroupBy::Client,
+                from_ms: None,
+                to_ms: None,
+            })
+            .unwrap();
+        let groups: Vec<_> = groups
+            .iter()
+            .map(|g| (g.group.as_str(), g.requests))
+            .collect();
+        assert_eq!(groups, [("", 1), ("claude-code", 1)]);
+        drop(s);
+        // Opening again applies nothing twice.
+        let version: i64 = SqliteStore::open(dir.path())
+            .unwrap()
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
     }
 
     #[test]

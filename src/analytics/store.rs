@@ -15,6 +15,9 @@ pub struct Record {
     pub request_id: String,
     /// The detected user id (memory scope); empty when the request was refused before.
     pub user_id: String,
+    /// The client program, from its user agent (`claude-code`, `codex`, `openai-python`,
+    /// … see `identity::client_name`); empty in rows written before the column existed.
+    pub client: String,
     /// SHA-256 (hex) of the virtual key used; none for the master key or open mode.
     pub key_id: Option<String>,
     pub key_alias: Option<String>,
@@ -73,6 +76,7 @@ pub enum GroupBy {
     Model,
     Key,
     Day,
+    Client,
 }
 
 /// `GET /v1/usage`.
@@ -107,6 +111,7 @@ pub struct UsageGroup {
 #[derive(Debug, Clone, Default)]
 pub struct RequestsQuery {
     pub user_id: Option<String>,
+    pub client: Option<String>,
     pub model: Option<String>,
     pub key_id: Option<String>,
     pub request_id: Option<String>,

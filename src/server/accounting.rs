@@ -112,6 +112,7 @@ impl Accounting {
                 ts_ms: ctx.arrived_ms,
                 request_id: ctx.request_id.clone(),
                 user_id: ctx.identity.user_id.clone(),
+                client: ctx.client.clone().into_owned(),
                 key_id: key.as_ref().map(|k| k.row.hash.clone()),
                 key_alias: key.as_ref().and_then(|k| k.row.alias.clone()),
                 endpoint: endpoint_name(format).to_string(),
@@ -299,6 +300,8 @@ fn ms(d: Duration) -> f64 {
 pub struct Refusal<'a> {
     pub request_id: &'a str,
     pub endpoint: &'static str,
+    /// The client program (see `identity::client_name`).
+    pub client: &'a str,
     pub model: Option<&'a str>,
     pub status: u16,
     pub error: Option<&'static str>,
@@ -313,6 +316,7 @@ pub fn record_refused(state: &AppState, ctx: Option<&RequestCtx>, r: Refusal<'_>
         ts_ms: ctx.map_or_else(crate::analytics::timefmt::now_ms, |c| c.arrived_ms),
         request_id: r.request_id.to_string(),
         user_id: ctx.map(|c| c.identity.user_id.clone()).unwrap_or_default(),
+        client: r.client.to_string(),
         key_id: key.map(|k| k.row.hash.clone()),
         key_alias: key.and_then(|k| k.row.alias.clone()),
         endpoint: r.endpoint.to_string(),

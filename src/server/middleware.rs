@@ -4,6 +4,7 @@
 //! `x-memproxy-user-id` response headers, metrics, the analytics row of model requests
 //! refused before their handler, and the one access-log line per request.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,7 +20,7 @@ use super::error::{ApiError, ErrorKind};
 use super::AppState;
 use crate::analytics::timefmt;
 use crate::auth::Principal;
-use crate::identity::Decision;
+use crate::identity::{self, Decision};
 use crate::protocol::ir::Format;
 use crate::ratelimit::{Dimension, Quota};
 
@@ -32,6 +33,8 @@ pub struct RequestCtx {
     pub request_id: String,
     pub principal: Principal,
     pub identity: Decision,
+    /// The client program, from its user agent (the usage row's `client`).
+    pub client: Cow<'static, str>,
     /// The conversation session: `x-session-id`, else the `session-id` header some
     /// clients send (Codex CLI).
     pub session_id: Option<String>,
@@ -127,6 +130,7 @@ pub async fn gateway(State(state): State<Arc<AppState>>, mut req: Request, next:
         .to_string();
     let endpoint = model_endpoint(&path);
     let open = is_open(&state, &path);
+    let client = identity::client_name(req.headers());
 
     let admitted = if open {
         Ok(None)
@@ -144,6 +148,7 @@ pub async fn gateway(State(state): State<Arc<AppState>>, mut req: Request, next:
                     request_id: request_id.clone(),
                     principal,
                     identity,
+                    client: client.clone(),
                     session_id,
                     started,
                     arrived_ms: timefmt::now_ms(),
@@ -203,6 +208,7 @@ pub async fn gateway(State(state): State<Arc<AppState>>, mut req: Request, next:
                 Refusal {
                     request_id: &request_id,
                     endpoint,
+                    client: &client,
                     model,
                     status,
                     error,

@@ -1,4 +1,4 @@
-//! The analytics query API: `GET /v1/usage` (totals per user, model, key or day),
+//! The analytics query API: `GET /v1/usage` (totals per user, model, key, day or client),
 //! `GET /v1/usage/requests` (pages of rows, newest first) — master key only — and
 //! `POST /v1/feedback` (the master key, or a virtual key for its own requests).
 
@@ -46,7 +46,7 @@ fn end_param(q: &HashMap<String, String>) -> Result<Option<i64>, ApiError> {
     Ok(to.map(|t| if date_only { t + 86_400_000 } else { t }))
 }
 
-/// `GET /v1/usage?group_by=user|model|key|day&from=&to=`.
+/// `GET /v1/usage?group_by=user|model|key|day|client&from=&to=`.
 pub async fn usage(
     State(state): State<Arc<AppState>>,
     Extension(ctx): Extension<RequestCtx>,
@@ -58,9 +58,10 @@ pub async fn usage(
         "model" => GroupBy::Model,
         "key" | "api_key" => GroupBy::Key,
         "day" | "date" => GroupBy::Day,
+        "client" => GroupBy::Client,
         other => {
             return Err(ApiError::BadRequest(format!(
-                "group_by must be one of user, model, key, day; got `{other}`"
+                "group_by must be one of user, model, key, day, client; got `{other}`"
             )))
         }
     };
@@ -87,7 +88,7 @@ pub async fn usage(
     })))
 }
 
-/// `GET /v1/usage/requests?user_id=&model=&key=&request_id=&from=&to=&limit=&cursor=`.
+/// `GET /v1/usage/requests?user_id=&client=&model=&key=&request_id=&from=&to=&limit=&cursor=`.
 pub async fn requests(
     State(state): State<Arc<AppState>>,
     Extension(ctx): Extension<RequestCtx>,
@@ -119,6 +120,7 @@ pub async fn requests(
     });
     let query = RequestsQuery {
         user_id: q.get("user_id").cloned(),
+        client: q.get("client").cloned(),
         model: q.get("model").cloned(),
         key_id,
         request_id: q.get("request_id").cloned(),
