@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: Rust unit + integration tests, then the official OpenAI and
-# Anthropic Python SDKs against a running proxy (test tooling in its own venv).
+# Runs the whole test suite: Rust unit + integration tests, then the client matrix: the
+# official OpenAI and Anthropic SDKs for Python and Node, Claude Code and Codex CLI, at the
+# versions pinned in tests/sdk/requirements.txt and tests/clients/package-lock.json,
+# against a running proxy (test tooling in its own venv and node_modules).
 # PostgreSQL/Redis tests run when MEMPROXY_TEST_DATABASE_URL / MEMPROXY_TEST_REDIS_URL are set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,30 +10,43 @@ cd "$(dirname "$0")/.."
 echo "==> cargo test (workspace)"
 cargo test --workspace --locked
 
-echo "==> building binaries for the SDK tests"
+echo "==> building binaries for the client tests"
 cargo build --workspace --locked --bins
 
+# The client matrix (tests/sdk, driven by pytest): the official Python SDKs, the Node SDKs,
+# Claude Code and Codex CLI, all pinned, against a running proxy. A client is skipped, and
+# said so, only when its toolchain is missing; a failing install fails the run.
+# scripts/clients-latest.sh runs the same matrix on the newest published versions.
+PY=${PYTHON:-python3}
+if ! command -v "$PY" >/dev/null 2>&1; then
+  echo "==> SKIPPED: $PY not found: no client tests (Python SDKs, Node SDKs, Claude Code, Codex CLI)"
+  exit 0
+fi
 VENV=tests/sdk/.venv
 STAMP="$VENV/.requirements.stamp"
-PY=${PYTHON:-python3}
 if [ ! -x "$VENV/bin/python" ]; then
   echo "==> creating $VENV"
   "$PY" -m venv "$VENV"
 fi
 if ! cmp -s tests/sdk/requirements.txt "$STAMP" 2>/dev/null; then
-  echo "==> installing SDK test tooling"
+  echo "==> installing the Python SDKs and pytest"
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
   cp tests/sdk/requirements.txt "$STAMP"
 fi
 
-# Codex CLI (npm, pinned) for its end-to-end test; skipped when npm is unavailable.
-CODEX_VERSION=0.169.0
-CODEX_DIR=tests/sdk/.codex
-if command -v npm >/dev/null 2>&1 && [ ! -x "$CODEX_DIR/node_modules/.bin/codex" ]; then
-  echo "==> installing Codex CLI $CODEX_VERSION"
-  npm install --silent --no-audit --no-fund --prefix "$CODEX_DIR" "@openai/codex@$CODEX_VERSION" \
-    || echo "could not install Codex CLI; its test will be skipped"
+# Node clients: Claude Code, Codex CLI, openai-node, @anthropic-ai/sdk, exactly as in
+# tests/clients/package-lock.json (npm ci; reinstalled when the lock file changes).
+CLIENTS=tests/clients
+NODE_STAMP="$CLIENTS/node_modules/.package-lock.stamp"
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+  if ! cmp -s "$CLIENTS/package-lock.json" "$NODE_STAMP" 2>/dev/null; then
+    echo "==> installing the Node clients (npm ci in $CLIENTS)"
+    (cd "$CLIENTS" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$CLIENTS/package-lock.json" "$NODE_STAMP"
+  fi
+else
+  echo "==> SKIPPED: node/npm not found: Claude Code, Codex CLI, openai-node and @anthropic-ai/sdk are not tested"
 fi
 
-echo "==> SDK tests (openai, anthropic, Codex CLI)"
-"$VENV/bin/python" -m pytest -q tests/sdk "$@"
+echo "==> client matrix (Python SDKs, Node SDKs, Claude Code, Codex CLI)"
+"$VENV/bin/python" -m pytest -q -rs tests/sdk "$@"

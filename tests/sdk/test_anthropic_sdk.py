@@ -4,8 +4,11 @@
 OpenAI-compatible one, so the same SDK calls also exercise translation.
 """
 
+import uuid
+
 import anthropic
 import pytest
+from conftest import rows_for
 
 WEATHER_TOOL = {
     "name": "get_weather",
@@ -53,12 +56,14 @@ def test_streamed_message(client, model):
 
 
 @pytest.mark.parametrize("model", ["claude-test", "gpt-test"])
-def test_tool_round_trip(client, model):
+def test_tool_round_trip(client, proxy, model):
+    rid = f"py-anthropic-{uuid.uuid4().hex[:12]}"
     first = client.messages.create(
         model=model,
         max_tokens=128,
         tools=[WEATHER_TOOL],
         messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+        extra_headers={"x-request-id": rid},
     )
     assert first.stop_reason == "tool_use"
     use = next(b for b in first.content if b.type == "tool_use")
@@ -80,6 +85,8 @@ def test_tool_round_trip(client, model):
     )
     assert second.stop_reason == "end_turn"
     assert second.content[0].text
+    (row,) = rows_for(proxy, rid)
+    assert (row["client"], row["endpoint"], row["model"]) == ("anthropic-python", "messages", model)
 
 
 def test_streamed_tool_call(client):

@@ -91,6 +91,9 @@ pub struct FixedMode {
     /// a real client runs a chosen harmless tool; other requests with tools get a call of
     /// their first tool with `{}`.
     pub preferred_tool: Option<(String, String)>,
+    /// A request whose last message contains this phrase is answered with the text at
+    /// once, tools or not: a whole exchange from a client that always offers tools.
+    pub text_only_phrase: Option<String>,
     /// Records requests and serves them at `GET /mock/requests`, for tests of real
     /// clients; off for the benchmark, whose request count would make it grow.
     pub record: bool,
@@ -196,8 +199,12 @@ fn fixed_behavior(mode: &FixedMode, body: &Value) -> Behavior {
         || last.contains("\"functionResponse\"")
         || last.contains("\"role\":\"tool\"")
         || last.contains("\"function_call_output\"");
+    let text_only = mode
+        .text_only_phrase
+        .as_deref()
+        .is_some_and(|p| last.contains(p));
     let offered = offered_tools(body);
-    if answered || offered.is_empty() {
+    if answered || text_only || offered.is_empty() {
         return Behavior::Text(mode.text.clone());
     }
     let (name, arguments) = match &mode.preferred_tool {
@@ -633,6 +640,7 @@ mod tests {
         let mode = FixedMode {
             text: "done".into(),
             preferred_tool: Some(("Bash".into(), r#"{"command":"echo ok"}"#.into())),
+            text_only_phrase: Some("no tools please".into()),
             record: false,
         };
         let anthropic = json!({"tools": [{"name": "Agent"}, {"name": "Bash"}],
@@ -650,6 +658,9 @@ mod tests {
         let answered = json!({"tools": [{"name": "Bash"}], "messages": [
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "ok"}]}]});
         assert!(matches!(fixed_behavior(&mode, &answered), Behavior::Text(t) if t == "done"));
+        let asked = json!({"tools": [{"name": "Bash"}],
+                           "input": [{"role": "user", "content": "hi, no tools please"}]});
+        assert!(matches!(fixed_behavior(&mode, &asked), Behavior::Text(_)));
         let no_tools = json!({"messages": [{"role": "user", "content": "hi"}]});
         assert!(matches!(
             fixed_behavior(&mode, &no_tools),

@@ -2,7 +2,8 @@
 //! tests. Usage: `mock-upstream [PORT]` (default 8080). Answers every chat request with a
 //! fixed text (`MOCK_TEXT`), after one tool call when the request offers tools.
 //! `MOCK_TOOL=name` with `MOCK_TOOL_ARGS='{json}'` picks the tool to call when offered;
-//! `MOCK_RECORD=1` records requests for `GET /mock/requests`.
+//! `MOCK_TEXT_ONLY=phrase` answers requests whose last message holds the phrase with the
+//! text at once; `MOCK_RECORD=1` records requests for `GET /mock/requests`.
 
 use axum::serve::ListenerExt;
 use mock_upstream::FixedMode;
@@ -17,6 +18,9 @@ async fn main() {
         let args = std::env::var("MOCK_TOOL_ARGS").unwrap_or_else(|_| "{}".into());
         (name, args)
     });
+    let text_only_phrase = std::env::var("MOCK_TEXT_ONLY")
+        .ok()
+        .filter(|p| !p.is_empty());
     let record = std::env::var("MOCK_RECORD").is_ok_and(|v| v == "1");
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}"))
         .await
@@ -32,6 +36,7 @@ async fn main() {
         mock_upstream::app_fixed(FixedMode {
             text,
             preferred_tool,
+            text_only_phrase,
             record,
         }),
     )
