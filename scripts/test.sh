@@ -39,6 +39,7 @@ fi
 CLIENTS=tests/clients
 NODE_STAMP="$CLIENTS/node_modules/.package-lock.stamp"
 if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+  export CLIENTS_REQUIRED=1 # a Node client that is not there fails its tests
   if ! cmp -s "$CLIENTS/package-lock.json" "$NODE_STAMP" 2>/dev/null; then
     echo "==> installing the Node clients (npm ci in $CLIENTS)"
     (cd "$CLIENTS" && npm ci --no-audit --no-fund --loglevel=error)

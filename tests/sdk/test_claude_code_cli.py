@@ -18,12 +18,12 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
 from conftest import (
     MOCK_TEXT,
     NODE_BIN,
     TOOL_MARKER,
     clean_env,
+    client_installed,
     memories,
     mock_requests,
     usage_rows,
@@ -32,7 +32,7 @@ from conftest import (
 
 CLAUDE = os.environ.get("CLAUDE_BIN") or str(NODE_BIN / "claude")
 
-pytestmark = pytest.mark.skipif(not Path(CLAUDE).exists(), reason="Claude Code not installed")
+pytestmark = client_installed(Path(CLAUDE).exists(), f"Claude Code ({CLAUDE})")
 
 
 def run_claude(proxy, tmp_path, prompt, *args):

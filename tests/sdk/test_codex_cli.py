@@ -20,6 +20,7 @@ from conftest import (
     NODE_BIN,
     TEXT_ONLY,
     clean_env,
+    client_installed,
     memories,
     mock_requests,
     usage_rows,
@@ -28,7 +29,7 @@ from conftest import (
 
 CODEX = os.environ.get("CODEX_BIN") or str(NODE_BIN / "codex")
 
-pytestmark = pytest.mark.skipif(not Path(CODEX).exists(), reason="Codex CLI not installed")
+pytestmark = client_installed(Path(CODEX).exists(), f"Codex CLI ({CODEX})")
 
 
 def run_codex(proxy, tmp_path, model, prompt):

@@ -15,7 +15,7 @@ import subprocess
 import uuid
 
 import pytest
-from conftest import CLIENTS_DIR, clean_env, rows_for
+from conftest import CLIENTS_DIR, clean_env, client_installed, rows_for
 
 NODE = shutil.which("node")
 SCRIPT = CLIENTS_DIR / "sdk_case.mjs"
@@ -23,8 +23,8 @@ INSTALLED = (CLIENTS_DIR / "node_modules" / "openai").is_dir() and (
     CLIENTS_DIR / "node_modules" / "@anthropic-ai" / "sdk"
 ).is_dir()
 
-pytestmark = pytest.mark.skipif(
-    not (NODE and INSTALLED), reason="node or the Node SDKs (tests/clients) not installed"
+pytestmark = client_installed(
+    bool(NODE) and INSTALLED, f"node or the Node SDKs (openai, @anthropic-ai/sdk in {CLIENTS_DIR})"
 )
 
 # case, model, client id, the row's endpoint.
