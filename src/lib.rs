@@ -19,6 +19,8 @@
 //! - [`providers`]: one file per provider behind one interface.
 //! - [`storage`]: state shared by several instances (Redis: rate limits, key changes).
 //! - [`responses_store`]: stored Responses API answers (`previous_response_id`, GET/DELETE).
+//! - [`storage`]: the backend of every durable store (embedded SQLite or PostgreSQL),
+//!   chosen once at start; the PostgreSQL stores; `memproxy storage migrate`.
 //! - [`telemetry`]: JSON logging; OpenTelemetry traces over OTLP when configured.
 //! - [`eval`]: retrieval-quality evaluation on LoCoMo-format data (`memproxy eval-locomo`).
 //! - [`membench`]: the memory store's benchmark on synthetic data (`memproxy bench-memory`).

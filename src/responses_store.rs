@@ -1,7 +1,9 @@
 //! Stored Responses API answers (`store: true`), so that `previous_response_id` works on
 //! every deployment, bridged ones included, and `GET`/`DELETE /v1/responses/{id}` answer.
-//! One embedded SQLite file, `<data_dir>/responses.db`, opened on first use. Every row
-//! belongs to one user scope: lookups name the user, so one user never reads another's.
+//! [`ResponseStore`] is the interface; every row belongs to one user scope: lookups name
+//! the user, so one user never reads another's. The embedded backend,
+//! [`SqliteResponseStore`], is one SQLite file, `<data_dir>/responses.db`, opened on
+//! first use; the PostgreSQL one is in `storage::postgres::responses`.
 //!
 //! Writes and deletes go, in order, to the store's own thread, which applies what is
 //! queued in one transaction at a time (batches under load, off the async threads and
@@ -55,6 +57,27 @@ pub struct StoredResponse {
 
 type Key = (String, String);
 
+/// A boxed future, so that `Arc<dyn ResponseStore>` works.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Where stored responses are kept (chosen once at start: embedded or PostgreSQL).
+pub trait ResponseStore: Send + Sync {
+    /// Stores `rec`, replacing a record with the same id in the same scope. Never waits:
+    /// the record is readable at once and written in the background.
+    fn put(&self, rec: StoredResponse);
+    /// The response `id` of `user_id`, if stored (and not expired).
+    fn get<'a>(
+        &'a self,
+        user_id: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredResponse>, StoreError>>;
+    /// Deletes the response `id` of `user_id`; whether it existed.
+    fn delete<'a>(&'a self, user_id: &'a str, id: &'a str)
+        -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Waits until every record put so far is written (graceful shutdown).
+    fn flush(&self) -> BoxFuture<'_, ()>;
+}
+
 /// What the request side and the store thread share.
 #[derive(Default)]
 struct Shared {
@@ -76,8 +99,8 @@ enum Change {
 /// How long the store thread waits after a write before applying what is queued.
 const LINGER: Duration = Duration::from_millis(5);
 
-/// The response store (see the module docs).
-pub struct ResponseStore {
+/// The embedded response store (see the module docs).
+pub struct SqliteResponseStore {
     path: PathBuf,
     /// The connection reads use (opened on first use).
     reader: OnceCell<Result<Arc<Mutex<Connection>>, StoreError>>,
@@ -86,7 +109,7 @@ pub struct ResponseStore {
     shared: Arc<Shared>,
 }
 
-impl ResponseStore {
+impl SqliteResponseStore {
     /// A store in `data_dir/responses.db`; nothing is opened until it is used.
     pub fn new(data_dir: &Path) -> Self {
         Self {
@@ -98,7 +121,7 @@ impl ResponseStore {
     }
 
     /// Waits until every record put so far is written (graceful shutdown).
-    pub async fn flush(&self) {
+    async fn flush_pending(&self) {
         loop {
             let notified = self.shared.written.notified();
             if self.shared.pending.lock().map_or(true, |p| p.is_empty()) {
@@ -140,10 +163,7 @@ impl ResponseStore {
         }
     }
 
-    /// Stores `rec`, replacing a record with the same id in the same scope. The record
-    /// is readable at once; the write lands in the background ([`ResponseStore::flush`]
-    /// waits for it).
-    pub fn put(&self, rec: StoredResponse) {
+    fn put_record(&self, rec: StoredResponse) {
         let key = (rec.user_id.clone(), rec.id.clone());
         let rec = Arc::new(rec);
         if let Ok(mut p) = self.shared.pending.lock() {
@@ -152,8 +172,11 @@ impl ResponseStore {
         self.send(Change::Put(rec));
     }
 
-    /// The response `id` of `user_id`, if stored (and not expired).
-    pub async fn get(&self, user_id: &str, id: &str) -> Result<Option<StoredResponse>, StoreError> {
+    async fn get_record(
+        &self,
+        user_id: &str,
+        id: &str,
+    ) -> Result<Option<StoredResponse>, StoreError> {
         let key = (user_id.to_string(), id.to_string());
         if let Some(rec) = self
             .shared
@@ -170,9 +193,8 @@ impl ResponseStore {
             .map_err(|e| StoreError::Db(e.to_string()))?
     }
 
-    /// Deletes the response `id` of `user_id` (after any write of it still queued);
-    /// whether it existed.
-    pub async fn delete(&self, user_id: &str, id: &str) -> Result<bool, StoreError> {
+    /// Deletes after any write of it still queued.
+    async fn delete_record(&self, user_id: &str, id: &str) -> Result<bool, StoreError> {
         let key = (user_id.to_string(), id.to_string());
         let was_pending = self
             .shared
@@ -187,6 +209,32 @@ impl ResponseStore {
             .await
             .map_err(|_| StoreError::Db("the response store's thread is gone".into()))??;
         Ok(deleted || was_pending)
+    }
+}
+
+impl ResponseStore for SqliteResponseStore {
+    fn put(&self, rec: StoredResponse) {
+        self.put_record(rec)
+    }
+
+    fn get<'a>(
+        &'a self,
+        user_id: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredResponse>, StoreError>> {
+        Box::pin(self.get_record(user_id, id))
+    }
+
+    fn delete<'a>(
+        &'a self,
+        user_id: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(self.delete_record(user_id, id))
+    }
+
+    fn flush(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.flush_pending())
     }
 }
 
@@ -431,7 +479,7 @@ mod tests {
     #[tokio::test]
     async fn scoped_by_user_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(ResponseStore::new(dir.path()));
+        let store = Arc::new(SqliteResponseStore::new(dir.path()));
         store.put(rec("alice", "resp_1"));
         // Readable at once, before the write lands.
         assert!(store.get("alice", "resp_1").await.unwrap().is_some());
@@ -440,7 +488,7 @@ mod tests {
         assert!(store.shared.pending.lock().unwrap().is_empty());
         drop(store);
 
-        let store = Arc::new(ResponseStore::new(dir.path()));
+        let store = Arc::new(SqliteResponseStore::new(dir.path()));
         let got = store.get("alice", "resp_1").await.unwrap().unwrap();
         assert_eq!(got.response, rec("alice", "resp_1").response);
         assert!(store.get("bob", "resp_1").await.unwrap().is_none());
@@ -452,7 +500,7 @@ mod tests {
     #[tokio::test]
     async fn a_delete_right_after_a_put_is_not_undone_by_the_write() {
         let dir = tempfile::tempdir().unwrap();
-        let store = ResponseStore::new(dir.path());
+        let store = SqliteResponseStore::new(dir.path());
         store.put(rec("alice", "resp_1"));
         let mut newer = rec("alice", "resp_2");
         store.put(newer.clone());
@@ -500,7 +548,7 @@ mod tests {
             )
             .unwrap();
         }
-        let store = ResponseStore::new(dir.path());
+        let store = SqliteResponseStore::new(dir.path());
         let got = store.get("alice", "resp_old").await.unwrap().unwrap();
         assert_eq!(got, rec("alice", "resp_old"));
         store.put(rec("alice", "resp_new"));
@@ -551,7 +599,7 @@ mod tests {
     #[tokio::test]
     async fn expired_rows_are_not_served() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(ResponseStore::new(dir.path()));
+        let store = Arc::new(SqliteResponseStore::new(dir.path()));
         let mut old = rec("alice", "resp_old");
         old.created_at = now_secs() - RETENTION.as_secs() - 10;
         store.put(old);

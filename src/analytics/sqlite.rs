@@ -339,7 +339,17 @@ impl AnalyticsStore for SqliteStore {
         Ok(true)
     }
 
-    fn load_keys(&mut self) -> Result<Vec<KeyRow>, StoreError> {
+    fn check(&mut self) -> Result<(), StoreError> {
+        self.conn.query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
+    }
+}
+
+/// The virtual keys kept in the same file (`crate::keys::KeyStore`'s embedded backend
+/// calls these on a connection of its own).
+impl SqliteStore {
+    /// Every virtual key, oldest first, with its accumulated spend.
+    pub fn load_keys(&mut self) -> Result<Vec<KeyRow>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT hash, alias, user_id, models, max_budget, expires_ms, rpm_limit, tpm_limit, \
              metadata, created_ms, preview, spend FROM keys ORDER BY created_ms",
@@ -365,7 +375,8 @@ impl AnalyticsStore for SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn insert_key(&mut self, k: &KeyRow) -> Result<(), StoreError> {
+    /// Stores a new key.
+    pub fn insert_key(&mut self, k: &KeyRow) -> Result<(), StoreError> {
         self.conn.execute(
             "INSERT INTO keys (hash, alias, user_id, models, max_budget, expires_ms, rpm_limit, \
              tpm_limit, metadata, created_ms, preview, spend) \
@@ -388,7 +399,8 @@ impl AnalyticsStore for SqliteStore {
         Ok(())
     }
 
-    fn delete_keys(&mut self, hashes: &[String]) -> Result<Vec<String>, StoreError> {
+    /// Deletes keys by hash; returns the hashes that existed.
+    pub fn delete_keys(&mut self, hashes: &[String]) -> Result<Vec<String>, StoreError> {
         let tx = self.conn.transaction()?;
         let mut deleted = Vec::new();
         {
@@ -401,11 +413,6 @@ impl AnalyticsStore for SqliteStore {
         }
         tx.commit()?;
         Ok(deleted)
-    }
-
-    fn check(&mut self) -> Result<(), StoreError> {
-        self.conn.query_row("SELECT 1", [], |_| Ok(()))?;
-        Ok(())
     }
 }
 

@@ -1,11 +1,10 @@
-//! What is stored and asked of the operations store: usage [`Record`]s, usage queries,
-//! feedback, and virtual keys. [`AnalyticsStore`] is the interface a backend implements
-//! (embedded SQLite now, PostgreSQL later); its methods are blocking and only ever run on
-//! the store's own thread (see `writer`), never on an async worker.
+//! What is stored and asked of the operations store: usage [`Record`]s, usage queries and
+//! feedback. [`AnalyticsStore`] is the interface a backend implements (embedded SQLite,
+//! PostgreSQL in `storage::postgres`); its methods are blocking and only ever run on the
+//! store's own thread (see `writer`), never on an async worker. Virtual keys live in the
+//! same database but behind their own trait, [`crate::keys::KeyStore`].
 
 use serde::Serialize;
-
-use crate::keys::KeyRow;
 
 /// One model request, as written to the databank.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -151,7 +150,8 @@ impl From<rusqlite::Error> for StoreError {
 /// thread, which owns the store, so `&mut self` needs no locking.
 pub trait AnalyticsStore: Send {
     /// Writes a batch of rows atomically (one transaction) and adds each row's cost to
-    /// its key's spend.
+    /// its key's spend. A [`StoreError::Unavailable`] means the database could not be
+    /// reached and the same batch may be tried again later.
     fn insert_records(&mut self, rows: &[Record]) -> Result<(), StoreError>;
     /// Totals per group.
     fn usage(&mut self, q: &UsageQuery) -> Result<Vec<UsageGroup>, StoreError>;
@@ -159,11 +159,6 @@ pub trait AnalyticsStore: Send {
     fn requests(&mut self, q: &RequestsQuery) -> Result<Vec<StoredRecord>, StoreError>;
     /// Attaches feedback to the newest row of the request; false when there is none.
     fn set_feedback(&mut self, fb: &Feedback) -> Result<bool, StoreError>;
-    /// Every virtual key, with its accumulated spend.
-    fn load_keys(&mut self) -> Result<Vec<KeyRow>, StoreError>;
-    fn insert_key(&mut self, key: &KeyRow) -> Result<(), StoreError>;
-    /// Deletes keys by hash; returns the hashes that existed.
-    fn delete_keys(&mut self, hashes: &[String]) -> Result<Vec<String>, StoreError>;
     /// A cheap round trip proving the store answers (readiness).
     fn check(&mut self) -> Result<(), StoreError>;
 }

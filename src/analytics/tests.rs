@@ -1,7 +1,6 @@
 use std::sync::{Arc, Mutex};
 
 use super::*;
-use crate::keys::KeyRow;
 
 /// A store keeping rows in memory, or failing every write.
 struct MemStore {
@@ -32,15 +31,6 @@ impl AnalyticsStore for MemStore {
             .unwrap()
             .iter()
             .any(|r| r.request_id == fb.request_id))
-    }
-    fn load_keys(&mut self) -> Result<Vec<KeyRow>, StoreError> {
-        Ok(vec![])
-    }
-    fn insert_key(&mut self, _: &KeyRow) -> Result<(), StoreError> {
-        Ok(())
-    }
-    fn delete_keys(&mut self, _: &[String]) -> Result<Vec<String>, StoreError> {
-        Ok(vec![])
     }
     fn check(&mut self) -> Result<(), StoreError> {
         if self.fail {

@@ -76,6 +76,8 @@ pub struct ToolSettings {
 pub enum MemoryBackend {
     /// A SQLite file in `data_dir`; no server.
     Embedded,
+    /// The PostgreSQL database of `database_url` (the default when one is set).
+    Postgres,
 }
 
 /// `memory`: where and how memories and sessions are kept.
@@ -233,7 +235,8 @@ pub fn memory(
     let raw = raw.unwrap_or_default();
     let backend = match raw.backend.as_deref().unwrap_or("embedded") {
         "embedded" | "sqlite" => MemoryBackend::Embedded,
-        other @ ("postgres" | "postgresql" | "supermemory") => {
+        "postgres" | "postgresql" => MemoryBackend::Postgres,
+        other @ "supermemory" => {
             return Err(invalid(
                 "memory.backend",
                 format!("the `{other}` backend is not available in this build; use `embedded`"),

@@ -102,7 +102,9 @@ pub struct Config {
     pub server: ServerSettings,
     /// The admin key; when absent, requests are not authenticated (loopback only).
     pub master_key: Option<Secret<String>>,
-    /// Storage location for later stores (`DATABASE_URL`); absent means embedded.
+    /// Where durable state is kept: a `postgres://` URL (`DATABASE_URL`, else
+    /// `general_settings.database_url`); absent means the embedded SQLite files in the
+    /// data dir.
     pub database_url: Option<Secret<String>>,
     pub models: Vec<DeploymentConfig>,
     pub router: RouterSettings,
@@ -495,7 +497,8 @@ fn validate(
 
     let retrieval = memory::retrieval(raw.context_retrieval)?;
     let tool_execution = memory::tool_execution(raw.tool_execution, &mut warnings)?;
-    let memory = memory::memory(
+    let memory_backend_given = raw.memory.as_ref().and_then(|m| m.backend.clone());
+    let mut memory = memory::memory(
         raw.memory,
         overrides.data_dir.as_deref(),
         &models,
@@ -509,12 +512,16 @@ fn validate(
                 .into(),
         );
     }
-    if raw.general_settings.database_url.is_some() {
-        warnings.push(
-            "general_settings.database_url is set, but the PostgreSQL memory backend is not in \
-             this build; memory uses the embedded store"
-                .into(),
-        );
+    let database_url = database_url(raw.general_settings.database_url, lookup)?;
+    if database_url.is_some() && memory_backend_given.is_none() {
+        memory.backend = MemoryBackend::Postgres;
+    }
+    if memory.backend == MemoryBackend::Postgres && database_url.is_none() {
+        return Err(invalid(
+            "memory.backend",
+            "`postgres` needs general_settings.database_url (or DATABASE_URL) set to a \
+             postgres:// URL",
+        ));
     }
 
     let analytics = ops::analytics(
@@ -543,7 +550,7 @@ fn validate(
     Ok(Config {
         server,
         master_key,
-        database_url: raw.general_settings.database_url.map(Secret::new),
+        database_url: database_url.map(Secret::new),
         models,
         router,
         identity,
@@ -783,6 +790,27 @@ const PROVIDERS: &[KnownProvider] = &[
         &["DEEPINFRA_API_BASE"],
     ),
 ];
+
+/// `DATABASE_URL`, else `general_settings.database_url`; it must name PostgreSQL.
+fn database_url(
+    configured: Option<String>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<String>, ConfigError> {
+    let (url, path) = match lookup("DATABASE_URL").filter(|v| !v.trim().is_empty()) {
+        Some(v) => (Some(v), "environment variable DATABASE_URL"),
+        None => (configured, "general_settings.database_url"),
+    };
+    let Some(url) = url.map(|u| u.trim().to_string()).filter(|u| !u.is_empty()) else {
+        return Ok(None);
+    };
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(invalid(
+            path,
+            "must be a postgres:// or postgresql:// URL (leave it out for the embedded store)",
+        ));
+    }
+    Ok(Some(url))
+}
 
 fn first_env(names: &[&str], lookup: &dyn Fn(&str) -> Option<String>) -> Option<String> {
     names

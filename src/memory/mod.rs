@@ -151,6 +151,13 @@ impl MemoryService {
                     clock,
                 },
             )?),
+            MemoryBackend::Postgres => {
+                return Err(StoreError::Backend(
+                    "the PostgreSQL memory store is opened by the storage layer \
+                     (storage::Storage::memory_store)"
+                        .into(),
+                ))
+            }
         };
         Ok(Self::with_store(store, settings, embedder))
     }

@@ -66,7 +66,13 @@ pub async fn readiness(State(state): State<Arc<AppState>>) -> Response {
                "fail_open": state.config.rate_limits.fail_open})
     });
     let redis_ok = redis.as_ref().is_none_or(|r| r["ok"] == true);
-    let ready = models_ok && store_ok && memory["ok"] == true && redis_ok;
+    let storage = match state.storage.check().await {
+        None => json!({"backend": state.storage.kind(), "ok": true}),
+        Some(Ok(())) => json!({"backend": state.storage.kind(), "ok": true}),
+        Some(Err(e)) => json!({"backend": state.storage.kind(), "ok": false, "error": e}),
+    };
+    let ready =
+        models_ok && store_ok && memory["ok"] == true && redis_ok && storage["ok"] == true;
     let status = if ready { "ready" } else { "not_ready" };
     let body = json!({
         "status": status,
@@ -83,6 +89,7 @@ pub async fn readiness(State(state): State<Arc<AppState>>) -> Response {
             },
             "memory": memory,
             "redis": redis,
+            "storage": storage,
         }
     });
     let code = if ready {

@@ -41,7 +41,7 @@ pub async fn generate(
 ) -> Result<Json<Value>, ApiError> {
     admin(&ctx)?;
     let req: GenerateRequest = json_body(&body)?;
-    let generated = state.keys.generate(&state.analytics, req).await?;
+    let generated = state.keys.generate(&*state.key_store, req).await?;
     Ok(Json(serde_json::to_value(generated).unwrap_or_default()))
 }
 
@@ -95,7 +95,7 @@ pub async fn delete(
                 .map(|k| k.row.hash.clone()),
         );
     }
-    let deleted = state.keys.delete(&state.analytics, &targets).await?;
+    let deleted = state.keys.delete(&*state.key_store, &targets).await?;
     Ok(Json(json!({"deleted_keys": deleted})))
 }
 

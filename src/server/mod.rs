@@ -31,13 +31,14 @@ pub use routes::router;
 use crate::analytics::Analytics;
 use crate::auth::Auth;
 use crate::config::Config;
-use crate::keys::Keys;
+use crate::keys::{KeyStore, Keys};
 use crate::memory::{MemoryService, StoreError, SystemClock};
 use crate::metrics::Metrics;
 use crate::providers::ProviderEnv;
 use crate::ratelimit::{Clock, MonotonicClock, RateLimits};
 use crate::responses_store::ResponseStore;
 use crate::routing::ModelRouter;
+use crate::storage::{Storage, StorageError};
 
 /// Everything request handlers share; built once at start-up, read-only afterwards.
 pub struct AppState {
@@ -47,16 +48,20 @@ pub struct AppState {
     /// Long-term memory and sessions; `None` when `memory.enabled` is false.
     pub memory: Option<Arc<MemoryService>>,
     pub started: Instant,
-    /// The usage databank (and the store of virtual keys).
+    /// The usage databank.
     pub analytics: Analytics,
     /// Virtual keys, cached for the hot path.
     pub keys: Keys,
+    /// Where virtual keys are stored.
+    pub key_store: Arc<dyn KeyStore>,
+    /// The backend every durable store uses (readiness reports it).
+    pub storage: Storage,
     pub limits: RateLimits,
     pub metrics: Metrics,
     /// Open a GenAI span around each model call (traces are exported).
     pub genai_spans: bool,
-    /// Stored Responses API answers (`<data_dir>/responses.db`, opened on first use).
-    pub responses: Arc<ResponseStore>,
+    /// Stored Responses API answers.
+    pub responses: Arc<dyn ResponseStore>,
 }
 
 /// Why the server state could not be built.
@@ -66,6 +71,8 @@ pub enum StartError {
     Http(#[from] crate::providers::http::HttpInitError),
     #[error("cannot open the memory store: {0}")]
     Memory(#[from] StoreError),
+    #[error("cannot open storage: {0}")]
+    Storage(#[from] StorageError),
 }
 
 impl AppState {
@@ -80,18 +87,21 @@ impl AppState {
     pub fn with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Result<Arc<Self>, StartError> {
         let env = ProviderEnv::new(&config)?;
         let router = Arc::new(ModelRouter::new(&mut config, &env));
-        let (analytics, keys) = Analytics::open(&config.analytics, |s| s.load_keys());
+        let (storage, keys) = Storage::open(&config)?;
+        let analytics = storage.analytics(&config.analytics);
         let metrics = Metrics::new(router.model_names().iter().map(String::as_str));
         let memory = if config.memory.enabled {
             let embedder = config.memory.embedding_model.clone().map(|m| {
                 Arc::new(embedder::RouterEmbedder::new(router.clone(), m))
                     as Arc<dyn crate::memory::Embedder>
             });
-            Some(Arc::new(MemoryService::open(
-                &config.memory,
-                embedder,
-                Arc::new(SystemClock),
-            )?))
+            let clock = Arc::new(SystemClock);
+            Some(Arc::new(
+                match storage.memory_store(&config.memory, clock.clone())? {
+                    Some(store) => MemoryService::with_store(store, &config.memory, embedder),
+                    None => MemoryService::open(&config.memory, embedder, clock)?,
+                },
+            ))
         } else {
             None
         };
@@ -99,10 +109,12 @@ impl AppState {
             auth: Auth::new(config.master_key.clone()),
             analytics,
             keys: Keys::from_rows(keys),
+            key_store: storage.keys.clone(),
             limits: RateLimits::new(&config.rate_limits, clock),
             metrics,
             genai_spans: crate::telemetry::traces_enabled(),
-            responses: Arc::new(ResponseStore::new(&config.memory.data_dir)),
+            responses: storage.responses.clone(),
+            storage,
             config,
             router,
             memory,

@@ -1,8 +1,177 @@
-//! Durable and shared state behind one layer. Each kind of state has an interface and an
-//! implementation per backend, chosen once at start from the config; nothing above this
-//! layer knows which backend it talks to.
+//! The storage layer: one interface per kind of durable state, and the choice of backend,
+//! made once at start from `database_url` ([`Storage::open`]).
 //!
+//! | state | trait | embedded (no `database_url`) | PostgreSQL |
+//! | --- | --- | --- | --- |
+//! | memories, sessions, vectors | [`crate::memory::MemoryStore`] | `memory::sqlite` (`memproxy.db`) | [`postgres::memory`] |
+//! | usage rows, feedback, key spend | [`crate::analytics::AnalyticsStore`] | `analytics::sqlite` (`analytics.db`) | [`postgres::analytics`] |
+//! | virtual keys | [`crate::keys::KeyStore`] | [`embedded::SqliteKeys`] (`analytics.db`) | [`postgres::keys`] |
+//! | stored responses | [`crate::responses_store::ResponseStore`] | `responses_store` (`responses.db`) | [`postgres::responses`] |
+//!
+//! Nothing outside this module knows which backend it talks to: the server holds the
+//! traits. The embedded stores are today's, unchanged. `memory.backend` may still keep
+//! memories embedded (or elsewhere) while the rest goes to PostgreSQL.
+//!
+//! - [`postgres`]: the pool, TLS, migrations and the PostgreSQL stores.
+//! - [`embedded`]: the embedded key store.
+//! - [`copy`]: `memproxy storage migrate`, an embedded install copied into PostgreSQL.
 //! - [`redis`]: state shared by several memproxy instances through Redis: rate-limit
 //!   buckets (one atomic Lua script per take) and the change feed for virtual keys.
 
+pub mod copy;
+pub mod embedded;
+pub mod postgres;
 pub mod redis;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::analytics::{Analytics, AnalyticsStore, Opener};
+use crate::config::{AnalyticsSettings, Config, MemoryBackend, MemorySettings};
+use crate::keys::{KeyRow, KeyStore};
+use crate::memory::{Clock, MemoryStore, StoreError as MemoryStoreError};
+use crate::responses_store::{ResponseStore, SqliteResponseStore};
+
+/// Why storage could not be opened at start.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database_url: {0}")]
+    Url(String),
+    #[error("{0}")]
+    Postgres(String),
+}
+
+/// Which backend holds the durable state.
+#[derive(Clone)]
+pub enum Backend {
+    /// SQLite files in the data dir.
+    Embedded,
+    /// One PostgreSQL database, shared by every instance pointed at it.
+    Postgres(postgres::Pg),
+}
+
+/// The stores of one process, chosen once at start.
+pub struct Storage {
+    backend: Backend,
+    /// Virtual keys.
+    pub keys: Arc<dyn KeyStore>,
+    /// Stored Responses API answers.
+    pub responses: Arc<dyn ResponseStore>,
+}
+
+/// How long readiness waits for a backend to answer.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Storage {
+    /// Opens the backend `config.database_url` names (PostgreSQL: connects, applies the
+    /// migrations, refuses a newer schema) and returns it with the virtual keys stored
+    /// in it. Blocking: call at start-up.
+    ///
+    /// An unreachable PostgreSQL fails the start: without it no key could be checked.
+    /// Once running, the stores ride out an outage (see the store modules).
+    pub fn open(config: &Config) -> Result<(Self, Vec<KeyRow>), StorageError> {
+        let Some(url) = &config.database_url else {
+            let keys = embedded::SqliteKeys::new(config.analytics.data_dir.clone());
+            let rows = keys.with_blocking(|s| s.load_keys()).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot read the virtual keys; continuing without them");
+                vec![]
+            });
+            let storage = Self {
+                backend: Backend::Embedded,
+                keys: Arc::new(keys),
+                responses: Arc::new(SqliteResponseStore::new(&config.memory.data_dir)),
+            };
+            return Ok((storage, rows));
+        };
+        let url = postgres::PgUrl::parse(url.expose()).map_err(StorageError::Url)?;
+        let rows = url
+            .open_blocking(|client| Box::pin(async move { postgres::keys::load(&client).await }))
+            .map_err(StorageError::Postgres)?;
+        let pg = url.pool().map_err(StorageError::Postgres)?;
+        tracing::info!(database = %url.redacted(), "durable state is kept in PostgreSQL");
+        let storage = Self {
+            keys: Arc::new(postgres::keys::PgKeys::new(pg.clone())),
+            responses: Arc::new(postgres::responses::PgResponses::start(pg.clone())),
+            backend: Backend::Postgres(pg),
+        };
+        Ok((storage, rows))
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// `embedded` or `postgres` (readiness, logs).
+    pub fn kind(&self) -> &'static str {
+        match self.backend {
+            Backend::Embedded => "embedded",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The usage databank on this backend, its thread started.
+    pub fn analytics(&self, settings: &AnalyticsSettings) -> Analytics {
+        let opener: Opener = match &self.backend {
+            Backend::Embedded => {
+                let dir = settings.data_dir.clone();
+                Box::new(move || {
+                    crate::analytics::sqlite::SqliteStore::open(&dir)
+                        .map(|s| Box::new(s) as Box<dyn AnalyticsStore>)
+                })
+            }
+            Backend::Postgres(pg) => {
+                let url = pg.url().clone();
+                Box::new(move || {
+                    postgres::analytics::PgAnalytics::open(&url)
+                        .map(|s| Box::new(s) as Box<dyn AnalyticsStore>)
+                })
+            }
+        };
+        Analytics::with_opener(settings, opener, |_| Ok(())).0
+    }
+
+    /// The memory store when `memory.backend` is one this layer provides beyond the
+    /// embedded default (PostgreSQL); `None` leaves the choice to
+    /// [`crate::memory::MemoryService::open`].
+    pub fn memory_store(
+        &self,
+        settings: &MemorySettings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Option<Arc<dyn MemoryStore>>, MemoryStoreError> {
+        match (&settings.backend, &self.backend) {
+            (MemoryBackend::Postgres, Backend::Postgres(pg)) => {
+                Ok(Some(Arc::new(postgres::memory::PgMemoryStore::new(
+                    pg.clone(),
+                    postgres::memory::Options {
+                        session_ttl: settings.session_ttl,
+                        session_max_messages: settings.max_context_messages,
+                        clock,
+                    },
+                ))))
+            }
+            (MemoryBackend::Postgres, Backend::Embedded) => Err(MemoryStoreError::Backend(
+                "memory.backend is postgres but no database_url is set".into(),
+            )),
+            _ => Ok(None),
+        }
+    }
+
+    /// Whether the shared database answers (readiness); `None` for the embedded backend,
+    /// whose stores report their own health.
+    pub async fn check(&self) -> Option<Result<(), String>> {
+        match &self.backend {
+            Backend::Embedded => None,
+            Backend::Postgres(pg) => Some(
+                match tokio::time::timeout(CHECK_TIMEOUT, pg.check()).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!(
+                        "no answer within {} ms",
+                        CHECK_TIMEOUT.as_millis()
+                    )),
+                },
+            ),
+        }
+    }
+}

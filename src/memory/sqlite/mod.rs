@@ -7,7 +7,7 @@
 //! others); reads run under `spawn_blocking` on a small pool of read connections, which
 //! WAL lets proceed while the writer writes.
 
-mod read;
+pub(crate) mod read;
 mod schema;
 mod write;
 

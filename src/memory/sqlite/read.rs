@@ -18,12 +18,12 @@ use crate::memory::store::{
 use crate::memory::text::Analyzer;
 
 /// Lexical candidates taken from FTS5 before re-ranking (and vector candidates kept).
-const MIN_POOL: usize = 50;
+pub(crate) const MIN_POOL: usize = 50;
 
 /// Best-scored candidates whose neighbours are looked at; a neighbour gets a fifth of a
 /// candidate's score, so those of low-ranked candidates rarely reach the top (20 rather
 /// than 50: LoCoMo recall_any@5 0.650 -> 0.649, @10 0.725 -> 0.728).
-const NEIGHBOUR_SOURCES: usize = 20;
+pub(crate) const NEIGHBOUR_SOURCES: usize = 20;
 
 pub(super) struct User {
     uid: i64,
@@ -208,14 +208,14 @@ fn fts_query(terms: &[String]) -> String {
 /// one user by ~20 %, and LoCoMo recall did not move (recall_any@5 0.650, @10 0.725;
 /// its users have ~550 memories, so few terms reach the cap). The price is recency: a
 /// memory reached only through common terms must be among their newest 250 matches.
-pub(super) const TERM_SCAN_CAP: usize = 250;
+pub(crate) const TERM_SCAN_CAP: usize = 250;
 
 /// Candidates (by summed IDF of their matching terms) re-ranked with exact BM25. Summed
 /// IDF already orders them nearly as BM25 does (BM25 adds term counts and length), so 100
 /// rather than 200 changed LoCoMo recall_any@5 by one question in 760 (0.650 -> 0.649) and
 /// made the proxy benchmark's search (`bench-memory --query`, 100k memories of one user)
 /// ~35 % faster.
-const RERANK: usize = 100;
+pub(crate) const RERANK: usize = 100;
 
 /// A term's newest matches in a rowid range. The limit (`TERM_SCAN_CAP` + 1) is written
 /// into the statement: a bound `LIMIT` is a value FTS5's plan depends on, so SQLite
@@ -250,21 +250,28 @@ pub(super) fn scan_term(conn: &Connection, u: &User, term: &str) -> Result<TermS
         });
     }
     rids.truncate(TERM_SCAN_CAP);
+    let oldest = rids.last().map_or(1, |r| r - lo);
+    let df = extrapolated_df(oldest, u.next_seq, u.stats.docs);
+    Ok(TermScan { df, rids })
+}
+
+/// The document frequency of a term whose newest [`TERM_SCAN_CAP`] matches reach back to
+/// sequence number `oldest`, of a user whose newest memory is `next_seq`.
+pub(crate) fn extrapolated_df(oldest: i64, next_seq: i64, docs: u64) -> u64 {
     // The newest TERM_SCAN_CAP matches lie in the sequence numbers [oldest, next_seq]: the
     // term occurs in TERM_SCAN_CAP of that span's memories, so about that share of all.
-    let oldest = rids.last().map_or(1, |r| r - lo).max(1);
-    let span = (u.next_seq - oldest + 1).max(1) as u64;
-    let df = (TERM_SCAN_CAP as u64 * u.next_seq.max(1) as u64 / span).clamp(
+    let oldest = oldest.max(1);
+    let span = (next_seq - oldest + 1).max(1) as u64;
+    (TERM_SCAN_CAP as u64 * next_seq.max(1) as u64 / span).clamp(
         TERM_SCAN_CAP as u64 + 1,
-        u.stats.docs.max(TERM_SCAN_CAP as u64 + 1),
-    );
-    Ok(TermScan { df, rids })
+        docs.max(TERM_SCAN_CAP as u64 + 1),
+    )
 }
 
 /// Each row id of the terms' match lists with the sum of the IDFs of the lists holding
 /// it, newest first. Every list is in descending row-id order (as [`scan_term`] reads
 /// them), so this is a merge of the lists: no hashing of the thousands of matches.
-fn summed_idf(lists: &[(Vec<i64>, f64)]) -> Vec<(i64, f64)> {
+pub(crate) fn summed_idf(lists: &[(Vec<i64>, f64)]) -> Vec<(i64, f64)> {
     debug_assert!(lists.iter().all(|l| l.0.windows(2).all(|w| w[0] > w[1])));
     let longest = lists.iter().map(|l| l.0.len()).max().unwrap_or(0);
     let mut out = Vec::with_capacity(longest * 2);

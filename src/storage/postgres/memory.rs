@@ -1,0 +1,591 @@
+//! Memories, sessions and vectors in PostgreSQL: [`PgMemoryStore`], the
+//! [`MemoryStore`] of many instances sharing one database.
+//!
+//! The layout follows the embedded store so that ranking is the same: each user's
+//! memories are numbered in write order (`seq`), and each memory keeps the terms of the
+//! gateway's own analyzer (the same stop words and Snowball stemmer as the embedded
+//! store), indexed as a `tsvector` under GIN. Ranking runs in the gateway on candidates
+//! PostgreSQL finds ([`super::memory_read`]). Every statement names the user's `uid`,
+//! resolved from the scope key it was given, so no query reaches another user's rows.
+//!
+//! Vectors are stored per memory (`bytea`, little-endian f32) and scored in the gateway
+//! against a per-user index kept in memory, loaded from PostgreSQL on a user's first
+//! semantic search and caught up on each later one (pgvector is not needed).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Transaction;
+
+use super::memory_read::{self, VectorCache};
+use super::{Pg, PgError};
+use crate::memory::retrieve::vector_to_bytes;
+use crate::memory::store::{
+    BoxFuture, Memory, MemoryStore, NewMemory, Page, ScoredMemory, SearchQuery, Session,
+    SessionInfo, SessionMessage, StoreError, WriteOp,
+};
+use crate::memory::text::{content_hash, Analyzer};
+use crate::memory::Clock;
+
+/// How the store keeps sessions and what time it is (as the embedded store's options).
+#[derive(Clone)]
+pub struct Options {
+    /// Sessions unused for longer are gone; zero keeps them forever.
+    pub session_ttl: Duration,
+    /// Messages kept per session (the newest).
+    pub session_max_messages: usize,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The PostgreSQL memory store (see the module docs). Cheap to clone.
+#[derive(Clone)]
+pub struct PgMemoryStore {
+    pub(super) pg: Pg,
+    pub(super) opts: Options,
+    pub(super) vectors: Arc<VectorCache>,
+}
+
+pub(super) fn backend(e: impl Into<PgError>) -> StoreError {
+    StoreError::Backend(e.into().to_string())
+}
+
+impl PgMemoryStore {
+    /// A store on the shared pool; the schema is already migrated.
+    pub fn new(pg: Pg, opts: Options) -> Self {
+        Self {
+            pg,
+            opts,
+            vectors: Arc::default(),
+        }
+    }
+
+    pub(super) fn live_cutoff(&self) -> i64 {
+        let ttl = self.opts.session_ttl.as_millis() as i64;
+        if ttl == 0 {
+            i64::MIN
+        } else {
+            self.opts.clock.now_ms() - ttl
+        }
+    }
+
+}
+
+/// Runs `$body` (an expression awaiting a `Result<_, StoreError>`, with the transaction
+/// bound to `$tx`) in one transaction on a pooled connection, inside an async fn or block
+/// that returns `Result<_, StoreError>`.
+macro_rules! in_tx {
+    ($store:expr, $tx:ident => $body:expr) => {{
+        let mut conn = $store.pg.get().await.map_err(backend)?;
+        let $tx = conn.transaction().await.map_err(backend)?;
+        let out = $body?;
+        $tx.commit().await.map_err(backend)?;
+        out
+    }};
+}
+
+/// A user's `uid`, if the user has ever stored anything.
+pub(super) async fn uid_of(
+    c: &impl tokio_postgres::GenericClient,
+    user_id: &str,
+) -> Result<Option<i64>, StoreError> {
+    let row = c
+        .query_opt(
+            "SELECT uid FROM memproxy_memory_users WHERE user_id = $1",
+            &[&user_id],
+        )
+        .await
+        .map_err(backend)?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+async fn ensure_uid(tx: &Transaction<'_>, user_id: &str) -> Result<i64, StoreError> {
+    if let Some(uid) = uid_of(&**tx, user_id).await? {
+        return Ok(uid);
+    }
+    let row = tx
+        .query_one(
+            "INSERT INTO memproxy_memory_users (user_id) VALUES ($1)
+             ON CONFLICT (user_id) DO UPDATE SET user_id = EXCLUDED.user_id RETURNING uid",
+            &[&user_id],
+        )
+        .await
+        .map_err(backend)?;
+    Ok(row.get(0))
+}
+
+/// A memory as it is inserted: the id and time are given, so that the migrate command
+/// keeps them.
+pub(crate) struct Insert<'a> {
+    pub id: &'a str,
+    pub user_id: &'a str,
+    pub content: &'a str,
+    pub metadata: &'a crate::memory::Metadata,
+    pub session_id: Option<&'a str>,
+    pub created_at_ms: i64,
+}
+
+/// Inserts a memory as the user's next one; returns its `(uid, seq)`, or `None` when a
+/// memory with this id exists already (the migrate command, resumed).
+pub(crate) async fn insert_memory(
+    tx: &Transaction<'_>,
+    analyzer: &Analyzer,
+    m: Insert<'_>,
+) -> Result<Option<(i64, i64)>, StoreError> {
+    if m.content.trim().is_empty() {
+        return Err(StoreError::Invalid("content must not be empty".into()));
+    }
+    let terms = analyzer.terms(m.content);
+    let nterms = terms.len() as i64;
+    let row = tx
+        .query_one(
+            "INSERT INTO memproxy_memory_users (user_id, next_seq, doc_count, term_count)
+             VALUES ($1, 1, 1, $2)
+             ON CONFLICT (user_id) DO UPDATE SET
+                 next_seq = memproxy_memory_users.next_seq + 1,
+                 doc_count = memproxy_memory_users.doc_count + 1,
+                 term_count = memproxy_memory_users.term_count + $2
+             RETURNING uid, next_seq",
+            &[&m.user_id, &nterms],
+        )
+        .await
+        .map_err(backend)?;
+    let (uid, seq): (i64, i64) = (row.get(0), row.get(1));
+    let metadata = serde_json::Value::Object(m.metadata.clone());
+    let inserted = tx
+        .execute(
+            "INSERT INTO memproxy_memories
+                 (uid, seq, id, content, metadata, session_id, created_at, terms, nterms, hash, lexemes)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, array_to_tsvector($11::text[]))
+             ON CONFLICT (id) DO NOTHING",
+            &[
+                &uid,
+                &seq,
+                &m.id,
+                &m.content,
+                &metadata,
+                &m.session_id,
+                &m.created_at_ms,
+                &terms.join(" "),
+                &(nterms as i32),
+                &content_hash(m.content),
+                &terms,
+            ],
+        )
+        .await
+        .map_err(backend)?;
+    if inserted == 0 {
+        // Give back the number and the counts taken above.
+        tx.execute(
+            "UPDATE memproxy_memory_users SET next_seq = next_seq - 1, doc_count = doc_count - 1,
+                 term_count = term_count - $2 WHERE uid = $1 AND next_seq = $3",
+            &[&uid, &nterms, &seq],
+        )
+        .await
+        .map_err(backend)?;
+        return Ok(None);
+    }
+    Ok(Some((uid, seq)))
+}
+
+async fn has_content(tx: &Transaction<'_>, user_id: &str, hash: i64) -> Result<bool, StoreError> {
+    let Some(uid) = uid_of(&**tx, user_id).await? else {
+        return Ok(false);
+    };
+    let row = tx
+        .query_opt(
+            "SELECT 1 FROM memproxy_memories WHERE uid = $1 AND hash = $2 LIMIT 1",
+            &[&uid, &hash],
+        )
+        .await
+        .map_err(backend)?;
+    Ok(row.is_some())
+}
+
+impl PgMemoryStore {
+    async fn apply_ops(
+        &self,
+        tx: &Transaction<'_>,
+        ops: Vec<WriteOp>,
+    ) -> Result<Vec<Memory>, StoreError> {
+        let analyzer = Analyzer::default();
+        let mut created = Vec::new();
+        for op in ops {
+            match op {
+                WriteOp::Memory(m) => created.push(self.new_memory(tx, &analyzer, m).await?),
+                WriteOp::Capture(m) => {
+                    if !has_content(tx, &m.user_id, content_hash(&m.content)).await? {
+                        created.push(self.new_memory(tx, &analyzer, m).await?);
+                    }
+                }
+                WriteOp::Turns {
+                    user_id,
+                    session_id,
+                    messages,
+                } => self.append_turns(tx, &user_id, &session_id, &messages).await?,
+                WriteOp::Embeddings {
+                    user_id,
+                    model,
+                    vectors,
+                } => put_vectors(tx, &user_id, &model, &vectors).await?,
+            }
+        }
+        Ok(created)
+    }
+
+    async fn new_memory(
+        &self,
+        tx: &Transaction<'_>,
+        analyzer: &Analyzer,
+        m: NewMemory,
+    ) -> Result<Memory, StoreError> {
+        let now = self.opts.clock.now_ms();
+        let id = format!("mem_{}", uuid::Uuid::new_v4().simple());
+        insert_memory(
+            tx,
+            analyzer,
+            Insert {
+                id: &id,
+                user_id: &m.user_id,
+                content: &m.content,
+                metadata: &m.metadata,
+                session_id: m.session_id.as_deref(),
+                created_at_ms: now,
+            },
+        )
+        .await?;
+        Ok(Memory {
+            id,
+            user_id: m.user_id,
+            content: m.content,
+            metadata: m.metadata,
+            session_id: m.session_id,
+            created_at_ms: now,
+            created_at: now.div_euclid(1000),
+        })
+    }
+
+    async fn append_turns(
+        &self,
+        tx: &Transaction<'_>,
+        user_id: &str,
+        session_id: &str,
+        messages: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        let now = self.opts.clock.now_ms();
+        let uid = ensure_uid(tx, user_id).await?;
+        let created = tx
+            .execute(
+                "INSERT INTO memproxy_sessions (uid, session_id, created_at, updated_at)
+                 VALUES ($1, $2, $3, $3) ON CONFLICT (uid, session_id) DO NOTHING",
+                &[&uid, &session_id, &now],
+            )
+            .await
+            .map_err(backend)?;
+        let row = tx
+            .query_one(
+                "SELECT sid, updated_at FROM memproxy_sessions WHERE uid = $1 AND session_id = $2
+                 FOR UPDATE",
+                &[&uid, &session_id],
+            )
+            .await
+            .map_err(backend)?;
+        let (sid, updated): (i64, i64) = (row.get(0), row.get(1));
+        if created == 0 {
+            let ttl = self.opts.session_ttl.as_millis() as i64;
+            if ttl > 0 && updated < now - ttl {
+                // Expired: the old conversation is gone; the session starts afresh.
+                tx.execute(
+                    "DELETE FROM memproxy_session_messages WHERE sid = $1",
+                    &[&sid],
+                )
+                .await
+                .map_err(backend)?;
+                tx.execute(
+                    "UPDATE memproxy_sessions SET created_at = $2, updated_at = $2 WHERE sid = $1",
+                    &[&sid, &now],
+                )
+                .await
+                .map_err(backend)?;
+            } else {
+                tx.execute(
+                    "UPDATE memproxy_sessions SET updated_at = $2 WHERE sid = $1",
+                    &[&sid, &now],
+                )
+                .await
+                .map_err(backend)?;
+            }
+        }
+        let roles: Vec<&str> = messages.iter().map(|m| m.0.as_str()).collect();
+        let contents: Vec<&str> = messages.iter().map(|m| m.1.as_str()).collect();
+        tx.execute(
+            "INSERT INTO memproxy_session_messages (sid, role, content, created_at)
+             SELECT $1, r, c, $4 FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS t(r, c, i)
+             ORDER BY i",
+            &[&sid, &roles, &contents, &now],
+        )
+        .await
+        .map_err(backend)?;
+        let keep = self.opts.session_max_messages as i64;
+        tx.execute(
+            "DELETE FROM memproxy_session_messages WHERE sid = $1 AND mid <= (
+                 SELECT mid FROM memproxy_session_messages WHERE sid = $1
+                 ORDER BY mid DESC LIMIT 1 OFFSET $2)",
+            &[&sid, &keep],
+        )
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+}
+
+async fn put_vectors(
+    tx: &Transaction<'_>,
+    user_id: &str,
+    model: &str,
+    vectors: &[(String, Vec<f32>)],
+) -> Result<(), StoreError> {
+    let Some(uid) = uid_of(&**tx, user_id).await? else {
+        return Ok(());
+    };
+    let ids: Vec<&str> = vectors.iter().map(|v| v.0.as_str()).collect();
+    let blobs: Vec<Vec<u8>> = vectors.iter().map(|v| vector_to_bytes(&v.1)).collect();
+    tx.execute(
+        "INSERT INTO memproxy_memory_vectors (uid, seq, model, vec)
+         SELECT m.uid, m.seq, $2, v.vec
+         FROM unnest($3::text[], $4::bytea[]) AS v(id, vec)
+         JOIN memproxy_memories m ON m.id = v.id AND m.uid = $1
+         ON CONFLICT (uid, seq) DO UPDATE SET model = EXCLUDED.model, vec = EXCLUDED.vec,
+             version = nextval('memproxy_memory_vectors_version')",
+        &[&uid, &model, &ids, &blobs],
+    )
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
+async fn delete_one(tx: &Transaction<'_>, user_id: &str, id: &str) -> Result<(i64, i64), StoreError> {
+    let uid = uid_of(&**tx, user_id).await?.ok_or(StoreError::NotFound)?;
+    let row = tx
+        .query_opt(
+            "DELETE FROM memproxy_memories WHERE uid = $1 AND id = $2 RETURNING seq, nterms",
+            &[&uid, &id],
+        )
+        .await
+        .map_err(backend)?
+        .ok_or(StoreError::NotFound)?;
+    let (seq, nterms): (i64, i32) = (row.get(0), row.get(1));
+    tx.execute(
+        "DELETE FROM memproxy_memory_vectors WHERE uid = $1 AND seq = $2",
+        &[&uid, &seq],
+    )
+    .await
+    .map_err(backend)?;
+    tx.execute(
+        "UPDATE memproxy_memory_users SET doc_count = doc_count - 1,
+             term_count = term_count - $2 WHERE uid = $1",
+        &[&uid, &i64::from(nterms)],
+    )
+    .await
+    .map_err(backend)?;
+    Ok((uid, seq))
+}
+
+async fn delete_user(tx: &Transaction<'_>, user_id: &str) -> Result<(Option<i64>, u64), StoreError> {
+    let Some(uid) = uid_of(&**tx, user_id).await? else {
+        return Ok((None, 0));
+    };
+    // The user row is locked first, so that writes of the user wait for the deletion.
+    tx.execute(
+        "SELECT 1 FROM memproxy_memory_users WHERE uid = $1 FOR UPDATE",
+        &[&uid],
+    )
+    .await
+    .map_err(backend)?;
+    tx.execute("DELETE FROM memproxy_memory_vectors WHERE uid = $1", &[&uid])
+        .await
+        .map_err(backend)?;
+    let n = tx
+        .execute("DELETE FROM memproxy_memories WHERE uid = $1", &[&uid])
+        .await
+        .map_err(backend)?;
+    tx.execute(
+        "DELETE FROM memproxy_session_messages WHERE sid IN
+             (SELECT sid FROM memproxy_sessions WHERE uid = $1)",
+        &[&uid],
+    )
+    .await
+    .map_err(backend)?;
+    tx.execute("DELETE FROM memproxy_sessions WHERE uid = $1", &[&uid])
+        .await
+        .map_err(backend)?;
+    // `next_seq` stays: numbers are never reused (cached vectors are keyed by them).
+    tx.execute(
+        "UPDATE memproxy_memory_users SET doc_count = 0, term_count = 0 WHERE uid = $1",
+        &[&uid],
+    )
+    .await
+    .map_err(backend)?;
+    Ok((Some(uid), n))
+}
+
+async fn delete_session(
+    tx: &Transaction<'_>,
+    user_id: Option<&str>,
+    session_id: &str,
+) -> Result<(), StoreError> {
+    let sids: Vec<i64> = match user_id {
+        Some(u) => {
+            let uid = uid_of(&**tx, u).await?.ok_or(StoreError::NotFound)?;
+            tx.query(
+                "SELECT sid FROM memproxy_sessions WHERE uid = $1 AND session_id = $2",
+                &[&uid, &session_id],
+            )
+            .await
+        }
+        None => {
+            tx.query(
+                "SELECT sid FROM memproxy_sessions WHERE session_id = $1",
+                &[&session_id],
+            )
+            .await
+        }
+    }
+    .map_err(backend)?
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
+    match sids.as_slice() {
+        [] => Err(StoreError::NotFound),
+        [sid] => {
+            tx.execute(
+                "DELETE FROM memproxy_session_messages WHERE sid = $1",
+                &[sid],
+            )
+            .await
+            .map_err(backend)?;
+            tx.execute("DELETE FROM memproxy_sessions WHERE sid = $1", &[sid])
+                .await
+                .map_err(backend)?;
+            Ok(())
+        }
+        _ => Err(StoreError::Ambiguous(session_id.to_string())),
+    }
+}
+
+impl MemoryStore for PgMemoryStore {
+    fn apply(&self, ops: Vec<WriteOp>) -> BoxFuture<'_, Result<Vec<Memory>, StoreError>> {
+        Box::pin(async move { Ok(in_tx!(self, tx => self.apply_ops(&tx, ops).await)) })
+    }
+
+    fn get<'a>(
+        &'a self,
+        user_id: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Memory, StoreError>> {
+        Box::pin(memory_read::get(self, user_id, id))
+    }
+
+    fn list<'a>(
+        &'a self,
+        user_id: &'a str,
+        limit: usize,
+        cursor: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Page, StoreError>> {
+        Box::pin(memory_read::list(self, user_id, limit, cursor))
+    }
+
+    fn search<'a>(
+        &'a self,
+        user_id: &'a str,
+        query: &'a SearchQuery,
+    ) -> BoxFuture<'a, Result<Vec<ScoredMemory>, StoreError>> {
+        Box::pin(memory_read::search(self, user_id, query))
+    }
+
+    fn delete<'a>(
+        &'a self,
+        user_id: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let (uid, seq) = in_tx!(self, tx => delete_one(&tx, user_id, id).await);
+            self.vectors.forget(uid, Some(seq));
+            Ok(())
+        })
+    }
+
+    fn delete_user<'a>(&'a self, user_id: &'a str) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let (uid, n) = in_tx!(self, tx => delete_user(&tx, user_id).await);
+            if let Some(uid) = uid {
+                self.vectors.forget(uid, None);
+            }
+            Ok(n)
+        })
+    }
+
+    fn session_messages<'a>(
+        &'a self,
+        user_id: &'a str,
+        session_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<SessionMessage>, StoreError>> {
+        Box::pin(memory_read::session_messages(self, user_id, session_id))
+    }
+
+    fn list_sessions<'a>(
+        &'a self,
+        user_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<SessionInfo>, StoreError>> {
+        Box::pin(memory_read::list_sessions(self, user_id))
+    }
+
+    fn get_session<'a>(
+        &'a self,
+        user_id: Option<&'a str>,
+        session_id: &'a str,
+    ) -> BoxFuture<'a, Result<Session, StoreError>> {
+        Box::pin(memory_read::get_session(self, user_id, session_id))
+    }
+
+    fn delete_session<'a>(
+        &'a self,
+        user_id: Option<&'a str>,
+        session_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            in_tx!(self, tx => delete_session(&tx, user_id, session_id).await);
+            Ok(())
+        })
+    }
+
+    fn purge_expired(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let ttl = self.opts.session_ttl.as_millis() as i64;
+            if ttl == 0 {
+                return Ok(0);
+            }
+            let cutoff = self.opts.clock.now_ms() - ttl;
+            let purged = in_tx!(self, tx => async {
+                tx.execute(
+                    "DELETE FROM memproxy_session_messages WHERE sid IN
+                         (SELECT sid FROM memproxy_sessions WHERE updated_at < $1)",
+                    &[&cutoff],
+                )
+                .await
+                .map_err(backend)?;
+                tx.execute(
+                    "DELETE FROM memproxy_sessions WHERE updated_at < $1",
+                    &[&cutoff],
+                )
+                .await
+                .map_err(backend)
+            }
+            .await);
+            Ok(purged)
+        })
+    }
+
+    fn health(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move { self.pg.check().await.map_err(backend) })
+    }
+}

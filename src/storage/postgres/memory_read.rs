@@ -1,0 +1,591 @@
+//! Reads of [`super::memory::PgMemoryStore`]: memories by id and by page, search, and
+//! sessions.
+//!
+//! Search is the embedded store's algorithm over PostgreSQL: each query term's newest
+//! matches in the user's rows (the GIN index; at most
+//! [`TERM_SCAN_CAP`] per term, the document frequency extrapolated beyond) give the
+//! candidates, pre-ranked by summed IDF; the best are scored by BM25 with the user's
+//! statistics in the gateway, neighbouring turns of one session add context, and the
+//! vector list (when the query has an embedding) is fused by reciprocal rank — the same
+//! functions ([`crate::memory::retrieve`]) with the same constants, so both backends
+//! rank alike.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio_postgres::GenericClient;
+use tokio_postgres::Row;
+
+use super::memory::{backend, uid_of, PgMemoryStore};
+use crate::memory::retrieve::{
+    cosine, dedup, rrf, sort_desc, vector_from_bytes, with_neighbours, Bm25, Candidate,
+    CorpusStats, NEIGHBOUR_WEIGHT, RRF_K, SEMANTIC_WEIGHT,
+};
+use crate::memory::sqlite::read::{
+    extrapolated_df, summed_idf, MIN_POOL, NEIGHBOUR_SOURCES, RERANK, TERM_SCAN_CAP,
+};
+use crate::memory::store::{
+    Memory, Metadata, Page, ScoredMemory, SearchQuery, Session, SessionInfo, SessionMessage,
+    StoreError,
+};
+use crate::memory::text::Analyzer;
+
+struct User {
+    uid: i64,
+    stats: CorpusStats,
+    next_seq: i64,
+}
+
+async fn user(c: &impl GenericClient, user_id: &str) -> Result<Option<User>, StoreError> {
+    let row = c
+        .query_opt(
+            "SELECT uid, doc_count, term_count, next_seq FROM memproxy_memory_users
+             WHERE user_id = $1",
+            &[&user_id],
+        )
+        .await
+        .map_err(backend)?;
+    Ok(row.map(|r| User {
+        uid: r.get(0),
+        stats: CorpusStats {
+            docs: r.get::<_, i64>(1).max(0) as u64,
+            terms: r.get::<_, i64>(2).max(0) as u64,
+        },
+        next_seq: r.get(3),
+    }))
+}
+
+const MEMORY_COLUMNS: &str = "id, content, metadata, session_id, created_at";
+
+fn memory_from_row(r: &Row, user_id: &str) -> Memory {
+    let created_at_ms: i64 = r.get(4);
+    let metadata = match r.get::<_, serde_json::Value>(2) {
+        serde_json::Value::Object(m) => m,
+        _ => Metadata::new(),
+    };
+    Memory {
+        id: r.get(0),
+        user_id: user_id.to_string(),
+        content: r.get(1),
+        metadata,
+        session_id: r.get(3),
+        created_at_ms,
+        created_at: created_at_ms.div_euclid(1000),
+    }
+}
+
+pub(super) async fn get(s: &PgMemoryStore, user_id: &str, id: &str) -> Result<Memory, StoreError> {
+    let c = s.pg.get().await.map_err(backend)?;
+    let uid = uid_of(&**c, user_id).await?.ok_or(StoreError::NotFound)?;
+    let row = c
+        .query_opt(
+            &format!("SELECT {MEMORY_COLUMNS} FROM memproxy_memories WHERE uid = $1 AND id = $2"),
+            &[&uid, &id],
+        )
+        .await
+        .map_err(backend)?
+        .ok_or(StoreError::NotFound)?;
+    Ok(memory_from_row(&row, user_id))
+}
+
+pub(super) async fn list(
+    s: &PgMemoryStore,
+    user_id: &str,
+    limit: usize,
+    cursor: Option<&str>,
+) -> Result<Page, StoreError> {
+    let before: i64 = match cursor {
+        None => i64::MAX,
+        Some(c) => c
+            .parse::<i64>()
+            .ok()
+            .filter(|&n| (1..=0x1_0000_0000).contains(&n))
+            .ok_or_else(|| StoreError::Invalid(format!("invalid cursor `{c}`")))?,
+    };
+    let c = s.pg.get().await.map_err(backend)?;
+    let Some(uid) = uid_of(&**c, user_id).await? else {
+        return Ok(Page {
+            items: vec![],
+            next_cursor: None,
+        });
+    };
+    let limit = limit.clamp(1, 1000);
+    let rows = c
+        .query(
+            &format!(
+                "SELECT {MEMORY_COLUMNS}, seq FROM memproxy_memories WHERE uid = $1 AND seq < $2
+                 ORDER BY seq DESC LIMIT $3"
+            ),
+            &[&uid, &before, &(limit as i64 + 1)],
+        )
+        .await
+        .map_err(backend)?;
+    let more = rows.len() > limit;
+    let items: Vec<Memory> = rows
+        .iter()
+        .take(limit)
+        .map(|r| memory_from_row(r, user_id))
+        .collect();
+    let last_seq: Option<i64> = rows.iter().take(limit).last().map(|r| r.get(5));
+    Ok(Page {
+        items,
+        next_cursor: if more {
+            last_seq.map(|s| s.to_string())
+        } else {
+            None
+        },
+    })
+}
+
+/// What ranking needs of a memory.
+struct Light {
+    session_id: Option<String>,
+    hash: i64,
+    terms: String,
+    len: u32,
+}
+
+/// [`Light`]s of the given memories of `uid` not known yet, into `known`.
+async fn lights(
+    c: &impl GenericClient,
+    uid: i64,
+    seqs: impl IntoIterator<Item = i64>,
+    known: &mut HashMap<i64, Light>,
+) -> Result<(), StoreError> {
+    let wanted: Vec<i64> = seqs
+        .into_iter()
+        .filter(|s| !known.contains_key(s))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let rows = c
+        .query(
+            "SELECT seq, session_id, hash, terms, nterms FROM memproxy_memories
+             WHERE uid = $1 AND seq = ANY($2)",
+            &[&uid, &wanted],
+        )
+        .await
+        .map_err(backend)?;
+    for r in rows {
+        known.insert(
+            r.get(0),
+            Light {
+                session_id: r.get(1),
+                hash: r.get(2),
+                terms: r.get(3),
+                len: r.get::<_, i32>(4).max(0) as u32,
+            },
+        );
+    }
+    Ok(())
+}
+
+/// A term as a tsquery literal: quoted, so that it is matched as the lexeme it is.
+fn lexeme(term: &str) -> String {
+    format!("'{}'", term.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// Each term's newest matches among the user's memories, in one statement.
+const SCAN_TERMS_SQL: &str = "SELECT t.i, m.seq
+    FROM unnest($2::text[]) WITH ORDINALITY AS t(q, i)
+    CROSS JOIN LATERAL (
+        SELECT seq FROM memproxy_memories WHERE uid = $1 AND lexemes @@ t.q::tsquery
+        ORDER BY seq DESC LIMIT 251
+    ) m";
+const _: () = assert!(TERM_SCAN_CAP + 1 == 251, "SCAN_TERMS_SQL's LIMIT");
+
+async fn lexical(
+    c: &impl GenericClient,
+    u: &User,
+    terms: &[String],
+    known: &mut HashMap<i64, Light>,
+) -> Result<Vec<(i64, f64)>, StoreError> {
+    if terms.is_empty() || u.stats.docs == 0 {
+        return Ok(vec![]);
+    }
+    let quoted: Vec<String> = terms.iter().map(|t| lexeme(t)).collect();
+    let rows = c
+        .query(SCAN_TERMS_SQL, &[&u.uid, &quoted])
+        .await
+        .map_err(backend)?;
+    let mut lists: Vec<Vec<i64>> = vec![Vec::new(); terms.len()];
+    for r in rows {
+        let i = r.get::<_, i64>(0) as usize;
+        if let Some(l) = i.checked_sub(1).and_then(|i| lists.get_mut(i)) {
+            l.push(r.get(1));
+        }
+    }
+    let mut df: HashMap<String, u64> = HashMap::with_capacity(terms.len());
+    let mut matches = Vec::with_capacity(terms.len());
+    for (t, mut seqs) in terms.iter().zip(lists) {
+        seqs.sort_unstable_by(|a, b| b.cmp(a));
+        let d = if seqs.len() <= TERM_SCAN_CAP {
+            seqs.len() as u64
+        } else {
+            seqs.truncate(TERM_SCAN_CAP);
+            extrapolated_df(
+                seqs.last().copied().unwrap_or(1),
+                u.next_seq,
+                u.stats.docs,
+            )
+        };
+        matches.push((seqs, Bm25::idf(d, u.stats.docs)));
+        df.insert(t.clone(), d);
+    }
+    let mut seqs = summed_idf(&matches);
+    if seqs.len() > RERANK {
+        seqs.select_nth_unstable_by(RERANK - 1, |a, b| {
+            b.1.total_cmp(&a.1).then_with(|| b.0.cmp(&a.0))
+        });
+        seqs.truncate(RERANK);
+    }
+    lights(c, u.uid, seqs.iter().map(|x| x.0), known).await?;
+    let candidates: Vec<Candidate<i64>> = seqs
+        .iter()
+        .filter_map(|&(seq, _)| {
+            known.get(&seq).map(|l| Candidate {
+                key: seq,
+                terms: &l.terms,
+                len: l.len,
+            })
+        })
+        .collect();
+    let mut scores = Bm25::default().score(terms, &df, u.stats, &candidates);
+    sort_desc(&mut scores);
+    let adjacent: Vec<i64> = scores
+        .iter()
+        .take(NEIGHBOUR_SOURCES)
+        .filter(|(seq, _)| known.get(seq).is_some_and(|l| l.session_id.is_some()))
+        .flat_map(|&(seq, _)| [seq - 1, seq + 1])
+        .filter(|n| *n >= 1)
+        .collect();
+    lights(c, u.uid, adjacent, known).await?;
+    let session = |seq: i64| known.get(&seq).and_then(|l| l.session_id.as_deref());
+    let sources: HashSet<i64> = scores.iter().take(NEIGHBOUR_SOURCES).map(|x| x.0).collect();
+    Ok(with_neighbours(
+        &scores,
+        |seq| {
+            if !sources.contains(&seq) {
+                return vec![];
+            }
+            [seq - 1, seq + 1]
+                .into_iter()
+                .filter(|n| session(*n).is_some() && session(*n) == session(seq))
+                .collect()
+        },
+        NEIGHBOUR_WEIGHT,
+    ))
+}
+
+pub(super) async fn search(
+    s: &PgMemoryStore,
+    user_id: &str,
+    query: &SearchQuery,
+) -> Result<Vec<ScoredMemory>, StoreError> {
+    let limit = query.limit.clamp(1, 100);
+    let c = s.pg.get().await.map_err(backend)?;
+    let Some(u) = user(&**c, user_id).await? else {
+        return Ok(vec![]);
+    };
+    let pool = MIN_POOL.max(limit * 5);
+    let terms = Analyzer::default().query_terms(&query.text);
+    let mut known: HashMap<i64, Light> = HashMap::new();
+    let lexical = lexical(&**c, &u, &terms, &mut known).await?;
+    let semantic = match &query.embedding {
+        Some(e) => {
+            s.vectors
+                .scored(&**c, u.uid, &e.model, &e.vector, pool)
+                .await?
+        }
+        None => vec![],
+    };
+    let ranked = if semantic.is_empty() {
+        lexical
+    } else {
+        let lists = [
+            (lexical.iter().take(pool).map(|x| x.0).collect(), 1.0),
+            (semantic.iter().map(|x| x.0).collect(), SEMANTIC_WEIGHT),
+        ];
+        rrf(&lists, RRF_K)
+    };
+    // De-duplicate identical contents; memories deleted since (a stale vector) drop out.
+    let want = limit * 4;
+    let mut ranked_known = Vec::with_capacity(want);
+    for chunk in ranked.chunks(want) {
+        lights(&**c, u.uid, chunk.iter().map(|x| x.0), &mut known).await?;
+        for &(seq, score) in chunk {
+            if known.contains_key(&seq) && ranked_known.len() < want {
+                ranked_known.push((seq, score));
+            }
+        }
+        if ranked_known.len() >= want {
+            break;
+        }
+    }
+    let top: Vec<(i64, f64)> = dedup(ranked_known, |seq| known.get(seq).map(|l| l.hash))
+        .into_iter()
+        .take(limit)
+        .collect();
+    let seqs: Vec<i64> = top.iter().map(|x| x.0).collect();
+    let rows = c
+        .query(
+            &format!(
+                "SELECT {MEMORY_COLUMNS}, seq FROM memproxy_memories WHERE uid = $1 AND seq = ANY($2)"
+            ),
+            &[&u.uid, &seqs],
+        )
+        .await
+        .map_err(backend)?;
+    let mut by_seq: HashMap<i64, Memory> = rows
+        .iter()
+        .map(|r| (r.get::<_, i64>(5), memory_from_row(r, user_id)))
+        .collect();
+    Ok(top
+        .into_iter()
+        .filter_map(|(seq, score)| by_seq.remove(&seq).map(|memory| ScoredMemory { memory, score }))
+        .collect())
+}
+
+/// Floats of cached vectors at most (128 MiB); past it the least recently searched users
+/// are evicted (and loaded again on their next semantic search).
+const VECTOR_CACHE_FLOATS: usize = 32 << 20;
+
+/// One user's vectors of one model, as far as `version`.
+#[derive(Default)]
+struct UserVectors {
+    version: i64,
+    vectors: HashMap<i64, Vec<f32>>,
+    floats: usize,
+    used: Option<Instant>,
+}
+
+/// The per-user vector index of this process (see the module docs of
+/// [`super::memory`]).
+#[derive(Default)]
+pub struct VectorCache {
+    users: Mutex<HashMap<(i64, String), Arc<tokio::sync::Mutex<UserVectors>>>>,
+    /// Floats held, over all users (an estimate kept on load and eviction).
+    floats: std::sync::atomic::AtomicUsize,
+}
+
+impl VectorCache {
+    /// Drops one memory's vector (`seq`), or all of a user's.
+    pub fn forget(&self, uid: i64, seq: Option<i64>) {
+        let Ok(mut users) = self.users.lock() else {
+            return;
+        };
+        let keys: Vec<(i64, String)> = users.keys().filter(|k| k.0 == uid).cloned().collect();
+        for k in keys {
+            match seq {
+                None => {
+                    users.remove(&k);
+                }
+                Some(seq) => {
+                    if let Some(u) = users.get(&k) {
+                        if let Ok(mut u) = u.try_lock() {
+                            if let Some(v) = u.vectors.remove(&seq) {
+                                u.floats -= v.len();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn entry(&self, uid: i64, model: &str) -> Arc<tokio::sync::Mutex<UserVectors>> {
+        let mut users = match self.users.lock() {
+            Ok(u) => u,
+            Err(p) => p.into_inner(),
+        };
+        users
+            .entry((uid, model.to_string()))
+            .or_default()
+            .clone()
+    }
+
+    /// Evicts least recently used users until the cache is under its bound.
+    fn evict(&self) {
+        use std::sync::atomic::Ordering;
+        if self.floats.load(Ordering::Relaxed) <= VECTOR_CACHE_FLOATS {
+            return;
+        }
+        let Ok(mut users) = self.users.lock() else {
+            return;
+        };
+        let mut by_use: Vec<((i64, String), Option<Instant>, usize)> = users
+            .iter()
+            .filter_map(|(k, v)| v.try_lock().ok().map(|u| (k.clone(), u.used, u.floats)))
+            .collect();
+        by_use.sort_by_key(|x| x.1);
+        for (k, _, floats) in by_use {
+            if self.floats.load(Ordering::Relaxed) <= VECTOR_CACHE_FLOATS {
+                break;
+            }
+            users.remove(&k);
+            self.floats.fetch_sub(floats, Ordering::Relaxed);
+        }
+    }
+
+    /// The user's memories most similar to `query` (cosine > 0), best first, at most
+    /// `pool`; the index is caught up with PostgreSQL first.
+    async fn scored(
+        &self,
+        c: &impl GenericClient,
+        uid: i64,
+        model: &str,
+        query: &[f32],
+        pool: usize,
+    ) -> Result<Vec<(i64, f64)>, StoreError> {
+        use std::sync::atomic::Ordering;
+        let entry = self.entry(uid, model);
+        let mut u = entry.lock().await;
+        let rows = c
+            .query(
+                "SELECT seq, vec, version FROM memproxy_memory_vectors
+                 WHERE uid = $1 AND model = $2 AND version > $3 ORDER BY version",
+                &[&uid, &model, &u.version],
+            )
+            .await
+            .map_err(backend)?;
+        let before = u.floats;
+        for r in rows {
+            let v = vector_from_bytes(r.get::<_, &[u8]>(1));
+            u.floats += v.len();
+            if let Some(old) = u.vectors.insert(r.get(0), v) {
+                u.floats -= old.len();
+            }
+            u.version = u.version.max(r.get(2));
+        }
+        u.used = Some(Instant::now());
+        let grown = u.floats.saturating_sub(before);
+        let mut out: Vec<(i64, f64)> = u
+            .vectors
+            .iter()
+            .filter_map(|(&seq, v)| {
+                let sim = cosine(query, v);
+                (sim > 0.0).then_some((seq, f64::from(sim)))
+            })
+            .collect();
+        drop(u);
+        if grown > 0 {
+            self.floats.fetch_add(grown, Ordering::Relaxed);
+            self.evict();
+        }
+        sort_desc(&mut out);
+        out.truncate(pool);
+        Ok(out)
+    }
+}
+
+async fn messages(
+    c: &impl GenericClient,
+    sid: i64,
+    limit: usize,
+) -> Result<Vec<SessionMessage>, StoreError> {
+    let rows = c
+        .query(
+            "SELECT role, content, created_at FROM memproxy_session_messages WHERE sid = $1
+             ORDER BY mid DESC LIMIT $2",
+            &[&sid, &(limit as i64)],
+        )
+        .await
+        .map_err(backend)?;
+    let mut out: Vec<SessionMessage> = rows
+        .iter()
+        .map(|r| SessionMessage {
+            role: r.get(0),
+            content: r.get(1),
+            created_at_ms: r.get(2),
+        })
+        .collect();
+    out.reverse();
+    Ok(out)
+}
+
+pub(super) async fn session_messages(
+    s: &PgMemoryStore,
+    user_id: &str,
+    session_id: &str,
+) -> Result<Vec<SessionMessage>, StoreError> {
+    let c = s.pg.get().await.map_err(backend)?;
+    let row = c
+        .query_opt(
+            "SELECT s.sid FROM memproxy_sessions s JOIN memproxy_memory_users u ON u.uid = s.uid
+             WHERE u.user_id = $1 AND s.session_id = $2 AND s.updated_at >= $3",
+            &[&user_id, &session_id, &s.live_cutoff()],
+        )
+        .await
+        .map_err(backend)?;
+    match row {
+        Some(r) => messages(&**c, r.get(0), s.opts.session_max_messages).await,
+        None => Ok(vec![]),
+    }
+}
+
+const SESSION_SELECT: &str = "SELECT s.sid, s.session_id, u.user_id, s.created_at, s.updated_at,
+    (SELECT count(*) FROM memproxy_session_messages m WHERE m.sid = s.sid)
+    FROM memproxy_sessions s JOIN memproxy_memory_users u ON u.uid = s.uid";
+
+fn session_from_row(r: &Row) -> (i64, SessionInfo) {
+    (
+        r.get(0),
+        SessionInfo {
+            session_id: r.get(1),
+            user_id: r.get(2),
+            created_at_ms: r.get(3),
+            updated_at_ms: r.get(4),
+            message_count: r.get::<_, i64>(5).max(0) as u64,
+        },
+    )
+}
+
+/// Most sessions listed at once.
+const MAX_SESSIONS_LISTED: i64 = 1000;
+
+pub(super) async fn list_sessions(
+    s: &PgMemoryStore,
+    user_id: Option<&str>,
+) -> Result<Vec<SessionInfo>, StoreError> {
+    let c = s.pg.get().await.map_err(backend)?;
+    let rows = c
+        .query(
+            &format!(
+                "{SESSION_SELECT} WHERE s.updated_at >= $1 AND ($2::text IS NULL OR u.user_id = $2)
+                 ORDER BY s.updated_at DESC LIMIT $3"
+            ),
+            &[&s.live_cutoff(), &user_id, &MAX_SESSIONS_LISTED],
+        )
+        .await
+        .map_err(backend)?;
+    Ok(rows.iter().map(|r| session_from_row(r).1).collect())
+}
+
+pub(super) async fn get_session(
+    s: &PgMemoryStore,
+    user_id: Option<&str>,
+    session_id: &str,
+) -> Result<Session, StoreError> {
+    let c = s.pg.get().await.map_err(backend)?;
+    let rows = c
+        .query(
+            &format!(
+                "{SESSION_SELECT} WHERE s.session_id = $1 AND s.updated_at >= $2
+                 AND ($3::text IS NULL OR u.user_id = $3) LIMIT 2"
+            ),
+            &[&session_id, &s.live_cutoff(), &user_id],
+        )
+        .await
+        .map_err(backend)?;
+    let found: Vec<(i64, SessionInfo)> = rows.iter().map(session_from_row).collect();
+    match found.as_slice() {
+        [] => Err(StoreError::NotFound),
+        [(sid, info)] => Ok(Session {
+            info: info.clone(),
+            messages: messages(&**c, *sid, s.opts.session_max_messages).await?,
+        }),
+        _ => Err(StoreError::Ambiguous(session_id.to_string())),
+    }
+}
