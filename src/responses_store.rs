@@ -72,8 +72,11 @@ pub trait ResponseStore: Send + Sync {
         id: &'a str,
     ) -> BoxFuture<'a, Result<Option<StoredResponse>, StoreError>>;
     /// Deletes the response `id` of `user_id`; whether it existed.
-    fn delete<'a>(&'a self, user_id: &'a str, id: &'a str)
-        -> BoxFuture<'a, Result<bool, StoreError>>;
+    fn delete<'a>(
+        &'a self,
+        user_id: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
     /// Waits until every record put so far is written (graceful shutdown).
     fn flush(&self) -> BoxFuture<'_, ()>;
 }

@@ -166,10 +166,7 @@ impl Storage {
                 match tokio::time::timeout(CHECK_TIMEOUT, pg.check()).await {
                     Ok(Ok(())) => Ok(()),
                     Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err(format!(
-                        "no answer within {} ms",
-                        CHECK_TIMEOUT.as_millis()
-                    )),
+                    Err(_) => Err(format!("no answer within {} ms", CHECK_TIMEOUT.as_millis())),
                 },
             ),
         }

@@ -1,6 +1,8 @@
 //! Test harness: the real memproxy app on a random port, configured from YAML text.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::net::SocketAddr;
 
 use memproxy::config::{self, Overrides};

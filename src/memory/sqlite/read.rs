@@ -262,10 +262,8 @@ pub(crate) fn extrapolated_df(oldest: i64, next_seq: i64, docs: u64) -> u64 {
     // term occurs in TERM_SCAN_CAP of that span's memories, so about that share of all.
     let oldest = oldest.max(1);
     let span = (next_seq - oldest + 1).max(1) as u64;
-    (TERM_SCAN_CAP as u64 * next_seq.max(1) as u64 / span).clamp(
-        TERM_SCAN_CAP as u64 + 1,
-        docs.max(TERM_SCAN_CAP as u64 + 1),
-    )
+    (TERM_SCAN_CAP as u64 * next_seq.max(1) as u64 / span)
+        .clamp(TERM_SCAN_CAP as u64 + 1, docs.max(TERM_SCAN_CAP as u64 + 1))
 }
 
 /// Each row id of the terms' match lists with the sum of the IDFs of the lists holding

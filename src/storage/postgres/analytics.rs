@@ -17,8 +17,8 @@ use tokio_postgres::{Client, Row, Statement};
 
 use super::{PgError, PgUrl};
 use crate::analytics::store::{
-    AnalyticsStore, Feedback, GroupBy, Record, RequestsQuery, StoreError, StoredRecord,
-    UsageGroup, UsageQuery,
+    AnalyticsStore, Feedback, GroupBy, Record, RequestsQuery, StoreError, StoredRecord, UsageGroup,
+    UsageQuery,
 };
 use crate::analytics::timefmt;
 
@@ -266,8 +266,13 @@ pub async fn insert_rows(
 }
 
 /// The prepared statements [`insert_rows`] takes.
-pub async fn prepare_insert(client: &Client) -> Result<(Statement, Statement), tokio_postgres::Error> {
-    Ok((client.prepare(INSERT).await?, client.prepare(ADD_SPEND).await?))
+pub async fn prepare_insert(
+    client: &Client,
+) -> Result<(Statement, Statement), tokio_postgres::Error> {
+    Ok((
+        client.prepare(INSERT).await?,
+        client.prepare(ADD_SPEND).await?,
+    ))
 }
 
 fn record_from_row(r: &Row, at: usize) -> Record {
@@ -306,10 +311,7 @@ fn record_from_row(r: &Row, at: usize) -> Record {
 type Param = Box<dyn ToSql + Sync + Send>;
 
 fn refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
-    params
-        .iter()
-        .map(|p| &**p as &(dyn ToSql + Sync))
-        .collect()
+    params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect()
 }
 
 impl AnalyticsStore for PgAnalytics {

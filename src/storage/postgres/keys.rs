@@ -136,7 +136,11 @@ impl KeyStore for PgKeys {
                 .map_err(|e| store_error(e.into()))?;
             let gone: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
             // In the order asked, as the embedded store answers.
-            Ok(hashes.iter().filter(|h| gone.contains(h)).cloned().collect())
+            Ok(hashes
+                .iter()
+                .filter(|h| gone.contains(h))
+                .cloned()
+                .collect())
         })
     }
 }

@@ -67,7 +67,6 @@ impl PgMemoryStore {
             self.opts.clock.now_ms() - ttl
         }
     }
-
 }
 
 /// Runs `$body` (an expression awaiting a `Result<_, StoreError>`, with the transaction
@@ -221,7 +220,10 @@ impl PgMemoryStore {
                     user_id,
                     session_id,
                     messages,
-                } => self.append_turns(tx, &user_id, &session_id, &messages).await?,
+                } => {
+                    self.append_turns(tx, &user_id, &session_id, &messages)
+                        .await?
+                }
                 WriteOp::Embeddings {
                     user_id,
                     model,
@@ -363,7 +365,11 @@ async fn put_vectors(
     Ok(())
 }
 
-async fn delete_one(tx: &Transaction<'_>, user_id: &str, id: &str) -> Result<(i64, i64), StoreError> {
+async fn delete_one(
+    tx: &Transaction<'_>,
+    user_id: &str,
+    id: &str,
+) -> Result<(i64, i64), StoreError> {
     let uid = uid_of(&**tx, user_id).await?.ok_or(StoreError::NotFound)?;
     let row = tx
         .query_opt(
@@ -390,7 +396,10 @@ async fn delete_one(tx: &Transaction<'_>, user_id: &str, id: &str) -> Result<(i6
     Ok((uid, seq))
 }
 
-async fn delete_user(tx: &Transaction<'_>, user_id: &str) -> Result<(Option<i64>, u64), StoreError> {
+async fn delete_user(
+    tx: &Transaction<'_>,
+    user_id: &str,
+) -> Result<(Option<i64>, u64), StoreError> {
     let Some(uid) = uid_of(&**tx, user_id).await? else {
         return Ok((None, 0));
     };
@@ -401,9 +410,12 @@ async fn delete_user(tx: &Transaction<'_>, user_id: &str) -> Result<(Option<i64>
     )
     .await
     .map_err(backend)?;
-    tx.execute("DELETE FROM memproxy_memory_vectors WHERE uid = $1", &[&uid])
-        .await
-        .map_err(backend)?;
+    tx.execute(
+        "DELETE FROM memproxy_memory_vectors WHERE uid = $1",
+        &[&uid],
+    )
+    .await
+    .map_err(backend)?;
     let n = tx
         .execute("DELETE FROM memproxy_memories WHERE uid = $1", &[&uid])
         .await

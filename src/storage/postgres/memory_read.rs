@@ -225,11 +225,7 @@ async fn lexical(
             seqs.len() as u64
         } else {
             seqs.truncate(TERM_SCAN_CAP);
-            extrapolated_df(
-                seqs.last().copied().unwrap_or(1),
-                u.next_seq,
-                u.stats.docs,
-            )
+            extrapolated_df(seqs.last().copied().unwrap_or(1), u.next_seq, u.stats.docs)
         };
         matches.push((seqs, Bm25::idf(d, u.stats.docs)));
         df.insert(t.clone(), d);
@@ -344,7 +340,11 @@ pub(super) async fn search(
         .collect();
     Ok(top
         .into_iter()
-        .filter_map(|(seq, score)| by_seq.remove(&seq).map(|memory| ScoredMemory { memory, score }))
+        .filter_map(|(seq, score)| {
+            by_seq
+                .remove(&seq)
+                .map(|memory| ScoredMemory { memory, score })
+        })
         .collect())
 }
 
@@ -400,10 +400,7 @@ impl VectorCache {
             Ok(u) => u,
             Err(p) => p.into_inner(),
         };
-        users
-            .entry((uid, model.to_string()))
-            .or_default()
-            .clone()
+        users.entry((uid, model.to_string())).or_default().clone()
     }
 
     /// Evicts least recently used users until the cache is under its bound.

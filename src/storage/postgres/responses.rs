@@ -290,7 +290,9 @@ async fn write_loop(pg: Pg, mut rx: mpsc::Receiver<Change>, shared: Arc<Shared>)
                     tracing::error!(error = %e, changes = batch.len(),
                         "PostgreSQL refused stored responses; they are lost");
                     metrics::counter!("memproxy_storage_dropped_total", "store" => "responses")
-                        .increment(batch.iter().filter(|c| matches!(c, Change::Put(_))).count() as u64);
+                        .increment(
+                            batch.iter().filter(|c| matches!(c, Change::Put(_))).count() as u64
+                        );
                     finish(&shared, batch, None);
                     break;
                 }

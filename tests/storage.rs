@@ -1,0 +1,791 @@
+//! One store test suite, run over every backend of each storage trait (embedded SQLite and
+//! PostgreSQL), so the backends cannot drift: [`MemoryStore`], [`KeyStore`],
+//! [`ResponseStore`] and [`AnalyticsStore`]. Each PostgreSQL test gets a database of its
+//! own (`common::pg::TestDb`), dropped afterwards; an unreachable server fails them.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use memproxy::analytics::{AnalyticsStore, Feedback, GroupBy, Record, RequestsQuery, UsageQuery};
+use memproxy::keys::{KeyRow, KeyStore};
+use memproxy::memory::retrieve::{Embedder, HashEmbedder};
+use memproxy::memory::{
+    ManualClock, MemoryStore, NewMemory, QueryEmbedding, SearchQuery, StoreError, WriteOp,
+};
+use memproxy::responses_store::{ResponseStore, StoredResponse};
+use serde_json::json;
+
+use common::pg::TestDb;
+
+const T0: i64 = 1_700_000_000_000;
+
+/// Stores of one backend for one test; whatever they live in goes when it drops.
+struct Stores {
+    memory: Arc<dyn MemoryStore>,
+    keys: Arc<dyn KeyStore>,
+    responses: Arc<dyn ResponseStore>,
+    /// Opens an analytics store (blocking: call it off the async threads).
+    analytics: Box<dyn Fn() -> Box<dyn AnalyticsStore> + Send + Sync>,
+    clock: Arc<ManualClock>,
+    _dir: tempfile::TempDir,
+    _db: Option<TestDb>,
+}
+
+fn memory_opts(clock: Arc<ManualClock>) -> (Duration, usize, Arc<ManualClock>) {
+    (Duration::from_secs(3600), 4, clock)
+}
+
+fn sqlite() -> Stores {
+    use memproxy::memory::sqlite::{SqliteOptions, SqliteStore};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::at(T0));
+    let (session_ttl, session_max_messages, c) = memory_opts(clock.clone());
+    let memory = SqliteStore::open(
+        dir.path(),
+        SqliteOptions {
+            session_ttl,
+            session_max_messages,
+            clock: c,
+        },
+    )
+    .unwrap();
+    let path = dir.path().to_path_buf();
+    Stores {
+        memory: Arc::new(memory),
+        keys: Arc::new(memproxy::storage::embedded::SqliteKeys::new(path.clone())),
+        responses: Arc::new(memproxy::responses_store::SqliteResponseStore::new(&path)),
+        analytics: Box::new(move || {
+            Box::new(memproxy::analytics::sqlite::SqliteStore::open(&path).unwrap())
+        }),
+        clock,
+        _dir: dir,
+        _db: None,
+    }
+}
+
+async fn postgres() -> Stores {
+    use memproxy::storage::postgres::{self as pg, memory::Options};
+    let db = TestDb::create().await;
+    let pool = db.pool();
+    let clock = Arc::new(ManualClock::at(T0));
+    let (session_ttl, session_max_messages, c) = memory_opts(clock.clone());
+    let memory = pg::memory::PgMemoryStore::new(
+        pool.clone(),
+        Options {
+            session_ttl,
+            session_max_messages,
+            clock: c,
+        },
+    );
+    let url = pool.url().clone();
+    Stores {
+        memory: Arc::new(memory),
+        keys: Arc::new(pg::keys::PgKeys::new(pool.clone())),
+        responses: Arc::new(pg::responses::PgResponses::start(pool)),
+        analytics: Box::new(move || Box::new(pg::analytics::PgAnalytics::open(&url).unwrap())),
+        clock,
+        _dir: tempfile::tempdir().unwrap(),
+        _db: Some(db),
+    }
+}
+
+fn new(user: &str, content: &str) -> NewMemory {
+    NewMemory {
+        user_id: user.into(),
+        content: content.into(),
+        metadata: Default::default(),
+        session_id: None,
+    }
+}
+
+fn query(text: &str, limit: usize) -> SearchQuery {
+    SearchQuery {
+        text: text.into(),
+        limit,
+        embedding: None,
+    }
+}
+
+fn contents(hits: &[memproxy::memory::ScoredMemory]) -> Vec<&str> {
+    hits.iter().map(|h| h.memory.content.as_str()).collect()
+}
+
+// ---- MemoryStore ----
+
+async fn memory_users_never_see_each_other(s: Stores) {
+    let m = &s.memory;
+    let a = m
+        .add(vec![new("alice", "I prefer tabs over spaces")])
+        .await
+        .unwrap();
+    m.add(vec![new("bob", "I like spaces, four of them")])
+        .await
+        .unwrap();
+    let a_id = &a[0].id;
+    for q in ["tabs", "tabs over spaces", "prefer", "alice tabs"] {
+        let hits = m.search("bob", &query(q, 10)).await.unwrap();
+        assert!(
+            hits.iter()
+                .all(|h| h.memory.user_id == "bob" && !h.memory.content.contains("tabs")),
+            "{q}"
+        );
+    }
+    assert!(matches!(
+        m.get("bob", a_id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        m.delete("bob", a_id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        m.get("carol", a_id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(
+        m.get("alice", a_id).await.unwrap().content,
+        "I prefer tabs over spaces"
+    );
+    assert_eq!(m.list("bob", 10, None).await.unwrap().items.len(), 1);
+    assert_eq!(m.delete_user("bob").await.unwrap(), 1);
+    assert_eq!(m.list("alice", 10, None).await.unwrap().items.len(), 1);
+    assert!(m
+        .search("bob", &query("spaces", 5))
+        .await
+        .unwrap()
+        .is_empty());
+    let hits = m
+        .search("alice", &query("which do I prefer, tabs?", 5))
+        .await
+        .unwrap();
+    assert_eq!(hits[0].memory.id, *a_id);
+    m.delete("alice", a_id).await.unwrap();
+    assert!(matches!(
+        m.get("alice", a_id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(m
+        .search("alice", &query("tabs", 5))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn memory_records_come_back_unchanged(s: Stores) {
+    let meta = json!({"dia_id": "D1:3", "nested": {"list": [1, 2.5, null, "x"]}, "ok": true});
+    let mut n = new("u", "hello");
+    n.metadata = meta.as_object().unwrap().clone();
+    n.session_id = Some("s1".into());
+    let created = s.memory.add(vec![n]).await.unwrap().remove(0);
+    let got = s.memory.get("u", &created.id).await.unwrap();
+    assert_eq!(serde_json::Value::Object(got.metadata.clone()), meta);
+    assert_eq!(got.session_id.as_deref(), Some("s1"));
+    assert_eq!(got.created_at_ms, T0);
+    assert_eq!(got, created);
+    assert!(matches!(
+        s.memory.add(vec![new("u", "  ")]).await,
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+async fn memory_captures_are_not_stored_twice(s: Stores) {
+    let m = &s.memory;
+    let capture = |user: &str, text: &str| WriteOp::Capture(new(user, text));
+    let made = m
+        .apply(vec![
+            capture("u", "user: tabs or spaces?\nassistant: Tabs."),
+            capture("u", "User:  Tabs or spaces?\nassistant:   tabs."),
+            capture("v", "user: tabs or spaces?\nassistant: Tabs."),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(made.len(), 2);
+    assert!(m
+        .apply(vec![capture(
+            "u",
+            "user: tabs or spaces?\nassistant: Tabs."
+        )])
+        .await
+        .unwrap()
+        .is_empty());
+    m.add(vec![new("u", "user: tabs or spaces?\nassistant: Tabs.")])
+        .await
+        .unwrap();
+    assert_eq!(m.list("u", 10, None).await.unwrap().items.len(), 2);
+    m.delete_user("u").await.unwrap();
+    assert_eq!(
+        m.apply(vec![capture(
+            "u",
+            "user: tabs or spaces?\nassistant: Tabs."
+        )])
+        .await
+        .unwrap()
+        .len(),
+        1
+    );
+}
+
+async fn memory_lists_newest_first_by_cursor(s: Stores) {
+    let m = &s.memory;
+    m.add((0..5).map(|i| new("u", &format!("note {i}"))).collect())
+        .await
+        .unwrap();
+    let p1 = m.list("u", 2, None).await.unwrap();
+    assert_eq!(
+        p1.items
+            .iter()
+            .map(|x| x.content.as_str())
+            .collect::<Vec<_>>(),
+        ["note 4", "note 3"]
+    );
+    let p2 = m.list("u", 2, p1.next_cursor.as_deref()).await.unwrap();
+    assert_eq!(p2.items[0].content, "note 2");
+    let p3 = m.list("u", 2, p2.next_cursor.as_deref()).await.unwrap();
+    assert_eq!(p3.items.len(), 1);
+    assert!(p3.next_cursor.is_none());
+    assert!(matches!(
+        m.list("u", 2, Some("zzz")).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(m.list("nobody", 2, None).await.unwrap().items.is_empty());
+}
+
+async fn memory_search_stems_dedups_and_uses_neighbours(s: Stores) {
+    let m = &s.memory;
+    let mut turns: Vec<NewMemory> = [
+        "Caroline: I went to a support group yesterday",
+        "Melanie: How was it?",
+        "Caroline: Wonderful, everyone was kind.",
+        "Melanie: I painted a sunrise last week",
+        "Melanie: I painted a sunrise last week",
+        "Caroline: The weather is nice today",
+    ]
+    .iter()
+    .map(|t| NewMemory {
+        session_id: Some("conv".into()),
+        ..new("u", t)
+    })
+    .collect();
+    turns.push(new("u", "unrelated other session about groups"));
+    m.add(turns).await.unwrap();
+    let hits = m
+        .search("u", &query("When did Melanie paint a sunrise?", 10))
+        .await
+        .unwrap();
+    assert_eq!(
+        hits[0].memory.content,
+        "Melanie: I painted a sunrise last week"
+    );
+    assert_eq!(
+        contents(&hits)
+            .iter()
+            .filter(|c| c.contains("sunrise"))
+            .count(),
+        1
+    );
+    let hits = m.search("u", &query("support group", 10)).await.unwrap();
+    assert!(
+        contents(&hits).contains(&"Melanie: How was it?"),
+        "{:?}",
+        contents(&hits)
+    );
+    assert!(m
+        .search("u", &query("the and of", 10))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(m
+        .search("nobody", &query("sunrise", 10))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn memory_common_terms_do_not_hide_rare_ones(s: Stores) {
+    let m = &s.memory;
+    // More matches of "alpha" than a term scan reads: the old memory with the rare
+    // term is still found first.
+    let mut batch = vec![new("u", "alpha needle")];
+    batch.extend((0..800).map(|i| {
+        new(
+            "u",
+            &format!("{} filler {i}", if i % 2 == 0 { "alpha" } else { "beta" }),
+        )
+    }));
+    m.add(batch).await.unwrap();
+    let hits = m.search("u", &query("alpha needle", 3)).await.unwrap();
+    assert_eq!(hits[0].memory.content, "alpha needle");
+    let mut batch: Vec<NewMemory> = (0..150)
+        .map(|i| new("v", &format!("common filler {i}")))
+        .collect();
+    batch.push(new("v", "common rare"));
+    m.add(batch).await.unwrap();
+    assert_eq!(
+        m.search("v", &query("common rare", 3)).await.unwrap()[0]
+            .memory
+            .content,
+        "common rare"
+    );
+}
+
+async fn memory_hybrid_search_uses_vectors_of_one_model(s: Stores) {
+    let m = &s.memory;
+    let e = HashEmbedder::new(64);
+    let created = m
+        .add(vec![new("u", "tabs are better"), new("u", "cats and dogs")])
+        .await
+        .unwrap();
+    let vectors = created
+        .iter()
+        .map(|x| (x.id.clone(), e.vector(&x.content)))
+        .collect();
+    m.apply(vec![WriteOp::Embeddings {
+        user_id: "u".into(),
+        model: e.model().into(),
+        vectors,
+    }])
+    .await
+    .unwrap();
+    let mut q = query("zzz", 5);
+    q.embedding = Some(QueryEmbedding {
+        model: e.model().into(),
+        vector: e.vector("dogs"),
+    });
+    let hits = m.search("u", &q).await.unwrap();
+    assert_eq!(
+        hits[0].memory.content, "cats and dogs",
+        "found through its vector only"
+    );
+    // A vector stored later is found too (the PostgreSQL index catches up).
+    let later = m.add(vec![new("u", "parrots sing")]).await.unwrap();
+    m.apply(vec![WriteOp::Embeddings {
+        user_id: "u".into(),
+        model: e.model().into(),
+        vectors: vec![(later[0].id.clone(), e.vector("parrots sing"))],
+    }])
+    .await
+    .unwrap();
+    q.embedding.as_mut().unwrap().vector = e.vector("parrots");
+    assert_eq!(
+        m.search("u", &q).await.unwrap()[0].memory.content,
+        "parrots sing"
+    );
+    // Deleted memories are gone from semantic results.
+    m.delete("u", &later[0].id).await.unwrap();
+    assert!(!contents(&m.search("u", &q).await.unwrap()).contains(&"parrots sing"));
+    q.embedding.as_mut().unwrap().model = "other".into();
+    assert!(m.search("u", &q).await.unwrap().is_empty());
+    assert!(m.search("v", &q).await.unwrap().is_empty());
+}
+
+async fn memory_sessions_keep_the_newest_and_expire(s: Stores) {
+    let m = &s.memory;
+    let turns = |n: usize| WriteOp::Turns {
+        user_id: "u".into(),
+        session_id: "s".into(),
+        messages: (0..n).map(|i| ("user".into(), format!("m{i}"))).collect(),
+    };
+    m.apply(vec![turns(3)]).await.unwrap();
+    m.apply(vec![turns(3)]).await.unwrap();
+    let msgs = m.session_messages("u", "s").await.unwrap();
+    assert_eq!(
+        msgs.iter().map(|x| x.content.as_str()).collect::<Vec<_>>(),
+        ["m2", "m0", "m1", "m2"]
+    );
+    assert!(m.session_messages("v", "s").await.unwrap().is_empty());
+    assert_eq!(m.list_sessions(Some("u")).await.unwrap().len(), 1);
+    assert_eq!(
+        m.list_sessions(Some("u")).await.unwrap()[0].message_count,
+        4
+    );
+    assert!(m.list_sessions(Some("v")).await.unwrap().is_empty());
+    assert_eq!(m.get_session(None, "s").await.unwrap().messages.len(), 4);
+    s.clock.advance(Duration::from_secs(3601));
+    assert!(m.session_messages("u", "s").await.unwrap().is_empty());
+    assert!(m.list_sessions(None).await.unwrap().is_empty());
+    assert!(matches!(
+        m.get_session(None, "s").await,
+        Err(StoreError::NotFound)
+    ));
+    m.apply(vec![turns(1)]).await.unwrap();
+    assert_eq!(m.session_messages("u", "s").await.unwrap().len(), 1);
+    s.clock.advance(Duration::from_secs(3601));
+    assert_eq!(m.purge_expired().await.unwrap(), 1);
+}
+
+async fn memory_shared_session_ids_need_a_user(s: Stores) {
+    let m = &s.memory;
+    for u in ["a", "b"] {
+        m.apply(vec![WriteOp::Turns {
+            user_id: u.into(),
+            session_id: "same".into(),
+            messages: vec![("user".into(), format!("from {u}"))],
+        }])
+        .await
+        .unwrap();
+    }
+    assert!(matches!(
+        m.get_session(None, "same").await,
+        Err(StoreError::Ambiguous(_))
+    ));
+    assert!(matches!(
+        m.delete_session(None, "same").await,
+        Err(StoreError::Ambiguous(_))
+    ));
+    assert_eq!(
+        m.get_session(Some("b"), "same").await.unwrap().messages[0].content,
+        "from b"
+    );
+    m.delete_session(Some("a"), "same").await.unwrap();
+    assert_eq!(m.get_session(None, "same").await.unwrap().info.user_id, "b");
+    assert!(matches!(
+        m.delete_session(Some("a"), "same").await,
+        Err(StoreError::NotFound)
+    ));
+    m.health().await.unwrap();
+}
+
+// ---- KeyStore ----
+
+fn key(hash: &str, created_ms: i64) -> KeyRow {
+    KeyRow {
+        hash: hash.into(),
+        alias: Some(format!("alias-{hash}")),
+        user_id: Some("u".into()),
+        models: vec!["gpt-*".into()],
+        max_budget: Some(2.5),
+        expires_ms: Some(T0 + 1000),
+        rpm_limit: Some(10),
+        tpm_limit: None,
+        metadata: json!({"team": "a"}),
+        created_ms,
+        preview: "sk-...abcd".into(),
+        spend: 0.0,
+    }
+}
+
+async fn keys_round_trip(s: Stores) {
+    let k = &s.keys;
+    assert!(k.load().await.unwrap().is_empty());
+    k.insert(&key("h2", 2)).await.unwrap();
+    k.insert(&key("h1", 1)).await.unwrap();
+    assert!(
+        k.insert(&key("h1", 1)).await.is_err(),
+        "a hash is stored once"
+    );
+    let all = k.load().await.unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.hash.as_str()).collect::<Vec<_>>(),
+        ["h1", "h2"]
+    );
+    assert_eq!(all[0], key("h1", 1));
+    assert_eq!(k.get("h2").await.unwrap(), Some(key("h2", 2)));
+    assert_eq!(k.get("nope").await.unwrap(), None);
+    assert_eq!(k.delete(&["h1".into(), "zz".into()]).await.unwrap(), ["h1"]);
+    assert_eq!(k.load().await.unwrap().len(), 1);
+}
+
+// ---- ResponseStore ----
+
+fn response(user: &str, id: &str) -> StoredResponse {
+    StoredResponse {
+        id: id.into(),
+        user_id: user.into(),
+        created_at: memproxy::protocol::ir::now_secs(),
+        native_deployment: Some("dep".into()),
+        input_items: "[]".into(),
+        response: format!("{{\"id\":\"{id}\"}}"),
+    }
+}
+
+async fn responses_scoped_and_durable(s: Stores) {
+    let r = &s.responses;
+    r.put(response("u", "resp_1"));
+    assert_eq!(
+        r.get("u", "resp_1").await.unwrap(),
+        Some(response("u", "resp_1")),
+        "readable at once"
+    );
+    r.flush().await;
+    assert_eq!(
+        r.get("u", "resp_1").await.unwrap(),
+        Some(response("u", "resp_1")),
+        "after the write"
+    );
+    assert_eq!(r.get("v", "resp_1").await.unwrap(), None, "another user's");
+    let mut newer = response("u", "resp_1");
+    newer.response = "{\"v\":2}".into();
+    r.put(newer.clone());
+    r.flush().await;
+    assert_eq!(r.get("u", "resp_1").await.unwrap(), Some(newer));
+    assert!(!r.delete("v", "resp_1").await.unwrap());
+    assert!(r.delete("u", "resp_1").await.unwrap());
+    assert_eq!(r.get("u", "resp_1").await.unwrap(), None);
+    r.put(response("u", "resp_2"));
+    assert!(
+        r.delete("u", "resp_2").await.unwrap(),
+        "a delete right after a put"
+    );
+    r.flush().await;
+    assert_eq!(r.get("u", "resp_2").await.unwrap(), None);
+}
+
+// ---- AnalyticsStore ----
+
+fn row(i: usize, user: &str, model: &str, key: Option<&str>, total_ms: f64, cost: f64) -> Record {
+    Record {
+        ts_ms: T0 + i as i64 * 1000,
+        request_id: format!("req-{i}"),
+        user_id: user.into(),
+        key_id: key.map(str::to_string),
+        key_alias: key.map(|k| format!("alias-{k}")),
+        endpoint: "chat".into(),
+        model: model.into(),
+        tokens_in: 10,
+        tokens_out: 5,
+        cost_usd: Some(cost),
+        total_ms,
+        status: if i % 5 == 0 { 500 } else { 200 },
+        ..Default::default()
+    }
+}
+
+/// Runs `f` on a thread of its own (analytics stores block).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+async fn analytics_totals_pages_feedback_and_spend(s: Stores) {
+    s.keys.insert(&key("kh", 1)).await.unwrap();
+    let open = s.analytics;
+    blocking(move || {
+        let mut a = open();
+        let rows: Vec<Record> = (0..20)
+            .map(|i| {
+                row(
+                    i,
+                    if i % 2 == 0 { "u1" } else { "u2" },
+                    "m",
+                    (i < 4).then_some("kh"),
+                    (i + 1) as f64,
+                    0.25,
+                )
+            })
+            .collect();
+        a.insert_records(&rows[..7]).unwrap();
+        a.insert_records(&rows[7..]).unwrap();
+        let groups = a
+            .usage(&UsageQuery {
+                group_by: GroupBy::User,
+                from_ms: None,
+                to_ms: None,
+            })
+            .unwrap();
+        assert_eq!(
+            groups
+                .iter()
+                .map(|g| (g.group.as_str(), g.requests))
+                .collect::<Vec<_>>(),
+            [("u1", 10), ("u2", 10)]
+        );
+        let u1 = &groups[0];
+        assert_eq!((u1.tokens_in, u1.tokens_out, u1.errors), (100, 50, 2));
+        assert!((u1.cost_usd - 2.5).abs() < 1e-9);
+        // Nearest rank over u1's 1, 3, ..., 19 ms.
+        assert_eq!((u1.latency_p50_ms, u1.latency_p95_ms), (9.0, 19.0));
+        let keys = a
+            .usage(&UsageQuery {
+                group_by: GroupBy::Key,
+                from_ms: None,
+                to_ms: None,
+            })
+            .unwrap();
+        assert_eq!(
+            keys.iter().map(|g| g.group.as_str()).collect::<Vec<_>>(),
+            ["(master)", "kh"]
+        );
+        assert_eq!(keys[1].key_alias.as_deref(), Some("alias-kh"));
+        let days = a
+            .usage(&UsageQuery {
+                group_by: GroupBy::Day,
+                from_ms: Some(T0 + 5000),
+                to_ms: Some(T0 + 10_000),
+            })
+            .unwrap();
+        assert_eq!(
+            (days[0].group.as_str(), days[0].requests),
+            ("2023-11-14", 5)
+        );
+        let page = a
+            .requests(&RequestsQuery {
+                user_id: Some("u2".into()),
+                limit: 3,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            page.iter()
+                .map(|r| r.record.request_id.as_str())
+                .collect::<Vec<_>>(),
+            ["req-19", "req-17", "req-15"]
+        );
+        assert_eq!(page[0].record, rows[19]);
+        let next = a
+            .requests(&RequestsQuery {
+                user_id: Some("u2".into()),
+                limit: 3,
+                before_id: Some(page[2].id),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(next[0].record.request_id, "req-13");
+        assert!(a
+            .set_feedback(&Feedback {
+                request_id: "req-3".into(),
+                score: Some(1.0),
+                comment: Some("good".into()),
+                key_id: None
+            })
+            .unwrap());
+        assert!(!a
+            .set_feedback(&Feedback {
+                request_id: "req-3".into(),
+                score: Some(0.0),
+                comment: None,
+                key_id: Some("other".into())
+            })
+            .unwrap());
+        assert!(!a
+            .set_feedback(&Feedback {
+                request_id: "nope".into(),
+                score: None,
+                comment: None,
+                key_id: None
+            })
+            .unwrap());
+        let rated = a
+            .requests(&RequestsQuery {
+                request_id: Some("req-3".into()),
+                limit: 5,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            (
+                rated[0].feedback_score,
+                rated[0].feedback_comment.as_deref()
+            ),
+            (Some(1.0), Some("good"))
+        );
+        a.check().unwrap();
+    })
+    .await;
+    // Spend was added with the rows: 4 rows of 0.25.
+    let spend = s.keys.get("kh").await.unwrap().unwrap().spend;
+    assert!((spend - 1.0).abs() < 1e-9, "{spend}");
+}
+
+/// Each case over each backend: `sqlite::<case>` and `postgres::<case>`.
+macro_rules! suite {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(super::sqlite()).await
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(super::postgres().await).await
+            })*
+        }
+    };
+}
+
+suite!(
+    memory_users_never_see_each_other,
+    memory_records_come_back_unchanged,
+    memory_captures_are_not_stored_twice,
+    memory_lists_newest_first_by_cursor,
+    memory_search_stems_dedups_and_uses_neighbours,
+    memory_common_terms_do_not_hide_rare_ones,
+    memory_hybrid_search_uses_vectors_of_one_model,
+    memory_sessions_keep_the_newest_and_expire,
+    memory_shared_session_ids_need_a_user,
+    keys_round_trip,
+    responses_scoped_and_durable,
+    analytics_totals_pages_feedback_and_spend,
+);
+
+/// The same memories and queries give the same rankings on both backends.
+#[tokio::test]
+async fn both_backends_rank_alike() {
+    let (a, b) = (sqlite(), postgres().await);
+    let e = HashEmbedder::new(64);
+    let speakers = ["Ann", "Bo"];
+    let words = [
+        "garden", "painting", "camping", "guitar", "school", "dog", "recipe", "hiking", "museum",
+        "yoga",
+    ];
+    let mut batch = Vec::new();
+    for i in 0..300usize {
+        let text = format!(
+            "{}: I went {} with my {} and a {} on day {}",
+            speakers[i % 2],
+            words[i % 10],
+            words[(i / 10) % 10],
+            words[(i * 7) % 10],
+            i
+        );
+        batch.push(NewMemory {
+            session_id: Some(format!("s{}", i / 20)),
+            ..new("u", &text)
+        });
+    }
+    for s in [&a, &b] {
+        let made = s.memory.add(batch.clone()).await.unwrap();
+        let vectors = made
+            .iter()
+            .map(|m| (m.id.clone(), e.vector(&m.content)))
+            .collect();
+        s.memory
+            .apply(vec![WriteOp::Embeddings {
+                user_id: "u".into(),
+                model: e.model().into(),
+                vectors,
+            }])
+            .await
+            .unwrap();
+    }
+    for q in [
+        "garden dog",
+        "painting with Bo",
+        "yoga museum day 42",
+        "camping recipe",
+        "when did Ann go hiking?",
+    ] {
+        for semantic in [false, true] {
+            let mut sq = query(q, 10);
+            if semantic {
+                sq.embedding = Some(QueryEmbedding {
+                    model: e.model().into(),
+                    vector: e.vector(q),
+                });
+            }
+            let x = a.memory.search("u", &sq).await.unwrap();
+            let y = b.memory.search("u", &sq).await.unwrap();
+            assert_eq!(contents(&x), contents(&y), "{q} (semantic: {semantic})");
+            for (p, r) in x.iter().zip(&y) {
+                assert!(
+                    (p.score - r.score).abs() < 1e-9,
+                    "{q}: {} vs {}",
+                    p.score,
+                    r.score
+                );
+            }
+        }
+    }
+}
