@@ -300,11 +300,7 @@ async fn keys_are_stored_hashed_survive_restarts_and_expire() {
         metadata: json!({}),
         ..Default::default()
     };
-    state
-        .analytics
-        .call(move |s| s.insert_key(&row))
-        .await
-        .unwrap();
+    state.key_store.insert(&row).await.unwrap();
     proxy.shutdown().await.unwrap();
     drop(state);
 
