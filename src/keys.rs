@@ -386,6 +386,39 @@ impl Keys {
         Ok(deleted)
     }
 
+    /// Caches a key read from the store (another instance made it).
+    pub fn insert_row(&self, row: KeyRow) -> Option<Arc<VirtualKey>> {
+        let h = unhex(&row.hash)?;
+        let vk = Arc::new(VirtualKey::new(row));
+        self.by_hash.insert(h, vk.clone());
+        Some(vk)
+    }
+
+    /// Brings the cache in line with the store's keys as read at `read_at_ms` (several
+    /// instances share one store): new keys are added, spend only grows (this instance's
+    /// own recent costs may not be written yet), and keys gone from the store are
+    /// dropped, except those made here since shortly before the read.
+    pub fn sync(&self, rows: Vec<KeyRow>, read_at_ms: i64) {
+        let mut seen = std::collections::HashSet::with_capacity(rows.len());
+        for row in rows {
+            let Some(h) = unhex(&row.hash) else { continue };
+            seen.insert(h);
+            match self.by_hash.get(&h) {
+                Some(k) => {
+                    let extra = row.spend - k.spend();
+                    if extra > 0.0 {
+                        k.add_spend(extra);
+                    }
+                }
+                None => {
+                    self.by_hash.insert(h, Arc::new(VirtualKey::new(row)));
+                }
+            }
+        }
+        self.by_hash
+            .retain(|h, k| seen.contains(h) || k.row.created_ms >= read_at_ms - 1000);
+    }
+
     /// Every key, oldest first, optionally only those bound to `user_id`.
     pub fn list(&self, user_id: Option<&str>) -> Vec<Arc<VirtualKey>> {
         let mut all: Vec<_> = self

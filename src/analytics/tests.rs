@@ -140,14 +140,92 @@ async fn a_failing_store_loses_rows_loudly_not_silently() {
 }
 
 #[tokio::test]
-async fn an_unopenable_store_serves_and_counts() {
+async fn an_unopenable_store_serves_and_keeps_rows_within_the_bound() {
     let opener: Opener = Box::new(|| Err(StoreError::Unavailable("read-only".into())));
-    let (a, ()) = Analytics::with_opener(&settings(100, 10), opener, |_| Ok(()));
-    a.record(rec(1));
+    let (a, ()) = Analytics::with_opener(&settings(3, 10), opener, |_| Ok(()));
+    for i in 0..5 {
+        a.record(rec(i));
+    }
     a.flush().await;
-    assert_eq!(a.stats().dropped_store_error, 1);
+    let s = a.stats();
+    // Kept for a later write, counted against the queue's bound; the rest dropped.
+    assert_eq!(
+        (s.queue_depth, s.dropped_queue_full, s.dropped_store_error),
+        (3, 2, 0)
+    );
+    assert!(!s.store_ok);
     let err = a.call(|s| s.check()).await.unwrap_err();
     assert!(err.to_string().contains("read-only"), "{err}");
+}
+
+/// Unreachable for its first `outages` writes, then a [`MemStore`].
+struct Flaky {
+    outages: usize,
+    inner: MemStore,
+}
+
+impl AnalyticsStore for Flaky {
+    fn insert_records(&mut self, rows: &[Record]) -> Result<(), StoreError> {
+        if self.outages > 0 {
+            self.outages -= 1;
+            return Err(StoreError::Unavailable("connection refused".into()));
+        }
+        self.inner.insert_records(rows)
+    }
+    fn usage(&mut self, q: &UsageQuery) -> Result<Vec<UsageGroup>, StoreError> {
+        self.inner.usage(q)
+    }
+    fn requests(&mut self, q: &RequestsQuery) -> Result<Vec<StoredRecord>, StoreError> {
+        self.inner.requests(q)
+    }
+    fn set_feedback(&mut self, fb: &Feedback) -> Result<bool, StoreError> {
+        self.inner.set_feedback(fb)
+    }
+    fn check(&mut self) -> Result<(), StoreError> {
+        self.inner.check()
+    }
+}
+
+#[tokio::test]
+async fn rows_an_unreachable_store_refused_are_written_when_it_returns() {
+    let rows: Rows = Arc::default();
+    let r = rows.clone();
+    let opener: Opener = Box::new(move || {
+        Ok(Box::new(Flaky {
+            outages: 3,
+            inner: MemStore {
+                rows: r.clone(),
+                batches: Arc::default(),
+                fail: false,
+            },
+        }) as Box<dyn AnalyticsStore>)
+    });
+    let (a, ()) = Analytics::with_opener(&settings(100, 10), opener, |_| Ok(()));
+    for i in 0..25 {
+        a.record(rec(i));
+    }
+    // Each flush makes one attempt: three outages, then the rows land.
+    for _ in 0..4 {
+        a.flush().await;
+    }
+    let s = a.stats();
+    assert_eq!(
+        (s.written, s.queue_depth, s.dropped_store_error),
+        (25, 0, 0)
+    );
+    assert!(s.store_ok);
+    let got: Vec<String> = rows
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.request_id.clone())
+        .collect();
+    assert_eq!(
+        got,
+        (0..25).map(|i| format!("r{i}")).collect::<Vec<_>>(),
+        "all, in order"
+    );
+    a.shutdown().await;
 }
 
 #[tokio::test]

@@ -1,6 +1,12 @@
 //! The store's own thread: it owns the [`AnalyticsStore`], drains queued rows in batches
 //! (one transaction each) and runs queries in queue order, so a query sees every row
 //! queued before it. Nothing here runs on an async worker thread.
+//!
+//! A store that cannot be reached ([`StoreError::Unavailable`]: a PostgreSQL restart, a
+//! store that has not opened yet) loses nothing: the rows stay with the thread, which
+//! tries again with backoff, and rows keep counting against the queue's capacity until
+//! written, so only past that bound are new rows dropped. Other failures (the database
+//! refused the rows) drop the batch, counted and logged.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -30,7 +36,7 @@ pub enum Command {
 /// Counters shared between the request path, the store thread and `/metrics`.
 #[derive(Default)]
 pub struct Shared {
-    /// Rows queued and not yet taken by the store thread.
+    /// Rows queued or waiting for a retry, not yet written.
     pub depth: AtomicUsize,
     pub written: AtomicU64,
     /// Rows refused because the queue was full.
@@ -60,12 +66,21 @@ impl Shared {
 /// How long the thread waits between attempts to reopen a store that failed to open.
 const REOPEN_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Waits before writing again rows an unreachable store refused: doubling from the first
+/// to the last.
+const RETRY_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+
+/// How long the last write at shutdown keeps trying an unreachable store.
+const SHUTDOWN_RETRY: Duration = Duration::from_secs(10);
+
 struct Worker<'a> {
     store: Option<Box<dyn AnalyticsStore>>,
     opener: Opener,
     last_open_attempt: Instant,
     shared: &'a Shared,
     batch: Vec<Record>,
+    /// Set while the store is unreachable: the batch is kept and written again then.
+    retry: Option<(Instant, Duration)>,
 }
 
 impl Worker<'_> {
@@ -86,9 +101,13 @@ impl Worker<'_> {
             .map(|s| s as &mut dyn AnalyticsStore)
     }
 
-    fn write_batch(&mut self) {
+    /// Writes the batch unless a retry is not due yet; true when nothing is left.
+    fn write_batch(&mut self) -> bool {
         if self.batch.is_empty() {
-            return;
+            return true;
+        }
+        if self.retry.is_some_and(|(at, _)| Instant::now() < at) {
+            return false;
         }
         let batch = std::mem::take(&mut self.batch);
         let n = batch.len() as u64;
@@ -106,9 +125,30 @@ impl Worker<'_> {
         match result {
             Ok(()) => {
                 self.shared.written.fetch_add(n, Ordering::Relaxed);
+                self.shared.depth.fetch_sub(n as usize, Ordering::Relaxed);
                 self.shared.succeed();
+                if self.retry.take().is_some() {
+                    tracing::info!(
+                        rows = n,
+                        "analytics store reachable again; waiting rows written"
+                    );
+                }
+            }
+            Err(e @ StoreError::Unavailable(_)) => {
+                self.shared.fail(&e);
+                let wait = self
+                    .retry
+                    .map_or(RETRY_BACKOFF.0, |(_, d)| (d * 2).min(RETRY_BACKOFF.1));
+                if self.retry.is_none() {
+                    tracing::warn!(rows = n, error = %e,
+                        "analytics store unreachable; rows are kept and written when it returns");
+                }
+                self.retry = Some((Instant::now() + wait, wait));
+                self.batch = batch;
+                return false;
             }
             Err(e) => {
+                self.shared.depth.fetch_sub(n as usize, Ordering::Relaxed);
                 self.shared
                     .dropped_store_error
                     .fetch_add(n, Ordering::Relaxed);
@@ -125,6 +165,38 @@ impl Worker<'_> {
         }
         self.batch = batch;
         self.batch.clear();
+        true
+    }
+
+    /// How long to wait for commands before the next retry is due.
+    fn until_retry(&self) -> Option<Duration> {
+        self.retry
+            .filter(|_| !self.batch.is_empty())
+            .map(|(at, _)| at.saturating_duration_since(Instant::now()))
+    }
+
+    /// The last write: an unreachable store is tried for [`SHUTDOWN_RETRY`], then what is
+    /// left is counted lost.
+    fn finish(&mut self) {
+        let deadline = Instant::now() + SHUTDOWN_RETRY;
+        while !self.write_batch() {
+            match self.until_retry() {
+                Some(wait) if Instant::now() + wait < deadline => std::thread::sleep(wait),
+                _ => {
+                    let n = self.batch.len() as u64;
+                    self.shared
+                        .dropped_store_error
+                        .fetch_add(n, Ordering::Relaxed);
+                    self.shared.depth.fetch_sub(n as usize, Ordering::Relaxed);
+                    tracing::error!(
+                        rows = n,
+                        "analytics store unreachable at shutdown; waiting rows are lost"
+                    );
+                    self.batch.clear();
+                    return;
+                }
+            }
+        }
     }
 }
 
@@ -133,7 +205,6 @@ impl Worker<'_> {
     fn handle(&mut self, cmd: Command, batch_size: usize) -> bool {
         match cmd {
             Command::Record(r) => {
-                self.shared.depth.fetch_sub(1, Ordering::Relaxed);
                 self.batch.push(*r);
                 if self.batch.len() >= batch_size {
                     self.write_batch();
@@ -144,6 +215,8 @@ impl Worker<'_> {
                 job(self.store());
             }
             Command::Flush(done) => {
+                // While the store is unreachable this answers after one more attempt.
+                self.retry = self.retry.map(|(_, d)| (Instant::now(), d));
                 self.write_batch();
                 let _ = done.send(());
             }
@@ -191,8 +264,23 @@ pub fn run(
         last_open_attempt: Instant::now(),
         shared,
         batch: Vec::with_capacity(batch_size),
+        retry: None,
     };
-    'outer: while let Ok(first) = rx.recv() {
+    'outer: loop {
+        let first = match w.until_retry() {
+            None => match rx.recv() {
+                Ok(c) => c,
+                Err(_) => break,
+            },
+            Some(wait) => match rx.recv_timeout(wait) {
+                Ok(c) => c,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    w.write_batch();
+                    continue;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            },
+        };
         let a_row = matches!(first, Command::Record(_));
         if !w.handle(first, batch_size) {
             break;
@@ -213,5 +301,5 @@ pub fn run(
         }
         w.write_batch();
     }
-    w.write_batch();
+    w.finish();
 }

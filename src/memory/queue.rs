@@ -5,8 +5,12 @@
 //! batch), and purges expired sessions now and then.
 //!
 //! A full queue never blocks a request: the write is dropped, counted
-//! ([`WriteQueue::dropped`]) and logged. [`WriteQueue::flush`] waits until everything
-//! queued before it is committed; [`WriteQueue::shutdown`] flushes and stops the task.
+//! ([`WriteQueue::dropped`]) and logged. A batch the store fails to write
+//! ([`StoreError::Backend`]: PostgreSQL restarting, a full disk) is kept and written again
+//! with backoff, while new writes wait in the queue up to its bound; only a batch that
+//! still fails after [`RETRY_FOR`] is lost (counted and logged). [`WriteQueue::flush`]
+//! waits until everything queued before it is committed; [`WriteQueue::shutdown`] flushes
+//! (retrying for at most [`SHUTDOWN_RETRY`]) and stops the task.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,7 +20,16 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::retrieve::Embedder;
-use super::store::{Memory, MemoryStore, WriteOp};
+use super::store::{Memory, MemoryStore, StoreError, WriteOp};
+
+/// How long a failing batch is retried before it is given up.
+pub const RETRY_FOR: Duration = Duration::from_secs(600);
+
+/// How long a failing batch is retried once the queue is shutting down.
+pub const SHUTDOWN_RETRY: Duration = Duration::from_secs(10);
+
+/// Waits between attempts: doubling from the first to the last.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
 /// How the queue drains.
 #[derive(Debug, Clone, Copy)]
@@ -41,7 +54,7 @@ enum Msg {
 /// The queue's handle (see the module docs).
 pub struct WriteQueue {
     tx: mpsc::Sender<Msg>,
-    closed: AtomicBool,
+    closed: Arc<AtomicBool>,
     dropped: Arc<AtomicU64>,
     /// The last batch write failed (disk full, read-only file, …); cleared by a success.
     failing: Arc<AtomicBool>,
@@ -57,10 +70,18 @@ impl WriteQueue {
     ) -> Self {
         let (tx, rx) = mpsc::channel(opts.capacity.max(1));
         let failing = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(drain(rx, store, embedder, opts, failing.clone()));
+        let closed = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(drain(
+            rx,
+            store,
+            embedder,
+            opts,
+            failing.clone(),
+            closed.clone(),
+        ));
         Self {
             tx,
-            closed: AtomicBool::new(false),
+            closed,
             dropped: Arc::new(AtomicU64::new(0)),
             failing,
             task: Mutex::new(Some(task)),
@@ -135,6 +156,7 @@ async fn drain(
     embedder: Option<Arc<dyn Embedder>>,
     opts: QueueOptions,
     failing: Arc<AtomicBool>,
+    closed: Arc<AtomicBool>,
 ) {
     let mut purge = tokio::time::interval(opts.purge_every.max(Duration::from_secs(1)));
     purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -168,17 +190,8 @@ async fn drain(
         let mut created = std::mem::take(&mut stored);
         if !batch.is_empty() {
             let ops = std::mem::take(&mut batch);
-            let n = ops.len();
-            match store.apply(ops).await {
-                Ok(c) => {
-                    failing.store(false, Ordering::Relaxed);
-                    created.extend(c)
-                }
-                Err(e) => {
-                    failing.store(true, Ordering::Relaxed);
-                    metrics::counter!("memproxy_memory_write_failures_total").increment(n as u64);
-                    tracing::error!(error = %e, writes = n, "memory batch write failed")
-                }
+            if let Some(c) = apply_retrying(&*store, ops, &failing, &closed).await {
+                created.extend(c);
             }
         }
         if let Some(e) = &embedder {
@@ -187,6 +200,52 @@ async fn drain(
         for w in waiters.drain(..) {
             let _ = w.send(());
         }
+    }
+}
+
+/// Applies a batch; a store failure ([`StoreError::Backend`]) is retried with backoff for
+/// [`RETRY_FOR`] (or [`SHUTDOWN_RETRY`] once the queue is closing), so that a database
+/// restart loses nothing. The memories created, or `None` when the batch was lost.
+async fn apply_retrying(
+    store: &dyn MemoryStore,
+    ops: Vec<WriteOp>,
+    failing: &AtomicBool,
+    closed: &AtomicBool,
+) -> Option<Vec<Memory>> {
+    let n = ops.len();
+    let started = tokio::time::Instant::now();
+    let mut delay = BACKOFF.0;
+    loop {
+        // The store takes the batch by value: it gets a copy, kept for a retry (cheap
+        // next to a write: a batch is a few captured exchanges).
+        let e = match store.apply(ops.clone()).await {
+            Ok(c) => {
+                if failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(
+                        writes = n,
+                        "memory store writable again; waiting writes stored"
+                    );
+                }
+                return Some(c);
+            }
+            Err(e) => e,
+        };
+        let limit = if closed.load(Ordering::Acquire) {
+            SHUTDOWN_RETRY
+        } else {
+            RETRY_FOR
+        };
+        let retryable = matches!(e, StoreError::Backend(_));
+        if !failing.swap(true, Ordering::Relaxed) && retryable {
+            tracing::warn!(error = %e, writes = n, "memory store failed; the batch is kept and retried");
+        }
+        if !retryable || started.elapsed() + delay > limit {
+            metrics::counter!("memproxy_memory_write_failures_total").increment(n as u64);
+            tracing::error!(error = %e, writes = n, "memory batch write failed; the batch is lost");
+            return None;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(BACKOFF.1);
     }
 }
 

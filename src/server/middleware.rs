@@ -132,6 +132,10 @@ pub async fn gateway(State(state): State<Arc<AppState>>, mut req: Request, next:
     let open = is_open(&state, &path);
     let client = identity::client_name(req.headers());
 
+    if !open {
+        // Shared storage: a key another instance made is read on first sight.
+        state.storage.find_key(&state.keys, req.headers()).await;
+    }
     let admitted = if open {
         Ok(None)
     } else {

@@ -105,7 +105,7 @@ impl AppState {
         } else {
             None
         };
-        Ok(Arc::new(Self {
+        let state = Arc::new(Self {
             auth: Auth::new(config.master_key.clone()),
             analytics,
             keys: Keys::from_rows(keys),
@@ -119,7 +119,28 @@ impl AppState {
             router,
             memory,
             started: Instant::now(),
-        }))
+        });
+        if state.storage.shared() {
+            tokio::spawn(follow_keys(Arc::downgrade(&state)));
+        }
+        Ok(state)
+    }
+}
+
+/// With shared storage, re-reads the virtual keys now and then, so that keys made,
+/// deleted or spent on other instances reach this one's cache; ends with the state.
+async fn follow_keys(state: std::sync::Weak<AppState>) {
+    let mut tick = tokio::time::interval(crate::storage::KEY_SYNC_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(state) = state.upgrade() else { return };
+        let read_at = crate::analytics::timefmt::now_ms();
+        match state.key_store.load().await {
+            Ok(rows) => state.keys.sync(rows, read_at),
+            Err(e) => tracing::debug!(error = %e, "cannot re-read the virtual keys"),
+        }
     }
 }
 

@@ -72,6 +72,7 @@ pub async fn run(
         None => Recalled::default(),
     };
     acct.memories_injected(recalled.injected as u32);
+    let memory_skipped = recalled.skipped;
     let call = CallContext {
         user_id: &ctx.identity.user_id,
         request_id: &ctx.request_id,
@@ -117,6 +118,12 @@ pub async fn run(
         .get::<AnswerUsage>()
         .and_then(|u| price.map(|p| p.cost(&u.0)));
     accounting::cost_headers(resp.headers_mut(), cost, overhead);
+    if memory_skipped {
+        resp.headers_mut().insert(
+            "x-memproxy-memory",
+            axum::http::HeaderValue::from_static("skipped"),
+        );
+    }
     if let Some(q) = &token_quota {
         accounting::quota_headers(resp.headers_mut(), Dimension::Tokens, q);
     }
@@ -160,6 +167,23 @@ struct Recalled {
     original: Option<Vec<ChatMessage>>,
     /// Memories injected into the request.
     injected: usize,
+    /// The store did not answer (down, or slower than [`RETRIEVAL_GRACE`] beyond the
+    /// embedding timeout): the request goes on without memories
+    /// (`x-memproxy-memory: skipped`, `memproxy_memory_retrieval_skipped_total`).
+    skipped: bool,
+}
+
+/// How much longer than the embedding timeout memory retrieval may take before the
+/// request goes on without it (a store that hangs must not hang requests).
+const RETRIEVAL_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Marks a request answered without memory retrieval.
+fn skipped(out: &mut Recalled, ctx: &RequestCtx, what: &str, error: &dyn std::fmt::Display) {
+    if !out.skipped {
+        metrics::counter!("memproxy_memory_retrieval_skipped_total").increment(1);
+    }
+    out.skipped = true;
+    tracing::warn!(request_id = %ctx.request_id, error = %error, "{what}; answering without it");
 }
 
 /// Applies SPEC §4 to the request: earlier turns of the session are prepended when the
@@ -185,40 +209,51 @@ async fn recall(
     let mut out = Recalled {
         original: capture.then(|| messages.clone()),
         injected: 0,
+        skipped: false,
     };
+    let limit = mem.settings().embed_timeout + RETRIEVAL_GRACE;
     let mut history = Vec::new();
     if let Some(sid) = session_id {
         if inject::needs_history(&messages) {
             // The store's own calls, so a failure's warning names the request.
-            history = mem
-                .store()
-                .session_messages(user_id, sid)
+            history = match tokio::time::timeout(limit, mem.store().session_messages(user_id, sid))
                 .await
-                .unwrap_or_else(|e| {
-                    tracing::warn!(
-                        request_id = %ctx.request_id,
-                        error = %e,
-                        "reading session history failed"
+            {
+                Ok(Ok(h)) => h,
+                Ok(Err(e)) => {
+                    skipped(&mut out, ctx, "reading session history failed", &e);
+                    Vec::new()
+                }
+                Err(_) => {
+                    skipped(
+                        &mut out,
+                        ctx,
+                        "reading session history timed out",
+                        &"timeout",
                     );
                     Vec::new()
-                });
+                }
+            };
             inject::prepend_history(&mut messages, &history);
         }
     }
     let mut block = None;
     if retrieve {
         if let Some(q) = inject::query_text(cfg.query_strategy, &messages) {
-            let hits = mem
-                .try_search(user_id, &q, cfg.max_results)
-                .await
-                .unwrap_or_else(|e| {
-                    tracing::warn!(
-                        request_id = %ctx.request_id,
-                        error = %e,
-                        "memory search failed; answering without memories"
-                    );
-                    Vec::new()
-                });
+            let hits =
+                match tokio::time::timeout(limit, mem.try_search(user_id, &q, cfg.max_results))
+                    .await
+                {
+                    Ok(Ok(hits)) => hits,
+                    Ok(Err(e)) => {
+                        skipped(&mut out, ctx, "memory search failed", &e);
+                        Vec::new()
+                    }
+                    Err(_) => {
+                        skipped(&mut out, ctx, "memory search timed out", &"timeout");
+                        Vec::new()
+                    }
+                };
             block = inject::render(&hits, cfg.max_results, cfg.max_context_length);
             if let Some(b) = &block {
                 inject::inject(&mut messages, b, cfg.injection_strategy);

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use crate::analytics::{Analytics, AnalyticsStore, Opener};
 use crate::config::{AnalyticsSettings, Config, MemoryBackend, MemorySettings};
-use crate::keys::{KeyRow, KeyStore};
+use crate::keys::{KeyRow, KeyStore, Keys};
 use crate::memory::{Clock, MemoryStore, StoreError as MemoryStoreError};
 use crate::responses_store::{ResponseStore, SqliteResponseStore};
 
@@ -53,11 +53,26 @@ pub enum Backend {
 /// The stores of one process, chosen once at start.
 pub struct Storage {
     backend: Backend,
+    /// Presented keys the shared store did not have, with when that was learnt (Unix
+    /// ms): looked up again only after [`MISS_TTL_MS`].
+    misses: dashmap::DashMap<[u8; 32], i64>,
     /// Virtual keys.
     pub keys: Arc<dyn KeyStore>,
     /// Stored Responses API answers.
     pub responses: Arc<dyn ResponseStore>,
 }
+
+/// How long a key the shared store did not have is not looked up again.
+const MISS_TTL_MS: i64 = 5_000;
+
+/// Remembered misses at most (the map is cleared when full).
+const MAX_MISSES: usize = 10_000;
+
+/// Longest wait for the shared store when a presented key is not cached.
+const KEY_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often the key cache is brought in line with a shared store.
+pub const KEY_SYNC_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How long readiness waits for a backend to answer.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -78,6 +93,7 @@ impl Storage {
             });
             let storage = Self {
                 backend: Backend::Embedded,
+                misses: Default::default(),
                 keys: Arc::new(keys),
                 responses: Arc::new(SqliteResponseStore::new(&config.memory.data_dir)),
             };
@@ -90,6 +106,7 @@ impl Storage {
         let pg = url.pool().map_err(StorageError::Postgres)?;
         tracing::info!(database = %url.redacted(), "durable state is kept in PostgreSQL");
         let storage = Self {
+            misses: Default::default(),
             keys: Arc::new(postgres::keys::PgKeys::new(pg.clone())),
             responses: Arc::new(postgres::responses::PgResponses::start(pg.clone())),
             backend: Backend::Postgres(pg),
@@ -107,6 +124,51 @@ impl Storage {
         match self.backend {
             Backend::Embedded => "embedded",
             Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Whether other instances may share this storage (keys may appear and go
+    /// elsewhere).
+    pub fn shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// With shared storage, caches the presented virtual key when another instance made
+    /// it (one store read on a cache miss; misses are remembered for a few seconds). The
+    /// embedded backend has nothing to look up: every key was made by this process.
+    pub async fn find_key(&self, keys: &Keys, headers: &axum::http::HeaderMap) {
+        if !self.shared() {
+            return;
+        }
+        let Some(presented) = crate::auth::presented_key(headers) else {
+            return;
+        };
+        if !presented.starts_with("sk-") || keys.find(presented).is_some() {
+            return;
+        }
+        let hash = crate::keys::hash_key(presented);
+        let now = crate::analytics::timefmt::now_ms();
+        if self
+            .misses
+            .get(&hash)
+            .is_some_and(|at| now - *at < MISS_TTL_MS)
+        {
+            return;
+        }
+        let hex = crate::keys::hex(&hash);
+        match tokio::time::timeout(KEY_LOOKUP_TIMEOUT, self.keys.get(&hex)).await {
+            Ok(Ok(Some(row))) => {
+                self.misses.remove(&hash);
+                keys.insert_row(row);
+            }
+            Ok(Ok(None)) => {
+                if self.misses.len() >= MAX_MISSES {
+                    self.misses.clear();
+                }
+                self.misses.insert(hash, now);
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot look up a virtual key"),
+            Err(_) => tracing::warn!("looking up a virtual key timed out"),
         }
     }
 
