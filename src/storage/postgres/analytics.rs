@@ -67,19 +67,18 @@ fn count(v: u64) -> i64 {
 }
 
 impl PgAnalytics {
-    /// Connects (on the calling thread: the analytics thread).
+    /// A store for `url`; it connects on first use, on the analytics thread (this may be
+    /// called on an async thread, where blocking is not allowed).
     pub fn open(url: &PgUrl) -> Result<Self, StoreError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| StoreError::Unavailable(format!("analytics runtime: {e}")))?;
-        let mut s = Self {
+        Ok(Self {
             rt,
             url: url.clone(),
             conn: None,
-        };
-        s.conn()?;
-        Ok(s)
+        })
     }
 
     /// The connection, made again if it broke.

@@ -1,0 +1,232 @@
+//! Several memproxy instances on one PostgreSQL database (`database_url`): what one
+//! instance stores, the others use. Each test has a database of its own
+//! (`common::pg::TestDb`); an unreachable server fails them.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::pg::TestDb;
+use common::*;
+use serde_json::{json, Value};
+
+const MASTER: &str = "sk-master-shared";
+
+fn config(mock: &MockUpstream) -> String {
+    format!(
+        r#"
+general_settings: {{master_key: {MASTER}}}
+model_list:
+  - model_name: gpt
+    litellm_params: {{model: openai/gpt-4o, api_base: "{url}", api_key: k}}
+    model_info: {{supported_endpoints: ["/v1/chat/completions"]}}
+router_settings: {{num_retries: 0}}
+context_retrieval: {{enabled: true, query_strategy: last_user, injection_strategy: system, max_results: 5}}
+"#,
+        url = mock.url()
+    )
+}
+
+/// An instance on `db` (its own data dir, which it does not use for state).
+async fn instance(mock: &MockUpstream, db: &TestDb) -> Proxy {
+    start_with(&config(mock), &[("DATABASE_URL", db.url.as_str())], Default::default()).await
+}
+
+async fn chat(proxy: &Proxy, key: &str, user: &str, text: &str) -> reqwest::Response {
+    client()
+        .post(proxy.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .header("x-memory-user-id", user)
+        .json(&chat_body("gpt", text))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn pg(db: &TestDb) -> tokio_postgres::Client {
+    let (c, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    c
+}
+
+#[tokio::test]
+async fn two_instances_share_memories_keys_usage_and_responses() {
+    let db = TestDb::create().await;
+    let mock = MockUpstream::start().await;
+    let a = instance(&mock, &db).await;
+    let b = instance(&mock, &db).await;
+
+    // Readiness names the backend.
+    let ready: Value = client()
+        .get(b.url("/health/readiness"))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["checks"]["storage"], json!({"backend": "postgres", "ok": true}), "{ready}");
+
+    // A memory captured through A is injected through B.
+    mock.push(Behavior::Text("Noted: tabs.".into()));
+    assert_eq!(chat(&a, MASTER, "ada", "I prefer tabs over spaces for indentation").await.status(), 200);
+    a.flush_memory().await;
+    let resp = chat(&b, MASTER, "ada", "Which indentation do I prefer, tabs or spaces?").await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("x-memproxy-memory").is_none());
+    let sent = mock.requests().last().unwrap().body.to_string();
+    assert!(sent.contains("I prefer tabs over spaces"), "B did not inject A's memory: {sent}");
+    // ... and never to another user.
+    chat(&b, MASTER, "bob", "Which indentation do I prefer, tabs or spaces?").await;
+    let sent = mock.requests().last().unwrap().body.to_string();
+    assert!(!sent.contains("I prefer tabs"), "{sent}");
+
+    // A key made on A works on B; deleted on A, B refuses it (within the key re-read).
+    let made: Value = client()
+        .post(a.url("/key/generate"))
+        .bearer_auth(MASTER)
+        .json(&json!({"key_alias": "shared", "user_id": "keyed"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = made["key"].as_str().unwrap().to_string();
+    assert_eq!(chat(&b, &key, "ignored", "hello from a key").await.status(), 200);
+    let deleted = client()
+        .post(a.url("/key/delete"))
+        .bearer_auth(MASTER)
+        .json(&json!({"keys": [key]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    let started = Instant::now();
+    loop {
+        let status = chat(&b, &key, "ignored", "still?").await.status();
+        if status == 401 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(12), "B still accepts a deleted key");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // previous_response_id made on A continues on B.
+    mock.push(Behavior::Text("Nice to meet you, Ada.".into()));
+    let first: Value = client()
+        .post(a.url("/v1/responses"))
+        .bearer_auth(MASTER)
+        .header("x-memory-user-id", "ada")
+        .json(&json!({"model": "gpt", "input": "My name is Ada."}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = first["id"].as_str().unwrap().to_string();
+    a.state.responses.flush().await;
+    mock.push(Behavior::Text("Your name is Ada.".into()));
+    let second = client()
+        .post(b.url("/v1/responses"))
+        .bearer_auth(MASTER)
+        .header("x-memory-user-id", "ada")
+        .json(&json!({"model": "gpt", "previous_response_id": id, "input": "What is my name?"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 200);
+    let sent = mock.requests().last().unwrap().body.to_string();
+    assert!(sent.contains("My name is Ada.") && sent.contains("Nice to meet you, Ada."), "{sent}");
+
+    // Usage rows of both instances land in one table, exactly.
+    let mut ids = Vec::new();
+    for (i, p) in [&a, &b, &a, &b, &b].into_iter().enumerate() {
+        let rid = format!("shared-usage-{i}");
+        let resp = client()
+            .post(p.url("/v1/chat/completions"))
+            .bearer_auth(MASTER)
+            .header("x-request-id", &rid)
+            .header("x-memory-user-id", "counted")
+            .json(&chat_body("gpt", "count me"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        ids.push(rid);
+    }
+    a.state.analytics.flush().await;
+    b.state.analytics.flush().await;
+    let c = pg(&db).await;
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM memproxy_requests WHERE user_id = 'counted' AND request_id = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 5);
+    // Either instance's usage API sees both instances' rows.
+    let usage: Value = client()
+        .get(a.url("/v1/usage?group_by=user"))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let counted = usage["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["group"] == "counted")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(counted["requests"], 5, "{usage}");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused_at_start() {
+    let db = TestDb::create().await;
+    drop(db.pool());
+    pg(&db)
+        .await
+        .execute(
+            "INSERT INTO memproxy_schema_migrations (version, description) VALUES (999, 'future')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let cfg = memproxy::config::parse(
+        "model_list: []\n",
+        "test.yaml",
+        &Default::default(),
+        &|n| (n == "DATABASE_URL").then(|| db.url.clone()),
+    )
+    .unwrap();
+    let err = memproxy::AppState::new(cfg).err().expect("refused");
+    let text = err.to_string();
+    assert!(text.contains("schema version 999") && text.contains("upgrade memproxy"), "{text}");
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_a_clear_start_error() {
+    let cfg = memproxy::config::parse(
+        "model_list: []\n",
+        "test.yaml",
+        &Default::default(),
+        &|n| (n == "DATABASE_URL").then(|| "postgres://nobody:secret@127.0.0.1:1/none".to_string()),
+    )
+    .unwrap();
+    let text = memproxy::AppState::new(cfg).err().expect("refused").to_string();
+    assert!(text.contains("cannot connect to PostgreSQL"), "{text}");
+    assert!(!text.contains("secret"), "the password is not shown: {text}");
+}
