@@ -83,6 +83,13 @@ impl Auth {
         Self { master_key }
     }
 
+    /// Whether `key` is the master key (constant-time).
+    pub fn is_master(&self, key: &str) -> bool {
+        self.master_key
+            .as_ref()
+            .is_some_and(|m| bool::from(key.as_bytes().ct_eq(m.expose().as_bytes())))
+    }
+
     /// True when requests must carry a key.
     pub fn required(&self) -> bool {
         self.master_key.is_some()

@@ -29,7 +29,12 @@ context_retrieval: {{enabled: true, query_strategy: last_user, injection_strateg
 
 /// An instance on `db` (its own data dir, which it does not use for state).
 async fn instance(mock: &MockUpstream, db: &TestDb) -> Proxy {
-    start_with(&config(mock), &[("DATABASE_URL", db.url.as_str())], Default::default()).await
+    start_with(
+        &config(mock),
+        &[("DATABASE_URL", db.url.as_str())],
+        Default::default(),
+    )
+    .await
 }
 
 async fn chat(proxy: &Proxy, key: &str, user: &str, text: &str) -> reqwest::Response {
@@ -68,19 +73,48 @@ async fn two_instances_share_memories_keys_usage_and_responses() {
         .json()
         .await
         .unwrap();
-    assert_eq!(ready["checks"]["storage"], json!({"backend": "postgres", "ok": true}), "{ready}");
+    assert_eq!(
+        ready["checks"]["storage"],
+        json!({"backend": "postgres", "ok": true}),
+        "{ready}"
+    );
 
     // A memory captured through A is injected through B.
     mock.push(Behavior::Text("Noted: tabs.".into()));
-    assert_eq!(chat(&a, MASTER, "ada", "I prefer tabs over spaces for indentation").await.status(), 200);
+    assert_eq!(
+        chat(
+            &a,
+            MASTER,
+            "ada",
+            "I prefer tabs over spaces for indentation"
+        )
+        .await
+        .status(),
+        200
+    );
     a.flush_memory().await;
-    let resp = chat(&b, MASTER, "ada", "Which indentation do I prefer, tabs or spaces?").await;
+    let resp = chat(
+        &b,
+        MASTER,
+        "ada",
+        "Which indentation do I prefer, tabs or spaces?",
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().get("x-memproxy-memory").is_none());
     let sent = mock.requests().last().unwrap().body.to_string();
-    assert!(sent.contains("I prefer tabs over spaces"), "B did not inject A's memory: {sent}");
+    assert!(
+        sent.contains("I prefer tabs over spaces"),
+        "B did not inject A's memory: {sent}"
+    );
     // ... and never to another user.
-    chat(&b, MASTER, "bob", "Which indentation do I prefer, tabs or spaces?").await;
+    chat(
+        &b,
+        MASTER,
+        "bob",
+        "Which indentation do I prefer, tabs or spaces?",
+    )
+    .await;
     let sent = mock.requests().last().unwrap().body.to_string();
     assert!(!sent.contains("I prefer tabs"), "{sent}");
 
@@ -96,7 +130,10 @@ async fn two_instances_share_memories_keys_usage_and_responses() {
         .await
         .unwrap();
     let key = made["key"].as_str().unwrap().to_string();
-    assert_eq!(chat(&b, &key, "ignored", "hello from a key").await.status(), 200);
+    assert_eq!(
+        chat(&b, &key, "ignored", "hello from a key").await.status(),
+        200
+    );
     let deleted = client()
         .post(a.url("/key/delete"))
         .bearer_auth(MASTER)
@@ -111,7 +148,10 @@ async fn two_instances_share_memories_keys_usage_and_responses() {
         if status == 401 {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(12), "B still accepts a deleted key");
+        assert!(
+            started.elapsed() < Duration::from_secs(12),
+            "B still accepts a deleted key"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -141,7 +181,10 @@ async fn two_instances_share_memories_keys_usage_and_responses() {
         .unwrap();
     assert_eq!(second.status(), 200);
     let sent = mock.requests().last().unwrap().body.to_string();
-    assert!(sent.contains("My name is Ada.") && sent.contains("Nice to meet you, Ada."), "{sent}");
+    assert!(
+        sent.contains("My name is Ada.") && sent.contains("Nice to meet you, Ada."),
+        "{sent}"
+    );
 
     // Usage rows of both instances land in one table, exactly.
     let mut ids = Vec::new();
@@ -205,28 +248,31 @@ async fn a_newer_schema_is_refused_at_start() {
         )
         .await
         .unwrap();
-    let cfg = memproxy::config::parse(
-        "model_list: []\n",
-        "test.yaml",
-        &Default::default(),
-        &|n| (n == "DATABASE_URL").then(|| db.url.clone()),
-    )
+    let cfg = memproxy::config::parse("model_list: []\n", "test.yaml", &Default::default(), &|n| {
+        (n == "DATABASE_URL").then(|| db.url.clone())
+    })
     .unwrap();
     let err = memproxy::AppState::new(cfg).err().expect("refused");
     let text = err.to_string();
-    assert!(text.contains("schema version 999") && text.contains("upgrade memproxy"), "{text}");
+    assert!(
+        text.contains("schema version 999") && text.contains("upgrade memproxy"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
 async fn an_unreachable_database_is_a_clear_start_error() {
-    let cfg = memproxy::config::parse(
-        "model_list: []\n",
-        "test.yaml",
-        &Default::default(),
-        &|n| (n == "DATABASE_URL").then(|| "postgres://nobody:secret@127.0.0.1:1/none".to_string()),
-    )
+    let cfg = memproxy::config::parse("model_list: []\n", "test.yaml", &Default::default(), &|n| {
+        (n == "DATABASE_URL").then(|| "postgres://nobody:secret@127.0.0.1:1/none".to_string())
+    })
     .unwrap();
-    let text = memproxy::AppState::new(cfg).err().expect("refused").to_string();
+    let text = memproxy::AppState::new(cfg)
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(text.contains("cannot connect to PostgreSQL"), "{text}");
-    assert!(!text.contains("secret"), "the password is not shown: {text}");
+    assert!(
+        !text.contains("secret"),
+        "the password is not shown: {text}"
+    );
 }

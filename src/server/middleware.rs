@@ -134,7 +134,10 @@ pub async fn gateway(State(state): State<Arc<AppState>>, mut req: Request, next:
 
     if !open {
         // Shared storage: a key another instance made is read on first sight.
-        state.storage.find_key(&state.keys, req.headers()).await;
+        state
+            .storage
+            .find_key(&state.keys, &state.auth, req.headers())
+            .await;
     }
     let admitted = if open {
         Ok(None)

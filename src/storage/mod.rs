@@ -136,14 +136,22 @@ impl Storage {
     /// With shared storage, caches the presented virtual key when another instance made
     /// it (one store read on a cache miss; misses are remembered for a few seconds). The
     /// embedded backend has nothing to look up: every key was made by this process.
-    pub async fn find_key(&self, keys: &Keys, headers: &axum::http::HeaderMap) {
+    pub async fn find_key(
+        &self,
+        keys: &Keys,
+        auth: &crate::auth::Auth,
+        headers: &axum::http::HeaderMap,
+    ) {
         if !self.shared() {
             return;
         }
         let Some(presented) = crate::auth::presented_key(headers) else {
             return;
         };
-        if !presented.starts_with("sk-") || keys.find(presented).is_some() {
+        if !presented.starts_with("sk-")
+            || auth.is_master(presented)
+            || keys.find(presented).is_some()
+        {
             return;
         }
         let hash = crate::keys::hash_key(presented);
