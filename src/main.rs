@@ -50,12 +50,33 @@ enum Command {
     /// Benchmark the embedded memory store on synthetic memories: write throughput through
     /// the write queue, search latency (p50/p99) per size and layout.
     BenchMemory(BenchMemoryArgs),
+    /// Storage tools: `storage migrate` copies an embedded install into PostgreSQL.
+    Storage {
+        #[command(subcommand)]
+        command: StorageCommand,
+    },
     /// Validate a config file and print it resolved, secrets masked.
     CheckConfig {
         /// The config file to check.
         file: String,
         #[command(flatten)]
         args: ServeArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum StorageCommand {
+    /// Copy an embedded install (memories with their vectors, keys, usage rows, stored
+    /// responses) into PostgreSQL. Resumable: run it again after an interruption. Ends
+    /// with a count check of every kind.
+    Migrate {
+        /// The embedded install: `sqlite:DIR`, DIR being the data dir that holds
+        /// memproxy.db, analytics.db and responses.db.
+        #[arg(long)]
+        from: String,
+        /// The PostgreSQL database (`postgres://…`; default: DATABASE_URL).
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        to: String,
     },
 }
 
@@ -149,7 +170,91 @@ fn main() -> ExitCode {
             config,
         }) => eval_locomo(&file, url, key, config.as_deref()),
         Some(Command::BenchMemory(args)) => bench_memory(args),
+        Some(Command::Storage {
+            command: StorageCommand::Migrate { from, to },
+        }) => storage_migrate(&from, &to),
         None => run(cli.serve),
+    }
+}
+
+#[expect(clippy::print_stdout, clippy::print_stderr, reason = "CLI output")]
+fn storage_migrate(from: &str, to: &str) -> ExitCode {
+    use memproxy::storage::{copy, postgres::PgUrl};
+    use std::io::Write;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = match copy::parse_source(from) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: --from: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let url = match PgUrl::parse(to) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("error: --to: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!("copying {} into {}", dir.display(), url.redacted());
+    let mut last_kind = String::new();
+    let mut progress = |kind: &str, done: u64, total: u64| {
+        if kind != last_kind {
+            if !last_kind.is_empty() {
+                eprintln!();
+            }
+            last_kind = kind.to_string();
+        }
+        let pct = if total == 0 { 100 } else { done * 100 / total };
+        let bar: String = (0..30)
+            .map(|i| if i * 100 < pct * 30 { '#' } else { '.' })
+            .collect();
+        eprint!("\r{kind:>9} [{bar}] {done}/{total} ({pct}%)");
+        let _ = std::io::stderr().flush();
+        true
+    };
+    let result = runtime.block_on(copy::run(&dir, &url, &mut progress));
+    eprintln!();
+    match result {
+        Ok(counts) => {
+            let mut ok = true;
+            println!(
+                "{:<10} {:>10} {:>10} {:>12}",
+                "kind", "source", "postgres", "copied now"
+            );
+            for c in &counts {
+                ok &= c.complete();
+                println!(
+                    "{:<10} {:>10} {:>10} {:>12}{}",
+                    c.kind,
+                    c.source,
+                    c.target,
+                    c.copied_now,
+                    if c.complete() { "" } else { "  MISSING ROWS" }
+                );
+            }
+            if ok {
+                println!("count check passed: every row of the embedded install is in PostgreSQL");
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("error: count check failed; run the command again to resume");
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}; run the command again to resume");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -117,12 +117,13 @@ impl SqliteStore {
     }
 }
 
-const RECORD_COLUMNS: &str = "ts_ms, request_id, user_id, key_id, key_alias, endpoint, model, \
+pub(crate) const RECORD_COLUMNS: &str =
+    "ts_ms, request_id, user_id, key_id, key_alias, endpoint, model, \
     deployment, upstream_model, provider, stream, tokens_in, tokens_out, tokens_cached, \
     tokens_reasoning, cost_usd, total_ms, ttft_ms, upstream_ms, overhead_ms, status, error_type, \
     memories_injected, tool_rounds, attempts, client";
 
-fn record_from_row(r: &Row<'_>, at: usize) -> rusqlite::Result<Record> {
+pub(crate) fn record_from_row(r: &Row<'_>, at: usize) -> rusqlite::Result<Record> {
     let u = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(at + i)?.max(0) as u64) };
     Ok(Record {
         ts_ms: r.get(at)?,
@@ -345,34 +346,40 @@ impl AnalyticsStore for SqliteStore {
     }
 }
 
+/// Every virtual key in `conn`, oldest first (the embedded key store, and
+/// `memproxy storage migrate` on a read-only connection).
+pub fn load_keys(conn: &Connection) -> Result<Vec<KeyRow>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT hash, alias, user_id, models, max_budget, expires_ms, rpm_limit, tpm_limit, \
+         metadata, created_ms, preview, spend FROM keys ORDER BY created_ms",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let models: String = r.get(3)?;
+        let metadata: String = r.get(8)?;
+        Ok(KeyRow {
+            hash: r.get(0)?,
+            alias: r.get(1)?,
+            user_id: r.get(2)?,
+            models: serde_json::from_str(&models).unwrap_or_default(),
+            max_budget: r.get(4)?,
+            expires_ms: r.get(5)?,
+            rpm_limit: r.get::<_, Option<i64>>(6)?.map(|v| v.max(0) as u64),
+            tpm_limit: r.get::<_, Option<i64>>(7)?.map(|v| v.max(0) as u64),
+            metadata: serde_json::from_str(&metadata).unwrap_or_default(),
+            created_ms: r.get(9)?,
+            preview: r.get(10)?,
+            spend: r.get(11)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// The virtual keys kept in the same file (`crate::keys::KeyStore`'s embedded backend
 /// calls these on a connection of its own).
 impl SqliteStore {
     /// Every virtual key, oldest first, with its accumulated spend.
     pub fn load_keys(&mut self) -> Result<Vec<KeyRow>, StoreError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT hash, alias, user_id, models, max_budget, expires_ms, rpm_limit, tpm_limit, \
-             metadata, created_ms, preview, spend FROM keys ORDER BY created_ms",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            let models: String = r.get(3)?;
-            let metadata: String = r.get(8)?;
-            Ok(KeyRow {
-                hash: r.get(0)?,
-                alias: r.get(1)?,
-                user_id: r.get(2)?,
-                models: serde_json::from_str(&models).unwrap_or_default(),
-                max_budget: r.get(4)?,
-                expires_ms: r.get(5)?,
-                rpm_limit: r.get::<_, Option<i64>>(6)?.map(|v| v.max(0) as u64),
-                tpm_limit: r.get::<_, Option<i64>>(7)?.map(|v| v.max(0) as u64),
-                metadata: serde_json::from_str(&metadata).unwrap_or_default(),
-                created_ms: r.get(9)?,
-                preview: r.get(10)?,
-                spend: r.get(11)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        load_keys(&self.conn)
     }
 
     /// Stores a new key.

@@ -124,7 +124,7 @@ impl PgAnalytics {
 }
 
 /// Column arrays of a batch, in [`INSERT`]'s parameter order.
-struct Columns {
+pub(crate) struct Columns {
     ts: Vec<i64>,
     text: [Vec<Option<String>>; 9],
     stream: Vec<bool>,
@@ -140,7 +140,7 @@ struct Columns {
 }
 
 impl Columns {
-    fn of(rows: &[Record]) -> Self {
+    pub(crate) fn of(rows: &[Record]) -> Self {
         let mut c = Columns {
             ts: Vec::with_capacity(rows.len()),
             text: Default::default(),
@@ -196,7 +196,7 @@ impl Columns {
         c
     }
 
-    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+    pub(crate) fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
         let t = &self.text;
         vec![
             &self.ts,

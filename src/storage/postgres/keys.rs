@@ -1,7 +1,7 @@
 //! Virtual keys in `memproxy_keys`. Spend is added by the analytics store in the same
 //! transaction as the usage rows that cost it ([`super::analytics`]).
 
-use tokio_postgres::{Client, Row};
+use tokio_postgres::{Client, GenericClient, Row};
 
 use super::{Pg, PgError};
 use crate::analytics::StoreError;
@@ -50,7 +50,7 @@ pub async fn load(client: &Client) -> Result<Vec<KeyRow>, String> {
 
 /// Inserts a key; an existing hash is left as it is (the migrate command copies keys
 /// again after an interruption). Returns whether it was new.
-pub async fn insert(client: &Client, k: &KeyRow) -> Result<bool, PgError> {
+pub async fn insert(client: &impl GenericClient, k: &KeyRow) -> Result<bool, PgError> {
     let models = serde_json::json!(k.models);
     let n = client
         .execute(
@@ -113,7 +113,7 @@ impl KeyStore for PgKeys {
     fn insert<'a>(&'a self, key: &'a KeyRow) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let c = self.pg.get().await.map_err(store_error)?;
-            if insert(&c, key).await.map_err(store_error)? {
+            if insert(&**c, key).await.map_err(store_error)? {
                 Ok(())
             } else {
                 Err(StoreError::Database("this key already exists".into()))
