@@ -167,14 +167,15 @@ struct Recalled {
     original: Option<Vec<ChatMessage>>,
     /// Memories injected into the request.
     injected: usize,
-    /// The store did not answer (down, or slower than [`RETRIEVAL_GRACE`] beyond the
-    /// embedding timeout): the request goes on without memories
+    /// The store did not answer (down, or slower than [`RETRIEVAL_GRACE`], plus the
+    /// embedding timeout with an embedding model): the request goes on without memories
     /// (`x-memproxy-memory: skipped`, `memproxy_memory_retrieval_skipped_total`).
     skipped: bool,
 }
 
-/// How much longer than the embedding timeout memory retrieval may take before the
-/// request goes on without it (a store that hangs must not hang requests).
+/// How long the memory store may take to answer a request's retrieval (beyond the query
+/// embedding's own timeout) before the request goes on without it: a store that hangs
+/// must not hang requests.
 const RETRIEVAL_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Marks a request answered without memory retrieval.
@@ -211,13 +212,21 @@ async fn recall(
         injected: 0,
         skipped: false,
     };
-    let limit = mem.settings().embed_timeout + RETRIEVAL_GRACE;
+    // Reading the store takes milliseconds; a query embedding may take up to its timeout.
+    let history_limit = RETRIEVAL_GRACE;
+    let search_limit = match &state.config.memory.embedding_model {
+        Some(_) => mem.settings().embed_timeout + RETRIEVAL_GRACE,
+        None => RETRIEVAL_GRACE,
+    };
     let mut history = Vec::new();
     if let Some(sid) = session_id {
         if inject::needs_history(&messages) {
             // The store's own calls, so a failure's warning names the request.
-            history = match tokio::time::timeout(limit, mem.store().session_messages(user_id, sid))
-                .await
+            history = match tokio::time::timeout(
+                history_limit,
+                mem.store().session_messages(user_id, sid),
+            )
+            .await
             {
                 Ok(Ok(h)) => h,
                 Ok(Err(e)) => {
@@ -240,20 +249,22 @@ async fn recall(
     let mut block = None;
     if retrieve {
         if let Some(q) = inject::query_text(cfg.query_strategy, &messages) {
-            let hits =
-                match tokio::time::timeout(limit, mem.try_search(user_id, &q, cfg.max_results))
-                    .await
-                {
-                    Ok(Ok(hits)) => hits,
-                    Ok(Err(e)) => {
-                        skipped(&mut out, ctx, "memory search failed", &e);
-                        Vec::new()
-                    }
-                    Err(_) => {
-                        skipped(&mut out, ctx, "memory search timed out", &"timeout");
-                        Vec::new()
-                    }
-                };
+            let hits = match tokio::time::timeout(
+                search_limit,
+                mem.try_search(user_id, &q, cfg.max_results),
+            )
+            .await
+            {
+                Ok(Ok(hits)) => hits,
+                Ok(Err(e)) => {
+                    skipped(&mut out, ctx, "memory search failed", &e);
+                    Vec::new()
+                }
+                Err(_) => {
+                    skipped(&mut out, ctx, "memory search timed out", &"timeout");
+                    Vec::new()
+                }
+            };
             block = inject::render(&hits, cfg.max_results, cfg.max_context_length);
             if let Some(b) = &block {
                 inject::inject(&mut messages, b, cfg.injection_strategy);
