@@ -215,7 +215,7 @@ fn storage_migrate(from: &str, to: &str) -> ExitCode {
             }
             last_kind = kind.to_string();
         }
-        let pct = if total == 0 { 100 } else { done * 100 / total };
+        let pct = (done * 100).checked_div(total).unwrap_or(100);
         let bar: String = (0..30)
             .map(|i| if i * 100 < pct * 30 { '#' } else { '.' })
             .collect();

@@ -547,7 +547,7 @@ fn row(i: usize, user: &str, model: &str, key: Option<&str>, total_ms: f64, cost
         tokens_out: 5,
         cost_usd: Some(cost),
         total_ms,
-        status: if i % 5 == 0 { 500 } else { 200 },
+        status: if i.is_multiple_of(5) { 500 } else { 200 },
         ..Default::default()
     }
 }

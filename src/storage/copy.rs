@@ -152,7 +152,7 @@ impl Copier<'_> {
         let (last, _) = self.resume_point("memories").await?;
         let mut after: i64 = last.and_then(|l| l.parse().ok()).unwrap_or(i64::MIN);
         let mut done = count_before(db, "SELECT count(*) FROM memories WHERE rid <= ?1", after)?;
-        let mut now = 0;
+        let (mut now, mut vectors_now) = (0, 0);
         let analyzer = Analyzer::default();
         let mut stmt = db
             .prepare(
@@ -219,13 +219,14 @@ impl Copier<'_> {
                 if let (Some((uid, seq)), Some(model), Some(vec)) = (placed, model, vec) {
                     // Stored as read: little-endian f32, the embedded store's own layout.
                     debug_assert_eq!(vec.len() % 4, 0);
-                    tx.execute(
-                        "INSERT INTO memproxy_memory_vectors (uid, seq, model, vec)
-                         VALUES ($1, $2, $3, $4) ON CONFLICT (uid, seq) DO NOTHING",
-                        &[&uid, &seq, model, vec],
-                    )
-                    .await
-                    .map_err(tgt)?;
+                    vectors_now += tx
+                        .execute(
+                            "INSERT INTO memproxy_memory_vectors (uid, seq, model, vec)
+                             VALUES ($1, $2, $3, $4) ON CONFLICT (uid, seq) DO NOTHING",
+                            &[&uid, &seq, model, vec],
+                        )
+                        .await
+                        .map_err(tgt)?;
                 }
                 written += u64::from(placed.is_some());
             }
@@ -267,7 +268,7 @@ impl Copier<'_> {
                 kind: "vectors",
                 source: vectors,
                 target: found_vectors,
-                copied_now: 0,
+                copied_now: vectors_now,
             },
         ])
     }

@@ -361,11 +361,14 @@ struct UserVectors {
     used: Option<Instant>,
 }
 
+/// One user's vectors of one model, locked while they are caught up and scored.
+type Shared = Arc<tokio::sync::Mutex<UserVectors>>;
+
 /// The per-user vector index of this process (see the module docs of
 /// [`super::memory`]).
 #[derive(Default)]
 pub struct VectorCache {
-    users: Mutex<HashMap<(i64, String), Arc<tokio::sync::Mutex<UserVectors>>>>,
+    users: Mutex<HashMap<(i64, String), Shared>>,
     /// Floats held, over all users (an estimate kept on load and eviction).
     floats: std::sync::atomic::AtomicUsize,
 }
@@ -395,7 +398,7 @@ impl VectorCache {
         }
     }
 
-    fn entry(&self, uid: i64, model: &str) -> Arc<tokio::sync::Mutex<UserVectors>> {
+    fn entry(&self, uid: i64, model: &str) -> Shared {
         let mut users = match self.users.lock() {
             Ok(u) => u,
             Err(p) => p.into_inner(),

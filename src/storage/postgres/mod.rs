@@ -2,11 +2,11 @@
 //! tokio-postgres connections shared by every store, versioned migrations applied at
 //! start ([`schema`]), and one implementation per storage trait:
 //!
-//! - [`memory`]: [`crate::memory::MemoryStore`] (memories, sessions, vectors);
-//! - [`analytics`]: [`crate::analytics::AnalyticsStore`] (usage rows in multi-row
-//!   INSERTs, feedback, key spend);
-//! - [`keys`]: [`crate::keys::KeyStore`];
-//! - [`responses`]: [`crate::responses_store::ResponseStore`].
+//! - [`memory`] implements [`crate::memory::MemoryStore`] (memories, sessions, vectors);
+//! - [`analytics`] implements [`crate::analytics::AnalyticsStore`] (usage rows in
+//!   multi-row INSERTs, feedback, key spend);
+//! - [`keys`] implements [`crate::keys::KeyStore`];
+//! - [`responses`] implements [`crate::responses_store::ResponseStore`].
 //!
 //! Every store tells a failure of the database (down, restarting, unreachable: worth
 //! retrying) from a refusal of the statement ([`PgError::is_transient`]).
@@ -222,7 +222,7 @@ impl PgUrl {
             .map_err(|e| format!("PostgreSQL pool: {e}"))?;
         Ok(Pg {
             pool,
-            url: self.clone(),
+            url: std::sync::Arc::new(self.clone()),
         })
     }
 }
@@ -231,7 +231,7 @@ impl PgUrl {
 #[derive(Clone)]
 pub struct Pg {
     pool: Pool,
-    url: PgUrl,
+    url: std::sync::Arc<PgUrl>,
 }
 
 impl Pg {
