@@ -1,0 +1,187 @@
+//! A memory store that fails or hangs never fails a request: retrieval is skipped, the
+//! answer says so (`x-memproxy-memory: skipped`) and `/metrics` counts it.
+
+mod common;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use memproxy::memory::sqlite::{SqliteOptions, SqliteStore};
+use memproxy::memory::store::BoxFuture;
+use memproxy::memory::{
+    Memory, MemoryService, MemoryStore, Page, ScoredMemory, SearchQuery, Session, SessionInfo,
+    SessionMessage, StoreError, SystemClock, WriteOp,
+};
+
+const OK: u8 = 0;
+const FAIL: u8 = 1;
+const HANG: u8 = 2;
+
+/// The embedded store, whose reads fail or hang on demand.
+struct Faulty {
+    inner: SqliteStore,
+    mode: AtomicU8,
+}
+
+impl Faulty {
+    fn read<'a, T: Send + 'a>(
+        &'a self,
+        f: BoxFuture<'a, Result<T, StoreError>>,
+    ) -> BoxFuture<'a, Result<T, StoreError>> {
+        Box::pin(async move {
+            match self.mode.load(Ordering::SeqCst) {
+                FAIL => Err(StoreError::Backend("connection refused".into())),
+                HANG => std::future::pending().await,
+                _ => f.await,
+            }
+        })
+    }
+}
+
+impl MemoryStore for Faulty {
+    fn apply(&self, ops: Vec<WriteOp>) -> BoxFuture<'_, Result<Vec<Memory>, StoreError>> {
+        self.inner.apply(ops)
+    }
+    fn get<'a>(&'a self, u: &'a str, id: &'a str) -> BoxFuture<'a, Result<Memory, StoreError>> {
+        self.inner.get(u, id)
+    }
+    fn list<'a>(
+        &'a self,
+        u: &'a str,
+        limit: usize,
+        cursor: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Page, StoreError>> {
+        self.inner.list(u, limit, cursor)
+    }
+    fn search<'a>(
+        &'a self,
+        u: &'a str,
+        q: &'a SearchQuery,
+    ) -> BoxFuture<'a, Result<Vec<ScoredMemory>, StoreError>> {
+        self.read(self.inner.search(u, q))
+    }
+    fn delete<'a>(&'a self, u: &'a str, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.delete(u, id)
+    }
+    fn delete_user<'a>(&'a self, u: &'a str) -> BoxFuture<'a, Result<u64, StoreError>> {
+        self.inner.delete_user(u)
+    }
+    fn session_messages<'a>(
+        &'a self,
+        u: &'a str,
+        s: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<SessionMessage>, StoreError>> {
+        self.read(self.inner.session_messages(u, s))
+    }
+    fn list_sessions<'a>(
+        &'a self,
+        u: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<SessionInfo>, StoreError>> {
+        self.inner.list_sessions(u)
+    }
+    fn get_session<'a>(
+        &'a self,
+        u: Option<&'a str>,
+        s: &'a str,
+    ) -> BoxFuture<'a, Result<Session, StoreError>> {
+        self.inner.get_session(u, s)
+    }
+    fn delete_session<'a>(
+        &'a self,
+        u: Option<&'a str>,
+        s: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.delete_session(u, s)
+    }
+    fn purge_expired(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.inner.purge_expired()
+    }
+    fn health(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.health()
+    }
+}
+
+#[tokio::test]
+async fn a_failing_or_hanging_memory_store_skips_retrieval_not_the_request() {
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "model_list:\n  - model_name: gpt\n    litellm_params: {{model: openai/gpt-4o, api_base: '{}', api_key: k}}\nrouter_settings: {{num_retries: 0}}\ncontext_retrieval: {{enabled: true}}\n",
+        mock.url()
+    );
+    let cfg = memproxy::config::parse(
+        &yaml,
+        "test.yaml",
+        &memproxy::config::Overrides {
+            data_dir: Some(dir.path().to_string_lossy().into_owned()),
+            ..Default::default()
+        },
+        &|_| None,
+    )
+    .unwrap();
+    let store = Arc::new(Faulty {
+        inner: SqliteStore::open(
+            &dir.path().join("faulty"),
+            SqliteOptions {
+                session_ttl: Duration::ZERO,
+                session_max_messages: 10,
+                clock: Arc::new(SystemClock),
+            },
+        )
+        .unwrap(),
+        mode: AtomicU8::new(OK),
+    });
+    let mut state = memproxy::AppState::new(cfg).unwrap();
+    let st = Arc::get_mut(&mut state).unwrap();
+    st.memory = Some(Arc::new(MemoryService::with_store(
+        store.clone(),
+        &st.config.memory,
+        None,
+    )));
+    let proxy = start_state(state).await;
+    let send = |session: Option<&'static str>| {
+        let mut req = client()
+            .post(proxy.url("/v1/chat/completions"))
+            .header("x-memory-user-id", "faulty-user")
+            .json(&chat_body("gpt", "what do I like?"));
+        if let Some(s) = session {
+            req = req.header("x-session-id", s);
+        }
+        req.send()
+    };
+    let resp = send(None).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("x-memproxy-memory").is_none());
+
+    store.mode.store(FAIL, Ordering::SeqCst);
+    let resp = send(None).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-memproxy-memory"], "skipped");
+
+    store.mode.store(HANG, Ordering::SeqCst);
+    let started = Instant::now();
+    let resp = send(Some("sess-1")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-memproxy-memory"], "skipped");
+    // History and search each wait at most a second.
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let metrics = client()
+        .get(proxy.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("memproxy_memory_retrieval_skipped_total 2"),
+        "{metrics}"
+    );
+}
