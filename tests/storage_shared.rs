@@ -276,3 +276,54 @@ async fn an_unreachable_database_is_a_clear_start_error() {
         "the password is not shown: {text}"
     );
 }
+
+/// `sslmode` decides TLS: `disable` is plain, `require` encrypts, `verify-full` checks the
+/// certificate (the local server's self-signed one is refused).
+#[tokio::test]
+async fn sslmode_decides_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let db = TestDb::create().await;
+    let plain = pg(&db).await;
+    let server_tls: String = plain.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+    let with = |mode: &str| {
+        let sep = if db.url.contains('?') { '&' } else { '?' };
+        memproxy::storage::postgres::PgUrl::parse(&format!("{}{sep}sslmode={mode}", db.url))
+            .unwrap()
+    };
+    let encrypted = |c: tokio_postgres::Client| async move {
+        c.query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, bool>(0)
+    };
+    assert!(!encrypted(with("disable").connect().await.unwrap()).await);
+    assert!(!encrypted(with("prefer").connect().await.unwrap()).await);
+    let required = with("require").connect().await;
+    if server_tls == "on" {
+        assert!(
+            encrypted(required.unwrap()).await,
+            "sslmode=require is encrypted"
+        );
+        let verified = with("verify-full").connect().await;
+        assert!(
+            verified.is_err(),
+            "a self-signed certificate must not verify"
+        );
+    } else {
+        assert!(
+            required.is_err(),
+            "sslmode=require against a server without TLS"
+        );
+    }
+    assert!(
+        memproxy::storage::postgres::PgUrl::parse(&format!("{}?sslmode=bogus", db.url)).is_err()
+    );
+    let redacted =
+        memproxy::storage::postgres::PgUrl::parse("postgres://u:hunter2@h:5/db?sslmode=require")
+            .unwrap();
+    assert_eq!(redacted.redacted(), "postgres://u:*****@h:5/db");
+    assert_eq!(redacted.dbname(), Some("db"));
+}
