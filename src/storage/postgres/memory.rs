@@ -16,6 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Transaction;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
 
 use super::memory_read::{self, VectorCache};
 use super::{Pg, PgError};
@@ -26,6 +28,31 @@ use crate::memory::store::{
 };
 use crate::memory::text::{content_hash, Analyzer};
 use crate::memory::Clock;
+
+/// Statements prepared once per pooled connection: a batch of captures runs the same
+/// few statements many times, and each would otherwise cost a round trip to prepare.
+trait Cached {
+    async fn cexec(&self, sql: &str, p: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError>;
+    async fn cone(&self, sql: &str, p: &[&(dyn ToSql + Sync)]) -> Result<Row, StoreError>;
+    async fn copt(&self, sql: &str, p: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>, StoreError>;
+}
+
+impl Cached for Transaction<'_> {
+    async fn cexec(&self, sql: &str, p: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+        let st = self.prepare_cached(sql).await.map_err(backend)?;
+        self.execute(&st, p).await.map_err(backend)
+    }
+
+    async fn cone(&self, sql: &str, p: &[&(dyn ToSql + Sync)]) -> Result<Row, StoreError> {
+        let st = self.prepare_cached(sql).await.map_err(backend)?;
+        self.query_one(&st, p).await.map_err(backend)
+    }
+
+    async fn copt(&self, sql: &str, p: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>, StoreError> {
+        let st = self.prepare_cached(sql).await.map_err(backend)?;
+        self.query_opt(&st, p).await.map_err(backend)
+    }
+}
 
 /// How the store keeps sessions and what time it is (as the embedded store's options).
 #[derive(Clone)]
@@ -97,18 +124,28 @@ pub(super) async fn uid_of(
     Ok(row.map(|r| r.get(0)))
 }
 
+/// [`uid_of`] inside a write transaction (statement prepared once per connection).
+async fn uid_in(tx: &Transaction<'_>, user_id: &str) -> Result<Option<i64>, StoreError> {
+    let row = tx
+        .copt(
+            "SELECT uid FROM memproxy_memory_users WHERE user_id = $1",
+            &[&user_id],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 async fn ensure_uid(tx: &Transaction<'_>, user_id: &str) -> Result<i64, StoreError> {
-    if let Some(uid) = uid_of(&**tx, user_id).await? {
+    if let Some(uid) = uid_in(tx, user_id).await? {
         return Ok(uid);
     }
     let row = tx
-        .query_one(
+        .cone(
             "INSERT INTO memproxy_memory_users (user_id) VALUES ($1)
              ON CONFLICT (user_id) DO UPDATE SET user_id = EXCLUDED.user_id RETURNING uid",
             &[&user_id],
         )
-        .await
-        .map_err(backend)?;
+        .await?;
     Ok(row.get(0))
 }
 
@@ -136,7 +173,7 @@ pub(crate) async fn insert_memory(
     let terms = analyzer.terms(m.content);
     let nterms = terms.len() as i64;
     let row = tx
-        .query_one(
+        .cone(
             "INSERT INTO memproxy_memory_users (user_id, next_seq, doc_count, term_count)
              VALUES ($1, 1, 1, $2)
              ON CONFLICT (user_id) DO UPDATE SET
@@ -146,12 +183,11 @@ pub(crate) async fn insert_memory(
              RETURNING uid, next_seq",
             &[&m.user_id, &nterms],
         )
-        .await
-        .map_err(backend)?;
+        .await?;
     let (uid, seq): (i64, i64) = (row.get(0), row.get(1));
     let metadata = serde_json::Value::Object(m.metadata.clone());
     let inserted = tx
-        .execute(
+        .cexec(
             "INSERT INTO memproxy_memories
                  (uid, seq, id, content, metadata, session_id, created_at, terms, nterms, hash, lexemes)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, array_to_tsvector($11::text[]))
@@ -170,33 +206,30 @@ pub(crate) async fn insert_memory(
                 &terms,
             ],
         )
-        .await
-        .map_err(backend)?;
+        .await?;
     if inserted == 0 {
         // Give back the number and the counts taken above.
-        tx.execute(
+        tx.cexec(
             "UPDATE memproxy_memory_users SET next_seq = next_seq - 1, doc_count = doc_count - 1,
                  term_count = term_count - $2 WHERE uid = $1 AND next_seq = $3",
             &[&uid, &nterms, &seq],
         )
-        .await
-        .map_err(backend)?;
+        .await?;
         return Ok(None);
     }
     Ok(Some((uid, seq)))
 }
 
 async fn has_content(tx: &Transaction<'_>, user_id: &str, hash: i64) -> Result<bool, StoreError> {
-    let Some(uid) = uid_of(&**tx, user_id).await? else {
+    let Some(uid) = uid_in(tx, user_id).await? else {
         return Ok(false);
     };
     let row = tx
-        .query_opt(
+        .copt(
             "SELECT 1 FROM memproxy_memories WHERE uid = $1 AND hash = $2 LIMIT 1",
             &[&uid, &hash],
         )
-        .await
-        .map_err(backend)?;
+        .await?;
     Ok(row.is_some())
 }
 
@@ -276,66 +309,59 @@ impl PgMemoryStore {
         let now = self.opts.clock.now_ms();
         let uid = ensure_uid(tx, user_id).await?;
         let created = tx
-            .execute(
+            .cexec(
                 "INSERT INTO memproxy_sessions (uid, session_id, created_at, updated_at)
                  VALUES ($1, $2, $3, $3) ON CONFLICT (uid, session_id) DO NOTHING",
                 &[&uid, &session_id, &now],
             )
-            .await
-            .map_err(backend)?;
+            .await?;
         let row = tx
-            .query_one(
+            .cone(
                 "SELECT sid, updated_at FROM memproxy_sessions WHERE uid = $1 AND session_id = $2
                  FOR UPDATE",
                 &[&uid, &session_id],
             )
-            .await
-            .map_err(backend)?;
+            .await?;
         let (sid, updated): (i64, i64) = (row.get(0), row.get(1));
         if created == 0 {
             let ttl = self.opts.session_ttl.as_millis() as i64;
             if ttl > 0 && updated < now - ttl {
                 // Expired: the old conversation is gone; the session starts afresh.
-                tx.execute(
+                tx.cexec(
                     "DELETE FROM memproxy_session_messages WHERE sid = $1",
                     &[&sid],
                 )
-                .await
-                .map_err(backend)?;
-                tx.execute(
+                .await?;
+                tx.cexec(
                     "UPDATE memproxy_sessions SET created_at = $2, updated_at = $2 WHERE sid = $1",
                     &[&sid, &now],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             } else {
-                tx.execute(
+                tx.cexec(
                     "UPDATE memproxy_sessions SET updated_at = $2 WHERE sid = $1",
                     &[&sid, &now],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             }
         }
         let roles: Vec<&str> = messages.iter().map(|m| m.0.as_str()).collect();
         let contents: Vec<&str> = messages.iter().map(|m| m.1.as_str()).collect();
-        tx.execute(
+        tx.cexec(
             "INSERT INTO memproxy_session_messages (sid, role, content, created_at)
              SELECT $1, r, c, $4 FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS t(r, c, i)
              ORDER BY i",
             &[&sid, &roles, &contents, &now],
         )
-        .await
-        .map_err(backend)?;
+        .await?;
         let keep = self.opts.session_max_messages as i64;
-        tx.execute(
+        tx.cexec(
             "DELETE FROM memproxy_session_messages WHERE sid = $1 AND mid <= (
                  SELECT mid FROM memproxy_session_messages WHERE sid = $1
                  ORDER BY mid DESC LIMIT 1 OFFSET $2)",
             &[&sid, &keep],
         )
-        .await
-        .map_err(backend)?;
+        .await?;
         Ok(())
     }
 }
@@ -346,7 +372,7 @@ async fn put_vectors(
     model: &str,
     vectors: &[(String, Vec<f32>)],
 ) -> Result<(), StoreError> {
-    let Some(uid) = uid_of(&**tx, user_id).await? else {
+    let Some(uid) = uid_in(tx, user_id).await? else {
         return Ok(());
     };
     let ids: Vec<&str> = vectors.iter().map(|v| v.0.as_str()).collect();
@@ -370,7 +396,7 @@ async fn delete_one(
     user_id: &str,
     id: &str,
 ) -> Result<(i64, i64), StoreError> {
-    let uid = uid_of(&**tx, user_id).await?.ok_or(StoreError::NotFound)?;
+    let uid = uid_in(tx, user_id).await?.ok_or(StoreError::NotFound)?;
     let row = tx
         .query_opt(
             "DELETE FROM memproxy_memories WHERE uid = $1 AND id = $2 RETURNING seq, nterms",
@@ -400,7 +426,7 @@ async fn delete_user(
     tx: &Transaction<'_>,
     user_id: &str,
 ) -> Result<(Option<i64>, u64), StoreError> {
-    let Some(uid) = uid_of(&**tx, user_id).await? else {
+    let Some(uid) = uid_in(tx, user_id).await? else {
         return Ok((None, 0));
     };
     // The user row is locked first, so that writes of the user wait for the deletion.
@@ -447,7 +473,7 @@ async fn delete_session(
 ) -> Result<(), StoreError> {
     let sids: Vec<i64> = match user_id {
         Some(u) => {
-            let uid = uid_of(&**tx, u).await?.ok_or(StoreError::NotFound)?;
+            let uid = uid_in(tx, u).await?.ok_or(StoreError::NotFound)?;
             tx.query(
                 "SELECT sid FROM memproxy_sessions WHERE uid = $1 AND session_id = $2",
                 &[&uid, &session_id],

@@ -14,7 +14,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio_postgres::GenericClient;
+use deadpool_postgres::ClientWrapper;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use super::memory::{backend, uid_of, PgMemoryStore};
@@ -31,15 +32,50 @@ use crate::memory::store::{
 };
 use crate::memory::text::Analyzer;
 
+/// Statements prepared once per pooled connection (a search makes several queries; each
+/// would otherwise cost a second round trip to be prepared).
+trait Cached {
+    async fn cached(
+        &self,
+        sql: &str,
+        p: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error>;
+    async fn cached_opt(
+        &self,
+        sql: &str,
+        p: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, tokio_postgres::Error>;
+}
+
+impl Cached for ClientWrapper {
+    async fn cached(
+        &self,
+        sql: &str,
+        p: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let st = self.prepare_cached(sql).await?;
+        self.query(&st, p).await
+    }
+
+    async fn cached_opt(
+        &self,
+        sql: &str,
+        p: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, tokio_postgres::Error> {
+        let st = self.prepare_cached(sql).await?;
+        self.query_opt(&st, p).await
+    }
+}
+
 struct User {
     uid: i64,
     stats: CorpusStats,
     next_seq: i64,
 }
 
-async fn user(c: &impl GenericClient, user_id: &str) -> Result<Option<User>, StoreError> {
+async fn user(c: &ClientWrapper, user_id: &str) -> Result<Option<User>, StoreError> {
     let row = c
-        .query_opt(
+        .cached_opt(
             "SELECT uid, doc_count, term_count, next_seq FROM memproxy_memory_users
              WHERE user_id = $1",
             &[&user_id],
@@ -79,7 +115,7 @@ pub(super) async fn get(s: &PgMemoryStore, user_id: &str, id: &str) -> Result<Me
     let c = s.pg.get().await.map_err(backend)?;
     let uid = uid_of(&**c, user_id).await?.ok_or(StoreError::NotFound)?;
     let row = c
-        .query_opt(
+        .cached_opt(
             &format!("SELECT {MEMORY_COLUMNS} FROM memproxy_memories WHERE uid = $1 AND id = $2"),
             &[&uid, &id],
         )
@@ -112,7 +148,7 @@ pub(super) async fn list(
     };
     let limit = limit.clamp(1, 1000);
     let rows = c
-        .query(
+        .cached(
             &format!(
                 "SELECT {MEMORY_COLUMNS}, seq FROM memproxy_memories WHERE uid = $1 AND seq < $2
                  ORDER BY seq DESC LIMIT $3"
@@ -148,7 +184,7 @@ struct Light {
 
 /// [`Light`]s of the given memories of `uid` not known yet, into `known`.
 async fn lights(
-    c: &impl GenericClient,
+    c: &ClientWrapper,
     uid: i64,
     seqs: impl IntoIterator<Item = i64>,
     known: &mut HashMap<i64, Light>,
@@ -161,7 +197,7 @@ async fn lights(
         return Ok(());
     }
     let rows = c
-        .query(
+        .cached(
             "SELECT seq, session_id, hash, terms, nterms FROM memproxy_memories
              WHERE uid = $1 AND seq = ANY($2)",
             &[&uid, &wanted],
@@ -197,7 +233,7 @@ const SCAN_TERMS_SQL: &str = "SELECT t.i, m.seq
 const _: () = assert!(TERM_SCAN_CAP + 1 == 251, "SCAN_TERMS_SQL's LIMIT");
 
 async fn lexical(
-    c: &impl GenericClient,
+    c: &ClientWrapper,
     u: &User,
     terms: &[String],
     known: &mut HashMap<i64, Light>,
@@ -207,7 +243,7 @@ async fn lexical(
     }
     let quoted: Vec<String> = terms.iter().map(|t| lexeme(t)).collect();
     let rows = c
-        .query(SCAN_TERMS_SQL, &[&u.uid, &quoted])
+        .cached(SCAN_TERMS_SQL, &[&u.uid, &quoted])
         .await
         .map_err(backend)?;
     let mut lists: Vec<Vec<i64>> = vec![Vec::new(); terms.len()];
@@ -282,17 +318,17 @@ pub(super) async fn search(
 ) -> Result<Vec<ScoredMemory>, StoreError> {
     let limit = query.limit.clamp(1, 100);
     let c = s.pg.get().await.map_err(backend)?;
-    let Some(u) = user(&**c, user_id).await? else {
+    let Some(u) = user(&c, user_id).await? else {
         return Ok(vec![]);
     };
     let pool = MIN_POOL.max(limit * 5);
     let terms = Analyzer::default().query_terms(&query.text);
     let mut known: HashMap<i64, Light> = HashMap::new();
-    let lexical = lexical(&**c, &u, &terms, &mut known).await?;
+    let lexical = lexical(&c, &u, &terms, &mut known).await?;
     let semantic = match &query.embedding {
         Some(e) => {
             s.vectors
-                .scored(&**c, u.uid, &e.model, &e.vector, pool)
+                .scored(&c, u.uid, &e.model, &e.vector, pool)
                 .await?
         }
         None => vec![],
@@ -310,7 +346,7 @@ pub(super) async fn search(
     let want = limit * 4;
     let mut ranked_known = Vec::with_capacity(want);
     for chunk in ranked.chunks(want) {
-        lights(&**c, u.uid, chunk.iter().map(|x| x.0), &mut known).await?;
+        lights(&c, u.uid, chunk.iter().map(|x| x.0), &mut known).await?;
         for &(seq, score) in chunk {
             if known.contains_key(&seq) && ranked_known.len() < want {
                 ranked_known.push((seq, score));
@@ -326,7 +362,7 @@ pub(super) async fn search(
         .collect();
     let seqs: Vec<i64> = top.iter().map(|x| x.0).collect();
     let rows = c
-        .query(
+        .cached(
             &format!(
                 "SELECT {MEMORY_COLUMNS}, seq FROM memproxy_memories WHERE uid = $1 AND seq = ANY($2)"
             ),
@@ -433,7 +469,7 @@ impl VectorCache {
     /// `pool`; the index is caught up with PostgreSQL first.
     async fn scored(
         &self,
-        c: &impl GenericClient,
+        c: &ClientWrapper,
         uid: i64,
         model: &str,
         query: &[f32],
@@ -443,7 +479,7 @@ impl VectorCache {
         let entry = self.entry(uid, model);
         let mut u = entry.lock().await;
         let rows = c
-            .query(
+            .cached(
                 "SELECT seq, vec, version FROM memproxy_memory_vectors
                  WHERE uid = $1 AND model = $2 AND version > $3 ORDER BY version",
                 &[&uid, &model, &u.version],
@@ -481,12 +517,12 @@ impl VectorCache {
 }
 
 async fn messages(
-    c: &impl GenericClient,
+    c: &ClientWrapper,
     sid: i64,
     limit: usize,
 ) -> Result<Vec<SessionMessage>, StoreError> {
     let rows = c
-        .query(
+        .cached(
             "SELECT role, content, created_at FROM memproxy_session_messages WHERE sid = $1
              ORDER BY mid DESC LIMIT $2",
             &[&sid, &(limit as i64)],
@@ -512,7 +548,7 @@ pub(super) async fn session_messages(
 ) -> Result<Vec<SessionMessage>, StoreError> {
     let c = s.pg.get().await.map_err(backend)?;
     let row = c
-        .query_opt(
+        .cached_opt(
             "SELECT s.sid FROM memproxy_sessions s JOIN memproxy_memory_users u ON u.uid = s.uid
              WHERE u.user_id = $1 AND s.session_id = $2 AND s.updated_at >= $3",
             &[&user_id, &session_id, &s.live_cutoff()],
@@ -520,7 +556,7 @@ pub(super) async fn session_messages(
         .await
         .map_err(backend)?;
     match row {
-        Some(r) => messages(&**c, r.get(0), s.opts.session_max_messages).await,
+        Some(r) => messages(&c, r.get(0), s.opts.session_max_messages).await,
         None => Ok(vec![]),
     }
 }
@@ -551,7 +587,7 @@ pub(super) async fn list_sessions(
 ) -> Result<Vec<SessionInfo>, StoreError> {
     let c = s.pg.get().await.map_err(backend)?;
     let rows = c
-        .query(
+        .cached(
             &format!(
                 "{SESSION_SELECT} WHERE s.updated_at >= $1 AND ($2::text IS NULL OR u.user_id = $2)
                  ORDER BY s.updated_at DESC LIMIT $3"
@@ -570,7 +606,7 @@ pub(super) async fn get_session(
 ) -> Result<Session, StoreError> {
     let c = s.pg.get().await.map_err(backend)?;
     let rows = c
-        .query(
+        .cached(
             &format!(
                 "{SESSION_SELECT} WHERE s.session_id = $1 AND s.updated_at >= $2
                  AND ($3::text IS NULL OR u.user_id = $3) LIMIT 2"
@@ -584,7 +620,7 @@ pub(super) async fn get_session(
         [] => Err(StoreError::NotFound),
         [(sid, info)] => Ok(Session {
             info: info.clone(),
-            messages: messages(&**c, *sid, s.opts.session_max_messages).await?,
+            messages: messages(&c, *sid, s.opts.session_max_messages).await?,
         }),
         _ => Err(StoreError::Ambiguous(session_id.to_string())),
     }
