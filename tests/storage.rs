@@ -548,6 +548,7 @@ fn row(i: usize, user: &str, model: &str, key: Option<&str>, total_ms: f64, cost
         cost_usd: Some(cost),
         total_ms,
         status: if i.is_multiple_of(5) { 500 } else { 200 },
+        client: if i.is_multiple_of(3) { "codex" } else { "claude-code" }.into(),
         ..Default::default()
     }
 }
@@ -607,6 +608,28 @@ async fn analytics_totals_pages_feedback_and_spend(s: Stores) {
             ["(master)", "kh"]
         );
         assert_eq!(keys[1].key_alias.as_deref(), Some("alias-kh"));
+        let clients = a
+            .usage(&UsageQuery {
+                group_by: GroupBy::Client,
+                from_ms: None,
+                to_ms: None,
+            })
+            .unwrap();
+        assert_eq!(
+            clients
+                .iter()
+                .map(|g| (g.group.as_str(), g.requests))
+                .collect::<Vec<_>>(),
+            [("claude-code", 13), ("codex", 7)]
+        );
+        let by_client = a
+            .requests(&RequestsQuery {
+                client: Some("codex".into()),
+                limit: 100,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(by_client.len(), 7);
         let days = a
             .usage(&UsageQuery {
                 group_by: GroupBy::Day,

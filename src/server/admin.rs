@@ -71,8 +71,7 @@ pub async fn readiness(State(state): State<Arc<AppState>>) -> Response {
         Some(Ok(())) => json!({"backend": state.storage.kind(), "ok": true}),
         Some(Err(e)) => json!({"backend": state.storage.kind(), "ok": false, "error": e}),
     };
-    let ready =
-        models_ok && store_ok && memory["ok"] == true && redis_ok && storage["ok"] == true;
+    let ready = models_ok && store_ok && memory["ok"] == true && redis_ok && storage["ok"] == true;
     let status = if ready { "ready" } else { "not_ready" };
     let body = json!({
         "status": status,

@@ -25,18 +25,18 @@ use crate::analytics::timefmt;
 const RECORD_COLUMNS: &str = "ts_ms, request_id, user_id, key_id, key_alias, endpoint, model, \
     deployment, upstream_model, provider, stream, tokens_in, tokens_out, tokens_cached, \
     tokens_reasoning, cost_usd, total_ms, ttft_ms, upstream_ms, overhead_ms, status, error_type, \
-    memories_injected, tool_rounds, attempts";
+    memories_injected, tool_rounds, attempts, client";
 
 /// One statement for any number of rows: each column is one array parameter.
 const INSERT: &str = "INSERT INTO memproxy_requests (ts_ms, request_id, user_id, key_id, \
     key_alias, endpoint, model, deployment, upstream_model, provider, stream, tokens_in, \
     tokens_out, tokens_cached, tokens_reasoning, cost_usd, total_ms, ttft_ms, upstream_ms, \
-    overhead_ms, status, error_type, memories_injected, tool_rounds, attempts) \
+    overhead_ms, status, error_type, memories_injected, tool_rounds, attempts, client) \
     SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], \
     $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bool[], $12::int8[], \
     $13::int8[], $14::int8[], $15::int8[], $16::float8[], $17::float8[], $18::float8[], \
     $19::float8[], $20::float8[], $21::int4[], $22::text[], $23::int4[], $24::int4[], \
-    $25::int4[])";
+    $25::int4[], $26::text[])";
 
 const ADD_SPEND: &str = "UPDATE memproxy_keys k SET spend = k.spend + v.cost \
     FROM unnest($1::text[], $2::float8[]) AS v(hash, cost) WHERE k.hash = v.hash";
@@ -137,6 +137,7 @@ pub(crate) struct Columns {
     status: Vec<i32>,
     error_type: Vec<Option<String>>,
     small: [Vec<i32>; 3],
+    client: Vec<String>,
 }
 
 impl Columns {
@@ -154,6 +155,7 @@ impl Columns {
             status: vec![],
             error_type: vec![],
             small: Default::default(),
+            client: Vec::with_capacity(rows.len()),
         };
         for r in rows {
             c.ts.push(r.ts_ms);
@@ -192,6 +194,7 @@ impl Columns {
             for (col, v) in c.small.iter_mut().zip(small) {
                 col.push(v.min(i32::MAX as u32) as i32);
             }
+            c.client.push(r.client.clone());
         }
         c
     }
@@ -224,6 +227,7 @@ impl Columns {
             &self.small[0],
             &self.small[1],
             &self.small[2],
+            &self.client,
         ]
     }
 }
@@ -303,6 +307,7 @@ fn record_from_row(r: &Row, at: usize) -> Record {
         memories_injected: small(22),
         tool_rounds: small(23),
         attempts: small(24),
+        client: r.get(at + 25),
     }
 }
 
@@ -350,6 +355,7 @@ impl AnalyticsStore for PgAnalytics {
             GroupBy::User => "user_id",
             GroupBy::Model => "model",
             GroupBy::Key => "COALESCE(key_id, '(master)')",
+            GroupBy::Client => "client",
             GroupBy::Day => "to_char(to_timestamp(ts_ms / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
         };
         let (mut clauses, mut params): (Vec<String>, Vec<Param>) = (vec![], vec![]);
@@ -406,6 +412,7 @@ impl AnalyticsStore for PgAnalytics {
             ("model", &q.model),
             ("key_id", &q.key_id),
             ("request_id", &q.request_id),
+            ("client", &q.client),
         ] {
             if let Some(v) = v {
                 params.push(Box::new(v.clone()));

@@ -107,6 +107,7 @@ CREATE TABLE memproxy_requests (
     memories_injected INTEGER NOT NULL,
     tool_rounds       INTEGER NOT NULL,
     attempts          INTEGER NOT NULL,
+    client            TEXT NOT NULL DEFAULT '',
     feedback_score    DOUBLE PRECISION,
     feedback_comment  TEXT,
     feedback_ts_ms    BIGINT
