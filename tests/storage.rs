@@ -548,7 +548,12 @@ fn row(i: usize, user: &str, model: &str, key: Option<&str>, total_ms: f64, cost
         cost_usd: Some(cost),
         total_ms,
         status: if i.is_multiple_of(5) { 500 } else { 200 },
-        client: if i.is_multiple_of(3) { "codex" } else { "claude-code" }.into(),
+        client: if i.is_multiple_of(3) {
+            "codex"
+        } else {
+            "claude-code"
+        }
+        .into(),
         ..Default::default()
     }
 }
