@@ -183,7 +183,7 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
-fn unhex(s: &str) -> Option<[u8; 32]> {
+pub(crate) fn unhex(s: &str) -> Option<[u8; 32]> {
     if s.len() != 64 {
         return None;
     }
@@ -384,6 +384,14 @@ impl Keys {
             }
         }
         Ok(deleted)
+    }
+
+    /// Drops a key (hash) from the cache: it changed or went elsewhere, and its next use
+    /// reads the store again.
+    pub fn forget(&self, hash: &str) {
+        if let Some(h) = unhex(hash) {
+            self.by_hash.remove(&h);
+        }
     }
 
     /// Caches a key read from the store (another instance made it).

@@ -327,3 +327,69 @@ async fn sslmode_decides_tls() {
     assert_eq!(redacted.redacted(), "postgres://u:*****@h:5/db");
     assert_eq!(redacted.dbname(), Some("db"));
 }
+
+/// With Redis beside PostgreSQL, a key revoked on one instance is refused by every other
+/// within a second: the revocation is published and each instance drops its cached copy.
+#[tokio::test]
+async fn a_revoked_key_is_refused_everywhere_within_a_second() {
+    let db = TestDb::create().await;
+    let mock = MockUpstream::start().await;
+    let redis_url = std::env::var("MEMPROXY_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    // Fails (never skips) when the test Redis is down.
+    let mut c = redis::Client::open(redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("the test Redis at {redis_url} is unreachable: {e}"));
+    let _: String = redis::cmd("PING").query_async(&mut c).await.unwrap();
+    let prefix = format!("memproxy-test:{}:", uuid::Uuid::new_v4());
+    let yaml = format!(
+        "{}rate_limits: {{redis_prefix: \"{prefix}\"}}\n",
+        config(&mock)
+    );
+    let env = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("REDIS_URL", redis_url.as_str()),
+    ];
+    let a = start_with(&yaml, &env, Default::default()).await;
+    let b = start_with(&yaml, &env, Default::default()).await;
+    b.state.storage.key_changes_followed().await;
+
+    let made: Value = client()
+        .post(a.url("/key/generate"))
+        .bearer_auth(MASTER)
+        .json(&json!({"key_alias": "revoked-fast", "user_id": "keyed"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = made["key"].as_str().unwrap().to_string();
+    // B learns the key on first sight and caches it.
+    for _ in 0..2 {
+        assert_eq!(chat(&b, &key, "ignored", "hello").await.status(), 200);
+    }
+    let deleted = client()
+        .post(a.url("/key/delete"))
+        .bearer_auth(MASTER)
+        .json(&json!({"keys": [key]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    let revoked_at = Instant::now();
+    loop {
+        if chat(&b, &key, "ignored", "still?").await.status() == 401 {
+            break;
+        }
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(1),
+            "B still accepts a key revoked on A after 1 s"
+        );
+        tokio::task::yield_now().await;
+    }
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

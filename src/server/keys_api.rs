@@ -96,6 +96,7 @@ pub async fn delete(
         );
     }
     let deleted = state.keys.delete(&*state.key_store, &targets).await?;
+    state.storage.keys_changed(&deleted).await;
     Ok(Json(json!({"deleted_keys": deleted})))
 }
 

@@ -122,6 +122,13 @@ impl AppState {
         });
         if state.storage.shared() {
             tokio::spawn(follow_keys(Arc::downgrade(&state)));
+            let weak = Arc::downgrade(&state);
+            state.storage.follow_key_changes(move |hash| {
+                if let Some(state) = weak.upgrade() {
+                    state.keys.forget(hash);
+                    state.storage.forget_miss(hash);
+                }
+            });
         }
         Ok(state)
     }

@@ -60,6 +60,20 @@ pub struct Storage {
     pub keys: Arc<dyn KeyStore>,
     /// Stored Responses API answers.
     pub responses: Arc<dyn ResponseStore>,
+    /// With shared storage and Redis: key revocations and edits told to every instance.
+    feed: Option<redis::KeyFeed>,
+    /// The subscription to `feed`, ended with the storage.
+    feed_task: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
+    /// Becomes true once the subscription to `feed` is made.
+    feed_subscribed: tokio::sync::watch::Sender<bool>,
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        if let Some(task) = self.feed_task.lock().ok().and_then(|mut t| t.take()) {
+            task.abort();
+        }
+    }
 }
 
 /// How long a key the shared store did not have is not looked up again.
@@ -96,6 +110,9 @@ impl Storage {
                 misses: Default::default(),
                 keys: Arc::new(keys),
                 responses: Arc::new(SqliteResponseStore::new(&config.memory.data_dir)),
+                feed: None,
+                feed_task: Default::default(),
+                feed_subscribed: Default::default(),
             };
             return Ok((storage, rows));
         };
@@ -105,8 +122,18 @@ impl Storage {
             .map_err(StorageError::Postgres)?;
         let pg = url.pool().map_err(StorageError::Postgres)?;
         tracing::info!(database = %url.redacted(), "durable state is kept in PostgreSQL");
+        let feed = match &config.rate_limits.redis_url {
+            Some(redis_url) => Some(
+                redis::KeyFeed::new(redis_url.expose(), &config.rate_limits.redis_prefix)
+                    .map_err(|e| StorageError::Url(format!("redis_url: {e}")))?,
+            ),
+            None => None,
+        };
         let storage = Self {
             misses: Default::default(),
+            feed,
+            feed_task: Default::default(),
+            feed_subscribed: Default::default(),
             keys: Arc::new(postgres::keys::PgKeys::new(pg.clone())),
             responses: Arc::new(postgres::responses::PgResponses::start(pg.clone())),
             backend: Backend::Postgres(pg),
@@ -131,6 +158,53 @@ impl Storage {
     /// elsewhere).
     pub fn shared(&self) -> bool {
         matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// Follows the key changes every instance publishes (shared storage with Redis only):
+    /// `on_change(hash)` runs for each, so the caller drops its cached copy and the key's
+    /// next use reads the store: a revoked key is refused everywhere within one Redis
+    /// round trip. Without Redis the periodic re-read ([`KEY_SYNC_INTERVAL`]) is all
+    /// there is. The subscription ends with the storage.
+    pub fn follow_key_changes(&self, on_change: impl Fn(&str) + Send + Sync + 'static) {
+        let Some(feed) = &self.feed else { return };
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let task = feed.subscribe(on_change, Some(ready_tx));
+        let subscribed = self.feed_subscribed.clone();
+        tokio::spawn(async move {
+            if ready_rx.await.is_ok() {
+                subscribed.send_replace(true);
+            }
+        });
+        if let Ok(mut slot) = self.feed_task.lock() {
+            *slot = Some(task.abort_handle());
+        }
+    }
+
+    /// Resolves once this instance hears the key changes others publish (at once when
+    /// there is no feed to hear).
+    pub async fn key_changes_followed(&self) {
+        if self.feed.is_none() {
+            return;
+        }
+        let mut rx = self.feed_subscribed.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// Forgets that the shared store lacked this key (hash), so its next use looks again.
+    pub fn forget_miss(&self, hash: &str) {
+        if let Some(raw) = crate::keys::unhex(hash) {
+            self.misses.remove(&raw);
+        }
+    }
+
+    /// Tells every instance that these keys (hashes) changed or went (no-op without a
+    /// feed; the store already holds the change).
+    pub async fn keys_changed(&self, hashes: &[String]) {
+        if let Some(feed) = &self.feed {
+            for h in hashes {
+                feed.publish(h).await;
+            }
+        }
     }
 
     /// With shared storage, caches the presented virtual key when another instance made
