@@ -243,3 +243,56 @@ async fn supermemory_router_cookies_stay_with_their_user() {
     .collect();
     assert_eq!(seen, expected);
 }
+
+/// With Redis shared, a router's cookies follow their user to any instance: set through
+/// A, sent through B; never to another user.
+#[tokio::test]
+async fn supermemory_router_cookies_follow_their_user_across_instances() {
+    let (addr, seen) = cookie_router().await;
+    let redis_url = std::env::var("MEMPROXY_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let redis = redis::Client::open(redis_url.as_str()).unwrap();
+    // Fails (never skips) when the test Redis is down.
+    let mut c = redis
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("the test Redis at {redis_url} is unreachable: {e}"));
+    let prefix = format!("memproxy-test:{}:", uuid::Uuid::new_v4());
+    let yaml = format!(
+        "general_settings: {{redis_url: '{redis_url}'}}\nrate_limits: {{redis_prefix: '{prefix}'}}\nmodel_list:\n  - model_name: sm\n    litellm_params: {{model: openai/gpt-4o, api_base: 'http://{addr}/v3/api.supermemory.ai/v1'}}\n"
+    );
+    let a = start(&yaml).await;
+    let b = start(&yaml).await;
+    for (proxy, user) in [(&a, "alice"), (&b, "alice"), (&b, "bob"), (&a, "bob")] {
+        let resp = client()
+            .post(proxy.url("/v1/chat/completions"))
+            .header("x-memory-user-id", user)
+            .json(&chat_body("sm", "hi"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let seen = seen.lock().unwrap().clone();
+    let expected: Vec<(String, String)> = [
+        ("alice", ""),
+        ("alice", "challenge=alice"),
+        ("bob", ""),
+        ("bob", "challenge=bob"),
+    ]
+    .iter()
+    .map(|(u, c)| (u.to_string(), c.to_string()))
+    .collect();
+    assert_eq!(seen, expected);
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 2, "one jar per user: {keys:?}");
+    let _: () = redis::cmd("DEL")
+        .arg(keys)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+}

@@ -86,7 +86,7 @@ impl Anthropic {
             h.insert("anthropic-beta", beta);
         }
         if let Some(mh) = &self.memory_headers {
-            mh.apply(&mut h, ctx.user_id);
+            mh.apply(&mut h, ctx.user_id).await;
         }
         let timeout = cfg.timeout;
         let resp = self
@@ -94,7 +94,7 @@ impl Anthropic {
             .post(&self.url, h, payload, timeout, upstream_error)
             .await?;
         if let Some(mh) = &self.memory_headers {
-            mh.remember(ctx.user_id, resp.headers());
+            mh.remember(ctx.user_id, resp.headers()).await;
         }
         into_reply(resp, stream, timeout, &self.url).await
     }

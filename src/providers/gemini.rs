@@ -79,7 +79,7 @@ impl Gemini {
             h.insert("x-goog-api-key", key.clone());
         }
         if let Some(mh) = &self.memory_headers {
-            mh.apply(&mut h, ctx.user_id);
+            mh.apply(&mut h, ctx.user_id).await;
         }
         let timeout = cfg.timeout;
         let resp = self
@@ -87,7 +87,7 @@ impl Gemini {
             .post(&url, h, payload, timeout, status_error)
             .await?;
         if let Some(mh) = &self.memory_headers {
-            mh.remember(ctx.user_id, resp.headers());
+            mh.remember(ctx.user_id, resp.headers()).await;
         }
         into_reply(resp, body.stream, timeout, &url).await
     }

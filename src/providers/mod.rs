@@ -14,6 +14,7 @@ mod openai;
 mod vertex;
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -154,6 +155,8 @@ pub struct CallContext<'a> {
 pub struct ProviderEnv {
     pub http: http::HttpClient,
     pub supermemory_api_key: Option<String>,
+    /// Supermemory router cookie jars shared through Redis (with `redis_url`).
+    pub cookie_jars: Option<Arc<crate::storage::redis::CookieJars>>,
 }
 
 impl ProviderEnv {
@@ -165,6 +168,15 @@ impl ProviderEnv {
                 .supermemory_api_key
                 .as_ref()
                 .map(|k| k.expose().clone()),
+            cookie_jars: config.rate_limits.redis_url.as_ref().and_then(|url| {
+                crate::storage::redis::CookieJars::new(
+                    url.expose(),
+                    &config.rate_limits.redis_prefix,
+                )
+                .map(Arc::new)
+                .map_err(|e| tracing::warn!(error = %e, "cookie jars stay per instance"))
+                .ok()
+            }),
         })
     }
 }

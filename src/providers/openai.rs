@@ -55,8 +55,10 @@ pub struct OpenAi {
 pub(crate) struct MemoryHeaders {
     api_key: Option<HeaderValue>,
     /// One cookie jar per user, so challenge-page sessions of a Supermemory router stick
-    /// to the user they were made for.
+    /// to the user they were made for (this instance's own, when no Redis is shared).
     jars: RwLock<HashMap<String, Arc<Mutex<cookie_store::CookieStore>>>>,
+    /// The jars every instance shares (Redis), used instead of `jars` when configured.
+    shared: Option<Arc<crate::storage::redis::CookieJars>>,
     /// The router's address, as cookies are scoped (parsed once).
     cookie_url: Option<url::Url>,
 }
@@ -69,6 +71,7 @@ impl MemoryHeaders {
                 .as_deref()
                 .and_then(|k| HeaderValue::from_str(k).ok()),
             jars: RwLock::new(HashMap::new()),
+            shared: env.cookie_jars.clone(),
             cookie_url: url::Url::parse(api_base).ok(),
         }
     }
@@ -85,7 +88,7 @@ impl MemoryHeaders {
 
     /// Adds `x-sm-user-id`, `x-supermemory-api-key` when configured, and the user's
     /// cookies for the router.
-    pub(crate) fn apply(&self, h: &mut HeaderMap, user_id: &str) {
+    pub(crate) async fn apply(&self, h: &mut HeaderMap, user_id: &str) {
         if let Ok(v) = HeaderValue::from_str(user_id) {
             h.insert("x-sm-user-id", v);
         }
@@ -95,14 +98,27 @@ impl MemoryHeaders {
         let Some(url) = &self.cookie_url else {
             return;
         };
-        let jar = self.jar(user_id);
-        let Ok(jar) = jar.lock() else {
-            return;
+        let request_values = |jar: &cookie_store::CookieStore| -> Vec<String> {
+            jar.get_request_values(url)
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect()
         };
-        let cookies: Vec<String> = jar
-            .get_request_values(url)
-            .map(|(n, v)| format!("{n}={v}"))
-            .collect();
+        let cookies = match &self.shared {
+            Some(shared) => {
+                let mut jar = cookie_store::CookieStore::default();
+                let raw = shared.load(user_id, url.as_str()).await;
+                jar.store_response_cookies(
+                    raw.into_iter()
+                        .filter_map(|s| cookie_store::RawCookie::parse(s).ok()),
+                    url,
+                );
+                request_values(&jar)
+            }
+            None => match self.jar(user_id).lock() {
+                Ok(jar) => request_values(&jar),
+                Err(_) => return,
+            },
+        };
         if let Ok(v) = HeaderValue::from_str(&cookies.join("; ")) {
             if !cookies.is_empty() {
                 h.insert(header::COOKIE, v);
@@ -110,22 +126,34 @@ impl MemoryHeaders {
         }
     }
 
-    /// Keeps the cookies the router set for `user_id`.
-    pub(crate) fn remember(&self, user_id: &str, answer: &HeaderMap) {
+    /// Keeps the cookies the router set for `user_id` (in the shared jars, when there
+    /// are, before the answer goes on, so the user's next request finds them anywhere).
+    pub(crate) async fn remember(&self, user_id: &str, answer: &HeaderMap) {
         let Some(url) = &self.cookie_url else {
             return;
         };
-        let mut set = answer
+        let set: Vec<cookie_store::RawCookie<'static>> = answer
             .get_all(header::SET_COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .filter_map(|s| cookie_store::RawCookie::parse(s.to_string()).ok())
-            .peekable();
-        if set.peek().is_none() {
+            .collect();
+        if set.is_empty() {
             return;
         }
-        if let Ok(mut jar) = self.jar(user_id).lock() {
-            jar.store_response_cookies(set, url);
+        match &self.shared {
+            Some(shared) => {
+                let named: Vec<(String, String)> = set
+                    .iter()
+                    .map(|c| (c.name().to_string(), c.to_string()))
+                    .collect();
+                shared.save(user_id, url.as_str(), &named).await;
+            }
+            None => {
+                if let Ok(mut jar) = self.jar(user_id).lock() {
+                    jar.store_response_cookies(set.into_iter(), url);
+                }
+            }
         }
     }
 }
@@ -295,14 +323,14 @@ impl OpenAi {
             }
         }
         if let Some(mh) = &self.memory_headers {
-            mh.apply(&mut h, ctx.user_id);
+            mh.apply(&mut h, ctx.user_id).await;
         }
         let resp = self
             .http
             .post(endpoint, h, payload, cfg.timeout, self.status_error)
             .await?;
         if let Some(mh) = &self.memory_headers {
-            mh.remember(ctx.user_id, resp.headers());
+            mh.remember(ctx.user_id, resp.headers()).await;
         }
         Ok(resp)
     }

@@ -8,6 +8,8 @@
 //!   (`fail_open: false`), and goes back to Redis as soon as it answers again.
 //! - [`KeyFeed`]: virtual-key changes (revocations, edits) published on a channel so every
 //!   instance drops its cached copy at once.
+//! - [`CookieJars`]: each user's cookies for a Supermemory router, so a challenge session
+//!   made through one instance goes on through any other.
 //!
 //! Connections are made lazily by a connection manager that reconnects by itself; no
 //! call waits more than [`COMMAND_TIMEOUT`].
@@ -345,6 +347,85 @@ impl KeyFeed {
                 tokio::time::sleep(Duration::from_millis(RETRY_AFTER_MS)).await;
             }
         })
+    }
+}
+
+/// How long a user's shared cookie jar lives after its last change.
+const JAR_TTL_SECS: u64 = 86_400;
+
+/// Each user's cookies for Supermemory routers, shared by every instance: one Redis hash
+/// per user (`{prefix}jar:{user}`), a field per router and cookie name holding the raw
+/// `Set-Cookie` value. A call waits at most [`COMMAND_TIMEOUT`]; without an answer the
+/// request goes on with the cookies it has (none), as a new session would.
+pub struct CookieJars {
+    conn: Conn,
+    prefix: String,
+}
+
+impl CookieJars {
+    /// The jars under `prefix` in the Redis at `url` (connected on first use).
+    pub fn new(url: &str, prefix: &str) -> Result<Self, redis::RedisError> {
+        Ok(Self {
+            conn: Conn::new(url)?,
+            prefix: prefix.to_string(),
+        })
+    }
+
+    fn key(&self, user_id: &str) -> String {
+        format!("{}jar:{user_id}", self.prefix)
+    }
+
+    /// The raw `Set-Cookie` values `router` gave `user_id`, through any instance.
+    pub async fn load(&self, user_id: &str, router: &str) -> Vec<String> {
+        let call = async {
+            let mut conn = self.conn.get().await?;
+            redis::cmd("HGETALL")
+                .arg(self.key(user_id))
+                .query_async::<Vec<(String, String)>>(&mut conn)
+                .await
+        };
+        match tokio::time::timeout(COMMAND_TIMEOUT, call).await {
+            Ok(Ok(fields)) => fields
+                .into_iter()
+                .filter(|(field, _)| field.split_once(' ').is_some_and(|(r, _)| r == router))
+                .map(|(_, raw)| raw)
+                .collect(),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read a shared cookie jar from Redis");
+                Vec::new()
+            }
+            Err(_) => {
+                tracing::warn!("cannot read a shared cookie jar from Redis: no answer in time");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Keeps the cookies (`(name, raw Set-Cookie)`) `router` just set for `user_id`.
+    pub async fn save(&self, user_id: &str, router: &str, cookies: &[(String, String)]) {
+        if cookies.is_empty() {
+            return;
+        }
+        let key = self.key(user_id);
+        let call = async {
+            let mut conn = self.conn.get().await?;
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for (name, raw) in cookies {
+                pipe.cmd("HSET")
+                    .arg(&key)
+                    .arg(format!("{router} {name}"))
+                    .arg(raw)
+                    .ignore();
+            }
+            pipe.cmd("EXPIRE").arg(&key).arg(JAR_TTL_SECS).ignore();
+            pipe.query_async::<()>(&mut conn).await
+        };
+        match tokio::time::timeout(COMMAND_TIMEOUT, call).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot share a cookie jar through Redis"),
+            Err(_) => tracing::warn!("cannot share a cookie jar through Redis: no answer in time"),
+        }
     }
 }
 

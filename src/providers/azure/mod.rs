@@ -277,6 +277,7 @@ mod tests {
         let env = ProviderEnv {
             http: crate::providers::http::HttpClient::new().unwrap(),
             supermemory_api_key: None,
+            cookie_jars: None,
         };
         let d = deployment(
             "{model: azure/d, api_base: https://r.openai.azure.com}",
