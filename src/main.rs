@@ -268,8 +268,15 @@ fn check_config(file: &str, args: &ServeArgs) -> ExitCode {
             if let Err(e) = cfg.check_exposure() {
                 eprintln!("warning: {e}");
             }
-            print_deployments(&cfg);
+            let served = print_deployments(&cfg);
+            let listed = cfg.models.len() + cfg.skipped.len();
             println!("{}", serde_json::to_string_pretty(&cfg).unwrap_or_default());
+            if served == Some(0) && listed > 0 && cfg.server.upstream.is_none() {
+                eprintln!(
+                    "error: no model can be served: every model_list entry is skipped or unsupported"
+                );
+                return ExitCode::from(2);
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -280,15 +287,17 @@ fn check_config(file: &str, args: &ServeArgs) -> ExitCode {
 }
 
 /// One line per `model_list` entry on stderr: served, skipped (and why), or unsupported.
+/// Returns how many are served (`None` when that cannot be told).
 #[expect(clippy::print_stderr, reason = "CLI output")]
-fn print_deployments(cfg: &config::Config) {
+fn print_deployments(cfg: &config::Config) -> Option<usize> {
     let env = match memproxy::providers::ProviderEnv::new(cfg) {
         Ok(env) => env,
         Err(e) => {
             eprintln!("warning: cannot build the upstream HTTP client: {e}");
-            return;
+            return None;
         }
     };
+    let mut served = 0;
     for d in &cfg.models {
         let what = format!(
             "`{}` ({}/{})",
@@ -300,7 +309,10 @@ fn print_deployments(cfg: &config::Config) {
                     "unsupported: {what}: provider `{name}` is not supported; requests answer 501"
                 )
             }
-            Ok(_) => eprintln!("served: {what}"),
+            Ok(_) => {
+                served += 1;
+                eprintln!("served: {what}")
+            }
             Err(reason) => eprintln!("skipped: {what}: {reason}"),
         }
     }
@@ -310,6 +322,7 @@ fn print_deployments(cfg: &config::Config) {
             s.index, s.model_name, s.reason
         );
     }
+    Some(served)
 }
 
 #[expect(clippy::print_stderr, reason = "start-up errors before logging is up")]

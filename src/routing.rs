@@ -52,6 +52,8 @@ pub struct ModelRouter {
     num_retries: u32,
     retry_after: Duration,
     upstream: Option<Group>,
+    /// Deployments whose provider can answer (neither skipped nor unsupported).
+    served: usize,
 }
 
 impl Group {
@@ -109,6 +111,7 @@ impl ModelRouter {
     /// Builds the router from the config's model list (which it takes over).
     pub fn new(config: &mut Config, env: &ProviderEnv) -> Self {
         let mut by_name: Vec<(String, Vec<Arc<Deployment>>)> = Vec::new();
+        let mut served = 0;
         for cfg in std::mem::take(&mut config.models) {
             let provider = match Provider::new(&cfg, env) {
                 Ok(p) => p,
@@ -122,6 +125,9 @@ impl ModelRouter {
                     continue;
                 }
             };
+            if !matches!(provider, Provider::Unsupported(_)) {
+                served += 1;
+            }
             let dep = Arc::new(Deployment {
                 provider,
                 config: cfg,
@@ -181,7 +187,15 @@ impl ModelRouter {
             num_retries: config.router.num_retries,
             retry_after: config.router.retry_after,
             upstream,
+            served,
         }
+    }
+
+    /// Whether some request can be answered: a deployment whose provider can serve it,
+    /// or upstream mode. A config whose every entry was skipped or is unsupported serves
+    /// nothing, and the proxy refuses to start on it.
+    pub fn can_serve(&self) -> bool {
+        self.served > 0 || self.upstream.is_some()
     }
 
     /// Model names clients may request, in config order.

@@ -72,6 +72,44 @@ fn check_config_reports_missing_env_with_path() {
     );
 }
 
+/// A config LiteLLM loads but whose every deployment is skipped (no AWS region or
+/// credentials) serves nothing: check-config says why per deployment and fails, and the
+/// server refuses to start rather than answer 404 to everything.
+#[test]
+fn a_config_that_can_serve_nothing_is_refused() {
+    let f = write_config(
+        "model_list:\n  - model_name: claude\n    litellm_params: {model: bedrock/anthropic.claude-3-haiku}\n",
+    );
+    let mut check = clean_cmd();
+    check.args(["check-config", f.path().to_str().unwrap()]);
+    let mut serve = clean_cmd();
+    serve.args([
+        "serve",
+        "--port",
+        "0",
+        "--config",
+        f.path().to_str().unwrap(),
+    ]);
+    for cmd in [&mut check, &mut serve] {
+        for var in [
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION",
+            "AWS_REGION_NAME",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_BEARER_TOKEN_BEDROCK",
+        ] {
+            cmd.env_remove(var);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let both = format!("{}{stderr}", String::from_utf8_lossy(&out.stdout));
+        assert!(stderr.contains("no model can be served"), "{both}");
+        assert!(both.contains("`claude`") && both.contains("AWS"), "{both}");
+    }
+}
+
 fn port_of(out: &std::process::Output) -> u64 {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v["server"]["port"].as_u64().unwrap()

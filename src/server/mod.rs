@@ -73,6 +73,8 @@ pub enum StartError {
     Memory(#[from] StoreError),
     #[error("cannot open storage: {0}")]
     Storage(#[from] StorageError),
+    #[error("no model can be served: every model_list entry was skipped or names an unsupported provider (see the warnings above, or run `memproxy check-config`)")]
+    NothingToServe,
 }
 
 impl AppState {
@@ -86,7 +88,11 @@ impl AppState {
     /// Like [`AppState::new`], with the clock the rate limits use (tests control time).
     pub fn with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Result<Arc<Self>, StartError> {
         let env = ProviderEnv::new(&config)?;
+        let listed = config.models.len() + config.skipped.len();
         let router = Arc::new(ModelRouter::new(&mut config, &env));
+        if listed > 0 && !router.can_serve() {
+            return Err(StartError::NothingToServe);
+        }
         let (storage, keys) = Storage::open(&config)?;
         let analytics = storage.analytics(&config.analytics);
         let metrics = Metrics::new(router.model_names().iter().map(String::as_str));
