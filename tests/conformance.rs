@@ -657,3 +657,36 @@ async fn translated_streams_are_not_buffered() {
         }
     }
 }
+
+#[tokio::test]
+async fn cancellation_across_the_matrix() {
+    use futures_util::StreamExt;
+    let mock = MockUpstream::start().await;
+    let proxy = start(&config(&mock)).await;
+    for api in APIS {
+        for p in UPSTREAMS {
+            let ctx = format!("{api:?} → {p:?}");
+            mock.push(Behavior::PausedStream {
+                first: "early".into(),
+                rest: "never read".into(),
+            });
+            let resp = send(&proxy, api, &first_request(api, p, true, false)).await;
+            assert_eq!(resp.status(), 200, "{ctx}");
+            let mut stream = resp.bytes_stream();
+            let mut got = String::new();
+            while !got.contains("early") {
+                let chunk = stream
+                    .next()
+                    .await
+                    .unwrap_or_else(|| panic!("ended early: {ctx}: {got}"))
+                    .unwrap();
+                got.push_str(std::str::from_utf8(&chunk).unwrap());
+            }
+            // The client goes away mid-stream: the upstream request goes with it.
+            drop(stream);
+            tokio::time::timeout(std::time::Duration::from_secs(10), mock.stream_dropped())
+                .await
+                .unwrap_or_else(|_| panic!("{ctx}: the upstream stream outlived its client"));
+        }
+    }
+}

@@ -11,7 +11,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use crate::{halves, last_user_text, Behavior, ScriptedCall, Shared};
@@ -208,22 +207,6 @@ fn frames(frames: Vec<Bytes>) -> Response {
     sse(futures_util::stream::iter(frames.into_iter().map(Ok)))
 }
 
-/// Sends `head`, waits for the test's release, then sends `tail` (or cuts the connection).
-fn gated(shared: Arc<Shared>, head: Vec<Bytes>, tail: Option<Vec<Bytes>>) -> Response {
-    let rest = futures_util::stream::once(async move {
-        shared.gate.notified().await;
-        match tail {
-            Some(t) => futures_util::stream::iter(t.into_iter().map(Ok)).left_stream(),
-            None => {
-                futures_util::stream::iter([Err(std::io::Error::other("mock: connection cut"))])
-                    .right_stream()
-            }
-        }
-    })
-    .flatten();
-    sse(futures_util::stream::iter(head.into_iter().map(Ok)).chain(rest))
-}
-
 fn answer(model: &str, text: &str, prompt: &str, stream: bool) -> Response {
     if !stream {
         let body = message(
@@ -371,12 +354,12 @@ pub(crate) async fn answer_messages(
             head.push(text_delta(&first));
             let mut tail = text_frames(&rest);
             tail.extend(closing("end_turn", &format!("{first}{rest}")));
-            gated(shared, head, Some(tail))
+            crate::sse(crate::gated(shared, head, Some(tail)))
         }
         Some(Behavior::CutStream { first }) => {
             let mut head = opening(&model, &prompt, json!({"type": "text", "text": ""}));
             head.push(text_delta(&first));
-            gated(shared, head, None)
+            crate::sse(crate::gated(shared, head, None))
         }
     }
 }

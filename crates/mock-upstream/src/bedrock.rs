@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use futures_util::{stream, StreamExt};
+use futures_util::stream;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -443,46 +443,6 @@ fn tool_answer(calls: &[ScriptedCall], prompt: &str, stream: bool) -> Response {
     )))
 }
 
-/// Notes on the mock when a streamed answer is dropped before it was sent whole (the
-/// client went away).
-struct DropWatch {
-    shared: Arc<Shared>,
-    finished: bool,
-}
-
-impl Drop for DropWatch {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.shared.stream_dropped.notify_one();
-        }
-    }
-}
-
-/// Sends `first`, waits for [`crate::MockUpstream::release`], then sends `rest`, or with
-/// `None` breaks the connection. A stream with a `rest` reports being dropped early.
-fn gated(shared: Arc<Shared>, first: Vec<Bytes>, rest: Option<Vec<Bytes>>) -> Body {
-    let watch = rest.is_some().then(|| DropWatch {
-        shared: shared.clone(),
-        finished: false,
-    });
-    let head = stream::iter(first.into_iter().map(Ok::<_, std::io::Error>));
-    let tail = stream::once(async move {
-        shared.gate.notified().await;
-        rest
-    })
-    .flat_map(|rest| match rest {
-        Some(frames) => stream::iter(frames.into_iter().map(Ok)).left_stream(),
-        None => stream::once(async { Err(std::io::Error::other("mock: connection cut")) })
-            .right_stream(),
-    });
-    let end = stream::unfold(watch, |watch| async move {
-        let mut watch = watch?;
-        watch.finished = true;
-        None::<(Result<Bytes, std::io::Error>, Option<DropWatch>)>
-    });
-    Body::from_stream(head.chain(tail).chain(end))
-}
-
 async fn handle(
     shared: Arc<Shared>,
     method: &Method,
@@ -555,7 +515,7 @@ async fn handle(
                     json!({"contentBlockIndex": 0, "delta": {"text": first}}),
                 ),
             ];
-            event_stream(gated(
+            event_stream(crate::gated(
                 shared.clone(),
                 head,
                 Some(text_frames(&rest, &prompt)),
@@ -569,7 +529,7 @@ async fn handle(
                     json!({"contentBlockIndex": 0, "delta": {"text": first}}),
                 ),
             ];
-            event_stream(gated(shared.clone(), head, None))
+            event_stream(crate::gated(shared.clone(), head, None))
         }
     }
 }

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use futures_util::{stream, StreamExt};
+use futures_util::stream;
 use serde_json::{json, Value};
 
 use crate::{Behavior, ScriptedCall, Shared};
@@ -153,22 +153,6 @@ fn answer(model: &str, text: &str, prompt: &str, stream: bool) -> Response {
     }
 }
 
-/// Sends `first`, waits for [`crate::MockUpstream::release`], then sends `rest`, or with
-/// `None` breaks the connection.
-fn gated(shared: Arc<Shared>, first: Bytes, rest: Option<Vec<Bytes>>) -> Body {
-    let head = stream::once(async move { Ok::<_, std::io::Error>(first) });
-    let tail = stream::once(async move {
-        shared.gate.notified().await;
-        rest
-    })
-    .flat_map(|rest| match rest {
-        Some(frames) => stream::iter(frames.into_iter().map(Ok)).left_stream(),
-        None => stream::once(async { Err(std::io::Error::other("mock: connection cut")) })
-            .right_stream(),
-    });
-    Body::from_stream(head.chain(tail))
-}
-
 /// An answer made of function calls (Gemini names no call ids; the scripted ids are not
 /// sent).
 fn tool_calls(model: &str, prompt: &str, calls: &[ScriptedCall], stream: bool) -> Response {
@@ -276,7 +260,7 @@ pub(crate) async fn answer_generate(
                 None,
             ));
             let rest = text_frames(&model, &rest, &prompt);
-            sse(gated(shared.clone(), first, Some(rest)))
+            sse(crate::gated(shared.clone(), vec![first], Some(rest)))
         }
         Some(Behavior::CutStream { first }) => {
             let first = frame(&response(
@@ -285,7 +269,7 @@ pub(crate) async fn answer_generate(
                 None,
                 None,
             ));
-            sse(gated(shared.clone(), first, None))
+            sse(crate::gated(shared.clone(), vec![first], None))
         }
     }
 }

@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, Notify};
 
@@ -112,7 +113,7 @@ pub(crate) struct Shared {
     script: Mutex<VecDeque<Behavior>>,
     requests: Mutex<Vec<Recorded>>,
     pub(crate) gate: Notify,
-    /// A paused stream was dropped before it was sent whole (Bedrock routes).
+    /// A paused stream was dropped before it was sent whole.
     pub(crate) stream_dropped: Notify,
     pub(crate) fixed: Option<FixedMode>,
     /// `/v1/responses` answers 404, as servers without the Responses API do.
@@ -291,7 +292,7 @@ impl MockUpstream {
     }
 
     /// Waits until a paused stream was dropped before it was sent whole: the client of the
-    /// mock (the gateway) went away (Bedrock routes).
+    /// mock (the gateway) went away (every wire format but Vertex AI's own streams).
     pub async fn stream_dropped(&self) {
         self.shared.stream_dropped.notified().await;
     }
@@ -415,7 +416,7 @@ fn stream_frames(model: &str, text: &str, prompt: &str, include_usage: bool) -> 
     frames
 }
 
-fn sse(body: Body) -> Response {
+pub(crate) fn sse(body: Body) -> Response {
     Response::builder()
         .header("content-type", "text/event-stream")
         .body(body)
@@ -477,8 +478,7 @@ async fn chat(
             let first_frame = chunk(&model, json!({"role": "assistant", "content": first}), None);
             let mut rest_frames = stream_frames(&model, &rest, &prompt, include_usage);
             rest_frames.remove(0);
-            let s = async_stream(shared.clone(), first_frame, rest_frames);
-            sse(Body::from_stream(s))
+            sse(gated(shared.clone(), vec![first_frame], Some(rest_frames)))
         }
         Some(Behavior::CutStream { first }) => {
             let first_frame = chunk(&model, json!({"role": "assistant", "content": first}), None);
@@ -588,29 +588,6 @@ async fn embeddings(
     .into_response()
 }
 
-fn async_stream(
-    shared: Arc<Shared>,
-    first: Bytes,
-    rest: Vec<Bytes>,
-) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> {
-    futures_util::stream::unfold(
-        (0usize, Some(first), rest, shared),
-        |(step, first, rest, shared)| async move {
-            if let Some(f) = first {
-                return Some((Ok(f), (step, None, rest, shared)));
-            }
-            if step == 0 {
-                shared.gate.notified().await;
-            }
-            if step >= rest.len() {
-                return None;
-            }
-            let item = rest[step].clone();
-            Some((Ok(item), (step + 1, None, rest, shared)))
-        },
-    )
-}
-
 fn answer(model: &str, text: &str, prompt: &str, stream: bool, include_usage: bool) -> Response {
     if stream {
         let frames = stream_frames(model, text, prompt, include_usage);
@@ -620,6 +597,50 @@ fn answer(model: &str, text: &str, prompt: &str, stream: bool, include_usage: bo
     } else {
         axum::Json(completion(model, text, prompt)).into_response()
     }
+}
+
+/// Notes on the mock when a streamed answer is dropped before it was sent whole (the
+/// client went away).
+struct DropWatch {
+    shared: Arc<Shared>,
+    finished: bool,
+}
+
+impl Drop for DropWatch {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.shared.stream_dropped.notify_one();
+        }
+    }
+}
+
+/// Sends `first`, waits for [`MockUpstream::release`], then sends `rest`, or with
+/// `None` breaks the connection. A stream with a `rest` dropped before its end (the client went away) is
+/// reported by [`MockUpstream::stream_dropped`]. Every wire format's paused and cut streams
+/// are made here.
+pub(crate) fn gated(shared: Arc<Shared>, first: Vec<Bytes>, rest: Option<Vec<Bytes>>) -> Body {
+    let watch = rest.is_some().then(|| DropWatch {
+        shared: shared.clone(),
+        finished: false,
+    });
+    let head = futures_util::stream::iter(first.into_iter().map(Ok::<_, std::io::Error>));
+    let tail = futures_util::stream::once(async move {
+        shared.gate.notified().await;
+        rest
+    })
+    .flat_map(|rest| match rest {
+        Some(frames) => futures_util::stream::iter(frames.into_iter().map(Ok)).left_stream(),
+        None => {
+            futures_util::stream::once(async { Err(std::io::Error::other("mock: connection cut")) })
+                .right_stream()
+        }
+    });
+    let end = futures_util::stream::unfold(watch, |watch| async move {
+        let mut watch = watch?;
+        watch.finished = true;
+        None::<(Result<Bytes, std::io::Error>, Option<DropWatch>)>
+    });
+    Body::from_stream(head.chain(tail).chain(end))
 }
 
 #[cfg(test)]

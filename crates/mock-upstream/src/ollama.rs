@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use futures_util::{stream, StreamExt};
+use futures_util::stream;
 use serde_json::{json, Value};
 
 use crate::{Behavior, ScriptedCall, Shared};
@@ -163,22 +163,6 @@ fn tool_calls(model: &str, prompt: &str, calls: &[ScriptedCall], streamed: bool)
     }
 }
 
-/// Sends `first`, waits for [`crate::MockUpstream::release`], then sends `rest`, or with
-/// `None` breaks the connection.
-fn gated(shared: Arc<Shared>, first: Bytes, rest: Option<Vec<Bytes>>) -> Response {
-    let head = stream::once(async move { Ok::<_, std::io::Error>(first) });
-    let tail = stream::once(async move {
-        shared.gate.notified().await;
-        rest
-    })
-    .flat_map(|rest| match rest {
-        Some(frames) => stream::iter(frames.into_iter().map(Ok)).left_stream(),
-        None => stream::once(async { Err(std::io::Error::other("mock: connection cut")) })
-            .right_stream(),
-    });
-    ndjson(Body::from_stream(head.chain(tail)))
-}
-
 async fn chat(
     State(shared): State<Arc<Shared>>,
     uri: Uri,
@@ -227,15 +211,15 @@ async fn chat(
         Some(Behavior::ToolCalls(calls)) => tool_calls(&model, &prompt, &calls, streamed),
         Some(Behavior::PausedStream { first, rest }) => {
             let first = frame(&line(&model, text_message(&first), None));
-            gated(
+            ndjson(crate::gated(
                 shared.clone(),
-                first,
+                vec![first],
                 Some(text_lines(&model, &rest, &prompt)),
-            )
+            ))
         }
         Some(Behavior::CutStream { first }) => {
             let first = frame(&line(&model, text_message(&first), None));
-            gated(shared.clone(), first, None)
+            ndjson(crate::gated(shared.clone(), vec![first], None))
         }
     }
 }

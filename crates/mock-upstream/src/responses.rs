@@ -14,7 +14,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use crate::{halves, Behavior, ScriptedCall, Shared};
@@ -251,22 +250,6 @@ fn frames(frames: Vec<Bytes>) -> Response {
     sse(futures_util::stream::iter(frames.into_iter().map(Ok)))
 }
 
-/// Sends `head`, waits for the test's release, then sends `tail` (or cuts the connection).
-fn gated(shared: Arc<Shared>, head: Vec<Bytes>, tail: Option<Vec<Bytes>>) -> Response {
-    let rest = futures_util::stream::once(async move {
-        shared.gate.notified().await;
-        match tail {
-            Some(t) => futures_util::stream::iter(t.into_iter().map(Ok)).left_stream(),
-            None => {
-                futures_util::stream::iter([Err(std::io::Error::other("mock: connection cut"))])
-                    .right_stream()
-            }
-        }
-    })
-    .flatten();
-    sse(futures_util::stream::iter(head.into_iter().map(Ok)).chain(rest))
-}
-
 fn text(a: &Answer, text: &str, stream: bool) -> Response {
     if !stream {
         return axum::Json(a.text(text)).into_response();
@@ -401,14 +384,14 @@ pub(crate) async fn create(
                 ev.text_delta(piece);
             }
             ev.text_close(&a, &format!("{first}{rest}"));
-            gated(shared, head, Some(ev.take()))
+            crate::sse(crate::gated(shared, head, Some(ev.take())))
         }
         Some(Behavior::CutStream { first }) => {
             let mut ev = Events::new();
             ev.opening(&a);
             ev.text_open();
             ev.text_delta(&first);
-            gated(shared, ev.take(), None)
+            crate::sse(crate::gated(shared, ev.take(), None))
         }
     }
 }
