@@ -49,4 +49,4 @@ pub mod storage;
 pub mod telemetry;
 pub mod tools;
 
-pub use server::{router, serve, AppState};
+pub use server::{router, serve, serve_tls, AppState};

@@ -139,6 +139,12 @@ struct ServeArgs {
     /// Log level or filter (trace, debug, info, warn, error).
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     log_level: String,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, env = "MEMPROXY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "MEMPROXY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 impl ServeArgs {
@@ -336,6 +342,16 @@ fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => match memproxy::server::tls::load(cert, key) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
     let _telemetry = memproxy::telemetry::init(&args.log_level, &cfg.observability);
     for w in &cfg.warnings {
         tracing::warn!("{w}");
@@ -375,9 +391,13 @@ fn run(args: ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        tracing::info!(address = %addr, models = ?models, "memproxy listening");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(address = %addr, scheme, models = ?models, "memproxy listening");
         // The accept loop runs as a task on the worker threads, not on this thread.
-        let server = tokio::spawn(memproxy::serve(listener, state, shutdown_signal()));
+        let server = match tls {
+            Some(tls) => tokio::spawn(memproxy::serve_tls(listener, tls, state, shutdown_signal())),
+            None => tokio::spawn(memproxy::serve(listener, state, shutdown_signal())),
+        };
         let served = server
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));

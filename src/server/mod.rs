@@ -17,6 +17,7 @@ mod respond;
 mod responses;
 mod routes;
 mod sessions;
+pub mod tls;
 mod usage_api;
 
 use std::future::Future;
@@ -168,6 +169,28 @@ pub async fn serve(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
+    serve_on(listener, state, shutdown).await
+}
+
+/// [`serve`] over HTTPS (see [`tls`]).
+pub async fn serve_tls(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_on(tls::TlsListener::new(listener, config)?, state, shutdown).await
+}
+
+async fn serve_on<L>(
+    listener: L,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let result = axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(shutdown)
         .await;
