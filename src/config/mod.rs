@@ -34,6 +34,8 @@ use raw::RawConfig;
 pub const DEFAULT_PORT: u16 = 8764;
 /// Default request body limit: 32 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+/// How long open streams may go on after a shutdown signal.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Default upstream timeout (LiteLLM's router default).
 pub const DEFAULT_TIMEOUT_SECS: f64 = 600.0;
 
@@ -150,6 +152,10 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// Threads of the async runtime that serves requests (see [`default_worker_threads`]).
     pub worker_threads: usize,
+    /// After a shutdown signal, how long open streams may go on before they are ended
+    /// with an error event.
+    #[serde(serialize_with = "ser_secs")]
+    pub shutdown_grace: Duration,
     /// Upstream mode: forward every model request to this OpenAI-compatible gateway.
     pub upstream: Option<String>,
     /// Key sent to the upstream gateway in upstream mode.
@@ -460,7 +466,18 @@ fn validate(
     if worker_threads == 0 {
         return Err(invalid("server.worker_threads", "must be at least 1"));
     }
+    let shutdown_grace = match raw.server.shutdown_grace_seconds {
+        None => DEFAULT_SHUTDOWN_GRACE,
+        Some(s) if s.is_finite() && (0.0..=86_400.0).contains(&s) => Duration::from_secs_f64(s),
+        Some(_) => {
+            return Err(invalid(
+                "server.shutdown_grace_seconds",
+                "must be between 0 and 86400",
+            ))
+        }
+    };
     let server = ServerSettings {
+        shutdown_grace,
         host: overrides
             .host
             .clone()

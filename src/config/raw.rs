@@ -218,4 +218,5 @@ pub struct RawServer {
     pub upstream_api_key: Option<String>,
     pub max_body_bytes: Option<usize>,
     pub worker_threads: Option<usize>,
+    pub shutdown_grace_seconds: Option<f64>,
 }

@@ -40,6 +40,7 @@ pub async fn chat_completions(State(state): State<Arc<AppState>>, req: Request) 
         responses: None,
         observer: None,
         keep_content: false,
+        drain: state.drain.clone(),
     };
     let model = body.model.clone();
     let mut resp = pipeline::run(&state, ctx, &parts.headers, LlmRequest::chat(body), client)

@@ -60,6 +60,8 @@ pub enum ApiError {
     ResponseNotFound { id: String, previous: bool },
     #[error(transparent)]
     ResponseStore(#[from] ResponseStoreError),
+    #[error("memproxy is shutting down: the stream did not end within the shutdown grace period")]
+    ShuttingDown,
 }
 
 impl From<StoreError> for ApiError {
@@ -105,6 +107,7 @@ impl ApiError {
             | ApiError::Route(RouteError::UnknownModel { .. }) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::ResponseStore(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Route(RouteError::Provider(p)) => provider_status(p),
             ApiError::Key(k) => match k {
                 KeyError::Expired { .. } => StatusCode::UNAUTHORIZED,
@@ -176,6 +179,7 @@ impl ApiError {
             ApiError::MemoryDisabled => ("api_error", Some("memory_disabled")),
             ApiError::ResponseNotFound { .. } => ("invalid_request_error", Some("not_found")),
             ApiError::ResponseStore(_) => ("api_error", Some("store_unavailable")),
+            ApiError::ShuttingDown => ("api_error", Some("shutting_down")),
             ApiError::Route(RouteError::UnknownModel { .. }) => {
                 ("invalid_request_error", Some("model_not_found"))
             }
@@ -229,6 +233,7 @@ impl ApiError {
             ApiError::MemoryDisabled => "memory_disabled",
             ApiError::ResponseNotFound { .. } => "response_not_found",
             ApiError::ResponseStore(_) => "response_store",
+            ApiError::ShuttingDown => "shutdown",
             ApiError::Route(RouteError::UnknownModel { .. }) => "unknown_model",
             ApiError::Route(RouteError::Provider(p)) => match p {
                 ProviderError::Connect { .. } => "upstream_connect",

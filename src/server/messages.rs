@@ -50,6 +50,7 @@ pub async fn messages(State(state): State<Arc<AppState>>, req: Request) -> Respo
         responses: None,
         observer: None,
         keep_content: false,
+        drain: state.drain.clone(),
     };
     let req = LlmRequest {
         chat,

@@ -5,6 +5,7 @@ mod accounting;
 mod admin;
 mod body;
 mod chat;
+mod drain;
 mod embedder;
 mod embeddings;
 pub mod error;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub genai_spans: bool,
     /// Stored Responses API answers.
     pub responses: Arc<dyn ResponseStore>,
+    /// Ends open streams once the shutdown grace period is over.
+    pub drain: drain::Drain,
 }
 
 /// Why the server state could not be built.
@@ -121,6 +124,7 @@ impl AppState {
             metrics,
             genai_spans: crate::telemetry::traces_enabled(),
             responses: storage.responses.clone(),
+            drain: drain::Drain::default(),
             storage,
             config,
             router,
@@ -159,7 +163,8 @@ async fn follow_keys(state: std::sync::Weak<AppState>) {
 }
 
 /// Serves the app on `listener` until `shutdown` resolves, then lets in-flight requests
-/// (streams included) finish, then flushes the memory write queue and stored responses,
+/// (streams included) finish — those still open after `server.shutdown_grace_seconds` end
+/// with an error event — then flushes the memory write queue and stored responses,
 /// and writes every queued analytics row.
 pub async fn serve(
     listener: TcpListener,
@@ -191,6 +196,9 @@ where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
 {
+    let shutdown = state
+        .drain
+        .after_signal(shutdown, state.config.server.shutdown_grace);
     let result = axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(shutdown)
         .await;

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
+use super::drain::Drain;
 use super::error::ApiError;
 use crate::protocol::ir::{Collector, Completion, ErrorInfo, Format, SseEvent, StreamEvent};
 use crate::protocol::responses::{self, ResponseMeta};
@@ -38,6 +39,8 @@ pub struct ClientSpec {
     /// The completion hook reads the answer's content (memory capture); otherwise an
     /// answer passed through is read only for its id, model and usage.
     pub keep_content: bool,
+    /// Ends the stream with an error event once the shutdown grace period is over.
+    pub drain: Drain,
 }
 
 /// See [`ClientSpec::observer`]; gets the deployment that answered.
@@ -390,7 +393,16 @@ fn relay(
                 return None;
             }
             let waiting = Instant::now();
-            let next = st.events.next().await;
+            let next = tokio::select! {
+                biased;
+                () = st.tracker.client.drain.stopped() => {
+                    tracing::warn!(request_id = %st.tracker.client.request_id, "stream ended by shutdown");
+                    let e = ApiError::ShuttingDown;
+                    st.on_failure((e.info(), e.label()));
+                    continue;
+                }
+                next = st.events.next() => next,
+            };
             st.tracker.upstream_wait += waiting.elapsed();
             match next {
                 Some(Ok(ev)) => st.on_event(ev),

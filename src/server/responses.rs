@@ -124,6 +124,7 @@ async fn prepare<'a>(
         responses: Some(meta),
         observer,
         keep_content: false,
+        drain: state.drain.clone(),
     };
     Ok(Prepared {
         req: LlmRequest {
