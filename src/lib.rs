@@ -50,3 +50,18 @@ pub mod telemetry;
 pub mod tools;
 
 pub use server::{router, serve, serve_tls, AppState};
+
+/// Entry points for the fuzz targets in `fuzz/` (feature `fuzzing`; not for the product).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::providers::{fuzz_frames as bedrock_frames, fuzz_lines as ollama_lines};
+
+    /// The identity rules of the built-in default config.
+    pub fn identity_rules() -> crate::identity::IdentityConfig {
+        let lookup = |_: &str| None;
+        crate::config::load(None, &crate::config::Overrides::default(), &lookup)
+            .expect("the built-in defaults load")
+            .identity
+    }
+}

@@ -13,6 +13,11 @@ mod ollama;
 mod openai;
 mod vertex;
 
+#[cfg(feature = "fuzzing")]
+pub use bedrock::fuzz_frames;
+#[cfg(feature = "fuzzing")]
+pub use ollama::fuzz_lines;
+
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;

@@ -115,6 +115,17 @@ fn classify(message: &Message) -> StreamMessage {
     }
 }
 
+/// Fuzzing: reads every message of `data` delivered in chunks of `chunk` bytes.
+#[cfg(feature = "fuzzing")]
+pub fn fuzz_frames(data: &[u8], chunk: usize) {
+    let mut reader = FrameReader::default();
+    for part in data.chunks(chunk.max(1)) {
+        reader.push(part);
+        while let Ok(Some(_)) = reader.next_message() {}
+    }
+    let _ = reader.has_partial();
+}
+
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;

@@ -20,6 +20,8 @@
 //! [`sign`] (SigV4).
 
 mod eventstream;
+#[cfg(feature = "fuzzing")]
+pub use eventstream::fuzz_frames;
 mod request;
 mod response;
 mod sign;

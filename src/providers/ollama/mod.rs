@@ -6,6 +6,8 @@
 
 mod request;
 mod response;
+#[cfg(feature = "fuzzing")]
+pub use response::fuzz_lines;
 
 use axum::http::{header, HeaderMap, StatusCode};
 

@@ -206,6 +206,25 @@ impl Converter {
     }
 }
 
+/// Fuzzing: converts NDJSON `data` delivered in chunks of `chunk` bytes, line by line.
+#[cfg(feature = "fuzzing")]
+pub fn fuzz_lines(data: &[u8], chunk: usize) {
+    let mut converter = Converter::new("fuzz-model");
+    let mut out = VecDeque::new();
+    let mut buf = BytesMut::new();
+    for part in data.chunks(chunk.max(1)) {
+        buf.extend_from_slice(part);
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line = buf.split_to(pos + 1);
+            match converter.line(&line, &mut out) {
+                Ok(false) => {}
+                Ok(true) | Err(_) => return,
+            }
+        }
+    }
+    let _ = converter.line(&buf, &mut out);
+}
+
 struct State {
     body: BodyDataStream<hyper::body::Incoming>,
     buf: BytesMut,
