@@ -454,6 +454,7 @@ fn key(hash: &str, created_ms: i64) -> KeyRow {
         hash: hash.into(),
         alias: Some(format!("alias-{hash}")),
         user_id: Some("u".into()),
+        project: Some("web".into()),
         models: vec!["gpt-*".into()],
         max_budget: Some(2.5),
         expires_ms: Some(T0 + 1000),
