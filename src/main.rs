@@ -81,7 +81,11 @@ struct InterceptArgs {
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
     /// The central memproxy.
-    #[arg(long, env = "MEMPROXY_UPSTREAM", default_value = "http://127.0.0.1:8764")]
+    #[arg(
+        long,
+        env = "MEMPROXY_UPSTREAM",
+        default_value = "http://127.0.0.1:8764"
+    )]
     upstream: String,
     /// Send this user id with every request.
     #[arg(long, env = "MEMPROXY_USER")]
@@ -101,6 +105,9 @@ struct InterceptArgs {
     /// The port registry file (default: ~/.config/memproxy/intercept-ports.json).
     #[arg(long, env = "MEMPROXY_INTERCEPT_REGISTRY")]
     registry: Option<std::path::PathBuf>,
+    /// The ports new projects get, FIRST-LAST (default 18100-18999).
+    #[arg(long, env = "MEMPROXY_INTERCEPT_PORTS", value_parser = memproxy::intercept::registry::parse_ports)]
+    ports: Option<std::ops::RangeInclusive<u16>>,
 }
 
 #[derive(Subcommand)]
@@ -255,6 +262,7 @@ fn intercept(args: InterceptArgs) -> ExitCode {
                 host: args.host,
                 port: args.port,
                 registry: args.registry,
+                ports: args.ports,
             },
             shutdown_signal(),
         ),

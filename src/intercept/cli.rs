@@ -28,6 +28,8 @@ pub struct Options {
     pub port: Option<u16>,
     /// The registry file (default: [`registry::default_path`]).
     pub registry: Option<PathBuf>,
+    /// The ports new projects get (default: [`registry::PORT_RANGE`]).
+    pub ports: Option<std::ops::RangeInclusive<u16>>,
 }
 
 fn open_registry(path: Option<PathBuf>) -> Result<Registry, ExitCode> {
@@ -42,7 +44,10 @@ fn open_registry(path: Option<PathBuf>) -> Result<Registry, ExitCode> {
 
 /// `memproxy intercept`: runs until a shutdown signal.
 #[expect(clippy::print_stdout, clippy::print_stderr, reason = "CLI output")]
-pub fn run(opts: Options, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> ExitCode {
+pub fn run(
+    opts: Options,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> ExitCode {
     let project = match &opts.project {
         Some(p) => match validate_project(p) {
             Ok(()) => p.clone(),
@@ -72,7 +77,10 @@ pub fn run(opts: Options, shutdown: impl std::future::Future<Output = ()> + Send
     let user_header = match HeaderName::try_from(opts.user_header.as_str()) {
         Ok(h) => h,
         Err(_) => {
-            eprintln!("error: --user-header {:?} is not a header name", opts.user_header);
+            eprintln!(
+                "error: --user-header {:?} is not a header name",
+                opts.user_header
+            );
             return ExitCode::from(2);
         }
     };
@@ -88,7 +96,7 @@ pub fn run(opts: Options, shutdown: impl std::future::Future<Output = ()> + Send
         return ExitCode::from(2);
     }
     let reg = match open_registry(opts.registry.clone()) {
-        Ok(r) => r,
+        Ok(r) => r.with_ports(opts.ports.clone().unwrap_or(registry::PORT_RANGE)),
         Err(code) => return code,
     };
     let claimed = match reg.claim(&project, opts.host, opts.port, &opts.upstream) {

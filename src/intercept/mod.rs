@@ -137,7 +137,10 @@ mod tests {
 
     #[test]
     fn names_from_git_remotes_and_folders() {
-        assert_eq!(repo_name("git@github.com:me/web-app.git").unwrap(), "web-app");
+        assert_eq!(
+            repo_name("git@github.com:me/web-app.git").unwrap(),
+            "web-app"
+        );
         assert_eq!(repo_name("https://host/me/api/").unwrap(), "api");
         let cfg = "[core]\n\turl = no\n[remote \"upstream\"]\n\turl = x/other\n[remote \"origin\"]\n\tfetch = +refs\n\turl = https://h/me/shop.git\n";
         assert_eq!(origin_url(cfg).unwrap(), "https://h/me/shop.git");

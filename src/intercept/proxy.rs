@@ -203,7 +203,10 @@ mod tests {
     fn joins_paths_and_sets_scope_headers() {
         let t = target("http://central:8764/base/");
         let u = t.uri(&"/v1/chat/completions?x=1".parse().unwrap()).unwrap();
-        assert_eq!(u.to_string(), "http://central:8764/base/v1/chat/completions?x=1");
+        assert_eq!(
+            u.to_string(),
+            "http://central:8764/base/v1/chat/completions?x=1"
+        );
         let mut h = HeaderMap::new();
         h.insert("x-api-key", HeaderValue::from_static("client"));
         h.insert("connection", HeaderValue::from_static("keep-alive"));

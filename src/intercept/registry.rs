@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -19,8 +20,30 @@ use serde::{Deserialize, Serialize};
 /// The environment variable that names the registry file (tests, several set-ups).
 pub const REGISTRY_ENV: &str = "MEMPROXY_INTERCEPT_REGISTRY";
 
-/// The ports handed out to projects, first to last.
-pub const PORT_RANGE: std::ops::RangeInclusive<u16> = 18100..=18999;
+/// The ports handed out to projects, first to last (unless set otherwise,
+/// [`Registry::with_ports`]).
+pub const PORT_RANGE: RangeInclusive<u16> = 18100..=18999;
+
+/// Parses a port range `FIRST-LAST`.
+pub fn parse_ports(text: &str) -> Result<RangeInclusive<u16>, String> {
+    let (a, b) = text
+        .split_once('-')
+        .ok_or_else(|| format!("{text:?} is not FIRST-LAST"))?;
+    let (a, b): (u16, u16) = (
+        a.trim()
+            .parse()
+            .map_err(|_| format!("{a:?} is not a port"))?,
+        b.trim()
+            .parse()
+            .map_err(|_| format!("{b:?} is not a port"))?,
+    );
+    if a == 0 || a > b {
+        return Err(format!(
+            "{text:?}: FIRST must be at least 1 and at most LAST"
+        ));
+    }
+    Ok(a..=b)
+}
 
 /// Why the registry could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -33,11 +56,15 @@ pub enum RegistryError {
     #[error("port registry {path} is not valid JSON ({reason}); fix or delete it")]
     Corrupt { path: String, reason: String },
     #[error("project `{project}` is already intercepted on port {port} by process {pid}")]
-    Running { project: String, port: u16, pid: u32 },
+    Running {
+        project: String,
+        port: u16,
+        pid: u32,
+    },
     #[error("port {0} is in use by another program")]
     PortBusy(u16),
-    #[error("no free port left in {}-{}", PORT_RANGE.start(), PORT_RANGE.end())]
-    Exhausted,
+    #[error("no free port left in {0}-{1}")]
+    Exhausted(u16, u16),
     #[error("no home or config directory: set XDG_CONFIG_HOME or {REGISTRY_ENV}")]
     NoConfigDir,
 }
@@ -71,6 +98,7 @@ struct Contents {
 #[derive(Debug, Clone)]
 pub struct Registry {
     path: PathBuf,
+    ports: RangeInclusive<u16>,
 }
 
 /// The default registry file: `$MEMPROXY_INTERCEPT_REGISTRY`, else
@@ -97,7 +125,16 @@ pub struct Claimed {
 
 impl Registry {
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into() }
+        Self {
+            path: path.into(),
+            ports: PORT_RANGE,
+        }
+    }
+
+    /// New projects get ports of `ports` instead of [`PORT_RANGE`].
+    pub fn with_ports(mut self, ports: RangeInclusive<u16>) -> Self {
+        self.ports = ports;
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -166,7 +203,7 @@ impl Registry {
 
     /// Claims `project`'s port for this process and binds it on `host`: its recorded
     /// port when it is free, else (or for a new project) `wanted`, else the first port of
-    /// [`PORT_RANGE`] that no other project holds, else the port of a stale entry of
+    /// the range that no other project holds, else the port of a stale entry of
     /// another project (which is then dropped).
     pub fn claim(
         &self,
@@ -194,17 +231,16 @@ impl Registry {
             if claimed.is_none() {
                 if let Some(w) = wanted {
                     let held = c.projects.iter().any(|(n, e)| n != project && e.port == w);
-                    claimed = (!held)
-                        .then(|| bind(w))
-                        .flatten()
-                        .map(|l| (w, l));
+                    claimed = (!held).then(|| bind(w)).flatten().map(|l| (w, l));
                     if claimed.is_none() {
                         return Err(RegistryError::PortBusy(w));
                     }
                 }
             }
             if claimed.is_none() {
-                claimed = PORT_RANGE
+                claimed = self
+                    .ports
+                    .clone()
                     .filter(|p| !c.projects.values().any(|e| e.port == *p))
                     .find_map(|p| bind(p).map(|l| (p, l)));
             }
@@ -223,7 +259,8 @@ impl Registry {
                     }
                 }
             }
-            let (port, listener) = claimed.ok_or(RegistryError::Exhausted)?;
+            let (port, listener) = claimed
+                .ok_or_else(|| RegistryError::Exhausted(*self.ports.start(), *self.ports.end()))?;
             c.projects.insert(
                 project.to_string(),
                 Entry {
@@ -279,7 +316,7 @@ mod tests {
     #[test]
     fn same_project_same_port_and_release() {
         let dir = tempfile::tempdir().unwrap();
-        let r = Registry::new(dir.path().join("sub/ports.json"));
+        let r = Registry::new(dir.path().join("sub/ports.json")).with_ports(18500..=18599);
         let a = r.claim("a", LOCAL, None, "http://x").unwrap();
         let b = r.claim("b", LOCAL, None, "http://x").unwrap();
         assert_ne!(a.port, b.port);
@@ -293,15 +330,19 @@ mod tests {
     }
 
     #[test]
+    fn port_ranges() {
+        assert_eq!(parse_ports("100-200").unwrap(), 100..=200);
+        for bad in ["0-5", "9-8", "x-1", "12"] {
+            assert!(parse_ports(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn a_live_owner_keeps_its_project() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ports.json");
         // PID 1 always exists.
-        std::fs::write(
-            &path,
-            r#"{"projects": {"web": {"port": 18999, "pid": 1}}}"#,
-        )
-        .unwrap();
+        std::fs::write(&path, r#"{"projects": {"web": {"port": 18999, "pid": 1}}}"#).unwrap();
         let r = Registry::new(&path);
         assert!(matches!(
             r.claim("web", LOCAL, None, "u"),

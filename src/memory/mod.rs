@@ -219,8 +219,7 @@ impl MemoryService {
         limit: usize,
     ) -> Result<Vec<Vec<ScoredMemory>>, StoreError> {
         let query = self.query(text, limit).await;
-        futures_util::future::try_join_all(keys.iter().map(|k| self.store.search(k, &query)))
-            .await
+        futures_util::future::try_join_all(keys.iter().map(|k| self.store.search(k, &query))).await
     }
 
     /// The search query for `text`, with its embedding when an embedder answers in time.

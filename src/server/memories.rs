@@ -195,11 +195,7 @@ pub async fn add(State(state): State<Arc<AppState>>, req: Request) -> Result<Res
 /// The scope a memory API call works in: `user_id` ([`user_param`]) and the project named
 /// by `named` (a query parameter or body field), else the request's (header, prefix or
 /// key binding). A key bound to a project cannot name another one.
-pub fn scope_of(
-    ctx: &RequestCtx,
-    user_id: String,
-    named: Option<&str>,
-) -> Result<Scope, ApiError> {
+pub fn scope_of(ctx: &RequestCtx, user_id: String, named: Option<&str>) -> Result<Scope, ApiError> {
     let project = match named {
         Some(p) => {
             validate_project(p)?;

@@ -18,8 +18,8 @@ use super::error::ApiError;
 use super::middleware::RequestCtx;
 use super::respond::{respond, AnswerUsage, ClientSpec, Exchange};
 use super::AppState;
-use crate::memory::inject;
 use crate::config::ProjectScope;
+use crate::memory::inject;
 use crate::memory::{CaptureMeta, MemoryService};
 use crate::protocol::chat::{BodyError, ChatBody, ChatMessage};
 use crate::providers::{CallContext, LlmRequest, Native, Reply};
@@ -227,27 +227,25 @@ async fn recall(
     if let Some(sid) = session_id {
         if inject::needs_history(&messages) {
             // The store's own calls, so a failure's warning names the request.
-            history = match tokio::time::timeout(
-                history_limit,
-                mem.store().session_messages(&key, sid),
-            )
-            .await
-            {
-                Ok(Ok(h)) => h,
-                Ok(Err(e)) => {
-                    skipped(&mut out, ctx, "reading session history failed", &e);
-                    Vec::new()
-                }
-                Err(_) => {
-                    skipped(
-                        &mut out,
-                        ctx,
-                        "reading session history timed out",
-                        &"timeout",
-                    );
-                    Vec::new()
-                }
-            };
+            history =
+                match tokio::time::timeout(history_limit, mem.store().session_messages(&key, sid))
+                    .await
+                {
+                    Ok(Ok(h)) => h,
+                    Ok(Err(e)) => {
+                        skipped(&mut out, ctx, "reading session history failed", &e);
+                        Vec::new()
+                    }
+                    Err(_) => {
+                        skipped(
+                            &mut out,
+                            ctx,
+                            "reading session history timed out",
+                            &"timeout",
+                        );
+                        Vec::new()
+                    }
+                };
             inject::prepend_history(&mut messages, &history);
         }
     }

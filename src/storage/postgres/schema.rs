@@ -11,8 +11,8 @@ use tokio_postgres::Client;
 /// Migrations in order; entry `i` brings the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[(&str, &str)] = &[
     (
-    "memories, sessions, usage rows, keys, stored responses",
-    r#"
+        "memories, sessions, usage rows, keys, stored responses",
+        r#"
 CREATE TABLE memproxy_memory_users (
     uid        BIGSERIAL PRIMARY KEY,
     user_id    TEXT NOT NULL UNIQUE,
