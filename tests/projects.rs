@@ -249,6 +249,21 @@ async fn project_only_leaves_the_users_memories_out() {
     assert!(saw.contains("mercury"), "{saw}");
     assert!(!saw.contains("imperative"), "project_only: {saw}");
     assert!(!saw.contains("outside any project"), "{saw}");
+
+    // Sessions are kept in the project's scope too.
+    let sid = [("x-session-id", "s-1")];
+    assert_eq!(
+        chat_at(&proxy.url("/p/alpha"), "alice", "hello", &sid).await,
+        200
+    );
+    proxy.flush_memory().await;
+    let (_, list) = api_get(&proxy, "/v1/sessions?user_id=alice&project=alpha", MASTER).await;
+    let data = list["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1, "{list}");
+    assert_eq!(data[0]["project"], "alpha");
+    assert_eq!(data[0]["user_id"], "alice");
+    let (_, list) = api_get(&proxy, "/v1/sessions?user_id=alice", MASTER).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 0, "{list}");
 }
 
 #[tokio::test]
