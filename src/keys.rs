@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::analytics::{timefmt, StoreError};
 use crate::identity::validate_user_id;
+use crate::memory::scope::validate_project;
 
 /// A key as stored.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -23,6 +24,9 @@ pub struct KeyRow {
     pub alias: Option<String>,
     /// The memory scope the key is bound to.
     pub user_id: Option<String>,
+    /// The project the key is bound to: its requests are in this project's memory scope,
+    /// and it cannot name another project.
+    pub project: Option<String>,
     /// Models the key may use; empty means all.
     pub models: Vec<String>,
     /// USD; none = unlimited.
@@ -134,6 +138,7 @@ impl VirtualKey {
             "key_name": r.preview,
             "key_alias": r.alias,
             "user_id": r.user_id,
+            "project": r.project,
             "models": r.models,
             "max_budget": r.max_budget,
             "spend": self.spend(),
@@ -220,6 +225,8 @@ pub struct GenerateRequest {
     pub key: Option<String>,
     pub key_alias: Option<String>,
     pub user_id: Option<String>,
+    /// Binds the key to a project (see [`KeyRow::project`]).
+    pub project: Option<String>,
     #[serde(default)]
     pub models: Vec<String>,
     pub max_budget: Option<f64>,
@@ -308,6 +315,9 @@ impl Keys {
         if let Some(u) = &req.user_id {
             validate_user_id(u).map_err(|e| KeyError::Invalid(format!("user_id: {e}")))?;
         }
+        if let Some(p) = &req.project {
+            validate_project(p).map_err(|e| KeyError::Invalid(format!("project: {e}")))?;
+        }
         if req.max_budget.is_some_and(|b| b.is_nan() || b < 0.0) {
             return Err(KeyError::Invalid("max_budget must be ≥ 0".into()));
         }
@@ -342,6 +352,7 @@ impl Keys {
             hash: hex(&hash),
             alias: req.key_alias,
             user_id: req.user_id,
+            project: req.project,
             models: req.models,
             max_budget: req.max_budget,
             expires_ms,

@@ -6,6 +6,8 @@
 //! - [`config`]: LiteLLM-compatible `config.yaml`, env references, precedence, validation.
 //! - [`server`]: the HTTP app (route table, gateway middleware, handlers, error mapping).
 //! - [`auth`]: master-key and virtual-key authentication.
+//! - [`intercept`]: `memproxy intercept`, the per-project local proxy in front of a
+//!   central memproxy, and its port registry.
 //! - [`keys`]: virtual keys (`/key/*`): hashed storage, hot-path cache, limits, budgets.
 //! - [`ratelimit`]: token buckets per user id and per key, behind a clock and a store trait.
 //! - [`metrics`]: Prometheus metrics for `/metrics`.
@@ -35,6 +37,7 @@ pub mod auth;
 pub mod config;
 pub mod eval;
 pub mod identity;
+pub mod intercept;
 pub mod keys;
 pub mod membench;
 pub mod memory;

@@ -55,12 +55,74 @@ enum Command {
         #[command(subcommand)]
         command: StorageCommand,
     },
+    /// A local proxy for one project in front of a central memproxy: tags every request
+    /// with the project (x-memory-project), on a port that stays the same for the project
+    /// (`intercept list`, `intercept release NAME` manage the ports).
+    Intercept(InterceptArgs),
     /// Validate a config file and print it resolved, secrets masked.
     CheckConfig {
         /// The config file to check.
         file: String,
         #[command(flatten)]
         args: ServeArgs,
+    },
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct InterceptArgs {
+    #[command(subcommand)]
+    command: Option<InterceptCommand>,
+    /// The project name (letters, digits, . _ -; at most 64).
+    #[arg(long, conflicts_with = "dir")]
+    project: Option<String>,
+    /// Derive the project from this directory: its git remote `origin`'s repository name,
+    /// else its top-level folder's name (default: the current directory).
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+    /// The central memproxy.
+    #[arg(
+        long,
+        env = "MEMPROXY_UPSTREAM",
+        default_value = "http://127.0.0.1:8764"
+    )]
+    upstream: String,
+    /// Send this user id with every request.
+    #[arg(long, env = "MEMPROXY_USER")]
+    user: Option<String>,
+    /// The header the central memproxy reads user ids from (user_id_mappings.custom_header).
+    #[arg(long, default_value = "x-memory-user-id")]
+    user_header: String,
+    /// The memproxy key to send (`Authorization: Bearer`), replacing the client's.
+    #[arg(long, env = "MEMPROXY_KEY", hide_env_values = true)]
+    key: Option<String>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: std::net::IpAddr,
+    /// Use this port (and remember it for the project) instead of the registry's choice.
+    #[arg(long)]
+    port: Option<u16>,
+    /// The port registry file (default: ~/.config/memproxy/intercept-ports.json).
+    #[arg(long, env = "MEMPROXY_INTERCEPT_REGISTRY")]
+    registry: Option<std::path::PathBuf>,
+    /// The ports new projects get, FIRST-LAST (default 18100-18999).
+    #[arg(long, env = "MEMPROXY_INTERCEPT_PORTS", value_parser = memproxy::intercept::registry::parse_ports)]
+    ports: Option<std::ops::RangeInclusive<u16>>,
+}
+
+#[derive(Subcommand)]
+enum InterceptCommand {
+    /// List the projects with a registered port.
+    List {
+        #[arg(long, env = "MEMPROXY_INTERCEPT_REGISTRY")]
+        registry: Option<std::path::PathBuf>,
+    },
+    /// Forget a project's port.
+    Release {
+        /// The project.
+        name: String,
+        #[arg(long, env = "MEMPROXY_INTERCEPT_REGISTRY")]
+        registry: Option<std::path::PathBuf>,
     },
 }
 
@@ -176,10 +238,34 @@ fn main() -> ExitCode {
             config,
         }) => eval_locomo(&file, url, key, config.as_deref()),
         Some(Command::BenchMemory(args)) => bench_memory(args),
+        Some(Command::Intercept(args)) => intercept(args),
         Some(Command::Storage {
             command: StorageCommand::Migrate { from, to },
         }) => storage_migrate(&from, &to),
         None => run(cli.serve),
+    }
+}
+
+fn intercept(args: InterceptArgs) -> ExitCode {
+    use memproxy::intercept::cli;
+    match args.command {
+        Some(InterceptCommand::List { registry }) => cli::list(registry),
+        Some(InterceptCommand::Release { name, registry }) => cli::release(registry, &name),
+        None => cli::run(
+            cli::Options {
+                project: args.project,
+                dir: args.dir,
+                upstream: args.upstream,
+                user: args.user,
+                user_header: args.user_header,
+                key: args.key,
+                host: args.host,
+                port: args.port,
+                registry: args.registry,
+                ports: args.ports,
+            },
+            shutdown_signal(),
+        ),
     }
 }
 

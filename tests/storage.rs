@@ -173,6 +173,33 @@ async fn memory_users_never_see_each_other(s: Stores) {
         .is_empty());
 }
 
+/// A user's project scopes (`user#project` keys) are listed by prefix, exactly: `_` and
+/// `%` in ids are not wildcards, and a scope without memories is not listed.
+async fn memory_project_scopes_are_listed(s: Stores) {
+    let m = &s.memory;
+    for user in [
+        "alice",
+        "alice#web",
+        "alice#api",
+        "aliceb#x",
+        "alic_#y",
+        "bob#web",
+    ] {
+        m.add(vec![new(user, "a fact")]).await.unwrap();
+    }
+    assert_eq!(
+        m.user_ids_with_prefix("alice#").await.unwrap(),
+        ["alice#api", "alice#web"]
+    );
+    assert_eq!(m.user_ids_with_prefix("alic_#").await.unwrap(), ["alic_#y"]);
+    m.delete_user("alice#api").await.unwrap();
+    assert_eq!(
+        m.user_ids_with_prefix("alice#").await.unwrap(),
+        ["alice#web"]
+    );
+    assert!(m.user_ids_with_prefix("carol#").await.unwrap().is_empty());
+}
+
 async fn memory_records_come_back_unchanged(s: Stores) {
     let meta = json!({"dia_id": "D1:3", "nested": {"list": [1, 2.5, null, "x"]}, "ok": true});
     let mut n = new("u", "hello");
@@ -454,6 +481,7 @@ fn key(hash: &str, created_ms: i64) -> KeyRow {
         hash: hash.into(),
         alias: Some(format!("alias-{hash}")),
         user_id: Some("u".into()),
+        project: Some("web".into()),
         models: vec!["gpt-*".into()],
         max_budget: Some(2.5),
         expires_ms: Some(T0 + 1000),
@@ -735,6 +763,7 @@ macro_rules! suite {
 
 suite!(
     memory_users_never_see_each_other,
+    memory_project_scopes_are_listed,
     memory_records_come_back_unchanged,
     memory_captures_are_not_stored_twice,
     memory_lists_newest_first_by_cursor,

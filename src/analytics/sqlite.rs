@@ -74,6 +74,8 @@ CREATE TABLE IF NOT EXISTS keys (
 const MIGRATIONS: &[&str] = &[
     // 1: the client program of each request (older rows: empty).
     "ALTER TABLE requests ADD COLUMN client TEXT NOT NULL DEFAULT ''",
+    // 2: the project a virtual key is bound to (older keys: none).
+    "ALTER TABLE keys ADD COLUMN project TEXT",
 ];
 
 /// Applies the [`MIGRATIONS`] a file has not had yet, each in its own transaction with
@@ -349,10 +351,16 @@ impl AnalyticsStore for SqliteStore {
 /// Every virtual key in `conn`, oldest first (the embedded key store, and
 /// `memproxy storage migrate` on a read-only connection).
 pub fn load_keys(conn: &Connection) -> Result<Vec<KeyRow>, StoreError> {
-    let mut stmt = conn.prepare(
+    // A file of an older memproxy, read without migrating it, has no `project` column.
+    let project = if conn.prepare("SELECT project FROM keys LIMIT 0").is_ok() {
+        "project"
+    } else {
+        "NULL"
+    };
+    let mut stmt = conn.prepare(&format!(
         "SELECT hash, alias, user_id, models, max_budget, expires_ms, rpm_limit, tpm_limit, \
-         metadata, created_ms, preview, spend FROM keys ORDER BY created_ms",
-    )?;
+         metadata, created_ms, preview, spend, {project} FROM keys ORDER BY created_ms"
+    ))?;
     let rows = stmt.query_map([], |r| {
         let models: String = r.get(3)?;
         let metadata: String = r.get(8)?;
@@ -369,6 +377,7 @@ pub fn load_keys(conn: &Connection) -> Result<Vec<KeyRow>, StoreError> {
             created_ms: r.get(9)?,
             preview: r.get(10)?,
             spend: r.get(11)?,
+            project: r.get(12)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -386,8 +395,8 @@ impl SqliteStore {
     pub fn insert_key(&mut self, k: &KeyRow) -> Result<(), StoreError> {
         self.conn.execute(
             "INSERT INTO keys (hash, alias, user_id, models, max_budget, expires_ms, rpm_limit, \
-             tpm_limit, metadata, created_ms, preview, spend) \
-             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
+             tpm_limit, metadata, created_ms, preview, spend, project) \
+             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
             params![
                 k.hash,
                 k.alias,
@@ -401,6 +410,7 @@ impl SqliteStore {
                 k.created_ms,
                 k.preview,
                 k.spend,
+                k.project,
             ],
         )?;
         Ok(())

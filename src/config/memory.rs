@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use crate::memory::scope::ProjectScope;
+
 use super::raw::{RawContextRetrieval, RawMemory, RawToolExecution};
 use super::{invalid, ser_secs, ConfigError, DeploymentConfig};
 
@@ -53,6 +55,8 @@ pub struct RetrievalSettings {
     pub max_context_length: usize,
     /// Models that get memories (`*` wildcards allowed); empty means all.
     pub enabled_for_models: Vec<String>,
+    /// Where a request with a project looks for memories.
+    pub project_scope: ProjectScope,
 }
 
 /// `tool_execution`: the memory tools (`memory_search`, `memory_get`) offered to the
@@ -182,6 +186,16 @@ pub fn retrieval(raw: Option<RawContextRetrieval>) -> Result<RetrievalSettings, 
         max_results,
         max_context_length,
         enabled_for_models: raw.enabled_for_models.unwrap_or_default(),
+        project_scope: match raw.project_scope.as_deref() {
+            None | Some("project_then_user") => ProjectScope::ProjectThenUser,
+            Some("project_only") => ProjectScope::ProjectOnly,
+            Some(other) => {
+                return Err(invalid(
+                    "context_retrieval.project_scope",
+                    format!("`{other}` is not one of project_then_user, project_only"),
+                ))
+            }
+        },
     })
 }
 

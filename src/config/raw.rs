@@ -35,6 +35,8 @@ pub struct RawContextRetrieval {
     pub max_context_length: Option<usize>,
     pub max_results: Option<usize>,
     pub enabled_for_models: Option<Vec<String>>,
+    /// `project_then_user` (default) or `project_only`.
+    pub project_scope: Option<String>,
 }
 
 /// `tool_execution` (the original proxy's names).

@@ -157,26 +157,50 @@ fn sanitize(text: &str) -> String {
 /// `max_chars` characters of memory text (the last one cut if needed). `None` when
 /// there is nothing to inject.
 pub fn render(hits: &[ScoredMemory], max_results: usize, max_chars: usize) -> Option<String> {
+    render_groups(&[(None, hits)], max_results, max_chars)
+}
+
+/// [`render`] for memories of several scopes, in order (a project's, then its user's):
+/// each group that contributes memories is introduced by its label, and `max_results`
+/// and `max_chars` hold for the block as a whole.
+pub fn render_groups(
+    groups: &[(Option<&str>, &[ScoredMemory])],
+    max_results: usize,
+    max_chars: usize,
+) -> Option<String> {
     let mut body = String::new();
     let mut used = 0usize;
-    for hit in hits.iter().take(max_results) {
-        let text = sanitize(hit.memory.content.trim());
-        if text.is_empty() {
-            continue;
-        }
-        let item = format!("- {}", text.replace('\n', "\n  "));
-        let len = item.chars().count();
-        if used + len <= max_chars {
-            body.push_str(&item);
-            body.push('\n');
-            used += len;
-        } else {
-            let room = max_chars.saturating_sub(used);
-            if room > 20 {
-                body.extend(item.chars().take(room - 1));
-                body.push_str("…\n");
+    let mut taken = 0usize;
+    'groups: for (label, hits) in groups {
+        let mut labelled = false;
+        for hit in hits.iter() {
+            if taken == max_results {
+                break 'groups;
             }
-            break;
+            let text = sanitize(hit.memory.content.trim());
+            if text.is_empty() {
+                continue;
+            }
+            let item = format!("- {}", text.replace('\n', "\n  "));
+            let len = item.chars().count();
+            let room = max_chars.saturating_sub(used);
+            if let (Some(l), false, true) = (label, labelled, len <= room || room > 20) {
+                body.push_str(l);
+                body.push('\n');
+                labelled = true;
+            }
+            if len <= room {
+                body.push_str(&item);
+                body.push('\n');
+                used += len;
+                taken += 1;
+            } else {
+                if room > 20 {
+                    body.extend(item.chars().take(room - 1));
+                    body.push_str("…\n");
+                }
+                break 'groups;
+            }
         }
     }
     (!body.is_empty()).then(|| format!("{OPEN}\n{HEADER}\n{body}{CLOSE}"))

@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`store`]: the [`MemoryStore`] trait and its records; every call is scoped by user.
 //! - [`sqlite`]: the embedded backend (one file, WAL, FTS5, vectors as blobs).
+//! - [`scope`]: memory scopes (user, or user and project) and their store keys.
 //! - [`text`]: the analyzer shared by indexing and querying (stop words, stemming).
 //! - [`retrieve`]: BM25, neighbour context, cosine, rank fusion, the [`Embedder`] trait.
 //! - [`queue`]: the bounded, batched write queue for captured exchanges.
@@ -56,6 +57,7 @@
 pub mod inject;
 pub mod queue;
 pub mod retrieve;
+pub mod scope;
 pub mod sqlite;
 pub mod store;
 pub mod text;
@@ -204,6 +206,24 @@ impl MemoryService {
         text: &str,
         limit: usize,
     ) -> Result<Vec<ScoredMemory>, StoreError> {
+        let query = self.query(text, limit).await;
+        self.store.search(user_id, &query).await
+    }
+
+    /// Searches several scopes' memories (store keys, [`scope`]) with one query
+    /// embedding, concurrently; one result list per key, in order.
+    pub async fn try_search_in(
+        &self,
+        keys: &[&str],
+        text: &str,
+        limit: usize,
+    ) -> Result<Vec<Vec<ScoredMemory>>, StoreError> {
+        let query = self.query(text, limit).await;
+        futures_util::future::try_join_all(keys.iter().map(|k| self.store.search(k, &query))).await
+    }
+
+    /// The search query for `text`, with its embedding when an embedder answers in time.
+    async fn query(&self, text: &str, limit: usize) -> SearchQuery {
         let embedding = match &self.embedder {
             Some(e) => {
                 let texts = [text.to_string()];
@@ -220,12 +240,11 @@ impl MemoryService {
             }
             None => None,
         };
-        let query = SearchQuery {
+        SearchQuery {
             text: text.to_string(),
             limit,
             embedding,
-        };
-        self.store.search(user_id, &query).await
+        }
     }
 
     /// [`Self::try_search`] for the request path: a failing store yields no memories

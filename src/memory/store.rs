@@ -220,6 +220,21 @@ pub trait MemoryStore: Send + Sync {
         session_id: &'a str,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
+    /// The user ids (store keys) that begin with `prefix` and hold memories or sessions,
+    /// sorted: a user's project scopes ([`super::scope`]). A backend that cannot list
+    /// them says so rather than answering an empty list (forget-all relies on it).
+    fn user_ids_with_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        let _ = prefix;
+        Box::pin(async {
+            Err(StoreError::Backend(
+                "this memory backend cannot list a user's projects".into(),
+            ))
+        })
+    }
+
     /// Removes expired sessions; returns how many.
     fn purge_expired(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
 

@@ -64,6 +64,12 @@ pub enum ApiError {
     ShuttingDown,
 }
 
+impl From<crate::memory::scope::ScopeError> for ApiError {
+    fn from(e: crate::memory::scope::ScopeError) -> Self {
+        ApiError::BadRequest(e.to_string())
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {

@@ -1,6 +1,9 @@
 //! The memory API (SPEC §4, master key): add, list, search, get, delete memories of a
-//! user, forget a user, export as JSONL. Every call names its `user_id`; an id of
-//! another user's memory answers 404 like an unknown one.
+//! user, forget a user, export as JSONL, list a user's projects. Every call names its
+//! `user_id`; an id of another user's memory answers 404 like an unknown one. A call
+//! works in one project's scope when it names the project (query parameter or body field
+//! `project`, the `x-memory-project` header or the `/p/<project>` prefix; a key bound to a
+//! project is always in it), else in the user's project-independent scope.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -21,6 +24,7 @@ use super::{body, AppState};
 use crate::auth::Principal;
 use crate::identity::validate_user_id;
 use crate::keys::KeyError;
+use crate::memory::scope::{self, validate_project, Scope};
 use crate::memory::{MemoryService, Metadata, NewMemory};
 
 /// Longest accepted session id.
@@ -117,9 +121,11 @@ struct AddBody {
     metadata: Option<Value>,
     #[serde(default)]
     session_id: Option<String>,
+    #[serde(default)]
+    project: Option<String>,
 }
 
-fn parse_add(bytes: &[u8]) -> Result<NewMemory, ApiError> {
+fn parse_add(bytes: &[u8]) -> Result<(NewMemory, Option<String>), ApiError> {
     let b: AddBody = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::BadRequest(format!("invalid memory: {e}")))?;
     let user_id = b
@@ -157,12 +163,15 @@ fn parse_add(bytes: &[u8]) -> Result<NewMemory, ApiError> {
             )));
         }
     }
-    Ok(NewMemory {
-        user_id,
-        content,
-        metadata,
-        session_id: b.session_id,
-    })
+    Ok((
+        NewMemory {
+            user_id,
+            content,
+            metadata,
+            session_id: b.session_id,
+        },
+        b.project,
+    ))
 }
 
 /// `POST /v1/memories` `{user_id, content, metadata?, session_id?}`: stored durably
@@ -176,10 +185,56 @@ pub async fn add(State(state): State<Arc<AppState>>, req: Request) -> Result<Res
         .ok_or_else(|| ApiError::BadRequest("request context missing".into()))?;
     let (parts, req_body) = req.into_parts();
     let bytes = body::read(&parts.headers, req_body, state.config.server.max_body_bytes).await?;
-    let new = parse_add(&bytes)?;
+    let (mut new, project) = parse_add(&bytes)?;
     authorize(&ctx, &new.user_id)?;
+    new.user_id = scope_of(&ctx, new.user_id, project.as_deref())?.key();
     let created = mem.add(new).await?;
-    Ok((StatusCode::CREATED, Json(created)).into_response())
+    Ok((StatusCode::CREATED, Json(shown(json!(created)))).into_response())
+}
+
+/// The scope a memory API call works in: `user_id` ([`user_param`]) and the project named
+/// by `named` (a query parameter or body field), else the request's (header, prefix or
+/// key binding). A key bound to a project cannot name another one.
+pub fn scope_of(ctx: &RequestCtx, user_id: String, named: Option<&str>) -> Result<Scope, ApiError> {
+    let project = match named {
+        Some(p) => {
+            validate_project(p)?;
+            let bound = ctx.principal.key().and_then(|k| k.row.project.as_deref());
+            if let Some(b) = bound.filter(|b| *b != p) {
+                return Err(KeyError::WrongUser(format!(
+                    "this key is bound to project `{b}` and cannot access project `{p}`"
+                ))
+                .into());
+            }
+            Some(p.to_string())
+        }
+        None => ctx.project.clone(),
+    };
+    Ok(Scope { user_id, project })
+}
+
+/// [`scope_of`] with `user_id` and `project` from the query.
+fn scope_param(ctx: &RequestCtx, q: &HashMap<String, String>) -> Result<Scope, ApiError> {
+    let user_id = user_param(ctx, q)?;
+    scope_of(ctx, user_id, q.get("project").map(String::as_str))
+}
+
+/// A stored memory as the API shows it: its user id, and its project if it has one (the
+/// store knows only the scope's key).
+fn shown(mut v: Value) -> Value {
+    let key = v.get("user_id").and_then(Value::as_str).map(str::to_string);
+    if let (Some(key), Some(obj)) = (key, v.as_object_mut()) {
+        let (user, project) = scope::parse_key(&key);
+        if let Some(p) = project {
+            obj.insert("project".into(), Value::from(p));
+            obj.insert("user_id".into(), Value::from(user));
+        }
+    }
+    v
+}
+
+fn shown_all<T: serde::Serialize>(items: &[T]) -> Vec<Value> {
+    items.iter().map(|m| shown(json!(m))).collect()
 }
 
 /// `GET /v1/memories?user_id=&limit=&cursor=`: newest first.
@@ -189,15 +244,15 @@ pub async fn list(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let mem = service(&state)?;
-    let user_id = user_param(&ctx, &q)?;
+    let key = scope_param(&ctx, &q)?.key();
     let limit = number_param(&q, "limit", DEFAULT_PAGE, 1000)?;
     let page = mem
         .store()
-        .list(&user_id, limit, q.get("cursor").map(String::as_str))
+        .list(&key, limit, q.get("cursor").map(String::as_str))
         .await?;
     Ok(Json(json!({
         "object": "list",
-        "data": page.items,
+        "data": shown_all(&page.items),
         "has_more": page.next_cursor.is_some(),
         "next_cursor": page.next_cursor,
     })))
@@ -210,15 +265,15 @@ pub async fn search(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let mem = service(&state)?;
-    let user_id = user_param(&ctx, &q)?;
+    let key = scope_param(&ctx, &q)?.key();
     let text = q
         .get("q")
         .or_else(|| q.get("query"))
         .filter(|t| !t.trim().is_empty())
         .ok_or_else(|| ApiError::BadRequest("missing required query parameter `q`".into()))?;
     let limit = number_param(&q, "limit", DEFAULT_SEARCH_LIMIT, 100)?;
-    let results = mem.try_search(&user_id, text, limit).await?;
-    Ok(Json(json!({ "results": results })))
+    let results = mem.try_search(&key, text, limit).await?;
+    Ok(Json(json!({ "results": shown_all(&results) })))
 }
 
 /// `GET /v1/memories/{id}?user_id=`.
@@ -229,9 +284,9 @@ pub async fn get(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let mem = service(&state)?;
-    let user_id = user_param(&ctx, &q)?;
-    let m = mem.store().get(&user_id, &id).await?;
-    Ok(Json(json!(m)))
+    let key = scope_param(&ctx, &q)?.key();
+    let m = mem.store().get(&key, &id).await?;
+    Ok(Json(shown(json!(m))))
 }
 
 /// `DELETE /v1/memories/{id}?user_id=`.
@@ -242,21 +297,60 @@ pub async fn delete(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let mem = service(&state)?;
-    let user_id = user_param(&ctx, &q)?;
-    mem.store().delete(&user_id, &id).await?;
+    let key = scope_param(&ctx, &q)?.key();
+    mem.store().delete(&key, &id).await?;
     Ok(Json(json!({"id": id, "object": "memory", "deleted": true})))
 }
 
-/// `DELETE /v1/memories?user_id=`: forgets everything of a user (memories and sessions).
+/// `DELETE /v1/memories?user_id=[&project=]`: forgets everything (memories and sessions)
+/// of a project, or, without a project, of the user: their own scope and every project.
 pub async fn delete_user(
     State(state): State<Arc<AppState>>,
     Extension(ctx): Extension<RequestCtx>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let mem = service(&state)?;
+    let scope = scope_param(&ctx, &q)?;
+    if let Some(p) = &scope.project {
+        let n = mem.store().delete_user(&scope.key()).await?;
+        return Ok(Json(
+            json!({"user_id": scope.user_id, "project": p, "deleted": n}),
+        ));
+    }
+    let projects = mem
+        .store()
+        .user_ids_with_prefix(&scope::project_prefix(&scope.user_id))
+        .await?;
+    let mut n = mem.store().delete_user(&scope.user_id).await?;
+    for key in &projects {
+        n += mem.store().delete_user(key).await?;
+    }
+    Ok(Json(json!({"user_id": scope.user_id, "deleted": n})))
+}
+
+/// `GET /v1/memories/projects?user_id=`: the projects of a user that hold memories or
+/// sessions (a key bound to a project sees that project only).
+pub async fn projects(
+    State(state): State<Arc<AppState>>,
+    Extension(ctx): Extension<RequestCtx>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let mem = service(&state)?;
     let user_id = user_param(&ctx, &q)?;
-    let n = mem.store().delete_user(&user_id).await?;
-    Ok(Json(json!({"user_id": user_id, "deleted": n})))
+    let bound = ctx.principal.key().and_then(|k| k.row.project.clone());
+    let keys = mem
+        .store()
+        .user_ids_with_prefix(&scope::project_prefix(&user_id))
+        .await?;
+    let data: Vec<Value> = keys
+        .iter()
+        .filter_map(|k| scope::parse_key(k).1)
+        .filter(|p| bound.as_deref().is_none_or(|b| b == *p))
+        .map(|p| json!({"object": "project", "project": p}))
+        .collect();
+    Ok(Json(
+        json!({"object": "list", "user_id": user_id, "data": data}),
+    ))
 }
 
 /// `GET /v1/memories/export?user_id=`: every memory of the user, one JSON object per
@@ -267,7 +361,7 @@ pub async fn export(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let mem = service(&state)?.clone();
-    let user_id = user_param(&ctx, &q)?;
+    let user_id = scope_param(&ctx, &q)?.key();
     // The first page is read before answering, so a failing store is a proper error.
     let first = mem.store().list(&user_id, EXPORT_PAGE, None).await?;
     let stream = futures_util::stream::unfold(Some(first), move |page| {
@@ -276,7 +370,7 @@ pub async fn export(
             let page = page?;
             let mut chunk = Vec::new();
             for m in &page.items {
-                if serde_json::to_writer(&mut chunk, m).is_ok() {
+                if serde_json::to_writer(&mut chunk, &shown(json!(m))).is_ok() {
                     chunk.push(b'\n');
                 }
             }

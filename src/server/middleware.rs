@@ -21,6 +21,8 @@ use super::AppState;
 use crate::analytics::timefmt;
 use crate::auth::Principal;
 use crate::identity::{self, Decision};
+use crate::keys::KeyError;
+use crate::memory::scope::{self, Scope};
 use crate::protocol::ir::Format;
 use crate::ratelimit::{Dimension, Quota};
 
@@ -43,6 +45,74 @@ pub struct RequestCtx {
     pub arrived_ms: i64,
     /// Set once the pipeline has taken over the request's analytics row.
     pub recorded: Arc<AtomicBool>,
+    /// The project the request works in (key binding, `/p/<project>` prefix or
+    /// `x-memory-project` header), validated.
+    pub project: Option<String>,
+}
+
+impl RequestCtx {
+    /// The memory scope of the request: its user, and its project if it names one.
+    pub fn scope(&self) -> Scope {
+        Scope {
+            user_id: self.identity.user_id.clone(),
+            project: self.project.clone(),
+        }
+    }
+}
+
+/// The project named by a `/p/<project>` base-URL prefix, which [`project_prefix`]
+/// removed before routing.
+#[derive(Debug, Clone)]
+pub struct PathProject(pub String);
+
+/// Runs before routing: a path `/p/<project>/rest` becomes `/rest` (query kept), with
+/// the project recorded in the request's extensions; a bad project name is answered
+/// with a 400 in the wire format of `rest`.
+pub async fn project_prefix(mut req: Request, next: Next) -> Response {
+    let Some((name, rest)) = scope::split_prefix(req.uri().path()) else {
+        return next.run(req).await;
+    };
+    if let Err(e) = scope::validate_project(name) {
+        return ApiError::from(e).into_response_for(client_format(rest));
+    }
+    let project = PathProject(name.to_string());
+    let target = match req.uri().query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest.to_string(),
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = target.parse().ok();
+    match axum::http::Uri::from_parts(parts) {
+        Ok(uri) => *req.uri_mut() = uri,
+        Err(_) => {
+            return ApiError::BadRequest("invalid request path".into())
+                .into_response_for(client_format(rest))
+        }
+    }
+    req.extensions_mut().insert(project);
+    next.run(req).await
+}
+
+/// The request's project: a key bound to a project decides it (naming another one is
+/// refused); else the `/p/<project>` prefix, else the `x-memory-project` header.
+fn project(
+    principal: &Principal,
+    prefix: Option<&PathProject>,
+    headers: &axum::http::HeaderMap,
+) -> Result<Option<String>, ApiError> {
+    let named = match prefix {
+        Some(p) => Some(p.0.clone()),
+        None => scope::header_project(headers)?,
+    };
+    let bound = principal.key().and_then(|k| k.row.project.as_deref());
+    match (bound, named) {
+        (Some(b), Some(n)) if b != n => Err(KeyError::WrongUser(format!(
+            "this key is bound to project `{b}` and cannot access project `{n}`"
+        ))
+        .into()),
+        (Some(b), _) => Ok(Some(b.to_string())),
+        (None, named) => Ok(named),
+    }
 }
 
 /// Set by handlers on their response so the access log names the model.
@@ -94,14 +164,16 @@ fn client_request_id(req: &Request) -> Option<String> {
 /// Authenticates and identifies a request.
 fn admit(
     state: &AppState,
-    headers: &axum::http::HeaderMap,
-) -> Result<(Principal, Decision), ApiError> {
+    req: &Request,
+) -> Result<(Principal, Decision, Option<String>), ApiError> {
+    let headers = req.headers();
     let principal = state
         .auth
         .authenticate(headers, &state.keys, timefmt::now_ms())?;
     let scope = principal.key().and_then(|k| k.row.user_id.as_deref());
     let identity = state.config.identity.detect(headers, scope)?;
-    Ok((principal, identity))
+    let project = project(&principal, req.extensions().get::<PathProject>(), headers)?;
+    Ok((principal, identity, project))
 }
 
 /// For model requests: the key's budget, then the request rate limits.
@@ -142,14 +214,14 @@ pub async fn gateway(State(state): State<Arc<AppState>>, mut req: Request, next:
     let admitted = if open {
         Ok(None)
     } else {
-        admit(&state, req.headers()).map(Some)
+        admit(&state, &req).map(Some)
     };
     let mut ctx = None;
     let mut quota = None;
     let mut resp = match admitted {
         Ok(admitted) => {
             let mut refused = None;
-            if let Some((principal, identity)) = admitted {
+            if let Some((principal, identity, project)) = admitted {
                 let session_id = session_id(req.headers());
                 let c = RequestCtx {
                     request_id: request_id.clone(),
@@ -160,6 +232,7 @@ pub async fn gateway(State(state): State<Arc<AppState>>, mut req: Request, next:
                     started,
                     arrived_ms: timefmt::now_ms(),
                     recorded: Arc::new(AtomicBool::new(false)),
+                    project,
                 };
                 if endpoint.is_some() {
                     match limit(&state, &c).await {

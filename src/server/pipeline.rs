@@ -18,6 +18,7 @@ use super::error::ApiError;
 use super::middleware::RequestCtx;
 use super::respond::{respond, AnswerUsage, ClientSpec, Exchange};
 use super::AppState;
+use crate::config::ProjectScope;
 use crate::memory::inject;
 use crate::memory::{CaptureMeta, MemoryService};
 use crate::protocol::chat::{BodyError, ChatBody, ChatMessage};
@@ -82,7 +83,8 @@ pub async fn run(
         anthropic_beta: headers.get("anthropic-beta").and_then(|v| v.to_str().ok()),
     };
     let t0 = Instant::now();
-    let (result, tool_rounds) = answer(state, &mut req, &call, client.include_usage)
+    let scope = ctx.scope().key();
+    let (result, tool_rounds) = answer(state, &mut req, &call, &scope, client.include_usage)
         .instrument(acct.span().clone())
         .await;
     let upstream = t0.elapsed();
@@ -97,7 +99,7 @@ pub async fn run(
     let done = Done {
         memory: state.memory.clone(),
         captured_from: recalled.original,
-        user_id: ctx.identity.user_id.clone(),
+        scope: ctx.scope().key(),
         session_id,
         model: req.chat.model.clone(),
         request_id: ctx.request_id.clone(),
@@ -137,6 +139,7 @@ async fn answer(
     state: &AppState,
     req: &mut LlmRequest<'_>,
     call: &CallContext<'_>,
+    scope: &str,
     include_usage: bool,
 ) -> (Result<Routed<Reply>, ApiError>, u32) {
     match &state.memory {
@@ -148,6 +151,7 @@ async fn answer(
                 settings: &state.config.tool_execution,
                 router: &state.router,
                 memory: mem,
+                scope,
                 include_usage,
             };
             match tool_loop.run(req, call).await {
@@ -199,7 +203,8 @@ async fn recall(
     req: &mut LlmRequest<'_>,
 ) -> Result<Recalled, ApiError> {
     let cfg = &state.config.retrieval;
-    let user_id = ctx.identity.user_id.as_str();
+    let scope = ctx.scope();
+    let key = scope.key();
     let retrieve =
         inject::applies_to(cfg, &req.chat.model) && !state.router.memory_upstream(&req.chat.model);
     let capture = state.config.memory.capture;
@@ -222,40 +227,43 @@ async fn recall(
     if let Some(sid) = session_id {
         if inject::needs_history(&messages) {
             // The store's own calls, so a failure's warning names the request.
-            history = match tokio::time::timeout(
-                history_limit,
-                mem.store().session_messages(user_id, sid),
-            )
-            .await
-            {
-                Ok(Ok(h)) => h,
-                Ok(Err(e)) => {
-                    skipped(&mut out, ctx, "reading session history failed", &e);
-                    Vec::new()
-                }
-                Err(_) => {
-                    skipped(
-                        &mut out,
-                        ctx,
-                        "reading session history timed out",
-                        &"timeout",
-                    );
-                    Vec::new()
-                }
-            };
+            history =
+                match tokio::time::timeout(history_limit, mem.store().session_messages(&key, sid))
+                    .await
+                {
+                    Ok(Ok(h)) => h,
+                    Ok(Err(e)) => {
+                        skipped(&mut out, ctx, "reading session history failed", &e);
+                        Vec::new()
+                    }
+                    Err(_) => {
+                        skipped(
+                            &mut out,
+                            ctx,
+                            "reading session history timed out",
+                            &"timeout",
+                        );
+                        Vec::new()
+                    }
+                };
             inject::prepend_history(&mut messages, &history);
         }
     }
     let mut block = None;
     if retrieve {
         if let Some(q) = inject::query_text(cfg.query_strategy, &messages) {
-            let hits = match tokio::time::timeout(
+            // A project's memories first, then (unless `project_only`) its user's.
+            let mut keys = vec![key.as_str()];
+            if scope.project.is_some() && cfg.project_scope == ProjectScope::ProjectThenUser {
+                keys.push(scope.user_key());
+            }
+            let groups = match tokio::time::timeout(
                 search_limit,
-                mem.try_search(user_id, &q, cfg.max_results),
+                mem.try_search_in(&keys, &q, cfg.max_results),
             )
             .await
             {
-                Ok(Ok(hits)) => hits,
+                Ok(Ok(groups)) => groups,
                 Ok(Err(e)) => {
                     skipped(&mut out, ctx, "memory search failed", &e);
                     Vec::new()
@@ -265,10 +273,17 @@ async fn recall(
                     Vec::new()
                 }
             };
-            block = inject::render(&hits, cfg.max_results, cfg.max_context_length);
+            let labels = labels(scope.project.as_deref());
+            let labelled: Vec<_> = groups
+                .iter()
+                .zip(labels.iter())
+                .map(|(hits, label)| (label.as_deref(), hits.as_slice()))
+                .collect();
+            block = inject::render_groups(&labelled, cfg.max_results, cfg.max_context_length);
             if let Some(b) = &block {
                 inject::inject(&mut messages, b, cfg.injection_strategy);
-                out.injected = hits.len().min(cfg.max_results);
+                let found: usize = groups.iter().map(Vec::len).sum();
+                out.injected = found.min(cfg.max_results);
             }
         }
     }
@@ -309,11 +324,24 @@ async fn recall(
     Ok(out)
 }
 
+/// The labels of the injected groups of a request with a project: its memories, then
+/// its user's project-independent ones. Without a project, the one group is unlabelled.
+fn labels(project: Option<&str>) -> [Option<String>; 2] {
+    match project {
+        Some(p) => [
+            Some(format!("From this project ({p}):")),
+            Some("From this user's memories outside any project:".to_string()),
+        ],
+        None => [None, None],
+    }
+}
+
 /// What the completion hook needs, moved out of the request.
 struct Done {
     memory: Option<Arc<MemoryService>>,
     captured_from: Option<Vec<ChatMessage>>,
-    user_id: String,
+    /// The store key of the request's memory scope (its project's, if it names one).
+    scope: String,
     session_id: Option<String>,
     model: String,
     request_id: String,
@@ -341,7 +369,7 @@ impl Done {
         if let Some(c) = inject::capture(original, &ex.completion.text) {
             mem.capture(
                 CaptureMeta {
-                    user_id: &self.user_id,
+                    user_id: &self.scope,
                     session_id: self.session_id.as_deref(),
                     model: &self.model,
                     request_id: &self.request_id,

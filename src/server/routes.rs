@@ -13,8 +13,16 @@ use super::{
     usage_api, AppState,
 };
 
-/// Builds the application: every route behind the gateway middleware.
+/// Builds the application: every route behind the gateway middleware, each also under a
+/// `/p/<project>` base-URL prefix ([`middleware::project_prefix`], which runs before
+/// routing).
 pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .fallback_service(routes(state))
+        .layer(axum::middleware::from_fn(middleware::project_prefix))
+}
+
+fn routes(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/chat/completions", post(chat::chat_completions))
@@ -45,6 +53,7 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .delete(memories::delete_user),
         )
         .route("/v1/memories/search", get(memories::search))
+        .route("/v1/memories/projects", get(memories::projects))
         .route("/v1/memories/export", get(memories::export))
         .route(
             "/v1/memories/{id}",

@@ -1,7 +1,8 @@
 //! The sessions API (SPEC §4, master key): `GET /v1/sessions[?user_id=]`,
 //! `GET /v1/sessions/{id}[?user_id=]`, `DELETE /v1/sessions/{id}[?user_id=]`. Session
 //! ids are chosen by clients, so two users may use the same one: without `user_id` an id
-//! shared by several users answers 409.
+//! shared by several users answers 409. With a project (`?project=`, the header, the `/p/`
+//! prefix or the key's binding) a named user's calls work in that project's scope.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,29 +12,37 @@ use axum::{Extension, Json};
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::memories::{bound_user, service, user_param};
+use super::memories::{bound_user, scope_of, service, user_param};
 use super::middleware::RequestCtx;
 use super::AppState;
+use crate::memory::scope;
 use crate::memory::{SessionInfo, StoreError};
 
 fn optional_user(
     ctx: &RequestCtx,
     q: &HashMap<String, String>,
 ) -> Result<Option<String>, ApiError> {
-    match q.get("user_id") {
-        None => bound_user(ctx),
-        Some(_) => user_param(ctx, q).map(Some),
-    }
+    let user = match q.get("user_id") {
+        None => bound_user(ctx)?,
+        Some(_) => Some(user_param(ctx, q)?),
+    };
+    user.map(|u| scope_of(ctx, u, q.get("project").map(String::as_str)).map(|s| s.key()))
+        .transpose()
 }
 
 fn info_json(i: &SessionInfo) -> Value {
-    json!({
+    let (user_id, project) = scope::parse_key(&i.user_id);
+    let mut v = json!({
         "session_id": i.session_id,
-        "user_id": i.user_id,
+        "user_id": user_id,
         "created_at": i.created_at_ms.div_euclid(1000),
         "updated_at": i.updated_at_ms.div_euclid(1000),
         "message_count": i.message_count,
-    })
+    });
+    if let Some(p) = project {
+        v["project"] = Value::from(p);
+    }
+    v
 }
 
 fn not_found(e: StoreError) -> ApiError {

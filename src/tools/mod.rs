@@ -63,8 +63,11 @@ pub struct ToolLoop<'a> {
     pub settings: &'a ToolSettings,
     /// Makes each round's model call (with its retries and fallbacks).
     pub router: &'a ModelRouter,
-    /// The memory the calls search: always scoped to the caller's user id.
+    /// The memory the calls search.
     pub memory: &'a MemoryService,
+    /// The store key the calls are scoped to: the request's memory scope
+    /// ([`crate::memory::scope::Scope::key`]), never beyond it.
+    pub scope: &'a str,
     /// The client asked for the final usage chunk of a stream (OpenAI chat clients).
     pub include_usage: bool,
 }
@@ -79,7 +82,7 @@ pub struct Looped {
 
 impl ToolLoop<'_> {
     /// Answers `req` (see the module docs). The request's native body is dropped and its
-    /// stream flag cleared; `call.user_id` is the memory scope.
+    /// stream flag cleared; [`ToolLoop::scope`] is the memory scope.
     pub async fn run(
         &self,
         req: &mut LlmRequest<'_>,
@@ -170,7 +173,7 @@ impl ToolLoop<'_> {
         }
         let executor = Executor {
             memory: self.memory,
-            user_id: call.user_id,
+            user_id: self.scope,
             timeout: self.settings.timeout_per_tool,
         };
         let outcomes = join_all(

@@ -167,6 +167,7 @@ fn models_filter_with_wildcards() {
         max_results: 5,
         max_context_length: 100,
         enabled_for_models: vec![],
+        project_scope: Default::default(),
     };
     assert!(applies_to(&cfg, "anything"));
     cfg.enabled_for_models = vec!["claude-*".into(), "gpt-4".into(), "*-mini".into()];

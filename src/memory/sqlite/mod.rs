@@ -365,6 +365,14 @@ impl MemoryStore for SqliteStore {
         Box::pin(self.write(move |r| Command::DeleteUser(user_id, r)))
     }
 
+    fn user_ids_with_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        let prefix = prefix.to_string();
+        Box::pin(self.read(move |c, _| read::user_ids_with_prefix(c, &prefix)))
+    }
+
     fn session_messages<'a>(
         &'a self,
         user_id: &'a str,

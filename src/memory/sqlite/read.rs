@@ -489,6 +489,22 @@ fn messages(conn: &Connection, sid: i64, limit: usize) -> Result<Vec<SessionMess
     Ok(rows)
 }
 
+/// See [`crate::memory::MemoryStore::user_ids_with_prefix`].
+pub fn user_ids_with_prefix(conn: &Connection, prefix: &str) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT user_id FROM users u WHERE substr(user_id, 1, ?2) = ?1 \
+             AND (doc_count > 0 OR EXISTS (SELECT 1 FROM sessions s WHERE s.uid = u.uid)) \
+             ORDER BY user_id",
+        )
+        .map_err(backend)?;
+    let rows = stmt
+        .query_map(params![prefix, prefix.chars().count() as i64], |r| r.get(0))
+        .and_then(|r| r.collect::<Result<Vec<String>, _>>())
+        .map_err(backend)?;
+    Ok(rows)
+}
+
 pub fn session_messages(
     conn: &Connection,
     opts: &SqliteOptions,

@@ -8,7 +8,7 @@ use crate::analytics::StoreError;
 use crate::keys::{BoxFuture, KeyRow, KeyStore};
 
 const COLUMNS: &str = "hash, alias, user_id, models, max_budget, expires_ms, rpm_limit, \
-    tpm_limit, metadata, created_ms, preview, spend";
+    tpm_limit, metadata, created_ms, preview, spend, project";
 
 /// A failure as the key API reports it.
 pub(super) fn store_error(e: PgError) -> StoreError {
@@ -33,6 +33,7 @@ fn from_row(r: &Row) -> KeyRow {
         created_ms: r.get(9),
         preview: r.get(10),
         spend: r.get(11),
+        project: r.get(12),
     }
 }
 
@@ -56,7 +57,7 @@ pub async fn insert(client: &impl GenericClient, k: &KeyRow) -> Result<bool, PgE
         .execute(
             &format!(
                 "INSERT INTO memproxy_keys ({COLUMNS}) \
-                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12) ON CONFLICT (hash) DO NOTHING"
+                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) ON CONFLICT (hash) DO NOTHING"
             ),
             &[
                 &k.hash,
@@ -71,6 +72,7 @@ pub async fn insert(client: &impl GenericClient, k: &KeyRow) -> Result<bool, PgE
                 &k.created_ms,
                 &k.preview,
                 &k.spend,
+                &k.project,
             ],
         )
         .await?;

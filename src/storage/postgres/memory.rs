@@ -562,6 +562,13 @@ impl MemoryStore for PgMemoryStore {
         })
     }
 
+    fn user_ids_with_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        Box::pin(memory_read::user_ids_with_prefix(self, prefix))
+    }
+
     fn session_messages<'a>(
         &'a self,
         user_id: &'a str,

@@ -581,6 +581,24 @@ fn session_from_row(r: &Row) -> (i64, SessionInfo) {
 /// Most sessions listed at once.
 const MAX_SESSIONS_LISTED: i64 = 1000;
 
+pub(super) async fn user_ids_with_prefix(
+    s: &PgMemoryStore,
+    prefix: &str,
+) -> Result<Vec<String>, StoreError> {
+    let c = s.pg.get().await.map_err(backend)?;
+    let len = prefix.chars().count() as i32;
+    let rows = c
+        .cached(
+            "SELECT user_id FROM memproxy_memory_users u WHERE left(user_id, $2) = $1
+             AND (doc_count > 0 OR EXISTS (SELECT 1 FROM memproxy_sessions s WHERE s.uid = u.uid))
+             ORDER BY user_id",
+            &[&prefix, &len],
+        )
+        .await
+        .map_err(backend)?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 pub(super) async fn list_sessions(
     s: &PgMemoryStore,
     user_id: Option<&str>,

@@ -9,9 +9,10 @@
 use tokio_postgres::Client;
 
 /// Migrations in order; entry `i` brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "memories, sessions, usage rows, keys, stored responses",
-    r#"
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "memories, sessions, usage rows, keys, stored responses",
+        r#"
 CREATE TABLE memproxy_memory_users (
     uid        BIGSERIAL PRIMARY KEY,
     user_id    TEXT NOT NULL UNIQUE,
@@ -147,7 +148,12 @@ CREATE TABLE memproxy_copy_progress (
     PRIMARY KEY (source, kind)
 );
 "#,
-)];
+    ),
+    (
+        "the project a virtual key is bound to",
+        "ALTER TABLE memproxy_keys ADD COLUMN project TEXT",
+    ),
+];
 
 /// The schema version this build writes.
 pub const VERSION: i32 = MIGRATIONS.len() as i32;
