@@ -633,7 +633,8 @@ fn an_unknown_prefix_warns_naming_the_provider() {
 
 #[test]
 fn supermemory_backend_takes_its_key_and_url_from_the_environment() {
-    let yaml = "memory: {backend: supermemory, supermemory: {api_key: sm-file, timeout_seconds: 3}}";
+    let yaml =
+        "memory: {backend: supermemory, supermemory: {api_key: sm-file, timeout_seconds: 3}}";
     let lookup = env(&[
         ("SUPERMEMORY_API_KEY", "sm-env"),
         ("SUPERMEMORY_BASE_URL", "http://127.0.0.1:9/"),
@@ -645,7 +646,10 @@ fn supermemory_backend_takes_its_key_and_url_from_the_environment() {
     assert_eq!(sm.base_url, "http://127.0.0.1:9");
     assert_eq!(sm.timeout, std::time::Duration::from_secs(3));
     let dump = serde_json::to_string(&c.memory).unwrap();
-    assert!(!dump.contains("sm-env") && !dump.contains("sm-file"), "{dump}");
+    assert!(
+        !dump.contains("sm-env") && !dump.contains("sm-file"),
+        "{dump}"
+    );
 
     let bad = "memory: {backend: supermemory, supermemory: {api_key: k, base_url: 'ftp://x'}}";
     assert!(parse(bad, "t", &Overrides::default(), &|_| None).is_err());
