@@ -59,6 +59,21 @@ enum Command {
     /// with the project (x-memory-project), on a port that stays the same for the project
     /// (`intercept list`, `intercept release NAME` manage the ports).
     Intercept(InterceptArgs),
+    /// Serve the MCP memory tools over stdio (memory_search, memory_add, memory_get,
+    /// memory_delete, memory_list) for one user, on the same store as `serve`.
+    Mcp {
+        /// The user whose memory the tools use (not needed with a key bound to a user).
+        #[arg(long, env = "MEMPROXY_MCP_USER")]
+        user: Option<String>,
+        /// The project whose memory the tools use (a key bound to a project fixes it).
+        #[arg(long, env = "MEMPROXY_MCP_PROJECT")]
+        project: Option<String>,
+        /// A virtual key (or the master key); a key bound to a user fixes the user.
+        #[arg(long, env = "MEMPROXY_MCP_KEY", hide_env_values = true)]
+        key: Option<String>,
+        #[command(flatten)]
+        args: ServeArgs,
+    },
     /// Validate a config file and print it resolved, secrets masked.
     CheckConfig {
         /// The config file to check.
@@ -231,6 +246,12 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::CheckConfig { file, args }) => check_config(&file, &args),
         Some(Command::Serve(args)) => run(args),
+        Some(Command::Mcp {
+            user,
+            project,
+            key,
+            args,
+        }) => run_mcp(&args, user.as_deref(), project.as_deref(), key.as_deref()),
         Some(Command::EvalLocomo {
             file,
             url,
@@ -494,6 +515,70 @@ fn run(args: ServeArgs) -> ExitCode {
             }
             Err(e) => {
                 tracing::error!(error = %e, "server failed");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// `memproxy mcp`: stdout carries the protocol, so logs go to stderr.
+#[expect(clippy::print_stderr, reason = "CLI output")]
+fn run_mcp(
+    args: &ServeArgs,
+    user: Option<&str>,
+    project: Option<&str>,
+    key: Option<&str>,
+) -> ExitCode {
+    let cfg = match config::load(args.config.as_deref(), &args.overrides(), &env_lookup) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&args.log_level)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let state = match memproxy::AppState::new(cfg) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let caller = match memproxy::server::mcp::stdio_caller(&state, user, project, key) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let served = memproxy::server::mcp::serve_stdio(state.clone(), caller).await;
+        if let Some(m) = &state.memory {
+            m.shutdown().await;
+        }
+        state.analytics.shutdown().await;
+        match served {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
                 ExitCode::FAILURE
             }
         }

@@ -547,6 +547,7 @@ fn settings(dir: &Path) -> MemorySettings {
         queue_size: 10_000,
         batch_size: 256,
         embed_timeout: Duration::from_secs(10),
+        supermemory: None,
     }
 }
 

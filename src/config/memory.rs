@@ -10,7 +10,8 @@ use serde::Serialize;
 
 pub use crate::memory::scope::ProjectScope;
 
-use super::raw::{RawContextRetrieval, RawMemory, RawToolExecution};
+use super::raw::{RawContextRetrieval, RawMemory, RawSupermemory, RawToolExecution};
+use super::secret::Secret;
 use super::{invalid, ser_secs, ConfigError, DeploymentConfig};
 
 /// Default data directory (relative to the working directory).
@@ -82,6 +83,23 @@ pub enum MemoryBackend {
     Embedded,
     /// The PostgreSQL database of `database_url` (the default when one is set).
     Postgres,
+    /// The hosted Supermemory API (`memory.supermemory`); sessions stay embedded.
+    Supermemory,
+}
+
+/// Default Supermemory API.
+pub const SUPERMEMORY_BASE_URL: &str = "https://api.supermemory.ai";
+
+/// `memory.supermemory`: where and how the Supermemory backend is reached.
+#[derive(Debug, Clone, Serialize)]
+pub struct SupermemorySettings {
+    /// `SUPERMEMORY_API_KEY` (or `memory.supermemory.api_key`).
+    pub api_key: Secret<String>,
+    /// `SUPERMEMORY_BASE_URL` (or `memory.supermemory.base_url`), without a trailing `/`.
+    pub base_url: String,
+    /// Longest wait for one Supermemory call.
+    #[serde(serialize_with = "ser_secs")]
+    pub timeout: Duration,
 }
 
 /// `memory`: where and how memories and sessions are kept.
@@ -108,6 +126,9 @@ pub struct MemorySettings {
     /// Longest wait for the embedding model (queries fall back to lexical after it).
     #[serde(serialize_with = "ser_secs")]
     pub embed_timeout: Duration,
+    /// Present when `backend` is `supermemory`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub supermemory: Option<SupermemorySettings>,
 }
 
 fn env_number<T: std::str::FromStr>(
@@ -250,12 +271,7 @@ pub fn memory(
     let backend = match raw.backend.as_deref().unwrap_or("embedded") {
         "embedded" | "sqlite" => MemoryBackend::Embedded,
         "postgres" | "postgresql" => MemoryBackend::Postgres,
-        other @ "supermemory" => {
-            return Err(invalid(
-                "memory.backend",
-                format!("the `{other}` backend is not available in this build; use `embedded`"),
-            ))
-        }
+        "supermemory" => MemoryBackend::Supermemory,
         other => {
             return Err(invalid(
                 "memory.backend",
@@ -291,6 +307,20 @@ pub fn memory(
             "queue_size and batch_size must be at least 1",
         ));
     }
+    let supermemory = match backend {
+        MemoryBackend::Supermemory => {
+            Some(supermemory(raw.supermemory.unwrap_or_default(), lookup)?)
+        }
+        _ => {
+            if raw.supermemory.is_some() {
+                warnings.push(
+                    "memory.supermemory is set but memory.backend is not supermemory; it is not used"
+                        .into(),
+                );
+            }
+            None
+        }
+    };
     if raw.enabled == Some(false) && raw.embedding_model.is_some() {
         warnings.push("memory.embedding_model is set but memory is disabled".into());
     }
@@ -308,5 +338,52 @@ pub fn memory(
             raw.embed_timeout_seconds.unwrap_or(10.0),
             "memory.embed_timeout_seconds",
         )?,
+        supermemory,
+    })
+}
+
+/// Validates `memory.supermemory`; the environment wins over the file.
+fn supermemory(
+    raw: RawSupermemory,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<SupermemorySettings, ConfigError> {
+    let set = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+    let api_key = set(lookup("SUPERMEMORY_API_KEY"))
+        .or(set(raw.api_key))
+        .ok_or_else(|| {
+            invalid(
+                "memory.supermemory.api_key",
+                "memory.backend is supermemory but no API key is set (SUPERMEMORY_API_KEY)",
+            )
+        })?;
+    let base_url = set(lookup("SUPERMEMORY_BASE_URL"))
+        .or(set(raw.base_url))
+        .unwrap_or_else(|| SUPERMEMORY_BASE_URL.to_string());
+    let parsed = url::Url::parse(base_url.trim()).map_err(|e| {
+        invalid(
+            "memory.supermemory.base_url",
+            format!("`{base_url}` is not a URL: {e}"),
+        )
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(invalid(
+            "memory.supermemory.base_url",
+            "must be an http:// or https:// URL",
+        ));
+    }
+    let timeout = secs(
+        raw.timeout_seconds.unwrap_or(10.0),
+        "memory.supermemory.timeout_seconds",
+    )?;
+    if timeout.is_zero() {
+        return Err(invalid(
+            "memory.supermemory.timeout_seconds",
+            "must be more than 0 seconds",
+        ));
+    }
+    Ok(SupermemorySettings {
+        api_key: Secret::new(api_key.trim().to_string()),
+        base_url: base_url.trim().trim_end_matches('/').to_string(),
+        timeout,
     })
 }

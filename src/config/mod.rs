@@ -22,7 +22,7 @@ use serde_json::Value;
 
 pub use memory::{
     InjectionStrategy, MemoryBackend, MemorySettings, ProjectScope, QueryStrategy,
-    RetrievalSettings, ToolSettings, DEFAULT_DATA_DIR,
+    RetrievalSettings, SupermemorySettings, ToolSettings, DEFAULT_DATA_DIR, SUPERMEMORY_BASE_URL,
 };
 pub use ops::{AnalyticsSettings, ObservabilitySettings, RateLimitSettings, DEFAULT_OPS_DATA_DIR};
 pub use secret::Secret;

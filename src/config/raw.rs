@@ -65,6 +65,15 @@ pub struct RawMemory {
     pub queue_size: Option<usize>,
     pub batch_size: Option<usize>,
     pub embed_timeout_seconds: Option<f64>,
+    pub supermemory: Option<RawSupermemory>,
+}
+
+/// `memory.supermemory`: the hosted Supermemory API (`memory.backend: supermemory`).
+#[derive(Debug, Default, Deserialize)]
+pub struct RawSupermemory {
+    pub api_key: Option<String>,
+    pub base_url: Option<String>,
+    pub timeout_seconds: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -630,3 +630,38 @@ fn an_unknown_prefix_warns_naming_the_provider() {
         "{w}"
     );
 }
+
+#[test]
+fn supermemory_backend_takes_its_key_and_url_from_the_environment() {
+    let yaml =
+        "memory: {backend: supermemory, supermemory: {api_key: sm-file, timeout_seconds: 3}}";
+    let lookup = env(&[
+        ("SUPERMEMORY_API_KEY", "sm-env"),
+        ("SUPERMEMORY_BASE_URL", "http://127.0.0.1:9/"),
+    ]);
+    let c = parse(yaml, "t", &Overrides::default(), &lookup).unwrap();
+    assert_eq!(c.memory.backend, MemoryBackend::Supermemory);
+    let sm = c.memory.supermemory.as_ref().unwrap();
+    assert_eq!(sm.api_key.expose(), "sm-env");
+    assert_eq!(sm.base_url, "http://127.0.0.1:9");
+    assert_eq!(sm.timeout, std::time::Duration::from_secs(3));
+    let dump = serde_json::to_string(&c.memory).unwrap();
+    assert!(
+        !dump.contains("sm-env") && !dump.contains("sm-file"),
+        "{dump}"
+    );
+
+    let bad = "memory: {backend: supermemory, supermemory: {api_key: k, base_url: 'ftp://x'}}";
+    assert!(parse(bad, "t", &Overrides::default(), &|_| None).is_err());
+    let c = parse(
+        "memory: {backend: supermemory, supermemory: {api_key: k}}",
+        "t",
+        &Overrides::default(),
+        &|_| None,
+    )
+    .unwrap();
+    assert_eq!(
+        c.memory.supermemory.unwrap().base_url,
+        "https://api.supermemory.ai"
+    );
+}

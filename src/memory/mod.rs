@@ -153,10 +153,10 @@ impl MemoryService {
                     clock,
                 },
             )?),
-            MemoryBackend::Postgres => {
+            MemoryBackend::Postgres | MemoryBackend::Supermemory => {
                 return Err(StoreError::Backend(
-                    "the PostgreSQL memory store is opened by the storage layer \
-                     (storage::Storage::memory_store)"
+                    "the PostgreSQL and Supermemory memory stores are opened by the storage \
+                     layer (storage::Storage::memory_store)"
                         .into(),
                 ))
             }
@@ -253,6 +253,7 @@ impl MemoryService {
         self.try_search(user_id, text, limit)
             .await
             .unwrap_or_else(|e| {
+                metrics::counter!("memproxy_memory_search_errors_total").increment(1);
                 tracing::warn!(error = %e, "memory search failed; answering without memories");
                 vec![]
             })

@@ -235,7 +235,7 @@ async fn apply_retrying(
         } else {
             RETRY_FOR
         };
-        let retryable = matches!(e, StoreError::Backend(_));
+        let retryable = matches!(e, StoreError::Backend(_) | StoreError::Unavailable(_));
         if !failing.swap(true, Ordering::Relaxed) && retryable {
             tracing::warn!(error = %e, writes = n, "memory store failed; the batch is kept and retried");
         }

@@ -33,6 +33,9 @@ pub enum StoreError {
     /// The backend failed (I/O, corrupt database, remote API down).
     #[error("memory store failed: {0}")]
     Backend(String),
+    /// A remote store (Supermemory) is unreachable, slow, rate limiting or refusing us.
+    #[error("memory store unavailable: {0}")]
+    Unavailable(String),
     /// The store has been shut down.
     #[error("memory store is shut down")]
     Closed,

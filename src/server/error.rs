@@ -133,6 +133,7 @@ impl ApiError {
             ApiError::Memory(StoreError::NotFound) => StatusCode::NOT_FOUND,
             ApiError::Memory(StoreError::Invalid(_)) => StatusCode::BAD_REQUEST,
             ApiError::Memory(StoreError::Backend(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Memory(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Memory(StoreError::Closed) | ApiError::MemoryDisabled => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

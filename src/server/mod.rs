@@ -10,6 +10,7 @@ mod embedder;
 mod embeddings;
 pub mod error;
 mod keys_api;
+pub mod mcp;
 mod memories;
 mod messages;
 mod middleware;

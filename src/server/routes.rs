@@ -9,7 +9,7 @@ use axum::Router;
 
 use super::error::ApiError;
 use super::{
-    admin, chat, embeddings, keys_api, memories, messages, middleware, responses, sessions,
+    admin, chat, embeddings, keys_api, mcp, memories, messages, middleware, responses, sessions,
     usage_api, AppState,
 };
 
@@ -74,6 +74,7 @@ fn routes(state: Arc<AppState>) -> Router {
         .route("/key/info", get(keys_api::info))
         .route("/key/delete", post(keys_api::delete))
         .route("/key/list", get(keys_api::list))
+        .route_service("/mcp", mcp::http_service(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn_with_state(

@@ -15,6 +15,8 @@
 //! - [`postgres`]: the pool, TLS, migrations and the PostgreSQL stores.
 //! - [`embedded`]: the embedded key store.
 //! - [`copy`]: `memproxy storage migrate`, an embedded install copied into PostgreSQL.
+//! - [`supermemory`]: memories in the hosted Supermemory API (`memory.backend:
+//!   supermemory`), sessions kept embedded.
 //! - [`redis`]: state shared by several memproxy instances through Redis: rate-limit
 //!   buckets (one atomic Lua script per take) and the change feed for virtual keys.
 
@@ -22,6 +24,7 @@ pub mod copy;
 pub mod embedded;
 pub mod postgres;
 pub mod redis;
+pub mod supermemory;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -297,6 +300,27 @@ impl Storage {
             (MemoryBackend::Postgres, Backend::Embedded) => Err(MemoryStoreError::Backend(
                 "memory.backend is postgres but no database_url is set".into(),
             )),
+            (MemoryBackend::Supermemory, _) => {
+                let sm = settings.supermemory.as_ref().ok_or_else(|| {
+                    MemoryStoreError::Backend(
+                        "memory.backend is supermemory but memory.supermemory is not set".into(),
+                    )
+                })?;
+                // Sessions have no Supermemory equivalent: they stay in the embedded file.
+                let sessions = crate::memory::sqlite::SqliteStore::open(
+                    &settings.data_dir,
+                    crate::memory::sqlite::SqliteOptions {
+                        session_ttl: settings.session_ttl,
+                        session_max_messages: settings.max_context_messages,
+                        clock,
+                    },
+                )?;
+                tracing::info!(base_url = %sm.base_url, "long-term memory is kept in Supermemory");
+                Ok(Some(Arc::new(supermemory::SupermemoryStore::new(
+                    sm,
+                    Arc::new(sessions),
+                )?)))
+            }
             _ => Ok(None),
         }
     }

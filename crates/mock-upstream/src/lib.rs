@@ -33,7 +33,10 @@ mod bedrock;
 mod gemini;
 mod ollama;
 mod responses;
+mod supermemory;
 mod vertex;
+
+pub use supermemory::{MockSupermemory, SUPERMEMORY_KEY};
 
 pub use vertex::TestKey;
 
