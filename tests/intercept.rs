@@ -172,6 +172,7 @@ async fn streams_pass_through_as_they_come() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-memproxy-user-id"], "alice");
+    assert_eq!(resp.headers()["x-memproxy-project"], "web");
     let mut stream = resp.bytes_stream();
     // The mock holds the rest until released: the first delta arriving proves neither
     // the interceptor nor memproxy buffers.

@@ -1,8 +1,10 @@
 //! The gateway layer every request passes first: request id, authentication (master or
-//! virtual key), client detection (a key's user binding wins over headers), for model
-//! requests the key budget and the request rate limits, the `x-request-id` /
-//! `x-memproxy-user-id` response headers, metrics, the analytics row of model requests
-//! refused before their handler, and the one access-log line per request.
+//! virtual key), client detection (a key's user binding wins over headers), the request's
+//! project (the `/p/<project>` prefix is removed before routing by [`project_prefix`]),
+//! for model requests the key budget and the request rate limits, the `x-request-id` /
+//! `x-memproxy-user-id` / `x-memproxy-project` response headers, metrics, the analytics
+//! row of model requests refused before their handler, and the one access-log line per
+//! request.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +30,7 @@ use crate::ratelimit::{Dimension, Quota};
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_MEMPROXY_USER_ID: HeaderName = HeaderName::from_static("x-memproxy-user-id");
+const X_MEMPROXY_PROJECT: HeaderName = HeaderName::from_static("x-memproxy-project");
 
 /// What the gateway layer learned about a request, for the handlers.
 #[derive(Debug, Clone)]
@@ -268,6 +271,10 @@ pub async fn gateway(State(state): State<Arc<AppState>>, mut req: Request, next:
     }
     if let Some(Ok(v)) = user_id.map(HeaderValue::from_str) {
         headers.insert(X_MEMPROXY_USER_ID, v);
+    }
+    let project = ctx.as_ref().and_then(|c| c.project.as_deref());
+    if let Some(Ok(v)) = project.map(HeaderValue::from_str) {
+        headers.insert(X_MEMPROXY_PROJECT, v);
     }
     if let Some(q) = &quota {
         if resp.status().is_success() {
