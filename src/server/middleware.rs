@@ -94,11 +94,13 @@ fn client_request_id(req: &Request) -> Option<String> {
 /// Authenticates and identifies a request.
 fn admit(
     state: &AppState,
+    method: &axum::http::Method,
     headers: &axum::http::HeaderMap,
 ) -> Result<(Principal, Decision), ApiError> {
-    let principal = state
-        .auth
-        .authenticate(headers, &state.keys, timefmt::now_ms())?;
+    let principal =
+        state
+            .auth
+            .authenticate_request(method, headers, &state.keys, timefmt::now_ms())?;
     let scope = principal.key().and_then(|k| k.row.user_id.as_deref());
     let identity = state.config.identity.detect(headers, scope)?;
     Ok((principal, identity))
@@ -142,7 +144,7 @@ pub async fn gateway(State(state): State<Arc<AppState>>, mut req: Request, next:
     let admitted = if open {
         Ok(None)
     } else {
-        admit(&state, req.headers()).map(Some)
+        admit(&state, &method, req.headers()).map(Some)
     };
     let mut ctx = None;
     let mut quota = None;
