@@ -1,8 +1,9 @@
 //! Writes usage rows into a fresh analytics store, for `scripts/ui-load-bench.sh`:
 //! `cargo run --example ui_load_rows -- DATA_DIR ROWS`. Rows are spread over the last 30
-//! days across 6 clients, 4 models, 40 users (each with its own key), with varied
-//! latencies, TTFT, costs and a few errors; they go through the store's own batch write,
-//! so the rollups are maintained exactly as in service.
+//! days across 6 clients, 4 models, 40 users (each with its own key; a user sends 80 % of
+//! requests from one client and uses two models most), with varied latencies, TTFT,
+//! costs and a few errors; they go through the store's own batch write, so the rollups
+//! are maintained exactly as in service.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -35,10 +36,20 @@ fn main() {
                     ts_ms: now - span + (span * k as i64) / rows as i64,
                     request_id: format!("bench-{k}"),
                     user_id: format!("user-{user}"),
-                    client: clients[rng.usize(..clients.len())].into(),
+                    client: if rng.u8(..100) < 80 {
+                        clients[user % clients.len()]
+                    } else {
+                        clients[rng.usize(..clients.len())]
+                    }
+                    .into(),
                     key_id: Some(format!("{user:064x}")),
                     endpoint: "chat".into(),
-                    model: models[rng.usize(..models.len())].into(),
+                    model: if rng.u8(..100) < 90 {
+                        models[(user + rng.usize(..2)) % models.len()]
+                    } else {
+                        models[rng.usize(..models.len())]
+                    }
+                    .into(),
                     stream: true,
                     tokens_in: rng.u64(10..4000),
                     tokens_out: rng.u64(5..800),

@@ -100,8 +100,10 @@ context_retrieval: {enabled: true, query_strategy: last_user, injection_strategy
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-      `--user-data-dir=${profileDir}`],
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    // playwright gives each launch a fresh --user-data-dir of its own (it refuses one in
+    // args); TMPDIR points it at a directory this test removes afterwards.
+    env: { ...process.env, TMPDIR: profileDir },
   });
 
   // Two users' keys, their memories, and real traffic through the proxy.
@@ -228,7 +230,7 @@ test("a key bound to alice sees neither bob's memories nor bob's usage", async (
   assert.equal(await p.inputValue("#mem-user-id"), "alice");
   assert.equal(await p.getAttribute("#mem-user-id", "readonly"), "");
   await p.click("#mem-recent");
-  await p.waitForSelector("#mem-status");
+  await p.waitForSelector("#mem-list li");
   assert.equal(await p.locator("#mem-list li", { hasText: "walrus" }).count(), 0);
 
   // The API with the same session: bob is out of reach.
