@@ -93,7 +93,7 @@
     const pts = ts.total.points, xs = pts.map((p) => p.t), t = ts.total.totals;
     const cards = [
       ["Requests", fmtNum(t.requests)], ["Tokens", fmtNum(t.tokens_in + t.tokens_out)],
-      ["Cost", "$" + t.cost_usd.toFixed(4)], ["Errors", t.requests ? ((100 * t.errors) / t.requests).toFixed(1) + "%" : "0%"],
+      ["Cost", "$" + (t.cost_usd > 0 && t.cost_usd < 0.01 ? t.cost_usd.toPrecision(2) : t.cost_usd.toFixed(2))], ["Errors", t.requests ? ((100 * t.errors) / t.requests).toFixed(1) + "%" : "0%"],
       ["Latency p95", fmtNum(t.latency_p95_ms) + " ms"], ["TTFT p50", fmtNum(t.ttft_p50_ms) + " ms"],
     ];
     $("#ov-totals").replaceChildren(...cards.map(([k, v]) => el("div", { class: "card" }, el("b", {}, v), el("span", {}, k))));
@@ -173,8 +173,13 @@
       text,
       el("div", { class: "meta" }, `${new Date(m.created_at * 1000).toLocaleString()} · ${m.id}` +
         (m.score != null ? ` · score ${m.score.toFixed(4)}` : "") +
-        (m.metadata && m.metadata.request_id ? ` · from request ${m.metadata.request_id}` : "") +
         (m.session_id ? ` · session ${m.session_id}` : "")));
+    if (m.metadata && m.metadata.request_id) {
+      // What was captured from which request: open that request's row.
+      const link = el("a", { href: "#requests", class: "from" }, "captured from request " + m.metadata.request_id);
+      link.addEventListener("click", () => { $("#rq-filter [name=request_id]").value = m.metadata.request_id; });
+      li.querySelector(".meta").append(" · ", link);
+    }
     const actions = el("div", { class: "actions" },
       el("button", { type: "button", class: "edit", onclick: () => edit() }, "Edit"),
       el("button", { type: "button", class: "delete danger", onclick: () => del() }, "Delete"));

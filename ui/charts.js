@@ -18,7 +18,7 @@
   function fmt(v) {
     if (v >= 1e6) return (v / 1e6).toFixed(1) + "M";
     if (v >= 1e3) return (v / 1e3).toFixed(1) + "k";
-    if (v > 0 && v < 0.01) return v.toPrecision(1);
+    if (v > 0 && v < 0.01) return v.toExponential(0);
     return String(Math.round(v * 100) / 100);
   }
   function timeLabel(t, spanMs) {
