@@ -367,3 +367,121 @@ async fn keys_are_rebound_and_limited() {
     assert_eq!(as_key.status(), 403);
     p.shutdown().await.unwrap();
 }
+
+/// Rows over the last hour and the last week, for the rollup cases.
+fn usage_rows(now: i64) -> Vec<memproxy::analytics::Record> {
+    (0..300)
+        .map(|i| memproxy::analytics::Record {
+            ts_ms: now - (i % 7) * 86_400_000 - (i * 11_000) % 3_000_000,
+            request_id: format!("r{i}"),
+            user_id: format!("u{}", i % 3),
+            client: ["codex", "curl"][i as usize % 2].into(),
+            key_id: (i % 4 == 0).then(|| "k1".to_string()),
+            endpoint: "chat".into(),
+            model: ["a", "b", "c"][i as usize % 3].into(),
+            tokens_in: 10,
+            tokens_out: i as u64,
+            cost_usd: Some(0.25),
+            total_ms: 3.0 + (i * 37 % 900) as f64,
+            ttft_ms: (i % 2 == 0).then_some(2.5 + (i % 50) as f64),
+            status: if i % 25 == 0 { 500 } else { 200 },
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn all_ranges(now: i64) -> Vec<memproxy::analytics::rollup::TimeseriesQuery> {
+    use memproxy::analytics::rollup::{Range, SeriesBy, TimeseriesQuery};
+    let mut qs = Vec::new();
+    for range in ["1h", "6h", "24h", "7d", "30d"] {
+        for (group_by, user_id, key_id) in [
+            (SeriesBy::Model, None, None),
+            (SeriesBy::Client, Some("u1".to_string()), None),
+            (SeriesBy::User, None, Some("k1".to_string())),
+        ] {
+            qs.push(TimeseriesQuery {
+                range: Range::parse(range).unwrap(),
+                group_by,
+                user_id,
+                key_id,
+                now_ms: now,
+            });
+        }
+    }
+    qs
+}
+
+/// Both stores answer every range alike, and a database upgraded from before the rollups
+/// (version 1: the rows without rollup tables) is filled from its rows to the same answer.
+#[tokio::test]
+async fn rollups_agree_across_stores_and_are_backfilled_on_upgrade() {
+    use memproxy::analytics::sqlite::SqliteStore;
+    use memproxy::analytics::AnalyticsStore;
+    use memproxy::storage::postgres::analytics::PgAnalytics;
+    let now = memproxy::analytics::timefmt::now_ms();
+    let rows = usage_rows(now);
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::pg::TestDb::create().await;
+    let pool = db.pool();
+    let url = pool.url().clone();
+    let (dir_path, db_url) = (dir.path().to_path_buf(), db.url.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut lite = SqliteStore::open(&dir_path).unwrap();
+        let mut pg = PgAnalytics::open(&url).unwrap();
+        lite.insert_records(&rows[..120]).unwrap();
+        lite.insert_records(&rows[120..]).unwrap();
+        pg.insert_records(&rows[..50]).unwrap();
+        pg.insert_records(&rows[50..]).unwrap();
+        let answers: Vec<_> = all_ranges(now)
+            .iter()
+            .map(|q| lite.timeseries(q).unwrap())
+            .collect();
+        let week = &answers[9];
+        assert_eq!(week.total.totals.requests, 300);
+        assert_eq!(week.total.totals.errors, 12);
+        assert!(answers[0].total.totals.requests > 0);
+        for (q, want) in all_ranges(now).iter().zip(&answers) {
+            assert_eq!(&pg.timeseries(q).unwrap(), want, "{q:?}");
+        }
+        drop(lite);
+
+        // Back to before the rollups (version 2 is another step's): opening again fills
+        // them from the rows.
+        let conn = rusqlite::Connection::open(dir_path.join("analytics.db")).unwrap();
+        conn.execute_batch(
+            "DROP TABLE usage_minute; DROP TABLE usage_hour; PRAGMA user_version = 2;",
+        )
+        .unwrap();
+        drop(conn);
+        let mut lite = SqliteStore::open(&dir_path).unwrap();
+        for (q, want) in all_ranges(now).iter().zip(&answers) {
+            assert_eq!(&lite.timeseries(q).unwrap(), want, "{q:?}");
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&db_url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            client
+                .batch_execute(
+                    "DROP TABLE memproxy_usage_minute; DROP TABLE memproxy_usage_hour; \
+                     DELETE FROM memproxy_schema_migrations WHERE version = 3;",
+                )
+                .await
+                .unwrap();
+        });
+        drop(rt);
+        let url = memproxy::storage::postgres::PgUrl::parse(&db_url).unwrap();
+        url.open_blocking(|_| Box::pin(async { Ok(()) })).unwrap();
+        let mut pg = PgAnalytics::open(&url).unwrap();
+        for (q, want) in all_ranges(now).iter().zip(&answers) {
+            assert_eq!(&pg.timeseries(q).unwrap(), want, "{q:?}");
+        }
+    })
+    .await
+    .unwrap();
+}

@@ -348,7 +348,9 @@ pub fn assemble(q: &TimeseriesQuery, rows: Vec<(String, i64, RollupValue)>) -> T
         }
     };
     let mut groups: Vec<Series> = groups.iter().map(|(g, b)| series(g.clone(), b)).collect();
-    groups.sort_by(|a, b| b.totals.requests.cmp(&a.totals.requests));
+    groups.sort_by(|a, b| {
+        (b.totals.requests, &a.group).cmp(&(a.totals.requests, &b.group))
+    });
     Timeseries {
         range: q.range,
         group_by: q.group_by,

@@ -41,7 +41,7 @@ const TABLES: [(&str, i64); 2] = [
 fn bin_sql(col: &str) -> String {
     format!(
         "CASE WHEN {col} IS NULL THEN NULL WHEN {col} < 1 THEN 0 \
-         ELSE LEAST({}, floor(ln({col}) / ln(1.3))::int + 1) END",
+         ELSE LEAST({}, floor(ln({col}) / ln(1.3::float8))::int + 1) END",
         BINS - 1
     )
 }
