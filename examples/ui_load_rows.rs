@@ -16,7 +16,14 @@ fn main() {
     let dir = PathBuf::from(args.next().expect("usage: ui_load_rows DATA_DIR ROWS"));
     let rows: usize = args.next().map_or(1_000_000, |n| n.parse().expect("ROWS"));
     let mut store = SqliteStore::open(&dir).expect("open the analytics store");
-    let clients = ["claude-code", "codex", "openai-python", "openai-node", "curl", "cursor"];
+    let clients = [
+        "claude-code",
+        "codex",
+        "openai-python",
+        "openai-node",
+        "curl",
+        "cursor",
+    ];
     let models = ["gpt-4o", "gpt-4o-mini", "claude-sonnet", "llama3"];
     let now = memproxy::analytics::timefmt::now_ms();
     let span = 30 * 86_400_000i64;

@@ -94,7 +94,10 @@ async fn sessions_need_a_right_key_and_a_csrf_token_for_changes() {
             .header("cookie", s.cookie.clone())
             .send()
     };
-    assert_eq!(get("/v1/usage/timeseries?range=1h").await.unwrap().status(), 200);
+    assert_eq!(
+        get("/v1/usage/timeseries?range=1h").await.unwrap().status(),
+        200
+    );
     let session: Value = get("/ui/api/session").await.unwrap().json().await.unwrap();
     assert_eq!(session["csrf_token"], s.csrf.as_str());
 
@@ -277,7 +280,9 @@ async fn memories_are_edited_and_imported() {
             .body(body)
             .send()
     };
-    let bad = import("{\"content\": \"one\"}\n{\"content\": 5}\n").await.unwrap();
+    let bad = import("{\"content\": \"one\"}\n{\"content\": 5}\n")
+        .await
+        .unwrap();
     assert_eq!(bad.status(), 400);
     assert!(bad.text().await.unwrap().contains("line 2"));
     let good: Value = import(
@@ -449,7 +454,8 @@ async fn rollups_agree_across_stores_and_are_backfilled_on_upgrade() {
         // them from the rows.
         let conn = rusqlite::Connection::open(dir_path.join("analytics.db")).unwrap();
         conn.execute_batch(
-            "DROP TABLE usage_minute; DROP TABLE usage_hour; PRAGMA user_version = 2;",
+            "DROP TABLE usage_minute; DROP TABLE usage_hour; DROP TABLE usage_day; \
+             PRAGMA user_version = 2;",
         )
         .unwrap();
         drop(conn);
@@ -468,7 +474,7 @@ async fn rollups_agree_across_stores_and_are_backfilled_on_upgrade() {
             tokio::spawn(conn);
             client
                 .batch_execute(
-                    "DROP TABLE memproxy_usage_minute; DROP TABLE memproxy_usage_hour; \
+                    "DROP TABLE memproxy_usage_minute, memproxy_usage_hour, memproxy_usage_day; \
                      DELETE FROM memproxy_schema_migrations WHERE version = 3;",
                 )
                 .await

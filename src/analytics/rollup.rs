@@ -1,5 +1,5 @@
-//! Usage rollups: the analytics writer folds every batch of rows into per-minute and
-//! per-hour aggregates (one row per bucket × user × client × model × key), each with
+//! Usage rollups: the analytics writer folds every batch of rows into per-minute,
+//! per-hour and per-day aggregates (one row per bucket × user × client × model × key), each with
 //! latency and TTFT histograms, so that `GET /v1/usage/timeseries` reads a few thousand
 //! aggregates instead of scanning millions of request rows. Both stores (SQLite and
 //! PostgreSQL) keep the same tables and use the helpers here.
@@ -70,20 +70,30 @@ impl Histogram {
         bin_value(BINS - 1)
     }
 
-    /// Little-endian u32 counts (the SQLite column).
+    /// The SQLite column: the non-empty bins only, each as its index (1 byte) and count
+    /// (u32, little-endian); most rollup rows hold a few bins.
     pub fn to_blob(&self) -> Vec<u8> {
-        self.0
-            .iter()
-            .flat_map(|c| ((*c).clamp(0, i64::from(u32::MAX)) as u32).to_le_bytes())
-            .collect()
+        let mut out = Vec::new();
+        for (i, c) in self.0.iter().enumerate().filter(|(_, c)| **c > 0) {
+            out.push(i as u8);
+            out.extend_from_slice(&((*c).min(i64::from(u32::MAX)) as u32).to_le_bytes());
+        }
+        out
     }
 
     pub fn from_blob(b: &[u8]) -> Self {
         let mut h = Self::default();
-        for (i, c) in b.chunks_exact(4).take(BINS).enumerate() {
-            h.0[i] = i64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
-        }
+        h.merge_blob(b);
         h
+    }
+
+    /// Adds the counts of a [`Histogram::to_blob`] encoding.
+    pub fn merge_blob(&mut self, b: &[u8]) {
+        for c in b.chunks_exact(5) {
+            if let Some(slot) = self.0.get_mut(usize::from(c[0])) {
+                *slot += i64::from(u32::from_le_bytes([c[1], c[2], c[3], c[4]]));
+            }
+        }
     }
 
     pub fn from_slice(v: &[i64]) -> Self {
@@ -147,6 +157,7 @@ impl RollupValue {
 
 pub const MINUTE_MS: i64 = 60_000;
 pub const HOUR_MS: i64 = 3_600_000;
+pub const DAY_MS: i64 = 86_400_000;
 
 /// Folds rows into per-`width` buckets.
 pub fn fold(rows: &[Record], width: i64) -> HashMap<RollupKey, RollupValue> {
@@ -191,14 +202,14 @@ impl Range {
         })
     }
 
-    /// (span, bucket width, whether the hourly table serves it).
-    pub fn plan(self) -> (i64, i64, bool) {
+    /// (span, bucket width, the rollup table's bucket width that serves it).
+    pub fn plan(self) -> (i64, i64, i64) {
         match self {
-            Self::H1 => (HOUR_MS, MINUTE_MS, false),
-            Self::H6 => (6 * HOUR_MS, 5 * MINUTE_MS, false),
-            Self::H24 => (24 * HOUR_MS, 15 * MINUTE_MS, false),
-            Self::D7 => (7 * 24 * HOUR_MS, HOUR_MS, true),
-            Self::D30 => (30 * 24 * HOUR_MS, 6 * HOUR_MS, true),
+            Self::H1 => (HOUR_MS, MINUTE_MS, MINUTE_MS),
+            Self::H6 => (6 * HOUR_MS, 5 * MINUTE_MS, MINUTE_MS),
+            Self::H24 => (24 * HOUR_MS, HOUR_MS, HOUR_MS),
+            Self::D7 => (7 * DAY_MS, 6 * HOUR_MS, HOUR_MS),
+            Self::D30 => (30 * DAY_MS, DAY_MS, DAY_MS),
         }
     }
 }
@@ -252,11 +263,12 @@ pub struct TimeseriesQuery {
 }
 
 impl TimeseriesQuery {
-    /// (from, to, bucket width, hourly table): `to` is the end of the current bucket.
-    pub fn window(&self) -> (i64, i64, i64, bool) {
-        let (span, width, hourly) = self.range.plan();
+    /// (from, to, bucket width, rollup table width): `to` is the end of the current
+    /// bucket.
+    pub fn window(&self) -> (i64, i64, i64, i64) {
+        let (span, width, table) = self.range.plan();
         let to = (self.now_ms.div_euclid(width) + 1) * width;
-        (to - span, to, width, hourly)
+        (to - span, to, width, table)
     }
 }
 
@@ -348,9 +360,7 @@ pub fn assemble(q: &TimeseriesQuery, rows: Vec<(String, i64, RollupValue)>) -> T
         }
     };
     let mut groups: Vec<Series> = groups.iter().map(|(g, b)| series(g.clone(), b)).collect();
-    groups.sort_by(|a, b| {
-        (b.totals.requests, &a.group).cmp(&(a.totals.requests, &b.group))
-    });
+    groups.sort_by(|a, b| (b.totals.requests, &a.group).cmp(&(a.totals.requests, &b.group)));
     Timeseries {
         range: q.range,
         group_by: q.group_by,
@@ -382,7 +392,7 @@ mod tests {
 
     #[test]
     fn assemble_fills_every_bucket_and_splits_groups() {
-        let now = 10 * HOUR_MS + 30 * MINUTE_MS;
+        let now = 10 * HOUR_MS + 30 * MINUTE_MS + 30_000;
         let q = TimeseriesQuery {
             range: Range::H1,
             group_by: SeriesBy::Model,

@@ -1,11 +1,12 @@
-//! The embedded store's usage rollups (see [`super::rollup`]): tables `usage_minute` and
-//! `usage_hour`, kept up to date in the same transaction as the rows they sum, and read
+//! The embedded store's usage rollups (see [`super::rollup`]): tables `usage_minute`,
+//! `usage_hour` and `usage_day`, kept up to date in the same transaction as the rows they sum, and read
 //! by the timeseries query.
 
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::rollup::{
-    self, Histogram, RollupKey, RollupValue, Timeseries, TimeseriesQuery, HOUR_MS, MINUTE_MS,
+    self, Histogram, RollupKey, RollupValue, Timeseries, TimeseriesQuery, DAY_MS, HOUR_MS,
+    MINUTE_MS,
 };
 use super::store::{Record, StoreError};
 
@@ -42,9 +43,36 @@ CREATE TABLE IF NOT EXISTS usage_hour (
     ttft BLOB NOT NULL,
     PRIMARY KEY (bucket_ms, user_id, client, model, key_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS usage_day (
+    bucket_ms INTEGER NOT NULL,
+    user_id TEXT NOT NULL,
+    client TEXT NOT NULL,
+    model TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    tokens_in INTEGER NOT NULL,
+    tokens_out INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    errors INTEGER NOT NULL,
+    latency BLOB NOT NULL,
+    ttft BLOB NOT NULL,
+    PRIMARY KEY (bucket_ms, user_id, client, model, key_id)
+) WITHOUT ROWID;
 ";
 
-const TABLES: [(&str, i64); 2] = [("usage_minute", MINUTE_MS), ("usage_hour", HOUR_MS)];
+const TABLES: [(&str, i64); 3] = [
+    ("usage_minute", MINUTE_MS),
+    ("usage_hour", HOUR_MS),
+    ("usage_day", DAY_MS),
+];
+
+/// The table of a bucket width.
+fn table_of(width: i64) -> &'static str {
+    TABLES
+        .iter()
+        .find(|(_, w)| *w == width)
+        .map_or("usage_minute", |(t, _)| t)
+}
 
 /// Adds a batch of rows to both rollup tables (inside the caller's transaction).
 pub fn add(conn: &Connection, rows: &[Record]) -> Result<(), StoreError> {
@@ -137,8 +165,8 @@ pub fn backfill(conn: &Connection) -> Result<(), StoreError> {
 
 /// The timeseries of a range, from the minute or the hour table.
 pub fn timeseries(conn: &Connection, q: &TimeseriesQuery) -> Result<Timeseries, StoreError> {
-    let (from, to, _, hourly) = q.window();
-    let table = if hourly { "usage_hour" } else { "usage_minute" };
+    let (from, to, _, width) = q.window();
+    let table = table_of(width);
     let col = q.group_by.column();
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {col}, bucket_ms, requests, tokens_in, tokens_out, cost_usd, errors, latency, \

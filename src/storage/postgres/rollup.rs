@@ -1,5 +1,5 @@
 //! The usage rollups in PostgreSQL (see [`crate::analytics::rollup`]):
-//! `memproxy_usage_minute` and `memproxy_usage_hour`, upserted in the transaction that
+//! `memproxy_usage_minute`, `_hour` and `_day`, upserted in the transaction that
 //! writes the rows (histograms added element-wise, so instances writing at once add up),
 //! and read by the timeseries query.
 
@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use tokio_postgres::{Client, Transaction};
 
 use crate::analytics::rollup::{
-    self, Histogram, RollupValue, Timeseries, TimeseriesQuery, BINS, HOUR_MS, MINUTE_MS,
+    self, Histogram, RollupValue, Timeseries, TimeseriesQuery, BINS, DAY_MS, HOUR_MS, MINUTE_MS,
 };
 use crate::analytics::Record;
 
@@ -30,11 +30,13 @@ CREATE TABLE IF NOT EXISTS memproxy_usage_minute (
     PRIMARY KEY (bucket_ms, user_id, client, model, key_id)
 );
 CREATE TABLE IF NOT EXISTS memproxy_usage_hour (LIKE memproxy_usage_minute INCLUDING ALL);
+CREATE TABLE IF NOT EXISTS memproxy_usage_day (LIKE memproxy_usage_minute INCLUDING ALL);
 ";
 
-const TABLES: [(&str, i64); 2] = [
+const TABLES: [(&str, i64); 3] = [
     ("memproxy_usage_minute", MINUTE_MS),
     ("memproxy_usage_hour", HOUR_MS),
+    ("memproxy_usage_day", DAY_MS),
 ];
 
 /// The SQL bin of a duration column, as [`rollup::bin_of`] computes it.
@@ -144,12 +146,11 @@ pub async fn timeseries(
     client: &Client,
     q: &TimeseriesQuery,
 ) -> Result<Timeseries, tokio_postgres::Error> {
-    let (from, to, _, hourly) = q.window();
-    let table = if hourly {
-        "memproxy_usage_hour"
-    } else {
-        "memproxy_usage_minute"
-    };
+    let (from, to, _, width) = q.window();
+    let table = TABLES
+        .iter()
+        .find(|(_, w)| *w == width)
+        .map_or("memproxy_usage_minute", |(t, _)| t);
     let col = q.group_by.column();
     let sql = format!(
         "SELECT {col}::text, bucket_ms, requests, tokens_in, tokens_out, cost_usd, errors, \
