@@ -58,7 +58,7 @@ pub fn backfill_sql() -> String {
                 .collect();
             format!("ARRAY[{}]::int8[]", parts.join(", "))
         };
-        let _ = write!(
+        let _ = writeln!(
             sql,
             "INSERT INTO {table} SELECT bk, user_id, client, model, k, count(*), \
              coalesce(sum(tokens_in), 0), coalesce(sum(tokens_out), 0), coalesce(sum(cost), 0), \
@@ -66,7 +66,7 @@ pub fn backfill_sql() -> String {
              model, coalesce(key_id, '') AS k, tokens_in, tokens_out, coalesce(cost_usd, 0) AS cost, \
              (status >= 400 OR error_type IS NOT NULL)::int AS err, {} AS lb, {} AS tb \
              FROM memproxy_requests) r GROUP BY bk, user_id, client, model, k \
-             ON CONFLICT DO NOTHING;\n",
+             ON CONFLICT DO NOTHING;",
             hist("lb"),
             hist("tb"),
             bin_sql("total_ms"),
