@@ -78,4 +78,31 @@ fn main() {
         "wrote {rows} rows in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    // The store's own time per overview query (median of 5), without HTTP or the queue.
+    use memproxy::analytics::rollup::{Range, SeriesBy, TimeseriesQuery};
+    for (range, by) in [
+        ("1h", SeriesBy::Client),
+        ("6h", SeriesBy::Client),
+        ("24h", SeriesBy::Client),
+        ("7d", SeriesBy::Model),
+        ("30d", SeriesBy::Key),
+    ] {
+        let q = TimeseriesQuery {
+            range: Range::parse(range).expect("range"),
+            group_by: by,
+            user_id: None,
+            key_id: None,
+            now_ms: now,
+        };
+        let mut times: Vec<f64> = (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                let ts = store.timeseries(&q).expect("timeseries");
+                assert!(ts.total.totals.requests > 0);
+                t.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        eprintln!("store: timeseries {range:>3} by {by:?}: {:.1} ms", times[2]);
+    }
 }
