@@ -171,15 +171,17 @@ async fn timeseries_and_requests_are_scoped_to_a_keys_user() {
     assert_eq!(week["groups"][0]["group"], "mock");
     assert_eq!(week["total"]["totals"]["requests"], 5);
 
-    // Alice's key sees alice's rows only, whatever it asks for.
-    let (_, mine) = ts(alice.clone(), "range=1h&user_id=bob").await;
+    // Alice's key sees alice's rows only; asking for bob's is refused.
+    let (_, mine) = ts(alice.clone(), "range=1h").await;
     assert_eq!(mine["total"]["totals"]["requests"], 3);
+    let (status, _) = ts(alice.clone(), "range=1h&user_id=bob").await;
+    assert_eq!(status, 403);
     let (status, _) = ts(alice.clone(), "range=1h&group_by=user").await;
     assert_eq!(status, 403);
     let (status, _) = ts(MASTER.into(), "range=2h").await;
     assert_eq!(status, 400);
     let rows: Value = client()
-        .get(p.url("/v1/usage/requests?user_id=bob"))
+        .get(p.url("/v1/usage/requests"))
         .bearer_auth(&alice)
         .send()
         .await

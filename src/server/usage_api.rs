@@ -120,9 +120,9 @@ pub async fn requests(
             .lookup(k)
             .map_or_else(|| k.clone(), |vk| vk.row.hash.clone())
     });
-    let (scope_user, scope_key) = scope(&ctx);
+    let (scope_user, scope_key) = scope(&ctx, &q)?;
     let query = RequestsQuery {
-        user_id: scope_user.or_else(|| q.get("user_id").cloned()),
+        user_id: scope_user,
         client: q.get("client").cloned(),
         model: q.get("model").cloned(),
         key_id: scope_key.or(key_id),
@@ -140,13 +140,21 @@ pub async fn requests(
 }
 
 /// What a virtual key may read: its bound user's rows, or (unbound) its own; the master
-/// key everything.
-fn scope(ctx: &RequestCtx) -> (Option<String>, Option<String>) {
+/// key everything. A key asking for another user's rows is refused (403).
+fn scope(
+    ctx: &RequestCtx,
+    q: &HashMap<String, String>,
+) -> Result<(Option<String>, Option<String>), ApiError> {
+    let asked = q.get("user_id").filter(|u| !u.is_empty());
     match ctx.principal.key() {
-        None => (None, None),
+        None => Ok((asked.cloned(), None)),
         Some(k) => match &k.row.user_id {
-            Some(u) => (Some(u.clone()), None),
-            None => (None, Some(k.row.hash.clone())),
+            Some(u) if asked.is_none_or(|a| a == u) => Ok((Some(u.clone()), None)),
+            None if asked.is_none() => Ok((None, Some(k.row.hash.clone()))),
+            _ => Err(KeyError::WrongUser(
+                "a virtual key reads only the usage of the user it is bound to".into(),
+            )
+            .into()),
         },
     }
 }
@@ -171,14 +179,10 @@ pub async fn timeseries(
             "group_by must be one of client, model, key, user; got `{by}`"
         ))
     })?;
-    let (scope_user, scope_key) = scope(&ctx);
+    let (user_id, scope_key) = scope(&ctx, &q)?;
     if !ctx.principal.is_admin() && group_by == SeriesBy::User {
         return Err(KeyError::AdminOnly.into());
     }
-    let user_id = match (scope_user, q.get("user_id").filter(|u| !u.is_empty())) {
-        (Some(u), _) => Some(u),
-        (None, asked) => asked.cloned(),
-    };
     let query = TimeseriesQuery {
         range,
         group_by,

@@ -236,15 +236,17 @@ test("a key bound to alice sees neither bob's memories nor bob's usage", async (
   // The API with the same session: bob is out of reach.
   const fromPage = await p.evaluate(async () => {
     const get = async (u) => (await fetch(u, { credentials: "same-origin" })).status;
-    const rows = await (await fetch("/v1/usage/requests?user_id=bob")).json();
+    const rows = await (await fetch("/v1/usage/requests")).json();
     return {
+      usage: await get("/v1/usage/requests?user_id=bob"),
+      timeseries: await get("/v1/usage/timeseries?range=1h&user_id=bob"),
       memories: await get("/v1/memories?user_id=bob"),
       search: await get("/v1/memories/search?user_id=bob&q=walrus"),
       keys: await get("/key/list"),
       users: [...new Set(rows.data.map((r) => r.user_id))],
     };
   });
-  assert.deepEqual(fromPage, { memories: 403, search: 403, keys: 403, users: ["alice"] });
+  assert.deepEqual(fromPage, { usage: 403, timeseries: 403, memories: 403, search: 403, keys: 403, users: ["alice"] });
   // And a mutation without the CSRF token is refused even with the cookie.
   const forged = await p.evaluate(async () =>
     (await fetch("/v1/memories?user_id=alice", { method: "DELETE" })).status);
