@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: Rust unit + integration tests, then the client matrix: the
+# Runs the whole test suite: Rust unit + integration tests, the dashboard's browser tests
+# (scripts/ui-test.sh), then the client matrix: the
 # official OpenAI and Anthropic SDKs for Python and Node, Claude Code and Codex CLI, at the
 # versions pinned in tests/sdk/requirements.txt and tests/clients/package-lock.json,
 # against a running proxy (test tooling in its own venv and node_modules).
@@ -12,6 +13,12 @@ cargo test --workspace --locked
 
 echo "==> building binaries for the client tests"
 cargo build --workspace --locked --bins
+
+# The dashboard in a real browser (Debian's chromium, playwright-core pinned in tests/ui).
+TARGET_BIN="${CARGO_TARGET_DIR:-target}/debug"
+case "$TARGET_BIN" in /*) ;; *) TARGET_BIN="$(pwd)/$TARGET_BIN" ;; esac
+MEMPROXY_BIN="$TARGET_BIN/memproxy" MOCK_UPSTREAM_BIN="$TARGET_BIN/mock-upstream" \
+  bash scripts/ui-test.sh
 
 # The client matrix (tests/sdk, driven by pytest): the official Python SDKs, the Node SDKs,
 # Claude Code and Codex CLI, all pinned, against a running proxy. A client is skipped, and

@@ -1,6 +1,8 @@
 //! Authentication of callers: the master key (compared in constant time) or a virtual
 //! key (looked up by its SHA-256), read from `Authorization: Bearer …`, `x-api-key` or
-//! `api-key`.
+//! `api-key`; or, for the dashboard (`/ui`), a session cookie made by signing in with
+//! such a key, whose mutating requests must also carry the session's CSRF token in
+//! `x-csrf-token`.
 
 use std::sync::Arc;
 
@@ -55,11 +57,134 @@ pub enum AuthError {
     Invalid,
     #[error("API key expired at {0}")]
     Expired(String),
+    #[error("the session has expired or was signed out; sign in again")]
+    Session,
+    #[error("missing or wrong `x-csrf-token` for this session")]
+    Csrf,
+}
+
+/// The cookie that carries a dashboard session.
+pub const SESSION_COOKIE: &str = "memproxy_session";
+/// How long a session lasts after sign-in.
+pub const SESSION_TTL_MS: i64 = 12 * 3_600_000;
+/// Most sessions kept at once (expired ones are dropped first; then the oldest).
+const MAX_SESSIONS: usize = 10_000;
+
+/// Who a session stands for: the master key, open mode, or a virtual key by hash (read
+/// again on every request, so a deleted or changed key takes effect at once).
+#[derive(Debug, Clone, PartialEq)]
+enum Subject {
+    Master,
+    Open,
+    Key(String),
+}
+
+#[derive(Debug, Clone)]
+struct Session {
+    subject: Subject,
+    csrf: String,
+    expires_ms: i64,
+}
+
+/// A new session: its cookie token and CSRF token.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub token: String,
+    pub csrf: String,
+    pub expires_ms: i64,
+}
+
+/// Dashboard sessions, in memory (keyed by the SHA-256 of the cookie token; one
+/// instance's sessions are not seen by another).
+#[derive(Default)]
+pub struct Sessions {
+    by_token: dashmap::DashMap<[u8; 32], Session>,
+}
+
+fn random_token() -> String {
+    let mut b = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .expect("the system random source works");
+    crate::keys::hex(&b)
+}
+
+fn token_id(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+impl Sessions {
+    /// Starts a session for a principal.
+    pub fn create(&self, principal: &Principal, now_ms: i64) -> NewSession {
+        if self.by_token.len() >= MAX_SESSIONS {
+            self.by_token.retain(|_, s| s.expires_ms > now_ms);
+            if self.by_token.len() >= MAX_SESSIONS {
+                let oldest = self
+                    .by_token
+                    .iter()
+                    .min_by_key(|e| e.value().expires_ms)
+                    .map(|e| *e.key());
+                if let Some(k) = oldest {
+                    self.by_token.remove(&k);
+                }
+            }
+        }
+        let subject = match principal {
+            Principal::Master => Subject::Master,
+            Principal::Open => Subject::Open,
+            Principal::VirtualKey(k) => Subject::Key(k.row.hash.clone()),
+        };
+        let new = NewSession {
+            token: random_token(),
+            csrf: random_token(),
+            expires_ms: now_ms + SESSION_TTL_MS,
+        };
+        self.by_token.insert(
+            token_id(&new.token),
+            Session {
+                subject,
+                csrf: new.csrf.clone(),
+                expires_ms: new.expires_ms,
+            },
+        );
+        new
+    }
+
+    /// Ends a session.
+    pub fn remove(&self, token: &str) {
+        self.by_token.remove(&token_id(token));
+    }
+
+    /// The session of a cookie token and its CSRF token.
+    fn get(&self, token: &str, now_ms: i64) -> Option<Session> {
+        let id = token_id(token);
+        let s = self.by_token.get(&id)?.value().clone();
+        if s.expires_ms <= now_ms {
+            self.by_token.remove(&id);
+            return None;
+        }
+        Some(s)
+    }
+}
+
+/// The session cookie's token, if the request has one.
+pub fn session_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            let (name, value) = c.trim().split_once('=')?;
+            (name == SESSION_COOKIE && !value.is_empty()).then_some(value)
+        })
 }
 
 /// Checks credentials against the configured keys.
 pub struct Auth {
     master_key: Option<Secret<String>>,
+    /// Dashboard sessions.
+    pub sessions: Sessions,
 }
 
 /// The key a request carries, if any.
@@ -80,7 +205,63 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
 
 impl Auth {
     pub fn new(master_key: Option<Secret<String>>) -> Self {
-        Self { master_key }
+        Self {
+            master_key,
+            sessions: Sessions::default(),
+        }
+    }
+
+    /// Authenticates a request: by the key it presents, else by its dashboard session
+    /// (a mutating method must then carry the session's CSRF token in `x-csrf-token`).
+    pub fn authenticate_request(
+        &self,
+        method: &axum::http::Method,
+        headers: &HeaderMap,
+        keys: &Keys,
+        now_ms: i64,
+    ) -> Result<Principal, AuthError> {
+        if presented_key(headers).is_some() {
+            return self.authenticate(headers, keys, now_ms);
+        }
+        let Some(token) = session_token(headers) else {
+            return self.authenticate(headers, keys, now_ms);
+        };
+        let session = self.sessions.get(token, now_ms).ok_or(AuthError::Session)?;
+        if !method.is_safe() {
+            let sent = headers
+                .get("x-csrf-token")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if !bool::from(sent.as_bytes().ct_eq(session.csrf.as_bytes())) {
+                return Err(AuthError::Csrf);
+            }
+        }
+        self.session_principal(&session, keys, now_ms)
+    }
+
+    /// The CSRF token of a valid session.
+    pub fn session_csrf(&self, token: &str, now_ms: i64) -> Option<String> {
+        self.sessions.get(token, now_ms).map(|s| s.csrf)
+    }
+
+    fn session_principal(
+        &self,
+        s: &Session,
+        keys: &Keys,
+        now_ms: i64,
+    ) -> Result<Principal, AuthError> {
+        match &s.subject {
+            Subject::Master => Ok(Principal::Master),
+            Subject::Open if self.master_key.is_none() => Ok(Principal::Open),
+            Subject::Open => Err(AuthError::Session),
+            Subject::Key(hash) => {
+                let vk = keys.lookup(hash).ok_or(AuthError::Session)?;
+                if let Some(at) = vk.row.expires_ms.filter(|&at| at <= now_ms) {
+                    return Err(AuthError::Expired(crate::analytics::timefmt::format_ms(at)));
+                }
+                Ok(Principal::VirtualKey(vk))
+            }
+        }
     }
 
     /// Whether `key` is the master key (constant-time).
@@ -160,6 +341,38 @@ mod tests {
         assert_eq!(
             Auth::new(None).authenticate(&HeaderMap::new(), &k, 0),
             Ok(Principal::Open)
+        );
+    }
+
+    #[test]
+    fn sessions_stand_for_their_key_and_check_csrf_on_mutations() {
+        use axum::http::Method;
+        let a = Auth::new(Some(Secret::new("sk-1234".into())));
+        let k = Keys::default();
+        let s = a.sessions.create(&Principal::Master, 0);
+        let cookie = h("cookie", &format!("a=b; {SESSION_COOKIE}={}", s.token));
+        assert_eq!(
+            a.authenticate_request(&Method::GET, &cookie, &k, 1),
+            Ok(Principal::Master)
+        );
+        assert_eq!(
+            a.authenticate_request(&Method::POST, &cookie, &k, 1),
+            Err(AuthError::Csrf)
+        );
+        let mut with_csrf = cookie.clone();
+        with_csrf.insert("x-csrf-token", s.csrf.parse().unwrap());
+        assert_eq!(
+            a.authenticate_request(&Method::DELETE, &with_csrf, &k, 1),
+            Ok(Principal::Master)
+        );
+        assert_eq!(
+            a.authenticate_request(&Method::GET, &cookie, &k, SESSION_TTL_MS),
+            Err(AuthError::Session)
+        );
+        let other = h("cookie", &format!("{SESSION_COOKIE}=nope"));
+        assert_eq!(
+            a.authenticate_request(&Method::GET, &other, &k, 1),
+            Err(AuthError::Session)
         );
     }
 

@@ -237,6 +237,33 @@ pub struct GenerateRequest {
     pub metadata: Option<Value>,
 }
 
+/// `POST /key/update`: fields present are changed (`null` clears a limit or binding).
+#[derive(Debug, Default, Deserialize)]
+pub struct UpdateRequest {
+    #[serde(default, with = "double_option")]
+    pub user_id: Option<Option<String>>,
+    #[serde(default, with = "double_option")]
+    pub key_alias: Option<Option<String>>,
+    #[serde(default, with = "double_option")]
+    pub max_budget: Option<Option<f64>>,
+    #[serde(default, with = "double_option")]
+    pub rpm_limit: Option<Option<u64>>,
+    #[serde(default, with = "double_option")]
+    pub tpm_limit: Option<Option<u64>>,
+    pub models: Option<Vec<String>>,
+}
+
+/// A field that is absent (`None`), `null` (`Some(None)`) or set.
+mod double_option {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<T>>, D::Error> {
+        Option::<T>::deserialize(d).map(Some)
+    }
+}
+
 /// A freshly generated key: the only time the key itself is shown.
 #[derive(Debug, Serialize)]
 pub struct Generated {
@@ -395,6 +422,56 @@ impl Keys {
             }
         }
         Ok(deleted)
+    }
+
+    /// Changes a key's binding and limits (`POST /key/update`): the stored row is
+    /// replaced (its spend kept) and the cache entry swapped; returns the new info.
+    pub async fn update(
+        &self,
+        store: &dyn KeyStore,
+        key: &str,
+        change: UpdateRequest,
+    ) -> Result<Arc<VirtualKey>, KeyError> {
+        let old = self.lookup(key).ok_or(KeyError::NotFound)?;
+        let mut row = old.row.clone();
+        row.spend = old.spend();
+        if let Some(u) = change.user_id {
+            if let Some(u) = &u {
+                validate_user_id(u).map_err(|e| KeyError::Invalid(format!("user_id: {e}")))?;
+            }
+            row.user_id = u;
+        }
+        if let Some(a) = change.key_alias {
+            row.alias = a;
+        }
+        if let Some(b) = change.max_budget {
+            if b.is_some_and(|b| b.is_nan() || b < 0.0) {
+                return Err(KeyError::Invalid("max_budget must be ≥ 0".into()));
+            }
+            row.max_budget = b;
+        }
+        for (limit, slot) in [
+            (change.rpm_limit, &mut row.rpm_limit),
+            (change.tpm_limit, &mut row.tpm_limit),
+        ] {
+            if let Some(l) = limit {
+                if l == Some(0) {
+                    return Err(KeyError::Invalid(
+                        "rpm_limit / tpm_limit must be at least 1 (null for no limit)".into(),
+                    ));
+                }
+                *slot = l;
+            }
+        }
+        if let Some(m) = change.models {
+            row.models = m;
+        }
+        store.delete(std::slice::from_ref(&row.hash)).await?;
+        store.insert(&row).await?;
+        let h = unhex(&row.hash).ok_or(KeyError::NotFound)?;
+        let vk = Arc::new(VirtualKey::new(row));
+        self.by_hash.insert(h, vk.clone());
+        Ok(vk)
     }
 
     /// Drops a key (hash) from the cache: it changed or went elsewhere, and its next use

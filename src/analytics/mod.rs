@@ -13,7 +13,9 @@
 //! - `writer`: the store thread.
 
 pub mod pricing;
+pub mod rollup;
 pub mod sqlite;
+mod sqlite_rollup;
 pub mod store;
 pub mod timefmt;
 mod writer;

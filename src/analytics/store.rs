@@ -159,6 +159,13 @@ pub trait AnalyticsStore: Send {
     fn requests(&mut self, q: &RequestsQuery) -> Result<Vec<StoredRecord>, StoreError>;
     /// Attaches feedback to the newest row of the request; false when there is none.
     fn set_feedback(&mut self, fb: &Feedback) -> Result<bool, StoreError>;
+    /// Usage over time from the rollups (`GET /v1/usage/timeseries`).
+    fn timeseries(
+        &mut self,
+        q: &super::rollup::TimeseriesQuery,
+    ) -> Result<super::rollup::Timeseries, StoreError> {
+        Ok(super::rollup::assemble(q, Vec::new()))
+    }
     /// A cheap round trip proving the store answers (readiness).
     fn check(&mut self) -> Result<(), StoreError>;
 }

@@ -107,6 +107,7 @@ impl ApiError {
             }
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Auth(AuthError::Csrf) => StatusCode::FORBIDDEN,
             ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound { .. }
             | ApiError::ResponseNotFound { .. }
@@ -150,6 +151,8 @@ impl ApiError {
             ApiError::TooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
             ApiError::BodyTimeout => ("invalid_request_error", Some("request_timeout")),
             ApiError::Auth(AuthError::Expired(_)) => ("authentication_error", Some("key_expired")),
+            ApiError::Auth(AuthError::Csrf) => ("permission_error", Some("csrf_token")),
+            ApiError::Auth(AuthError::Session) => ("authentication_error", Some("session")),
             ApiError::Auth(_) => ("authentication_error", Some("invalid_api_key")),
             ApiError::Key(k) => match k {
                 KeyError::Expired { .. } => ("authentication_error", Some("key_expired")),

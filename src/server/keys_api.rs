@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::middleware::RequestCtx;
 use super::AppState;
-use crate::keys::{GenerateRequest, KeyError};
+use crate::keys::{GenerateRequest, KeyError, UpdateRequest};
 
 fn admin(ctx: &RequestCtx) -> Result<(), ApiError> {
     if ctx.principal.is_admin() {
@@ -98,6 +98,33 @@ pub async fn delete(
     let deleted = state.keys.delete(&*state.key_store, &targets).await?;
     state.storage.keys_changed(&deleted).await;
     Ok(Json(json!({"deleted_keys": deleted})))
+}
+
+#[derive(Deserialize)]
+struct UpdateBody {
+    key: String,
+    #[serde(flatten)]
+    change: UpdateRequest,
+}
+
+/// `POST /key/update {key, user_id?, key_alias?, max_budget?, rpm_limit?, tpm_limit?,
+/// models?}`: changes a key's binding and limits; other instances drop their cached copy.
+pub async fn update(
+    State(state): State<Arc<AppState>>,
+    Extension(ctx): Extension<RequestCtx>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    admin(&ctx)?;
+    let b: UpdateBody = json_body(&body)?;
+    let key = state
+        .keys
+        .update(&*state.key_store, &b.key, b.change)
+        .await?;
+    state
+        .storage
+        .keys_changed(std::slice::from_ref(&key.row.hash))
+        .await;
+    Ok(Json(json!({"key": key.row.hash, "info": key.info()})))
 }
 
 /// `GET /key/list[?user_id=&return_full_object=true]`.

@@ -394,3 +394,127 @@ pub async fn export(
     );
     Ok(resp)
 }
+
+/// Most memories one import may carry.
+const MAX_IMPORT: usize = 10_000;
+
+#[derive(Deserialize)]
+struct PatchBody {
+    content: Option<String>,
+    metadata: Option<Value>,
+}
+
+/// `PATCH /v1/memories/{id}?user_id=` `{content?, metadata?}`: edits a memory. The edit
+/// is stored as a new memory (new id, so its search index and embedding are made
+/// afresh) and the old one deleted; the answer is the new memory.
+pub async fn patch(
+    State(state): State<Arc<AppState>>,
+    Extension(ctx): Extension<RequestCtx>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    bytes: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let mem = service(&state)?;
+    let user_id = scope_param(&ctx, &q)?.key();
+    let b: PatchBody = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("invalid memory edit: {e}")))?;
+    let old = mem.store().get(&user_id, &id).await?;
+    let content = match b.content {
+        Some(c) if c.trim().is_empty() => {
+            return Err(ApiError::BadRequest(
+                "`content` must be a non-empty string".into(),
+            ))
+        }
+        Some(c) if c.len() > MAX_CONTENT_BYTES => {
+            return Err(ApiError::BadRequest(format!(
+                "`content` is longer than {MAX_CONTENT_BYTES} bytes"
+            )))
+        }
+        Some(c) => c,
+        None => old.content.clone(),
+    };
+    let metadata = match b.metadata {
+        None | Some(Value::Null) => old.metadata.clone(),
+        Some(Value::Object(m)) => m,
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "`metadata` must be a JSON object".into(),
+            ))
+        }
+    };
+    let mut metadata = metadata;
+    metadata.insert("edited_from".into(), Value::String(id.clone()));
+    let created = mem
+        .add(NewMemory {
+            user_id: user_id.clone(),
+            content,
+            metadata,
+            session_id: old.session_id.clone(),
+        })
+        .await?;
+    mem.store().delete(&user_id, &id).await?;
+    Ok(Json(shown(json!(created))))
+}
+
+/// `POST /v1/memories/import?user_id=` with JSONL (one `{content, metadata?,
+/// session_id?}` per line, as `/v1/memories/export` writes them): every line is checked
+/// first (a bad one is a 400 naming it, and nothing is stored), then all are stored in
+/// one transaction.
+pub async fn import(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let mem = service(&state)?.clone();
+    let ctx = req
+        .extensions()
+        .get::<RequestCtx>()
+        .cloned()
+        .ok_or_else(|| ApiError::BadRequest("request context missing".into()))?;
+    let q: HashMap<String, String> = req
+        .uri()
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let scope = scope_param(&ctx, &q)?;
+    let user_id = scope.user_id.clone();
+    let (parts, req_body) = req.into_parts();
+    let bytes = body::read(&parts.headers, req_body, state.config.server.max_body_bytes).await?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| ApiError::BadRequest("the import is not UTF-8 text".into()))?;
+    let mut batch = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut v: Value = serde_json::from_str(line)
+            .map_err(|e| ApiError::BadRequest(format!("line {}: {e}", n + 1)))?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("user_id".into(), Value::String(user_id.clone()));
+            o.retain(|k, _| {
+                matches!(
+                    k.as_str(),
+                    "user_id" | "content" | "metadata" | "session_id"
+                )
+            });
+        }
+        let (mut new, _) = parse_add(&serde_json::to_vec(&v).unwrap_or_default())
+            .map_err(|e| ApiError::BadRequest(format!("line {}: {e}", n + 1)))?;
+        new.user_id = scope.key();
+        batch.push(new);
+        if batch.len() > MAX_IMPORT {
+            return Err(ApiError::BadRequest(format!(
+                "an import holds at most {MAX_IMPORT} memories"
+            )));
+        }
+    }
+    let created = mem.store().add(batch).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"user_id": user_id, "project": scope.project, "imported": created.len()})),
+    )
+        .into_response())
+}

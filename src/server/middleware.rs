@@ -170,9 +170,10 @@ fn admit(
     req: &Request,
 ) -> Result<(Principal, Decision, Option<String>), ApiError> {
     let headers = req.headers();
-    let principal = state
-        .auth
-        .authenticate(headers, &state.keys, timefmt::now_ms())?;
+    let principal =
+        state
+            .auth
+            .authenticate_request(req.method(), headers, &state.keys, timefmt::now_ms())?;
     let scope = principal.key().and_then(|k| k.row.user_id.as_deref());
     let identity = state.config.identity.detect(headers, scope)?;
     let project = project(&principal, req.extensions().get::<PathProject>(), headers)?;

@@ -20,6 +20,7 @@ mod responses;
 mod routes;
 mod sessions;
 pub mod tls;
+mod ui;
 mod usage_api;
 
 use std::future::Future;

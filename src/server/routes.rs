@@ -10,7 +10,7 @@ use axum::Router;
 use super::error::ApiError;
 use super::{
     admin, chat, embeddings, keys_api, mcp, memories, messages, middleware, responses, sessions,
-    usage_api, AppState,
+    ui, usage_api, AppState,
 };
 
 /// Builds the application: every route behind the gateway middleware, each also under a
@@ -55,9 +55,12 @@ fn routes(state: Arc<AppState>) -> Router {
         .route("/v1/memories/search", get(memories::search))
         .route("/v1/memories/projects", get(memories::projects))
         .route("/v1/memories/export", get(memories::export))
+        .route("/v1/memories/import", post(memories::import))
         .route(
             "/v1/memories/{id}",
-            get(memories::get).delete(memories::delete),
+            get(memories::get)
+                .delete(memories::delete)
+                .patch(memories::patch),
         )
         .route("/v1/sessions", get(sessions::list))
         .route(
@@ -69,10 +72,12 @@ fn routes(state: Arc<AppState>) -> Router {
         .route("/metrics", get(admin::metrics))
         .route("/v1/usage", get(usage_api::usage))
         .route("/v1/usage/requests", get(usage_api::requests))
+        .route("/v1/usage/timeseries", get(usage_api::timeseries))
         .route("/v1/feedback", post(usage_api::feedback))
         .route("/key/generate", post(keys_api::generate))
         .route("/key/info", get(keys_api::info))
         .route("/key/delete", post(keys_api::delete))
+        .route("/key/update", post(keys_api::update))
         .route("/key/list", get(keys_api::list))
         .route_service("/mcp", mcp::http_service(state.clone()))
         .fallback(not_found)
@@ -81,6 +86,8 @@ fn routes(state: Arc<AppState>) -> Router {
             state.clone(),
             middleware::gateway,
         ))
+        // The dashboard: outside the gateway layer, nothing added to the request path.
+        .merge(ui::routes())
         .with_state(state)
 }
 

@@ -1,6 +1,8 @@
-//! The analytics query API: `GET /v1/usage` (totals per user, model, key, day or client),
-//! `GET /v1/usage/requests` (pages of rows, newest first) — master key only — and
-//! `POST /v1/feedback` (the master key, or a virtual key for its own requests).
+//! The analytics query API: `GET /v1/usage` (totals per user, model, key, day or client;
+//! master key only), `GET /v1/usage/requests` (pages of rows, newest first) and
+//! `GET /v1/usage/timeseries` (buckets over a range, from the rollups) — a virtual key
+//! sees only its own user's rows (or, unbound, its own) — and `POST /v1/feedback` (the
+//! master key, or a virtual key for its own requests).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::middleware::RequestCtx;
 use super::AppState;
+use crate::analytics::rollup::{Range, SeriesBy, TimeseriesQuery};
 use crate::analytics::{timefmt, Feedback, GroupBy, RequestsQuery, UsageQuery};
 use crate::keys::KeyError;
 
@@ -94,7 +97,6 @@ pub async fn requests(
     Extension(ctx): Extension<RequestCtx>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    admin(&ctx)?;
     let limit = match q.get("limit") {
         None => DEFAULT_PAGE,
         Some(v) => v
@@ -118,11 +120,12 @@ pub async fn requests(
             .lookup(k)
             .map_or_else(|| k.clone(), |vk| vk.row.hash.clone())
     });
+    let (scope_user, scope_key) = scope(&ctx, &q)?;
     let query = RequestsQuery {
-        user_id: q.get("user_id").cloned(),
+        user_id: scope_user,
         client: q.get("client").cloned(),
         model: q.get("model").cloned(),
-        key_id,
+        key_id: scope_key.or(key_id),
         request_id: q.get("request_id").cloned(),
         from_ms: time_param(&q, "from")?,
         to_ms: end_param(&q)?,
@@ -134,6 +137,61 @@ pub async fn requests(
         .then(|| rows.last().map(|r| r.id.to_string()))
         .flatten();
     Ok(Json(json!({"data": rows, "next_cursor": next_cursor})))
+}
+
+/// What a virtual key may read: its bound user's rows, or (unbound) its own; the master
+/// key everything. A key asking for another user's rows is refused (403).
+fn scope(
+    ctx: &RequestCtx,
+    q: &HashMap<String, String>,
+) -> Result<(Option<String>, Option<String>), ApiError> {
+    let asked = q.get("user_id").filter(|u| !u.is_empty());
+    match ctx.principal.key() {
+        None => Ok((asked.cloned(), None)),
+        Some(k) => match &k.row.user_id {
+            Some(u) if asked.is_none_or(|a| a == u) => Ok((Some(u.clone()), None)),
+            None if asked.is_none() => Ok((None, Some(k.row.hash.clone()))),
+            _ => Err(KeyError::WrongUser(
+                "a virtual key reads only the usage of the user it is bound to".into(),
+            )
+            .into()),
+        },
+    }
+}
+
+/// `GET /v1/usage/timeseries?range=1h|6h|24h|7d|30d&group_by=client|model|key|user`:
+/// requests, tokens, cost, errors and p50/p95 latency and TTFT per bucket, overall and
+/// per group, read from the per-minute / per-hour rollups.
+pub async fn timeseries(
+    State(state): State<Arc<AppState>>,
+    Extension(ctx): Extension<RequestCtx>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let range = q.get("range").map_or("24h", String::as_str);
+    let range = Range::parse(range).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "range must be one of 1h, 6h, 24h, 7d, 30d; got `{range}`"
+        ))
+    })?;
+    let by = q.get("group_by").map_or("", String::as_str);
+    let group_by = SeriesBy::parse(by).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "group_by must be one of client, model, key, user; got `{by}`"
+        ))
+    })?;
+    let (user_id, scope_key) = scope(&ctx, &q)?;
+    if !ctx.principal.is_admin() && group_by == SeriesBy::User {
+        return Err(KeyError::AdminOnly.into());
+    }
+    let query = TimeseriesQuery {
+        range,
+        group_by,
+        user_id,
+        key_id: scope_key,
+        now_ms: timefmt::now_ms(),
+    };
+    let ts = state.analytics.call(move |s| s.timeseries(&query)).await?;
+    Ok(Json(serde_json::to_value(ts).unwrap_or_default()))
 }
 
 #[derive(Deserialize)]

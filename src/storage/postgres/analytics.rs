@@ -265,6 +265,7 @@ pub async fn insert_rows(
     if spend && !keys.is_empty() {
         tx.execute(add_spend, &[&keys, &costs]).await?;
     }
+    super::rollup::add(&tx, rows).await?;
     tx.commit().await
 }
 
@@ -480,6 +481,16 @@ impl AnalyticsStore for PgAnalytics {
                     .map_err(db)?;
                 Ok(n > 0)
             })
+        })
+    }
+
+    fn timeseries(
+        &mut self,
+        q: &crate::analytics::rollup::TimeseriesQuery,
+    ) -> Result<crate::analytics::rollup::Timeseries, StoreError> {
+        let q = q.clone();
+        self.run(move |c| {
+            Box::pin(async move { super::rollup::timeseries(&c.client, &q).await.map_err(db) })
         })
     }
 

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod memory;
 mod memory_read;
 pub mod responses;
+mod rollup;
 pub mod schema;
 pub mod tls;
 
