@@ -80,6 +80,28 @@ pub enum MemoryBackend {
     Postgres,
 }
 
+/// Where memory's vectors come from (`memory.embedder`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmbedderKind {
+    /// The built-in static model (weights from `scripts/fetch-model.sh`): the default.
+    Builtin,
+    /// The `/embeddings` of `memory.embedding_model` (the default when that is set).
+    External,
+    /// No vectors: lexical retrieval only.
+    None,
+}
+
+/// What start-up does when the built-in model's weights are missing or corrupt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmbedderFallback {
+    /// Retrieve lexically, with a loud warning (the default).
+    Lexical,
+    /// Refuse to start, naming the fix.
+    Fail,
+}
+
 /// `memory`: where and how memories and sessions are kept.
 #[derive(Debug, Clone, Serialize)]
 pub struct MemorySettings {
@@ -92,6 +114,13 @@ pub struct MemorySettings {
     pub data_dir: PathBuf,
     /// A `model_list` name whose `/embeddings` give semantic ranking; none → lexical only.
     pub embedding_model: Option<String>,
+    /// Where vectors come from: the built-in model, `embedding_model`, or nowhere.
+    pub embedder: EmbedderKind,
+    /// The built-in model's directory (default: `$MEMPROXY_MODEL_DIR`, else the cache
+    /// that `scripts/fetch-model.sh` writes).
+    pub embedder_path: PathBuf,
+    /// Missing or corrupt built-in weights: lexical retrieval with a warning, or no start.
+    pub embedder_fallback: EmbedderFallback,
     /// Sessions unused this long expire (`MEMORY_TTL_SECONDS`); 0 = never.
     #[serde(serialize_with = "ser_secs")]
     pub session_ttl: Duration,
@@ -269,6 +298,38 @@ pub fn memory(
             ));
         }
     }
+    let embedder = match raw.embedder.as_deref() {
+        None if raw.embedding_model.is_some() => EmbedderKind::External,
+        None | Some("builtin") => EmbedderKind::Builtin,
+        Some("external") => EmbedderKind::External,
+        Some("none") => EmbedderKind::None,
+        Some(other) => {
+            return Err(invalid(
+                "memory.embedder",
+                format!("`{other}` is not one of builtin, external, none"),
+            ))
+        }
+    };
+    if embedder == EmbedderKind::External && raw.embedding_model.is_none() {
+        return Err(invalid(
+            "memory.embedder",
+            "`external` needs memory.embedding_model (a model_name of model_list)",
+        ));
+    }
+    let embedder_fallback = match raw.embedder_fallback.as_deref().unwrap_or("lexical") {
+        "lexical" => EmbedderFallback::Lexical,
+        "fail" => EmbedderFallback::Fail,
+        other => {
+            return Err(invalid(
+                "memory.embedder_fallback",
+                format!("`{other}` is not one of lexical, fail"),
+            ))
+        }
+    };
+    let embedder_path = raw
+        .embedder_path
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::memory::embed::default_dir(lookup));
     let queue_size = raw.queue_size.unwrap_or(10_000);
     let batch_size = raw.batch_size.unwrap_or(256);
     if queue_size == 0 || batch_size == 0 {
@@ -286,6 +347,9 @@ pub fn memory(
         backend,
         data_dir: PathBuf::from(data_dir),
         embedding_model: raw.embedding_model,
+        embedder,
+        embedder_path,
+        embedder_fallback,
         session_ttl: ttl,
         max_context_messages,
         queue_size,

@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use memory::{
-    InjectionStrategy, MemoryBackend, MemorySettings, QueryStrategy, RetrievalSettings,
+    EmbedderFallback, EmbedderKind, InjectionStrategy, MemoryBackend, MemorySettings, QueryStrategy, RetrievalSettings,
     ToolSettings, DEFAULT_DATA_DIR,
 };
 pub use ops::{AnalyticsSettings, ObservabilitySettings, RateLimitSettings, DEFAULT_OPS_DATA_DIR};
