@@ -66,7 +66,12 @@ def encode(w, ids, heads=12, layers=6):
     hd = d // heads
     for i in range(layers):
         p = f"encoder.layer.{i}."
-        lin = lambda h, name: h @ w[p + name + ".weight"].T + w[p + name + ".bias"]
+        def lin(h, name):
+            # One 2-D product per layer (a stacked 3-D matmul is many small ones).
+            wt = w[p + name + ".weight"]
+            flat = h.reshape(-1, h.shape[-1]) @ wt.T + w[p + name + ".bias"]
+            return flat.reshape(h.shape[:-1] + (wt.shape[0],))
+
         q = lin(x, "attention.self.query").reshape(n, seq, heads, hd).transpose(0, 2, 1, 3)
         k = lin(x, "attention.self.key").reshape(n, seq, heads, hd).transpose(0, 2, 1, 3)
         v = lin(x, "attention.self.value").reshape(n, seq, heads, hd).transpose(0, 2, 1, 3)

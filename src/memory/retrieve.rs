@@ -53,6 +53,44 @@ pub const RRF_K: f64 = 3.0;
 /// ranking is the stronger one on conversational memories (see [`RRF_K`]).
 pub const SEMANTIC_WEIGHT: f64 = 0.6;
 
+/// Weight of the dense (vector) scores in [`fuse`]; lexical scores weigh `1 - DENSE_WEIGHT`.
+pub const DENSE_WEIGHT: f64 = 0.6;
+
+/// TEMPORARY tuning hook.
+pub fn dense_weight() -> f64 {
+    std::env::var("MEMPROXY_TUNE_DENSE").ok().and_then(|v| v.parse().ok()).unwrap_or(DENSE_WEIGHT)
+}
+
+/// Weighted score fusion of a lexical and a dense ranking (each best first, cut to the
+/// candidate pool): each list's scores are min-max normalised over the list (lexical:
+/// divided by the best, since BM25 has a natural zero), a memory missing from a list
+/// scores 0 there, and the fused score is `(1 - DENSE_WEIGHT) * lexical + DENSE_WEIGHT * dense`.
+/// Unlike rank fusion, a clearly better match in one list keeps its lead.
+pub fn fuse<K: Copy + Eq + Hash + Ord>(
+    lexical: &[(K, f64)],
+    dense: &[(K, f64)],
+    dense_weight: f64,
+) -> Vec<(K, f64)> {
+    let mut total: HashMap<K, f64> = HashMap::with_capacity(lexical.len() + dense.len());
+    let lex_max = lexical.iter().map(|x| x.1).fold(0.0, f64::max);
+    if lex_max > 0.0 {
+        for &(k, s) in lexical {
+            *total.entry(k).or_default() += (1.0 - dense_weight) * s / lex_max;
+        }
+    }
+    let (lo, hi) = dense
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(x.1), hi.max(x.1)));
+    if hi > lo {
+        for &(k, s) in dense {
+            *total.entry(k).or_default() += dense_weight * (s - lo) / (hi - lo);
+        }
+    }
+    let mut out: Vec<(K, f64)> = total.into_iter().collect();
+    sort_desc(&mut out);
+    out
+}
+
 /// Collection statistics of one user's memories.
 #[derive(Debug, Clone, Copy)]
 pub struct CorpusStats {

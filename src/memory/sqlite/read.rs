@@ -8,8 +8,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::schema::rid_range;
 use super::{backend, SqliteOptions};
 use crate::memory::retrieve::{
-    cosine, dedup, rrf, sort_desc, vector_from_bytes, with_neighbours, Bm25, Candidate,
-    CorpusStats, NEIGHBOUR_WEIGHT, RRF_K, SEMANTIC_WEIGHT,
+    cosine, dedup, dense_weight, fuse, sort_desc, vector_from_bytes, with_neighbours, Bm25, Candidate,
+    CorpusStats, NEIGHBOUR_WEIGHT,
 };
 use crate::memory::store::{
     Memory, Metadata, Page, ScoredMemory, SearchQuery, Session, SessionInfo, SessionMessage,
@@ -418,11 +418,8 @@ pub fn search(
     let ranked = if semantic.is_empty() {
         lexical
     } else {
-        let lists = [
-            (lexical.iter().take(pool).map(|x| x.0).collect(), 1.0),
-            (semantic.iter().map(|x| x.0).collect(), SEMANTIC_WEIGHT),
-        ];
-        rrf(&lists, RRF_K)
+        let lexical = &lexical[..lexical.len().min(pool)];
+        fuse(lexical, &semantic, dense_weight())
     };
     // De-duplicate identical contents (hashes of semantic-only hits are looked up).
     let mut ranked_known = Vec::with_capacity(ranked.len());
