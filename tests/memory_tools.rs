@@ -389,7 +389,11 @@ async fn a_search_never_finds_another_users_memory() {
     );
     for r in &reqs {
         // The fact's wording, not its digits: a random memory id can hold "4812".
-        assert!(!r.body.to_string().contains("locker code is 4812"), "{}", r.body);
+        assert!(
+            !r.body.to_string().contains("locker code is 4812"),
+            "{}",
+            r.body
+        );
     }
 
     // Alice's own search finds it.

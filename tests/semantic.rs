@@ -43,11 +43,18 @@ fn state(data_dir: &Path, memory_yaml: &str) -> Result<Arc<AppState>, String> {
         data_dir: Some(data_dir.to_string_lossy().into_owned()),
         ..Default::default()
     };
-    let cfg = config::parse(&yaml, "test.yaml", &overrides, &|_| None).map_err(|e| e.to_string())?;
+    let cfg =
+        config::parse(&yaml, "test.yaml", &overrides, &|_| None).map_err(|e| e.to_string())?;
     AppState::new(cfg).map_err(|e| e.to_string())
 }
 
-async fn serve(state: Arc<AppState>) -> (SocketAddr, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<std::io::Result<()>>) {
+async fn serve(
+    state: Arc<AppState>,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
@@ -63,7 +70,12 @@ async fn search(addr: SocketAddr, user: &str, q: &str) -> Vec<Value> {
         &[("user_id", user), ("q", q), ("limit", "3")],
     )
     .unwrap();
-    let r = common::client().get(url).bearer_auth(KEY).send().await.unwrap();
+    let r = common::client()
+        .get(url)
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     v["results"].as_array().unwrap().clone()
@@ -73,7 +85,11 @@ async fn search(addr: SocketAddr, user: &str, q: &str) -> Vec<Value> {
 async fn a_paraphrase_finds_its_memory_for_its_user_only_and_deletion_is_immediate() {
     let dir = tempfile::tempdir().unwrap();
     let path = model_dir();
-    let st = state(dir.path(), &format!("{{embedder_path: '{}'}}", path.display())).unwrap();
+    let st = state(
+        dir.path(),
+        &format!("{{embedder_path: '{}'}}", path.display()),
+    )
+    .unwrap();
     let memory = st.memory.clone().unwrap();
     let (addr, stop, handle) = serve(st).await;
     let c = common::client();
@@ -101,7 +117,11 @@ async fn a_paraphrase_finds_its_memory_for_its_user_only_and_deletion_is_immedia
     // No word of the question (after stemming and stop words) is in the memory.
     let q = "does she own a dog?";
     let hits = search(addr, "alice", q).await;
-    assert_eq!(hits.first().map(|h| h["id"].clone()), Some(json!(target)), "{hits:?}");
+    assert_eq!(
+        hits.first().map(|h| h["id"].clone()),
+        Some(json!(target)),
+        "{hits:?}"
+    );
     assert!(search(addr, "bob", q).await.is_empty());
 
     let r = c
@@ -122,10 +142,16 @@ async fn missing_weights_fail_start_naming_the_fix_or_fall_back_to_lexical() {
     let dir = tempfile::tempdir().unwrap();
     let empty = tempfile::tempdir().unwrap();
     let at = empty.path().display();
-    let e = state(dir.path(), &format!("{{embedder_path: '{at}', embedder_fallback: fail}}"))
-        .err()
-        .expect("start refused");
-    assert!(e.contains("missing") && e.contains("scripts/fetch-model.sh"), "{e}");
+    let e = state(
+        dir.path(),
+        &format!("{{embedder_path: '{at}', embedder_fallback: fail}}"),
+    )
+    .err()
+    .expect("start refused");
+    assert!(
+        e.contains("missing") && e.contains("scripts/fetch-model.sh"),
+        "{e}"
+    );
     // The default falls back to lexical retrieval (with a warning) and serves.
     let st = state(dir.path(), &format!("{{embedder_path: '{at}'}}")).unwrap();
     let (addr, stop, handle) = serve(st).await;

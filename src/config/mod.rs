@@ -21,8 +21,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use memory::{
-    EmbedderFallback, EmbedderKind, InjectionStrategy, MemoryBackend, MemorySettings, QueryStrategy, RetrievalSettings,
-    ToolSettings, DEFAULT_DATA_DIR,
+    EmbedderFallback, EmbedderKind, InjectionStrategy, MemoryBackend, MemorySettings,
+    QueryStrategy, RetrievalSettings, ToolSettings, DEFAULT_DATA_DIR,
 };
 pub use ops::{AnalyticsSettings, ObservabilitySettings, RateLimitSettings, DEFAULT_OPS_DATA_DIR};
 pub use secret::Secret;

@@ -24,12 +24,16 @@ pub fn configured(
 ) -> Result<Option<Arc<dyn Embedder>>, ModelError> {
     Ok(match settings.embedder {
         EmbedderKind::None => None,
-        EmbedderKind::External => settings.embedding_model.clone().map(|m| {
-            Arc::new(RouterEmbedder::new(router.clone(), m)) as Arc<dyn Embedder>
-        }),
+        EmbedderKind::External => settings
+            .embedding_model
+            .clone()
+            .map(|m| Arc::new(RouterEmbedder::new(router.clone(), m)) as Arc<dyn Embedder>),
         EmbedderKind::Builtin => match StaticModel::shared(&settings.embedder_path) {
             Ok(m) => {
-                tracing::info!(model = m.id(), "memory retrieval is hybrid (built-in embedding model)");
+                tracing::info!(
+                    model = m.id(),
+                    "memory retrieval is hybrid (built-in embedding model)"
+                );
                 Some(m as Arc<dyn Embedder>)
             }
             Err(e) if settings.embedder_fallback == EmbedderFallback::Lexical => {

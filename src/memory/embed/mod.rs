@@ -22,7 +22,8 @@ use super::store::BoxFuture;
 pub const MODEL_NAME: &str = "minilm-l6-static-256";
 
 /// The command that puts the weights in place, named by every load error.
-pub const FIX: &str = "run `scripts/fetch-model.sh` (or set memory.embedder_path to a directory it wrote, \
+pub const FIX: &str =
+    "run `scripts/fetch-model.sh` (or set memory.embedder_path to a directory it wrote, \
      or memory.embedder: none for lexical retrieval only)";
 
 const MAGIC: &[u8; 8] = b"MPXSTAT1";
@@ -100,12 +101,14 @@ impl StaticModel {
         let (vocab_bytes, _) = files.pop().expect("two files");
         let (bytes, vectors_sha) = files.pop().expect("two files");
         let vocab = WordPiece::from_vocab(
-            std::str::from_utf8(&vocab_bytes).map_err(|_| corrupt("vocab.txt is not UTF-8".into()))?,
+            std::str::from_utf8(&vocab_bytes)
+                .map_err(|_| corrupt("vocab.txt is not UTF-8".into()))?,
         );
         if bytes.len() < 16 || &bytes[..8] != MAGIC {
             return Err(corrupt("vectors.bin has no MPXSTAT1 header".into()));
         }
-        let word = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        let word =
+            |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
         let (rows, dims) = (word(8) as usize, word(12) as usize);
         if rows != vocab.len() || dims == 0 || bytes.len() != 16 + rows * dims * 4 {
             return Err(corrupt(format!(
@@ -151,7 +154,11 @@ impl StaticModel {
     pub fn vector(&self, text: &str) -> Vec<f32> {
         let mut ids = Vec::with_capacity(64);
         self.vocab.encode_into(text, &mut ids);
-        let skip = [self.vocab.id("[UNK]"), self.vocab.id("[CLS]"), self.vocab.id("[SEP]")];
+        let skip = [
+            self.vocab.id("[UNK]"),
+            self.vocab.id("[CLS]"),
+            self.vocab.id("[SEP]"),
+        ];
         let mut v = vec![0.0f32; self.dims];
         for id in ids {
             if skip.contains(&Some(id)) {

@@ -23,7 +23,14 @@ fn tiny(dir: &Path) {
     write_model(
         dir,
         &["[UNK]", "[CLS]", "[SEP]", "cat", "kitten", "car"],
-        &[[9.0, 9.0], [9.0, 9.0], [9.0, 9.0], [1.0, 0.1], [0.9, 0.2], [0.0, 1.0]],
+        &[
+            [9.0, 9.0],
+            [9.0, 9.0],
+            [9.0, 9.0],
+            [1.0, 0.1],
+            [0.9, 0.2],
+            [0.0, 1.0],
+        ],
     );
 }
 
@@ -54,7 +61,10 @@ fn missing_or_corrupt_weights_name_the_fix() {
     std::fs::write(dir.path().join("vectors.bin"), bin).unwrap();
     let e = StaticModel::load(dir.path()).err().unwrap();
     assert!(matches!(e, ModelError::Corrupt(..)), "{e}");
-    assert!(e.to_string().contains("sha256") && e.to_string().contains("fetch-model"), "{e}");
+    assert!(
+        e.to_string().contains("sha256") && e.to_string().contains("fetch-model"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -8,8 +8,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::schema::rid_range;
 use super::{backend, SqliteOptions};
 use crate::memory::retrieve::{
-    cosine, dedup, dense_weight, fuse, sort_desc, vector_from_bytes, with_neighbours, Bm25, Candidate,
-    CorpusStats, NEIGHBOUR_WEIGHT,
+    cosine, dedup, fuse, sort_desc, vector_from_bytes, with_neighbours, Bm25, Candidate,
+    CorpusStats, DENSE_WEIGHT, NEIGHBOUR_WEIGHT,
 };
 use crate::memory::store::{
     Memory, Metadata, Page, ScoredMemory, SearchQuery, Session, SessionInfo, SessionMessage,
@@ -419,7 +419,7 @@ pub fn search(
         lexical
     } else {
         let lexical = &lexical[..lexical.len().min(pool)];
-        fuse(lexical, &semantic, dense_weight())
+        fuse(lexical, &semantic, DENSE_WEIGHT)
     };
     // De-duplicate identical contents (hashes of semantic-only hits are looked up).
     let mut ranked_known = Vec::with_capacity(ranked.len());

@@ -20,8 +20,8 @@ use tokio_postgres::Row;
 
 use super::memory::{backend, uid_of, PgMemoryStore};
 use crate::memory::retrieve::{
-    cosine, dedup, dense_weight, fuse, sort_desc, vector_from_bytes, with_neighbours, Bm25, Candidate,
-    CorpusStats, NEIGHBOUR_WEIGHT,
+    cosine, dedup, fuse, sort_desc, vector_from_bytes, with_neighbours, Bm25, Candidate,
+    CorpusStats, DENSE_WEIGHT, NEIGHBOUR_WEIGHT,
 };
 use crate::memory::sqlite::read::{
     extrapolated_df, summed_idf, MIN_POOL, NEIGHBOUR_SOURCES, RERANK, TERM_SCAN_CAP,
@@ -337,7 +337,7 @@ pub(super) async fn search(
         lexical
     } else {
         let lexical = &lexical[..lexical.len().min(pool)];
-        fuse(lexical, &semantic, dense_weight())
+        fuse(lexical, &semantic, DENSE_WEIGHT)
     };
     // De-duplicate identical contents; memories deleted since (a stale vector) drop out.
     let want = limit * 4;
