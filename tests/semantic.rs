@@ -159,3 +159,103 @@ async fn missing_weights_fail_start_naming_the_fix_or_fall_back_to_lexical() {
     let _ = stop.send(());
     handle.await.unwrap().unwrap();
 }
+
+/// Latency figures (run with `--ignored --nocapture`; build with optimisations for
+/// figures that mean anything): query embedding p99, and search p99 over 100k memories
+/// of one user with their vectors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn latency_figures() {
+    use memproxy::memory::embed::StaticModel;
+    use memproxy::memory::{Metadata, NewMemory, WriteOp};
+    let model = StaticModel::shared(&model_dir()).unwrap();
+    let words = [
+        "camping",
+        "painting",
+        "daughter",
+        "support",
+        "group",
+        "birthday",
+        "concert",
+        "guitar",
+        "adopted",
+        "shelter",
+        "marathon",
+        "recipe",
+        "kitchen",
+        "holiday",
+        "museum",
+        "school",
+        "speech",
+        "garden",
+        "volunteer",
+        "pottery",
+        "hiking",
+        "beach",
+        "family",
+    ];
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut sentence = |n: usize| {
+        (0..n)
+            .map(|_| words[rng.usize(..words.len())])
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let questions: Vec<String> = (0..2000)
+        .map(|_| format!("When did Melanie {}?", sentence(6)))
+        .collect();
+    let mut times = Vec::with_capacity(questions.len());
+    for q in &questions {
+        let t = std::time::Instant::now();
+        std::hint::black_box(model.vector(q));
+        times.push(t.elapsed());
+    }
+    times.sort_unstable();
+    println!(
+        "query embedding p50 {:?} p99 {:?}",
+        times[1000], times[1980]
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let st = state(
+        dir.path(),
+        &format!("{{embedder_path: '{}'}}", model_dir().display()),
+    )
+    .unwrap();
+    let mem = st.memory.clone().unwrap();
+    for chunk in 0..100 {
+        let batch = (0..1000)
+            .map(|i| NewMemory {
+                user_id: "u".into(),
+                content: format!("Caroline: {} ({chunk}-{i})", sentence(14)),
+                metadata: Metadata::new(),
+                session_id: None,
+            })
+            .collect();
+        let created = mem.store().add(batch).await.unwrap();
+        let vectors = created
+            .iter()
+            .map(|m| (m.id.clone(), model.vector(&m.content)))
+            .collect();
+        mem.store()
+            .apply(vec![WriteOp::Embeddings {
+                user_id: "u".into(),
+                model: model.id().to_string(),
+                vectors,
+            }])
+            .await
+            .unwrap();
+    }
+    let mut times = Vec::new();
+    for q in questions.iter().take(200) {
+        let t = std::time::Instant::now();
+        let hits = mem.search("u", q, 5).await;
+        times.push(t.elapsed());
+        assert!(!hits.is_empty());
+    }
+    times.sort_unstable();
+    println!(
+        "search over 100k memories with vectors: p50 {:?} p99 {:?}",
+        times[100], times[198]
+    );
+}
