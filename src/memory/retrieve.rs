@@ -47,6 +47,11 @@ pub const NEIGHBOUR_WEIGHT: f64 = 0.2;
 /// 0.407/0.672/0.766.)
 pub const DENSE_WEIGHT: f64 = 0.4;
 
+/// Least cosine for a memory to enter the dense ranking: below it a vector match is
+/// noise (unrelated texts score 0.05-0.2 with the built-in model, paraphrases 0.4 and
+/// more), and a query that matches nothing must not bring memories along.
+pub const MIN_COSINE: f32 = 0.3;
+
 /// Weighted score fusion of a lexical and a dense ranking (each best first, cut to the
 /// candidate pool): each list's scores are min-max normalised over the list (lexical:
 /// divided by the best, since BM25 has a natural zero), a memory missing from a list

@@ -9,7 +9,7 @@ use super::schema::rid_range;
 use super::{backend, SqliteOptions};
 use crate::memory::retrieve::{
     cosine, dedup, fuse, sort_desc, vector_from_bytes, with_neighbours, Bm25, Candidate,
-    CorpusStats, DENSE_WEIGHT, NEIGHBOUR_WEIGHT,
+    CorpusStats, DENSE_WEIGHT, MIN_COSINE, NEIGHBOUR_WEIGHT,
 };
 use crate::memory::store::{
     Memory, Metadata, Page, ScoredMemory, SearchQuery, Session, SessionInfo, SessionMessage,
@@ -389,7 +389,7 @@ fn semantic(
         let blob = r.get_ref(1).map_err(backend)?;
         let v = vector_from_bytes(blob.as_blob().map_err(backend)?);
         let sim = cosine(vector, &v);
-        if sim > 0.0 {
+        if sim >= MIN_COSINE {
             out.push((rid, f64::from(sim)));
         }
     }

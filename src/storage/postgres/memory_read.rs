@@ -21,7 +21,7 @@ use tokio_postgres::Row;
 use super::memory::{backend, uid_of, PgMemoryStore};
 use crate::memory::retrieve::{
     cosine, dedup, fuse, sort_desc, vector_from_bytes, with_neighbours, Bm25, Candidate,
-    CorpusStats, DENSE_WEIGHT, NEIGHBOUR_WEIGHT,
+    CorpusStats, DENSE_WEIGHT, MIN_COSINE, NEIGHBOUR_WEIGHT,
 };
 use crate::memory::sqlite::read::{
     extrapolated_df, summed_idf, MIN_POOL, NEIGHBOUR_SOURCES, RERANK, TERM_SCAN_CAP,
@@ -499,7 +499,7 @@ impl VectorCache {
             .iter()
             .filter_map(|(&seq, v)| {
                 let sim = cosine(query, v);
-                (sim > 0.0).then_some((seq, f64::from(sim)))
+                (sim >= MIN_COSINE).then_some((seq, f64::from(sim)))
             })
             .collect();
         drop(u);
