@@ -8,6 +8,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The built-in embedding model's weights (fetched and distilled once, then cached);
+# tests/semantic.rs reads them from MEMPROXY_MODEL_DIR.
+export MEMPROXY_MODEL_DIR="${MEMPROXY_MODEL_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/memproxy/models/minilm-l6-static-256}"
+echo "==> built-in embedding model in $MEMPROXY_MODEL_DIR (scripts/fetch-model.sh)"
+scripts/fetch-model.sh --dir "$MEMPROXY_MODEL_DIR"
+
 echo "==> cargo test (workspace)"
 cargo test --workspace --locked
 

@@ -29,8 +29,11 @@ pub enum EvalError {
 struct Conversation {
     id: String,
     turns: Vec<(String, String, u32)>,
-    questions: Vec<(String, Vec<String>)>,
+    questions: Vec<(String, Vec<String>, usize)>,
 }
+
+/// LoCoMo's question categories 1-4, in order.
+pub const CATEGORIES: [&str; 4] = ["multi-hop", "temporal", "open-domain", "single-hop"];
 
 /// Normalises evidence ids such as `D:11:26` and splits `D8:6; D9:17`.
 fn evidence_ids(raw: &[Value]) -> Vec<String> {
@@ -89,7 +92,8 @@ fn parse(path: &str) -> Result<Vec<Conversation>, EvalError> {
             .filter_map(|q| {
                 let question = q.get("question")?.as_str()?.to_string();
                 let ev = evidence_ids(q.get("evidence")?.as_array()?);
-                (!ev.is_empty()).then_some((question, ev))
+                let cat = q.get("category")?.as_u64()? as usize - 1;
+                (!ev.is_empty()).then_some((question, ev, cat))
             })
             .collect();
         out.push(Conversation {
@@ -114,6 +118,8 @@ pub struct Report {
     pub recall_any: [f64; 3],
     /// recall_all@k for each of [`KS`].
     pub recall_all: [f64; 3],
+    /// Per category of [`CATEGORIES`]: questions, recall_any@5, recall_any@10.
+    pub by_category: [(usize, f64, f64); 4],
     pub search_p50: Duration,
     pub search_p99: Duration,
     pub ingest_time: Duration,
@@ -134,6 +140,12 @@ impl fmt::Display for Report {
                 f,
                 "recall_any@{k:<2} {:.3}   recall_all@{k:<2} {:.3}",
                 self.recall_any[i], self.recall_all[i]
+            )?;
+        }
+        for (name, (n, at5, at10)) in CATEGORIES.iter().zip(&self.by_category) {
+            writeln!(
+                f,
+                "  {name:<12} {n:>3} questions  recall_any@5 {at5:.3}  @10 {at10:.3}"
             )?;
         }
         write!(
@@ -259,7 +271,7 @@ pub async fn run_settled(
     let mut latencies = Vec::new();
     let (mut any, mut all) = ([0usize; 3], [0usize; 3]);
     for (conv, user) in convs.iter().zip(&users) {
-        for (question, evidence) in &conv.questions {
+        for (question, evidence, cat) in &conv.questions {
             let t = Instant::now();
             let v = api
                 .call(api.req(
@@ -287,9 +299,16 @@ pub async fn run_settled(
                     .filter(|d| wanted.contains(d))
                     .collect();
                 any[i] += usize::from(!hit.is_empty());
+                let c = &mut report.by_category[*cat];
+                match k {
+                    5 => c.1 += f64::from(u8::from(!hit.is_empty())),
+                    10 => c.2 += f64::from(u8::from(!hit.is_empty())),
+                    _ => {}
+                }
                 all[i] += usize::from(hit.len() == wanted.len());
             }
             report.questions += 1;
+            report.by_category[*cat].0 += 1;
         }
     }
     for user in &users {
@@ -304,6 +323,10 @@ pub async fn run_settled(
     for i in 0..KS.len() {
         report.recall_any[i] = any[i] as f64 / n;
         report.recall_all[i] = all[i] as f64 / n;
+    }
+    for c in &mut report.by_category {
+        let n = c.0.max(1) as f64;
+        (c.1, c.2) = (c.1 / n, c.2 / n);
     }
     latencies.sort_unstable();
     report.search_p50 = percentile(&latencies, 0.5);

@@ -683,15 +683,29 @@ async fn eval_in_process(
         ..Default::default()
     };
     // A config file may name environment variables (os.environ/…); without one, the
-    // built-in defaults, untouched by the environment.
+    // built-in defaults, untouched by the environment but for where the built-in
+    // embedding model's weights are.
+    let model_env = |k: &str| {
+        matches!(k, "MEMPROXY_MODEL_DIR" | "XDG_CACHE_HOME" | "HOME")
+            .then(|| env_lookup(k))
+            .flatten()
+    };
     let cfg = match config_file {
         Some(path) => config::load(Some(path), &overrides, &env_lookup),
-        None => config::load(None, &overrides, &|_| None),
+        None => config::load(None, &overrides, &model_env),
     }
     .map_err(|e| fail(e.to_string()))?;
     let key = cfg.master_key.as_ref().map(|k| k.expose().clone());
-    if let Some(model) = &cfg.memory.embedding_model {
-        eprintln!("hybrid retrieval: memory.embedding_model = {model}");
+    match cfg.memory.embedder {
+        config::EmbedderKind::Builtin => eprintln!(
+            "hybrid retrieval: built-in embedding model in {}",
+            cfg.memory.embedder_path.display()
+        ),
+        config::EmbedderKind::External => eprintln!(
+            "hybrid retrieval: memory.embedding_model = {}",
+            cfg.memory.embedding_model.as_deref().unwrap_or_default()
+        ),
+        config::EmbedderKind::None => eprintln!("lexical retrieval: memory.embedder = none"),
     }
     let state = memproxy::AppState::new(cfg).map_err(|e| fail(e.to_string()))?;
     let memory = state.memory.clone();

@@ -102,6 +102,28 @@ pub struct SupermemorySettings {
     pub timeout: Duration,
 }
 
+/// Where memory's vectors come from (`memory.embedder`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmbedderKind {
+    /// The built-in static model (weights from `scripts/fetch-model.sh`).
+    Builtin,
+    /// The `/embeddings` of `memory.embedding_model` (the default when that is set).
+    External,
+    /// No vectors: lexical retrieval only (the default without `embedding_model`).
+    None,
+}
+
+/// What start-up does when the built-in model's weights are missing or corrupt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmbedderFallback {
+    /// Retrieve lexically, with a loud warning (the default).
+    Lexical,
+    /// Refuse to start, naming the fix.
+    Fail,
+}
+
 /// `memory`: where and how memories and sessions are kept.
 #[derive(Debug, Clone, Serialize)]
 pub struct MemorySettings {
@@ -114,6 +136,13 @@ pub struct MemorySettings {
     pub data_dir: PathBuf,
     /// A `model_list` name whose `/embeddings` give semantic ranking; none → lexical only.
     pub embedding_model: Option<String>,
+    /// Where vectors come from: the built-in model, `embedding_model`, or nowhere.
+    pub embedder: EmbedderKind,
+    /// The built-in model's directory (default: `$MEMPROXY_MODEL_DIR`, else the cache
+    /// that `scripts/fetch-model.sh` writes).
+    pub embedder_path: PathBuf,
+    /// Missing or corrupt built-in weights: lexical retrieval with a warning, or no start.
+    pub embedder_fallback: EmbedderFallback,
     /// Sessions unused this long expire (`MEMORY_TTL_SECONDS`); 0 = never.
     #[serde(serialize_with = "ser_secs")]
     pub session_ttl: Duration,
@@ -299,6 +328,40 @@ pub fn memory(
             ));
         }
     }
+    let embedder = match raw.embedder.as_deref() {
+        None if raw.embedding_model.is_some() => EmbedderKind::External,
+        Some("builtin") => EmbedderKind::Builtin,
+        Some("external") => EmbedderKind::External,
+        // Lexical by default until vector search has an index: brute force over a big
+        // user's vectors is far over the hot path's budget (docs/memory-embeddings.md).
+        None | Some("none") => EmbedderKind::None,
+        Some(other) => {
+            return Err(invalid(
+                "memory.embedder",
+                format!("`{other}` is not one of builtin, external, none"),
+            ))
+        }
+    };
+    if embedder == EmbedderKind::External && raw.embedding_model.is_none() {
+        return Err(invalid(
+            "memory.embedder",
+            "`external` needs memory.embedding_model (a model_name of model_list)",
+        ));
+    }
+    let embedder_fallback = match raw.embedder_fallback.as_deref().unwrap_or("lexical") {
+        "lexical" => EmbedderFallback::Lexical,
+        "fail" => EmbedderFallback::Fail,
+        other => {
+            return Err(invalid(
+                "memory.embedder_fallback",
+                format!("`{other}` is not one of lexical, fail"),
+            ))
+        }
+    };
+    let embedder_path = raw
+        .embedder_path
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::memory::embed::default_dir(lookup));
     let queue_size = raw.queue_size.unwrap_or(10_000);
     let batch_size = raw.batch_size.unwrap_or(256);
     if queue_size == 0 || batch_size == 0 {
@@ -330,6 +393,9 @@ pub fn memory(
         backend,
         data_dir: PathBuf::from(data_dir),
         embedding_model: raw.embedding_model,
+        embedder,
+        embedder_path,
+        embedder_fallback,
         session_ttl: ttl,
         max_context_messages,
         queue_size,

@@ -21,8 +21,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use memory::{
-    InjectionStrategy, MemoryBackend, MemorySettings, ProjectScope, QueryStrategy,
-    RetrievalSettings, SupermemorySettings, ToolSettings, DEFAULT_DATA_DIR, SUPERMEMORY_BASE_URL,
+    EmbedderFallback, EmbedderKind, InjectionStrategy, MemoryBackend, MemorySettings, ProjectScope,
+    QueryStrategy, RetrievalSettings, SupermemorySettings, ToolSettings, DEFAULT_DATA_DIR,
+    SUPERMEMORY_BASE_URL,
 };
 pub use ops::{AnalyticsSettings, ObservabilitySettings, RateLimitSettings, DEFAULT_OPS_DATA_DIR};
 pub use secret::Secret;

@@ -59,6 +59,9 @@ pub struct RawMemory {
     pub backend: Option<String>,
     pub data_dir: Option<String>,
     pub embedding_model: Option<String>,
+    pub embedder: Option<String>,
+    pub embedder_path: Option<String>,
+    pub embedder_fallback: Option<String>,
     #[serde(alias = "memory_ttl_seconds")]
     pub ttl_seconds: Option<f64>,
     pub max_context_messages: Option<usize>,

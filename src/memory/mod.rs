@@ -54,6 +54,7 @@
 //! `serve` calls [`MemoryService::shutdown`] after the last request, which flushes the
 //! queue.
 
+pub mod embed;
 pub mod inject;
 pub mod queue;
 pub mod retrieve;

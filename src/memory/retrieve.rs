@@ -1,5 +1,5 @@
 //! Ranking, independent of any backend: BM25 over analyzed terms with per-user
-//! statistics, neighbouring-turn context, cosine similarity, reciprocal rank fusion and
+//! statistics, neighbouring-turn context, cosine similarity, weighted score fusion and
 //! de-duplication; and the [`Embedder`] interface that semantic ranking uses.
 //!
 //! What was measured on the LoCoMo dev file (one memory per turn, categories 1-4,
@@ -37,21 +37,51 @@ impl Default for Bm25 {
 /// Share of a neighbouring memory's lexical score added to a memory's own.
 pub const NEIGHBOUR_WEIGHT: f64 = 0.2;
 
-/// Reciprocal rank fusion constant `k` in 1 / (k + rank).
+/// Weight of the dense (vector) scores in [`fuse`]; lexical scores weigh `1 - DENSE_WEIGHT`.
 ///
-/// Measured on the LoCoMo dev file (lexical fused with all-MiniLM-L6-v2, turn-level
-/// recall_any@1/@5/@10; lexical alone 0.392/0.650/0.725, dense alone 0.216/0.471/0.567):
-/// the usual k = 60 gave 0.338/0.604/0.714, worse than lexical alone: over two lists of
-/// ~50 memories it flattens the ranks, so a memory that is merely in both lists beats the
-/// best lexical match. k = 2-5 with the semantic list weighted 0.6-0.8 all gave
-/// 0.38-0.41 / 0.67-0.68 / 0.76-0.77; k = 3 with weight 0.6 is in the middle of that plateau
-/// and beats lexical at every cut-off (0.407/0.672/0.766). Rank fusion (not a weighted sum
-/// of scores) so that it does not depend on the embedding model's cosine scale.
-pub const RRF_K: f64 = 3.0;
+/// Measured on the LoCoMo dev file with the built-in static model (recall_any@1/@5/@10):
+/// lexical alone 0.392/0.649/0.728, dense alone 0.241/0.437/0.542; fused with dense weight
+/// 0.25: 0.412/0.650/0.730, 0.4: 0.389/0.653/0.725, 0.6: 0.333/0.595/0.693. Adding
+/// a share of the neighbouring memories' cosine (0.3, 0.6) lowered @5 (0.643, 0.624).
+/// (The former reciprocal rank fusion, k = 3 with all-MiniLM-L6-v2 served externally:
+/// 0.407/0.672/0.766.)
+pub const DENSE_WEIGHT: f64 = 0.4;
 
-/// Weight of the semantic (vector) list in the fusion; the lexical list weighs 1. Lexical
-/// ranking is the stronger one on conversational memories (see [`RRF_K`]).
-pub const SEMANTIC_WEIGHT: f64 = 0.6;
+/// Least cosine for a memory to enter the dense ranking: below it a vector match is
+/// noise (unrelated texts score 0.05-0.2 with the built-in model; a paraphrase can sit
+/// below 0.3, as "own a dog" against "adopted a puppy" in tests/semantic.rs does), and a
+/// query that matches nothing must not bring memories along.
+pub const MIN_COSINE: f32 = 0.2;
+
+/// Weighted score fusion of a lexical and a dense ranking (each best first, cut to the
+/// candidate pool): each list's scores are min-max normalised over the list (lexical:
+/// divided by the best, since BM25 has a natural zero), a memory missing from a list
+/// scores 0 there, and the fused score is `(1 - DENSE_WEIGHT) * lexical + DENSE_WEIGHT * dense`.
+/// Unlike rank fusion, a clearly better match in one list keeps its lead.
+pub fn fuse<K: Copy + Eq + Hash + Ord>(
+    lexical: &[(K, f64)],
+    dense: &[(K, f64)],
+    dense_weight: f64,
+) -> Vec<(K, f64)> {
+    let mut total: HashMap<K, f64> = HashMap::with_capacity(lexical.len() + dense.len());
+    let lex_max = lexical.iter().map(|x| x.1).fold(0.0, f64::max);
+    if lex_max > 0.0 {
+        for &(k, s) in lexical {
+            *total.entry(k).or_default() += (1.0 - dense_weight) * s / lex_max;
+        }
+    }
+    let (lo, hi) = dense.iter().fold((f64::MAX, f64::MIN), |(lo, hi), x| {
+        (lo.min(x.1), hi.max(x.1))
+    });
+    if hi > lo {
+        for &(k, s) in dense {
+            *total.entry(k).or_default() += dense_weight * (s - lo) / (hi - lo);
+        }
+    }
+    let mut out: Vec<(K, f64)> = total.into_iter().collect();
+    sort_desc(&mut out);
+    out
+}
 
 /// Collection statistics of one user's memories.
 #[derive(Debug, Clone, Copy)]
@@ -162,25 +192,6 @@ pub fn with_neighbours<K: Copy + Eq + Hash + Ord>(
 /// so that rankings are deterministic.
 pub fn sort_desc<K: Ord>(list: &mut [(K, f64)]) {
     list.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-}
-
-/// Weighted reciprocal rank fusion of ranked lists (best first, each with its weight):
-/// Σ weight / (k + rank), ranks counted from 1.
-pub fn rrf<K: Copy + Eq + Hash + Ord>(lists: &[(Vec<K>, f64)], k: f64) -> Vec<(K, f64)> {
-    let mut total: HashMap<K, f64> = HashMap::new();
-    let mut order: Vec<K> = Vec::new();
-    for (list, weight) in lists {
-        for (rank, key) in list.iter().enumerate() {
-            let e = total.entry(*key).or_insert_with(|| {
-                order.push(*key);
-                0.0
-            });
-            *e += weight / (k + rank as f64 + 1.0);
-        }
-    }
-    let mut out: Vec<(K, f64)> = order.into_iter().map(|k| (k, total[&k])).collect();
-    sort_desc(&mut out);
-    out
 }
 
 /// Cosine similarity; 0 for mismatched or zero vectors.
@@ -325,19 +336,17 @@ mod tests {
     }
 
     #[test]
-    fn rrf_rewards_agreement() {
-        let fused = rrf(&[(vec![1, 2, 3], 1.0), (vec![4, 2, 5], 1.0)], 60.0);
+    fn fusion_weighs_normalised_scores() {
+        // 1 is best lexically, 3 best densely, 2 good in both.
+        let lexical = [(1, 10.0), (2, 8.0)];
+        let dense = [(3, 0.9), (2, 0.85), (4, 0.5)];
+        let fused = fuse(&lexical, &dense, 0.5);
         assert_eq!(fused[0].0, 2);
-        assert_eq!(fused.len(), 5);
-        // With a small k the ranks count: second in both lists still wins, fourth in both
-        // loses to a lexical first place.
-        let fused = rrf(&[(vec![1, 2], 1.0), (vec![3, 2], SEMANTIC_WEIGHT)], RRF_K);
-        assert_eq!(fused[0].0, 2);
-        let fused = rrf(
-            &[(vec![1, 3, 4, 2], 1.0), (vec![5, 6, 7, 2], SEMANTIC_WEIGHT)],
-            RRF_K,
-        );
-        assert_eq!(fused[0].0, 1);
+        assert_eq!(fused.len(), 4);
+        // The lowest dense score normalises to 0; no dense list leaves lexical order.
+        assert_eq!(fused[3], (4, 0.0));
+        let only = fuse(&lexical, &[], DENSE_WEIGHT);
+        assert_eq!(only.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 2]);
     }
 
     #[test]

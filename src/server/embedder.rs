@@ -1,17 +1,52 @@
-//! The memory engine's [`Embedder`] on top of the router: vectors come from the
-//! `/embeddings` of the model named by `memory.embedding_model`, with that model's
-//! retries, fallbacks and timeouts.
+//! The memory engine's [`Embedder`] as configured: the built-in static model
+//! (`memory.embedder: builtin`), or, on top of the router, the `/embeddings` of the model
+//! named by `memory.embedding_model`, with that model's retries, fallbacks and timeouts.
 
 use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::config::{EmbedderFallback, EmbedderKind, MemorySettings};
+use crate::memory::embed::{ModelError, StaticModel};
 use crate::memory::retrieve::EmbedError;
 use crate::memory::store::BoxFuture;
 use crate::memory::Embedder;
 use crate::protocol::chat::ChatBody;
 use crate::providers::CallContext;
 use crate::routing::ModelRouter;
+
+/// The embedder `memory.embedder` names; `None` for lexical retrieval only. Missing or
+/// corrupt built-in weights fail start-up under `embedder_fallback: fail`, else they are
+/// a loud warning and retrieval is lexical.
+pub fn configured(
+    settings: &MemorySettings,
+    router: &Arc<ModelRouter>,
+) -> Result<Option<Arc<dyn Embedder>>, ModelError> {
+    Ok(match settings.embedder {
+        EmbedderKind::None => None,
+        EmbedderKind::External => settings
+            .embedding_model
+            .clone()
+            .map(|m| Arc::new(RouterEmbedder::new(router.clone(), m)) as Arc<dyn Embedder>),
+        EmbedderKind::Builtin => match StaticModel::shared(&settings.embedder_path) {
+            Ok(m) => {
+                tracing::info!(
+                    model = m.id(),
+                    "memory retrieval is hybrid (built-in embedding model)"
+                );
+                Some(m as Arc<dyn Embedder>)
+            }
+            Err(e) if settings.embedder_fallback == EmbedderFallback::Lexical => {
+                tracing::warn!(
+                    "{e}. MEMORY RETRIEVAL IS LEXICAL ONLY until the weights are in place \
+                     (memory.embedder_fallback: fail refuses to start instead)"
+                );
+                None
+            }
+            Err(e) => return Err(e),
+        },
+    })
+}
 
 /// Embeds through a `model_list` model.
 pub struct RouterEmbedder {

@@ -79,6 +79,8 @@ pub enum StartError {
     Memory(#[from] StoreError),
     #[error("cannot open storage: {0}")]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Embedder(#[from] crate::memory::embed::ModelError),
     #[error("no model can be served: every model_list entry was skipped or names an unsupported provider (see the warnings above, or run `memproxy check-config`)")]
     NothingToServe,
 }
@@ -103,10 +105,7 @@ impl AppState {
         let analytics = storage.analytics(&config.analytics);
         let metrics = Metrics::new(router.model_names().iter().map(String::as_str));
         let memory = if config.memory.enabled {
-            let embedder = config.memory.embedding_model.clone().map(|m| {
-                Arc::new(embedder::RouterEmbedder::new(router.clone(), m))
-                    as Arc<dyn crate::memory::Embedder>
-            });
+            let embedder = embedder::configured(&config.memory, &router)?;
             let clock = Arc::new(SystemClock);
             Some(Arc::new(
                 match storage.memory_store(&config.memory, clock.clone())? {

@@ -219,9 +219,9 @@ async fn recall(
     };
     // Reading the store takes milliseconds; a query embedding may take up to its timeout.
     let history_limit = RETRIEVAL_GRACE;
-    let search_limit = match &state.config.memory.embedding_model {
-        Some(_) => mem.settings().embed_timeout + RETRIEVAL_GRACE,
-        None => RETRIEVAL_GRACE,
+    let search_limit = match state.config.memory.embedder {
+        crate::config::EmbedderKind::External => mem.settings().embed_timeout + RETRIEVAL_GRACE,
+        _ => RETRIEVAL_GRACE,
     };
     let mut history = Vec::new();
     if let Some(sid) = session_id {

@@ -8,8 +8,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::schema::rid_range;
 use super::{backend, SqliteOptions};
 use crate::memory::retrieve::{
-    cosine, dedup, rrf, sort_desc, vector_from_bytes, with_neighbours, Bm25, Candidate,
-    CorpusStats, NEIGHBOUR_WEIGHT, RRF_K, SEMANTIC_WEIGHT,
+    cosine, dedup, fuse, sort_desc, vector_from_bytes, with_neighbours, Bm25, Candidate,
+    CorpusStats, DENSE_WEIGHT, MIN_COSINE, NEIGHBOUR_WEIGHT,
 };
 use crate::memory::store::{
     Memory, Metadata, Page, ScoredMemory, SearchQuery, Session, SessionInfo, SessionMessage,
@@ -389,7 +389,7 @@ fn semantic(
         let blob = r.get_ref(1).map_err(backend)?;
         let v = vector_from_bytes(blob.as_blob().map_err(backend)?);
         let sim = cosine(vector, &v);
-        if sim > 0.0 {
+        if sim >= MIN_COSINE {
             out.push((rid, f64::from(sim)));
         }
     }
@@ -418,11 +418,8 @@ pub fn search(
     let ranked = if semantic.is_empty() {
         lexical
     } else {
-        let lists = [
-            (lexical.iter().take(pool).map(|x| x.0).collect(), 1.0),
-            (semantic.iter().map(|x| x.0).collect(), SEMANTIC_WEIGHT),
-        ];
-        rrf(&lists, RRF_K)
+        let lexical = &lexical[..lexical.len().min(pool)];
+        fuse(lexical, &semantic, DENSE_WEIGHT)
     };
     // De-duplicate identical contents (hashes of semantic-only hits are looked up).
     let mut ranked_known = Vec::with_capacity(ranked.len());

@@ -20,8 +20,8 @@ use tokio_postgres::Row;
 
 use super::memory::{backend, uid_of, PgMemoryStore};
 use crate::memory::retrieve::{
-    cosine, dedup, rrf, sort_desc, vector_from_bytes, with_neighbours, Bm25, Candidate,
-    CorpusStats, NEIGHBOUR_WEIGHT, RRF_K, SEMANTIC_WEIGHT,
+    cosine, dedup, fuse, sort_desc, vector_from_bytes, with_neighbours, Bm25, Candidate,
+    CorpusStats, DENSE_WEIGHT, MIN_COSINE, NEIGHBOUR_WEIGHT,
 };
 use crate::memory::sqlite::read::{
     extrapolated_df, summed_idf, MIN_POOL, NEIGHBOUR_SOURCES, RERANK, TERM_SCAN_CAP,
@@ -336,11 +336,8 @@ pub(super) async fn search(
     let ranked = if semantic.is_empty() {
         lexical
     } else {
-        let lists = [
-            (lexical.iter().take(pool).map(|x| x.0).collect(), 1.0),
-            (semantic.iter().map(|x| x.0).collect(), SEMANTIC_WEIGHT),
-        ];
-        rrf(&lists, RRF_K)
+        let lexical = &lexical[..lexical.len().min(pool)];
+        fuse(lexical, &semantic, DENSE_WEIGHT)
     };
     // De-duplicate identical contents; memories deleted since (a stale vector) drop out.
     let want = limit * 4;
@@ -502,7 +499,7 @@ impl VectorCache {
             .iter()
             .filter_map(|(&seq, v)| {
                 let sim = cosine(query, v);
-                (sim > 0.0).then_some((seq, f64::from(sim)))
+                (sim >= MIN_COSINE).then_some((seq, f64::from(sim)))
             })
             .collect();
         drop(u);

@@ -1,0 +1,193 @@
+//! The built-in embedding model: a static model (one vector per WordPiece token, distilled
+//! from all-MiniLM-L6-v2 by `scripts/distill-static.py`). A text's vector is the mean of
+//! its tokens' vectors, L2-normalised: microseconds per query, no network, no thread.
+//!
+//! The weights are fetched once into a cache by `scripts/fetch-model.sh`; the directory
+//! holds `vectors.bin`, `vocab.txt`, `SHA256SUMS` (checked at load) and the licences.
+
+mod wordpiece;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use sha2::{Digest, Sha256};
+
+pub use wordpiece::WordPiece;
+
+use super::retrieve::{EmbedError, Embedder};
+use super::store::BoxFuture;
+
+/// The cache directory's name for the shipped model.
+pub const MODEL_NAME: &str = "minilm-l6-static-256";
+
+/// The command that puts the weights in place, named by every load error.
+pub const FIX: &str =
+    "run `scripts/fetch-model.sh` (or set memory.embedder_path to a directory it wrote, \
+     or memory.embedder: none for lexical retrieval only)";
+
+const MAGIC: &[u8; 8] = b"MPXSTAT1";
+
+/// Why the built-in model could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("the built-in embedding model is missing: {path} not found; {FIX}", path = .0.display())]
+    Missing(PathBuf),
+    #[error("the built-in embedding model in {dir} is corrupt: {why}; {FIX}", dir = .0.display(), why = .1)]
+    Corrupt(PathBuf, String),
+}
+
+/// The default weights directory: `$MEMPROXY_MODEL_DIR`, else
+/// `$XDG_CACHE_HOME/memproxy/models/<name>`, else `~/.cache/memproxy/models/<name>`.
+pub fn default_dir(lookup: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    let set = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
+    if let Some(d) = set("MEMPROXY_MODEL_DIR") {
+        return PathBuf::from(d);
+    }
+    let cache = set("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| set("HOME").map(|h| Path::new(&h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    cache.join("memproxy").join("models").join(MODEL_NAME)
+}
+
+/// A static embedding model in memory.
+pub struct StaticModel {
+    id: String,
+    vocab: WordPiece,
+    dims: usize,
+    vectors: Vec<f32>,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl StaticModel {
+    /// Loads and verifies the weights in `dir` (blocking: reads ~30 MB).
+    pub fn load(dir: &Path) -> Result<Self, ModelError> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read(&path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => ModelError::Missing(path),
+                _ => ModelError::Corrupt(dir.into(), format!("cannot read {name}: {e}")),
+            })
+        };
+        let corrupt = |why: String| ModelError::Corrupt(dir.into(), why);
+        let sums = String::from_utf8(read("SHA256SUMS")?)
+            .map_err(|_| corrupt("SHA256SUMS is not text".into()))?;
+        let expected = |name: &str| {
+            sums.lines()
+                .filter_map(|l| l.split_once(char::is_whitespace))
+                .find(|(_, n)| n.trim().trim_start_matches('*') == name)
+                .map(|(h, _)| h.to_ascii_lowercase())
+                .ok_or_else(|| corrupt(format!("SHA256SUMS has no line for {name}")))
+        };
+        let mut files = Vec::new();
+        for name in ["vectors.bin", "vocab.txt"] {
+            let bytes = read(name)?;
+            let want = expected(name)?;
+            let got = sha256_hex(&bytes);
+            if got != want {
+                return Err(corrupt(format!(
+                    "{name} has sha256 {got}, SHA256SUMS says {want}"
+                )));
+            }
+            files.push((bytes, got));
+        }
+        let (vocab_bytes, _) = files.pop().expect("two files");
+        let (bytes, vectors_sha) = files.pop().expect("two files");
+        let vocab = WordPiece::from_vocab(
+            std::str::from_utf8(&vocab_bytes)
+                .map_err(|_| corrupt("vocab.txt is not UTF-8".into()))?,
+        );
+        if bytes.len() < 16 || &bytes[..8] != MAGIC {
+            return Err(corrupt("vectors.bin has no MPXSTAT1 header".into()));
+        }
+        let word =
+            |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        let (rows, dims) = (word(8) as usize, word(12) as usize);
+        if rows != vocab.len() || dims == 0 || bytes.len() != 16 + rows * dims * 4 {
+            return Err(corrupt(format!(
+                "vectors.bin holds {rows}x{dims} in {} bytes for a vocabulary of {}",
+                bytes.len(),
+                vocab.len()
+            )));
+        }
+        let vectors = super::retrieve::vector_from_bytes(&bytes[16..]);
+        Ok(Self {
+            id: format!("builtin:{MODEL_NAME}@{}", &vectors_sha[..12]),
+            vocab,
+            dims,
+            vectors,
+        })
+    }
+
+    /// The model in `dir`, loaded once per process and shared (servers started by tests
+    /// and the eval share one copy of the weights).
+    pub fn shared(dir: &Path) -> Result<Arc<Self>, ModelError> {
+        static LOADED: OnceLock<Mutex<HashMap<PathBuf, Arc<StaticModel>>>> = OnceLock::new();
+        let loaded = LOADED.get_or_init(Default::default);
+        let mut loaded = loaded.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = loaded.get(dir) {
+            return Ok(m.clone());
+        }
+        let m = Arc::new(Self::load(dir)?);
+        loaded.insert(dir.to_path_buf(), m.clone());
+        Ok(m)
+    }
+
+    /// The model id stored with each vector (changes whenever the weights change).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Dimensions of a vector.
+    pub fn dims(&self) -> usize {
+        self.dims
+    }
+
+    /// The normalised mean of the text's token vectors (all zeros without known tokens).
+    pub fn vector(&self, text: &str) -> Vec<f32> {
+        let mut ids = Vec::with_capacity(64);
+        self.vocab.encode_into(text, &mut ids);
+        let skip = [
+            self.vocab.id("[UNK]"),
+            self.vocab.id("[CLS]"),
+            self.vocab.id("[SEP]"),
+        ];
+        let mut v = vec![0.0f32; self.dims];
+        for id in ids {
+            if skip.contains(&Some(id)) {
+                continue;
+            }
+            let row = &self.vectors[id as usize * self.dims..(id as usize + 1) * self.dims];
+            v.iter_mut().zip(row).for_each(|(a, b)| *a += b);
+        }
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if n > 0.0 {
+            v.iter_mut().for_each(|x| *x /= n);
+        }
+        v
+    }
+}
+
+impl Embedder for StaticModel {
+    fn model(&self) -> &str {
+        &self.id
+    }
+
+    fn embed<'a>(
+        &'a self,
+        texts: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
+        let out = texts.iter().map(|t| self.vector(t)).collect();
+        Box::pin(async move { Ok(out) })
+    }
+}
+
+#[cfg(test)]
+mod tests;
