@@ -5,11 +5,14 @@ use memproxy::protocol::chat::ChatBody;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(body) = ChatBody::parse(data) {
-        for m in body.messages() {
-            let _ = m.text();
-        }
+        let _ = body.messages().len();
         let _ = body.to_upstream("fuzz-model");
         if let Ok(req) = body.to_request() {
+            for m in &req.messages {
+                if let Some(c) = &m.content {
+                    let _ = c.text();
+                }
+            }
             let _ = ChatBody::from_request(&req);
         }
     }
