@@ -73,10 +73,10 @@ pub fn fuse<K: Copy + Eq + Hash + Ord>(
     let (lo, hi) = dense.iter().fold((f64::MAX, f64::MIN), |(lo, hi), x| {
         (lo.min(x.1), hi.max(x.1))
     });
-    if hi > lo {
-        for &(k, s) in dense {
-            *total.entry(k).or_default() += dense_weight * (s - lo) / (hi - lo);
-        }
+    for &(k, s) in dense {
+        // One hit, or all equal: each counts in full (a lone dense match is still a match).
+        let norm = if hi > lo { (s - lo) / (hi - lo) } else { 1.0 };
+        *total.entry(k).or_default() += dense_weight * norm;
     }
     let mut out: Vec<(K, f64)> = total.into_iter().collect();
     sort_desc(&mut out);
@@ -347,6 +347,11 @@ mod tests {
         assert_eq!(fused[3], (4, 0.0));
         let only = fuse(&lexical, &[], DENSE_WEIGHT);
         assert_eq!(only.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 2]);
+        // A lone dense match (nothing lexical) is still found.
+        assert_eq!(
+            fuse::<i32>(&[], &[(5, 0.6)], DENSE_WEIGHT),
+            vec![(5, DENSE_WEIGHT)]
+        );
     }
 
     #[test]
