@@ -2,7 +2,11 @@
 #![no_main]
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use memproxy::identity::validate_user_id;
+use memproxy::identity::{validate_user_id, IdentityConfig};
+use std::sync::OnceLock;
+
+/// Built once: loading the config compiles the header patterns.
+static RULES: OnceLock<IdentityConfig> = OnceLock::new();
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
@@ -10,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(text.bytes().all(|b| b.is_ascii_graphic()), "{text:?}");
         }
     }
-    let identity = memproxy::fuzzing::identity_rules();
+    let identity = RULES.get_or_init(memproxy::fuzzing::identity_rules);
     let mut headers = HeaderMap::new();
     for (i, part) in data.split(|&b| b == b'\n').enumerate().take(8) {
         let name = ["x-memory-user-id", "user-agent", "x-user-id", "authorization"][i % 4];
