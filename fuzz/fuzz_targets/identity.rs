@@ -17,7 +17,12 @@ fuzz_target!(|data: &[u8]| {
     let identity = RULES.get_or_init(memproxy::fuzzing::identity_rules);
     let mut headers = HeaderMap::new();
     for (i, part) in data.split(|&b| b == b'\n').enumerate().take(8) {
-        let name = ["x-memory-user-id", "user-agent", "x-user-id", "authorization"][i % 4];
+        let name = [
+            "x-memory-user-id",
+            "user-agent",
+            "x-user-id",
+            "authorization",
+        ][i % 4];
         if let Ok(v) = HeaderValue::from_bytes(part) {
             headers.append(HeaderName::from_static(name), v);
         }
