@@ -142,12 +142,16 @@ async fn attack(w: &World, id: &str, q: &str) -> Result<(), TestCaseError> {
         let text = get_text(w, MASTER, path, &params).await;
         prop_assert!(!leaked(&text), "{path} as {id:?} / {q:?}: {text}");
     }
-    let (upstream, answer) = chat(w, MASTER, id, q).await.map_err(TestCaseError::fail)?;
-    prop_assert!(
-        !leaked(&upstream),
-        "chat as {id:?}: upstream got {upstream}"
-    );
-    prop_assert!(!leaked(&answer), "chat as {id:?}: {answer}");
+    // HTTP drops spaces and tabs around a header value: "alice\t" in a header is "alice"
+    // on the wire, whom the master key may read.
+    if id.trim_matches([' ', '\t']) != VICTIM {
+        let (upstream, answer) = chat(w, MASTER, id, q).await.map_err(TestCaseError::fail)?;
+        prop_assert!(
+            !leaked(&upstream),
+            "chat as {id:?}: upstream got {upstream}"
+        );
+        prop_assert!(!leaked(&answer), "chat as {id:?}: {answer}");
+    }
 
     // As a key bound to mallory, naming the victim or a look-alike anywhere.
     for who in [VICTIM, id] {
@@ -223,8 +227,14 @@ fn no_look_alike_id_or_query_reads_another_users_memory() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(48);
+    // A fixed seed keeps CI reproducible; MEMPROXY_ISOLATION_SEED explores others.
+    let seed = std::env::var("MEMPROXY_ISOLATION_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x6d65_6d70);
     let mut runner = TestRunner::new(PropConfig {
         cases,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(seed),
         failure_persistence: None,
         ..PropConfig::default()
     });
