@@ -36,6 +36,14 @@
 #   BENCH_OUT=DIR           raw results (default bench/results/DATE-TIME)
 #   BENCH_REPORT=DIR        measure nothing: print the report of an earlier run's raw results
 #   BENCH_TRANSLATED_MODEL  translated-stream cases (see TRANSLATED below); empty: none
+#   BENCH_STORAGE=embedded  postgres: every durable state in a PostgreSQL database made for the
+#                           run (memory.backend postgres; preloaded memories copied in by
+#                           `memproxy storage migrate`) and rate limits (rpm 10^9, so every
+#                           request takes from a shared Redis bucket) plus the key feed in Redis;
+#                           the database and the Redis keys are removed afterwards
+#   BENCH_PG_URL            server for BENCH_STORAGE=postgres (default
+#                           postgres://postgres@127.0.0.1:5432)
+#   BENCH_REDIS_URL         Redis for BENCH_STORAGE=postgres (default redis://127.0.0.1:6379)
 #   FLOOR_DIR               floor-proxy sources (default ../shared/bench/floor-proxy)
 #   CARGO_TARGET_DIR        cargo's target dir (default ./target)
 set -euo pipefail
@@ -78,6 +86,15 @@ esac
     exit 2
 }
 WAIT_IDLE=${BENCH_WAIT_IDLE:-60}
+STORAGE=${BENCH_STORAGE:-embedded}
+[[ $STORAGE == embedded || $STORAGE == postgres ]] || {
+    echo "bench: BENCH_STORAGE must be embedded or postgres" >&2
+    exit 2
+}
+PG_SERVER=${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432}
+REDIS_URL_BENCH=${BENCH_REDIS_URL:-redis://127.0.0.1:6379}
+PG_DB=memproxy_bench_$$
+REDIS_PREFIX=memproxy-bench:$$:
 RETRIES=${BENCH_RETRIES:-2}
 NOISE_PCT=10
 PIN=${BENCH_PIN:-1}
@@ -119,6 +136,11 @@ cleanup() {
         done
         kill -KILL "$pid" 2>/dev/null || true
     done
+    if [[ $STORAGE == postgres && -z ${BENCH_REPORT:-} ]]; then
+        psql -q "$PG_SERVER/postgres" -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null 2>&1 || true
+        redis-cli -u "$REDIS_URL_BENCH" --scan --pattern "$REDIS_PREFIX*" 2>/dev/null |
+            xargs -r redis-cli -u "$REDIS_URL_BENCH" DEL >/dev/null 2>&1 || true
+    fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -393,6 +415,11 @@ while read -r name model base api; do
     fi
 done <<<"$TRANSLATED"
 write_config() { # with_translated with_memory_section
+    if [[ $STORAGE == postgres ]]; then
+        printf 'general_settings:\n  database_url: %s/%s\n  redis_url: %s\n' "$PG_SERVER" "$PG_DB" "$REDIS_URL_BENCH"
+        printf 'rate_limits:\n  enabled: true\n  requests_per_minute: 1000000000\n  redis_prefix: "%s"\n' "$REDIS_PREFIX"
+        if [[ $2 == 1 && $MEMORY != off ]]; then printf 'memory:\n  backend: postgres\n'; fi
+    fi
     if [[ $2 == 1 && $MEMORY == off ]]; then
         printf 'memory:\n  enabled: false\n'
     fi
@@ -403,6 +430,11 @@ write_config() { # with_translated with_memory_section
     printf '      api_base: http://127.0.0.1:%s/v1\n      api_key: bench\n' "$MOCK_PORT"
     if [[ $1 == 1 ]]; then printf '%s' "$TRANSLATED_LINES"; fi
 }
+if [[ $STORAGE == postgres && -z ${BENCH_REPORT:-} ]]; then
+    say "== storage: PostgreSQL database $PG_DB on $PG_SERVER, Redis $REDIS_URL_BENCH (prefix $REDIS_PREFIX)"
+    psql -q "$PG_SERVER/postgres" -c "CREATE DATABASE $PG_DB" >/dev/null || die "cannot create database $PG_DB on $PG_SERVER"
+    redis-cli -u "$REDIS_URL_BENCH" ping 2>/dev/null | grep -q PONG || die "Redis at $REDIS_URL_BENCH does not answer"
+fi
 MP_CONFIG=
 for variant in "1 1" "0 1" "1 0" "0 0"; do
     read -r with_translated with_memory <<<"$variant"
@@ -439,6 +471,11 @@ if ((PRELOAD > 0)); then
         cp "$MEM_CACHE/$PRELOAD-one-$MEM_USER"/memproxy.db* "$OUT/data/"
     else
         cp "$MEM_CACHE/$PRELOAD-spread-1000-$MEM_USER"/memproxy.db* "$OUT/data/"
+    fi
+    if [[ $STORAGE == postgres ]]; then
+        say "== copying the preloaded memories into PostgreSQL (memproxy storage migrate)"
+        "$BIN/memproxy" storage migrate --from "sqlite:$OUT/data" --to "$PG_SERVER/$PG_DB" >"$OUT/migrate.log" 2>&1 ||
+            die "storage migrate failed: $(tail -3 "$OUT/migrate.log")"
     fi
     MEM_NOTE=$(grep -E '^ +[0-9]+ +(one|spread) ' "$OUT/preload.log" | awk '{print "preloaded " $1 " memories over " $3 " user(s) (" ($4 == "reused" ? "cached" : $4 " writes/s") ", " $5 " MiB)"}')
 fi
