@@ -141,8 +141,17 @@ pub enum StoreError {
 }
 
 impl From<rusqlite::Error> for StoreError {
+    /// A full or read-only disk, an I/O error or a locked file passes: the rows are kept
+    /// and written again once the disk takes them ([`StoreError::Unavailable`]). Anything
+    /// else (a constraint, a malformed row) is the rows' own fault.
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Database(e.to_string())
+        use rusqlite::ErrorCode::*;
+        match e.sqlite_error_code() {
+            Some(
+                DiskFull | ReadOnly | SystemIoFailure | CannotOpen | DatabaseBusy | DatabaseLocked,
+            ) => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Database(e.to_string()),
+        }
     }
 }
 

@@ -84,8 +84,19 @@ enum Command {
     Purge(oneshot::Sender<Result<u64, StoreError>>),
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+/// A store failure; a disk that refuses writes (full, read-only, failing) is
+/// [`StoreError::Unavailable`] (the API answers 503, the write queue keeps its batch).
+fn backend<E: std::fmt::Display + 'static>(e: E) -> StoreError {
+    use rusqlite::ErrorCode::*;
+    let code = (&e as &dyn std::any::Any)
+        .downcast_ref::<rusqlite::Error>()
+        .and_then(rusqlite::Error::sqlite_error_code);
+    match code {
+        Some(DiskFull | ReadOnly | SystemIoFailure | CannotOpen) => {
+            StoreError::Unavailable(format!("the disk refuses writes ({e})"))
+        }
+        _ => StoreError::Backend(e.to_string()),
+    }
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
