@@ -547,6 +547,7 @@ fn settings(dir: &Path) -> MemorySettings {
         embedder_fallback: crate::config::EmbedderFallback::Lexical,
         session_ttl: Duration::from_secs(86_400),
         max_context_messages: 20,
+        max_memories_per_user: 0,
         queue_size: 10_000,
         batch_size: 256,
         embed_timeout: Duration::from_secs(10),
@@ -616,6 +617,7 @@ fn open(dir: &Path) -> Result<SqliteStore, BenchError> {
             session_ttl: Duration::from_secs(86_400),
             session_max_messages: 20,
             clock: Arc::new(SystemClock),
+            max_memories_per_user: 0,
         },
     )
     .map_err(|e| BenchError::Store(e.to_string()))

@@ -477,3 +477,70 @@ async fn disabled_memory_answers_503_and_readiness_reports_the_store() {
     assert_eq!(v["checks"]["memory"]["ok"], true);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_user_at_the_memory_quota_is_refused_with_403_and_captures_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), "memory: {max_memories_per_user: 3}\n").await;
+    add(&s, "quota-user", "fact one", json!({})).await;
+    let one_more = |project: Option<&str>, user: &str, content: &str| {
+        let mut req = client()
+            .post(s.url("/v1/memories"))
+            .bearer_auth(KEY)
+            .json(&json!({"user_id": user, "content": content}));
+        if let Some(p) = project {
+            req = req.header("x-memory-project", p);
+        }
+        req.send()
+    };
+    // A project's memories count towards its user.
+    let r = one_more(Some("proj"), "quota-user", "fact two")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    add(&s, "quota-user", "fact three", json!({})).await;
+
+    for project in [None, Some("proj"), Some("other")] {
+        let r = one_more(project, "quota-user", "fact four").await.unwrap();
+        assert_eq!(r.status(), 403, "{project:?}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "memory_quota_exceeded", "{v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains("memory.max_memories_per_user") && msg.contains("(3)"),
+            "{msg}"
+        );
+    }
+    // Another user (even one whose name starts alike) is not affected.
+    for user in ["quota-user2", "quota"] {
+        let r = one_more(None, user, "fact one").await.unwrap();
+        assert_eq!(r.status(), 201, "{user}");
+    }
+
+    // A capture past the quota is skipped, not an error.
+    let mem = s.state.memory.clone().unwrap();
+    assert!(mem.capture(
+        CaptureMeta {
+            user_id: "quota-user",
+            session_id: None,
+            model: "mock",
+            request_id: "req-over",
+        },
+        Captured {
+            user: "something new".into(),
+            assistant: "noted".into(),
+        },
+    ));
+    mem.flush().await;
+    let (_, v) = get_json(&s, "/v1/memories?user_id=quota-user&limit=100").await;
+    assert_eq!(contents(&v, "data"), ["fact three", "fact one"]);
+
+    // Room made: adds work again.
+    let id = v["data"][0]["id"].as_str().unwrap().to_string();
+    let (status, _) = delete(&s, &format!("/v1/memories/{id}?user_id=quota-user")).await;
+    assert_eq!(status, 200);
+    let r = one_more(None, "quota-user", "fact five").await.unwrap();
+    assert_eq!(r.status(), 201);
+    drop(mem);
+    s.stop().await;
+}

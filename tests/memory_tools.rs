@@ -250,6 +250,7 @@ async fn a_slow_memory_store_times_out_and_the_model_is_told() {
                 session_ttl: std::time::Duration::ZERO,
                 session_max_messages: 10,
                 clock: Arc::new(SystemClock),
+                max_memories_per_user: 0,
             },
         )
         .unwrap(),
@@ -637,6 +638,7 @@ async fn a_store_that_refuses_writes_fails_readiness_and_recovers() {
                 session_ttl: std::time::Duration::ZERO,
                 session_max_messages: 10,
                 clock: Arc::new(SystemClock),
+                max_memories_per_user: 0,
             },
         )
         .unwrap(),

@@ -38,6 +38,11 @@ fn memory_opts(clock: Arc<ManualClock>) -> (Duration, usize, Arc<ManualClock>) {
 }
 
 fn sqlite() -> Stores {
+    sqlite_with(0)
+}
+
+/// The embedded stores, with at most `quota` memories per user (0: no limit).
+fn sqlite_with(quota: u64) -> Stores {
     use memproxy::memory::sqlite::{SqliteOptions, SqliteStore};
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::at(T0));
@@ -48,6 +53,7 @@ fn sqlite() -> Stores {
             session_ttl,
             session_max_messages,
             clock: c,
+            max_memories_per_user: quota,
         },
     )
     .unwrap();
@@ -66,6 +72,11 @@ fn sqlite() -> Stores {
 }
 
 async fn postgres() -> Stores {
+    postgres_with(0).await
+}
+
+/// The PostgreSQL stores, with at most `quota` memories per user (0: no limit).
+async fn postgres_with(quota: u64) -> Stores {
     use memproxy::storage::postgres::{self as pg, memory::Options};
     let db = TestDb::create().await;
     let pool = db.pool();
@@ -77,6 +88,7 @@ async fn postgres() -> Stores {
             session_ttl,
             session_max_messages,
             clock: c,
+            max_memories_per_user: quota,
         },
     );
     let url = pool.url().clone();
@@ -776,6 +788,45 @@ suite!(
     responses_scoped_and_durable,
     analytics_totals_pages_feedback_and_spend,
 );
+
+/// `max_memories_per_user`, counted over the user's own and project scopes, inside the
+/// write transaction: an add past it is refused, a capture skipped, other users untouched.
+async fn memory_quota_counts_every_scope_of_a_user(s: Stores) {
+    let m = &s.memory;
+    m.add(vec![new("q", "fact one"), new("q#p1", "fact two")])
+        .await
+        .unwrap();
+    // One batch may not pass the limit either.
+    let e = m
+        .add(vec![new("q#p2", "fact three"), new("q", "fact four")])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Quota(_)), "{e:?}");
+    m.add(vec![new("q#p2", "fact three")]).await.unwrap();
+    let e = m.add(vec![new("q", "fact four")]).await.unwrap_err();
+    assert!(matches!(e, StoreError::Quota(_)), "{e:?}");
+    let created = m
+        .apply(vec![WriteOp::Capture(new("q", "a captured exchange"))])
+        .await
+        .unwrap();
+    assert!(created.is_empty(), "capture skipped past the quota");
+    for other in ["qq", "q2", "r#p1"] {
+        m.add(vec![new(other, "fact one")]).await.unwrap();
+    }
+    let id = m.list("q#p1", 10, None).await.unwrap().items[0].id.clone();
+    m.delete("q#p1", &id).await.unwrap();
+    m.add(vec![new("q", "fact four")]).await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_memory_quota() {
+    memory_quota_counts_every_scope_of_a_user(sqlite_with(3)).await
+}
+
+#[tokio::test]
+async fn postgres_memory_quota() {
+    memory_quota_counts_every_scope_of_a_user(postgres_with(3).await).await
+}
 
 /// The same memories and queries give the same rankings on both backends.
 #[tokio::test]

@@ -128,6 +128,7 @@ async fn a_failing_or_hanging_memory_store_skips_retrieval_not_the_request() {
                 session_ttl: Duration::ZERO,
                 session_max_messages: 10,
                 clock: Arc::new(SystemClock),
+                max_memories_per_user: 0,
             },
         )
         .unwrap(),

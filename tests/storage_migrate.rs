@@ -29,6 +29,7 @@ async fn embedded_install(dir: &std::path::Path) -> Arc<dyn MemoryStore> {
                 session_ttl: Duration::ZERO,
                 session_max_messages: 10,
                 clock,
+                max_memories_per_user: 0,
             },
         )
         .unwrap(),
@@ -203,6 +204,7 @@ async fn an_embedded_install_is_copied_resumably_and_searches_alike() {
             session_ttl: Duration::ZERO,
             session_max_messages: 10,
             clock: Arc::new(ManualClock::at(0)),
+            max_memories_per_user: 0,
         },
     );
     let e = HashEmbedder::new(32);

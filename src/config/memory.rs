@@ -17,6 +17,10 @@ use super::{invalid, ser_secs, ConfigError, DeploymentConfig};
 /// Default data directory (relative to the working directory).
 pub const DEFAULT_DATA_DIR: &str = "./data";
 
+/// `memory.max_memories_per_user` unless set: enough for years of daily use, small enough
+/// that one user cannot fill the disk.
+pub const DEFAULT_MAX_MEMORIES_PER_USER: u64 = 1_000_000;
+
 /// Which message text the memory search uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -148,6 +152,9 @@ pub struct MemorySettings {
     pub session_ttl: Duration,
     /// Session messages kept and prepended at most (`MAX_CONTEXT_MESSAGES`).
     pub max_context_messages: usize,
+    /// Memories one user may keep, their projects' included (0: no limit). Past it an
+    /// explicit add is refused (403) and captures are skipped (counted in /metrics).
+    pub max_memories_per_user: u64,
     /// Captured writes waiting at most before new ones are dropped.
     pub queue_size: usize,
     /// Writes committed in one transaction at most.
@@ -398,6 +405,9 @@ pub fn memory(
         embedder_fallback,
         session_ttl: ttl,
         max_context_messages,
+        max_memories_per_user: raw
+            .max_memories_per_user
+            .unwrap_or(DEFAULT_MAX_MEMORIES_PER_USER),
         queue_size,
         batch_size,
         embed_timeout: secs(

@@ -65,6 +65,7 @@ pub struct RawMemory {
     #[serde(alias = "memory_ttl_seconds")]
     pub ttl_seconds: Option<f64>,
     pub max_context_messages: Option<usize>,
+    pub max_memories_per_user: Option<u64>,
     pub queue_size: Option<usize>,
     pub batch_size: Option<usize>,
     pub embed_timeout_seconds: Option<f64>,

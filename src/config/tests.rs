@@ -665,3 +665,13 @@ fn supermemory_backend_takes_its_key_and_url_from_the_environment() {
         "https://api.supermemory.ai"
     );
 }
+
+#[test]
+fn the_memory_quota_defaults_to_a_million_and_can_be_set_or_lifted() {
+    let c = load_str("model_list: []\n").unwrap();
+    assert_eq!(c.memory.max_memories_per_user, 1_000_000);
+    let c = load_str("model_list: []\nmemory: {max_memories_per_user: 5}\n").unwrap();
+    assert_eq!(c.memory.max_memories_per_user, 5);
+    let c = load_str("model_list: []\nmemory: {max_memories_per_user: 0}\n").unwrap();
+    assert_eq!(c.memory.max_memories_per_user, 0);
+}

@@ -9,6 +9,7 @@
 //! - [`text`]: the analyzer shared by indexing and querying (stop words, stemming).
 //! - [`retrieve`]: BM25, neighbour context, cosine, rank fusion, the [`Embedder`] trait.
 //! - [`queue`]: the bounded, batched write queue for captured exchanges.
+//! - [`quota`]: how many memories one user may keep.
 //! - [`inject`]: query strategies, injection strategies, marker stripping, capture,
 //!   session prepend.
 //!
@@ -57,6 +58,7 @@
 pub mod embed;
 pub mod inject;
 pub mod queue;
+pub mod quota;
 pub mod retrieve;
 pub mod scope;
 pub mod sqlite;
@@ -152,6 +154,7 @@ impl MemoryService {
                     session_ttl: settings.session_ttl,
                     session_max_messages: settings.max_context_messages,
                     clock,
+                    max_memories_per_user: settings.max_memories_per_user,
                 },
             )?),
             MemoryBackend::Postgres | MemoryBackend::Supermemory => {

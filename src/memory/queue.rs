@@ -331,6 +331,7 @@ mod tests {
                     session_ttl: Duration::ZERO,
                     session_max_messages: 10,
                     clock: Arc::new(SystemClock),
+                    max_memories_per_user: 0,
                 },
             )
             .unwrap(),

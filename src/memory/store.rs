@@ -36,6 +36,9 @@ pub enum StoreError {
     /// A remote store (Supermemory) is unreachable, slow, rate limiting or refusing us.
     #[error("memory store unavailable: {0}")]
     Unavailable(String),
+    /// The user already has as many memories as `memory.max_memories_per_user` allows.
+    #[error("{0}")]
+    Quota(String),
     /// The store has been shut down.
     #[error("memory store is shut down")]
     Closed,

@@ -135,6 +135,7 @@ impl ApiError {
             ApiError::Memory(StoreError::Invalid(_)) => StatusCode::BAD_REQUEST,
             ApiError::Memory(StoreError::Backend(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Memory(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Memory(StoreError::Quota(_)) => StatusCode::FORBIDDEN,
             ApiError::Memory(StoreError::Closed) | ApiError::MemoryDisabled => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -184,6 +185,9 @@ impl ApiError {
             }
             ApiError::Memory(StoreError::Invalid(_)) => {
                 ("invalid_request_error", Some("invalid_request"))
+            }
+            ApiError::Memory(StoreError::Quota(_)) => {
+                ("invalid_request_error", Some("memory_quota_exceeded"))
             }
             ApiError::Memory(_) => ("api_error", Some("memory_store_error")),
             ApiError::MemoryDisabled => ("api_error", Some("memory_disabled")),
@@ -239,6 +243,7 @@ impl ApiError {
             ApiError::MemoryNotFound { .. } | ApiError::Memory(StoreError::NotFound) => "not_found",
             ApiError::Memory(StoreError::Ambiguous(_)) => "ambiguous_session",
             ApiError::Memory(StoreError::Invalid(_)) => "bad_request",
+            ApiError::Memory(StoreError::Quota(_)) => "memory_quota",
             ApiError::Memory(_) => "memory_store",
             ApiError::MemoryDisabled => "memory_disabled",
             ApiError::ResponseNotFound { .. } => "response_not_found",

@@ -294,6 +294,7 @@ impl Storage {
                         session_ttl: settings.session_ttl,
                         session_max_messages: settings.max_context_messages,
                         clock,
+                        max_memories_per_user: settings.max_memories_per_user,
                     },
                 ))))
             }
@@ -313,6 +314,7 @@ impl Storage {
                         session_ttl: settings.session_ttl,
                         session_max_messages: settings.max_context_messages,
                         clock,
+                        max_memories_per_user: settings.max_memories_per_user,
                     },
                 )?;
                 tracing::info!(base_url = %sm.base_url, "long-term memory is kept in Supermemory");

@@ -47,6 +47,8 @@ pub struct SqliteOptions {
     /// Messages kept per session (the newest).
     pub session_max_messages: usize,
     pub clock: Arc<dyn Clock>,
+    /// Memories one user (all their scopes) may keep; 0: no limit.
+    pub max_memories_per_user: u64,
 }
 
 /// The embedded store (see the module docs). Cheap to clone.

@@ -17,6 +17,7 @@ fn open_with(dir: &Path, clock: Arc<ManualClock>) -> SqliteStore {
             session_ttl: Duration::from_secs(3600),
             session_max_messages: 4,
             clock,
+            max_memories_per_user: 0,
         },
     )
     .unwrap()

@@ -6,7 +6,9 @@ use tokio::sync::oneshot;
 
 use super::schema::rid_range;
 use super::{backend, Command, SqliteOptions};
+use crate::memory::quota;
 use crate::memory::retrieve::vector_to_bytes;
+use crate::memory::scope::parse_key;
 use crate::memory::store::{Memory, NewMemory, StoreError, WriteOp};
 use crate::memory::text::{content_hash, Analyzer};
 
@@ -68,6 +70,20 @@ fn has_content(tx: &Transaction<'_>, user_id: &str, hash: i64) -> Result<bool, S
         .map_err(backend)
 }
 
+/// The memories kept by the owner of the store key `user_id`, in all their scopes (their
+/// own and each project's `user#project`): one range of the users index.
+fn owner_count(tx: &Transaction<'_>, user_id: &str) -> Result<u64, StoreError> {
+    let (owner, _) = parse_key(user_id);
+    let (lo, hi) = quota::project_key_range(owner);
+    tx.prepare_cached(
+        "SELECT coalesce(sum(doc_count), 0) FROM users
+         WHERE user_id = ?1 OR (user_id >= ?2 AND user_id < ?3)",
+    )
+    .and_then(|mut s| s.query_row(params![owner, lo, hi], |r| r.get::<_, i64>(0)))
+    .map(|n| n.max(0) as u64)
+    .map_err(backend)
+}
+
 fn ensure_uid(tx: &Transaction<'_>, user_id: &str) -> Result<i64, StoreError> {
     if let Some(uid) = user_uid(tx, user_id)? {
         return Ok(uid);
@@ -121,10 +137,18 @@ impl Writer {
         let mut created = Vec::new();
         for op in ops {
             match op {
-                WriteOp::Memory(m) => created.push(self.insert_memory(tx, m)?),
+                WriteOp::Memory(m) => {
+                    let kept = owner_count(tx, &m.user_id)?;
+                    quota::check(self.opts.max_memories_per_user, &m.user_id, kept)?;
+                    created.push(self.insert_memory(tx, m)?)
+                }
                 WriteOp::Capture(m) => {
                     if !has_content(tx, &m.user_id, content_hash(&m.content))? {
-                        created.push(self.insert_memory(tx, m)?);
+                        let kept = owner_count(tx, &m.user_id)?;
+                        if quota::admits_capture(self.opts.max_memories_per_user, &m.user_id, kept)
+                        {
+                            created.push(self.insert_memory(tx, m)?);
+                        }
                     }
                 }
                 WriteOp::Turns {

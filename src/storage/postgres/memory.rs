@@ -21,7 +21,9 @@ use tokio_postgres::Row;
 
 use super::memory_read::{self, VectorCache};
 use super::{Pg, PgError};
+use crate::memory::quota;
 use crate::memory::retrieve::vector_to_bytes;
+use crate::memory::scope::parse_key;
 use crate::memory::store::{
     BoxFuture, Memory, MemoryStore, NewMemory, Page, ScoredMemory, SearchQuery, Session,
     SessionInfo, SessionMessage, StoreError, WriteOp,
@@ -62,6 +64,8 @@ pub struct Options {
     /// Messages kept per session (the newest).
     pub session_max_messages: usize,
     pub clock: Arc<dyn Clock>,
+    /// Memories one user (all their scopes) may keep; 0: no limit.
+    pub max_memories_per_user: u64,
 }
 
 /// The PostgreSQL memory store (see the module docs). Cheap to clone.
@@ -220,6 +224,21 @@ pub(crate) async fn insert_memory(
     Ok(Some((uid, seq)))
 }
 
+/// The memories kept by the owner of the store key `user_id`, in all their scopes (their
+/// own and each project's `user#project`). `COLLATE "C"` makes the range bytewise.
+async fn owner_count(tx: &Transaction<'_>, user_id: &str) -> Result<u64, StoreError> {
+    let (owner, _) = parse_key(user_id);
+    let (lo, hi) = quota::project_key_range(owner);
+    let row = tx
+        .cone(
+            "SELECT coalesce(sum(doc_count), 0)::bigint FROM memproxy_memory_users
+             WHERE user_id = $1 OR (user_id COLLATE \"C\" >= $2 AND user_id COLLATE \"C\" < $3)",
+            &[&owner, &lo, &hi],
+        )
+        .await?;
+    Ok(row.get::<_, i64>(0).max(0) as u64)
+}
+
 async fn has_content(tx: &Transaction<'_>, user_id: &str, hash: i64) -> Result<bool, StoreError> {
     let Some(uid) = uid_in(tx, user_id).await? else {
         return Ok(false);
@@ -243,10 +262,18 @@ impl PgMemoryStore {
         let mut created = Vec::new();
         for op in ops {
             match op {
-                WriteOp::Memory(m) => created.push(self.new_memory(tx, &analyzer, m).await?),
+                WriteOp::Memory(m) => {
+                    let kept = owner_count(tx, &m.user_id).await?;
+                    quota::check(self.opts.max_memories_per_user, &m.user_id, kept)?;
+                    created.push(self.new_memory(tx, &analyzer, m).await?)
+                }
                 WriteOp::Capture(m) => {
                     if !has_content(tx, &m.user_id, content_hash(&m.content)).await? {
-                        created.push(self.new_memory(tx, &analyzer, m).await?);
+                        let kept = owner_count(tx, &m.user_id).await?;
+                        if quota::admits_capture(self.opts.max_memories_per_user, &m.user_id, kept)
+                        {
+                            created.push(self.new_memory(tx, &analyzer, m).await?);
+                        }
                     }
                 }
                 WriteOp::Turns {
