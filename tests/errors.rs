@@ -257,3 +257,95 @@ async fn unknown_paths_and_methods_get_openai_errors() {
     .await;
     assert_eq!(status, 405);
 }
+
+/// A config with one Anthropic deployment `claude` at the mock.
+fn anthropic_model(mock: &MockUpstream) -> String {
+    format!(
+        "model_list:\n  - model_name: claude\n    litellm_params: {{model: anthropic/claude-sonnet-4-5, api_base: {}, api_key: sk-ant}}\nrouter_settings: {{num_retries: 0}}\n",
+        mock.url()
+    )
+}
+
+fn raw(status: u16, content_type: &str, body: &str) -> Behavior {
+    Behavior::Raw {
+        status,
+        content_type: content_type.into(),
+        body: body.into(),
+    }
+}
+
+/// Malformed answers from upstream: a body that is not the provider's JSON is a 502 naming
+/// the upstream; a stream that turns malformed ends with the client's own error event
+/// (no `[DONE]`, no garbage passed on as if it were an answer); the proxy serves on.
+#[tokio::test]
+async fn malformed_upstream_answers_become_a_502_or_an_error_event() {
+    let mock = MockUpstream::start().await;
+    let proxy = start(&one_model(&mock)).await;
+
+    mock.push(raw(200, "text/html", "<html>a captive portal</html>"));
+    let resp = client()
+        .post(proxy.url("/v1/chat/completions"))
+        .json(&chat_body("gpt", "x"))
+        .send()
+        .await
+        .unwrap();
+    let (status, v) = error_of(resp).await;
+    assert_eq!(status, 502, "{v}");
+
+    let good = r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"Hel"},"finish_reason":null}]}"#;
+    mock.push(raw(
+        200,
+        "text/event-stream",
+        &format!("data: {good}\n\ndata: {{\"choices\": [{{\"delta\": \n\ndata: [DONE]\n\n"),
+    ));
+    let mut body = chat_body("gpt", "x");
+    body["stream"] = json!(true);
+    let resp = client()
+        .post(proxy.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    let events: Vec<&str> = text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .collect();
+    assert!(events[0].contains("Hel"), "{text}");
+    let last: Value = serde_json::from_str(events.last().unwrap()).expect(&text);
+    assert!(last["error"]["message"].is_string(), "{text}");
+    assert!(!events.contains(&"[DONE]"), "{text}");
+
+    let ok = client()
+        .post(proxy.url("/v1/chat/completions"))
+        .json(&chat_body("gpt", "again"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test]
+async fn a_malformed_anthropic_stream_ends_with_an_anthropic_error_event() {
+    let mock = MockUpstream::start().await;
+    let proxy = start(&anthropic_model(&mock)).await;
+    let start_ev = r#"{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[],"stop_reason":null,"usage":{"input_tokens":3,"output_tokens":0}}}"#;
+    mock.push(raw(
+        200,
+        "text/event-stream",
+        &format!("event: message_start\ndata: {start_ev}\n\nevent: content_block_start\ndata: {{\"type\": \"content_block_start\", \"index\": 0, \"content_block\": \n\n"),
+    ));
+    let resp = client()
+        .post(proxy.url("/v1/messages"))
+        .json(&json!({"model": "claude", "max_tokens": 50, "stream": true,
+                      "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("message_start"), "{text}");
+    assert!(text.contains("event: error"), "{text}");
+    assert!(!text.contains("message_stop"), "{text}");
+}

@@ -109,10 +109,21 @@ pub fn respond(
                 } else {
                     protocol::decode_meta(format, &body)
                 };
-                let completion = decoded.unwrap_or_else(|e| {
-                    tracing::warn!(request_id = %client.request_id, error = %e, "could not read the upstream answer");
-                    Completion::default()
-                });
+                let completion = match decoded {
+                    Ok(c) => c,
+                    // Not JSON at all (a proxy's HTML page, a truncated body): no client
+                    // could read it either.
+                    Err(e) if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() => {
+                        return Err(ApiError::from(RouteError::Provider(
+                            ProviderError::BadResponse(format!("the answer is not JSON ({})", e.0)),
+                        )));
+                    }
+                    // JSON of a shape memproxy does not know: the client's business.
+                    Err(e) => {
+                        tracing::warn!(request_id = %client.request_id, error = %e, "could not read the upstream answer");
+                        Completion::default()
+                    }
+                };
                 (body, completion)
             } else {
                 let completion = protocol::decode_completion(format, &body).map_err(|e| {
@@ -280,6 +291,20 @@ impl RelayState {
         self.irs.clear();
         let complete = match self.decoder.decode(&ev, &mut self.irs) {
             Ok(c) => c,
+            // Not JSON at all (a truncated or garbled event): the stream is broken, and
+            // passing it on would break the client's parser; end it with an error event.
+            Err(e)
+                if !ev.data.trim_ascii().is_empty()
+                    && serde_json::from_slice::<serde::de::IgnoredAny>(&ev.data).is_err() =>
+            {
+                tracing::warn!(request_id = %self.tracker.client.request_id, error = %e, "malformed stream event; the stream is ended");
+                let bad = ProviderError::BadResponse(format!(
+                    "an event of the stream is not JSON ({})",
+                    e.0
+                ));
+                self.on_failure(error_info(bad));
+                return;
+            }
             Err(e) => {
                 tracing::warn!(request_id = %self.tracker.client.request_id, error = %e, "undecodable stream event");
                 false

@@ -489,6 +489,11 @@ async fn handle(
             tokio::time::sleep(d).await;
             text_answer(&default_text, &prompt, stream)
         }
+        Some(Behavior::Raw {
+            status,
+            content_type,
+            body,
+        }) => crate::raw(status, &content_type, body),
         Some(Behavior::Hang) => {
             std::future::pending::<()>().await;
             unreachable!()

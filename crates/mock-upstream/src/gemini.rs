@@ -233,6 +233,11 @@ pub(crate) async fn answer_generate(
             tokio::time::sleep(d).await;
             answer(&model, &default_text, &prompt, stream)
         }
+        Some(Behavior::Raw {
+            status,
+            content_type,
+            body,
+        }) => crate::raw(status, &content_type, body),
         Some(Behavior::Hang) => {
             std::future::pending::<()>().await;
             unreachable!()

@@ -65,6 +65,12 @@ pub enum Behavior {
     /// Stream: send the chunk for `first`, wait for [`MockUpstream::release`], then break
     /// the connection.
     CutStream { first: String },
+    /// Answer with exactly these bytes (a malformed stream or body, whatever the endpoint).
+    Raw {
+        status: u16,
+        content_type: String,
+        body: String,
+    },
 }
 
 /// One tool call of a [`Behavior::ToolCalls`] answer; `arguments` is JSON text.
@@ -419,6 +425,15 @@ fn stream_frames(model: &str, text: &str, prompt: &str, include_usage: bool) -> 
     frames
 }
 
+/// A response of exactly `body`, whatever the endpoint's wire format ([`Behavior::Raw`]).
+pub(crate) fn raw(status: u16, content_type: &str, body: String) -> Response {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Body::from(body))
+        .unwrap()
+}
+
 pub(crate) fn sse(body: Body) -> Response {
     Response::builder()
         .header("content-type", "text/event-stream")
@@ -473,6 +488,11 @@ async fn chat(
             tokio::time::sleep(d).await;
             answer(&model, &default_text, &prompt, stream, include_usage)
         }
+        Some(Behavior::Raw {
+            status,
+            content_type,
+            body,
+        }) => raw(status, &content_type, body),
         Some(Behavior::Hang) => {
             std::future::pending::<()>().await;
             unreachable!()

@@ -190,6 +190,11 @@ async fn chat(
             tokio::time::sleep(d).await;
             answer(&model, &default_text, &prompt, streamed)
         }
+        Some(Behavior::Raw {
+            status,
+            content_type,
+            body,
+        }) => crate::raw(status, &content_type, body),
         Some(Behavior::Hang) => {
             std::future::pending::<()>().await;
             unreachable!()

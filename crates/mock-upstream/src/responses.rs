@@ -370,6 +370,11 @@ pub(crate) async fn create(
             tokio::time::sleep(d).await;
             text(&a, &default_text, stream)
         }
+        Some(Behavior::Raw {
+            status,
+            content_type,
+            body,
+        }) => crate::raw(status, &content_type, body),
         Some(Behavior::Hang) => {
             std::future::pending::<()>().await;
             unreachable!()
