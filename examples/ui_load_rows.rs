@@ -1,7 +1,8 @@
 //! Writes usage rows into a fresh analytics store, for `scripts/ui-load-bench.sh`:
 //! `cargo run --example ui_load_rows -- DATA_DIR ROWS`. Rows are spread over the last 30
 //! days across 6 clients, 4 models, 40 users (each with its own key; a user sends 80 % of
-//! requests from one client and uses two models most), with varied latencies, TTFT,
+//! requests from one client and uses two models most; two thirds of the requests name one
+//! of two projects), with varied latencies, TTFT,
 //! costs and a few errors; they go through the store's own batch write, so the rollups
 //! are maintained exactly as in service.
 
@@ -67,6 +68,7 @@ fn main() {
                     overhead_ms: 0.5,
                     status: if rng.u8(..100) < 2 { 502 } else { 200 },
                     attempts: 1,
+                    project: ["", "web", "api"][k % 3].into(),
                     ..Default::default()
                 }
             })
@@ -86,12 +88,14 @@ fn main() {
         ("24h", SeriesBy::Client),
         ("7d", SeriesBy::Model),
         ("30d", SeriesBy::Key),
+        ("30d", SeriesBy::Project),
     ] {
         let q = TimeseriesQuery {
             range: Range::parse(range).expect("range"),
             group_by: by,
             user_id: None,
             key_id: None,
+            project: None,
             now_ms: now,
         };
         let mut times: Vec<f64> = (0..5)

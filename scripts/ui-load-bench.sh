@@ -38,6 +38,7 @@ echo "rows: $ROWS ($(du -sh "$DIR/data/analytics.db" | cut -f1) analytics.db)"
 for path in /ui /ui/app.js /ui/charts.js /ui/style.css \
   "/v1/usage/timeseries?range=1h&group_by=client" "/v1/usage/timeseries?range=24h&group_by=client" \
   "/v1/usage/timeseries?range=7d&group_by=model" "/v1/usage/timeseries?range=30d&group_by=key" \
+  "/v1/usage/timeseries?range=30d&group_by=project" \
   "/v1/usage/requests?limit=25"; do
   ms=$(time_ms "$path")
   printf '%8s ms  %s\n' "$ms" "$path"

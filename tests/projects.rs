@@ -397,3 +397,127 @@ async fn a_key_bound_to_a_project_stays_in_it() {
     assert_eq!(r.status(), 200);
     assert!(last_upstream(&mock).contains("mercury"));
 }
+
+/// A request's usage row keeps its project and the memories injected into it;
+/// `GET /v1/usage/requests/{id}` says why each was injected and what it says now (deleted
+/// once deleted); usage groups and filters by project; a key bound to a project reads
+/// only that project's usage.
+#[tokio::test]
+async fn usage_rows_say_which_memories_were_injected_and_why() {
+    let mock = MockUpstream::start().await;
+    let proxy = start(&config(&mock, "project_then_user")).await;
+    let in_project = add_memory(
+        &proxy,
+        json!({"user_id": "alice", "project": "alpha", "content": "The alpha deploy uses the mercury cluster"}),
+    )
+    .await;
+    let user_level = add_memory(
+        &proxy,
+        json!({"user_id": "alice", "content": "Commit messages are written in the imperative mood"}),
+    )
+    .await;
+    mock.push(Behavior::Text("ok".into()));
+    let resp = client()
+        .post(proxy.url("/p/alpha/v1/chat/completions"))
+        .bearer_auth(MASTER)
+        .header("x-memory-user-id", "alice")
+        .header("x-request-id", "why-1")
+        .json(&chat_body("gpt", ASK))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let _ = resp.text().await;
+    assert_eq!(
+        chat_at(&proxy.url(""), "alice", "hello there", &[]).await,
+        200
+    );
+    proxy.state.analytics.flush().await;
+
+    let (status, detail) = api_get(&proxy, "/v1/usage/requests/why-1", MASTER).await;
+    assert_eq!(status, 200, "{detail}");
+    assert_eq!(detail["project"], "alpha");
+    assert_eq!(detail["memories_injected"], 2, "{detail}");
+    let injected = detail["injected"].as_array().unwrap();
+    assert_eq!(injected[0]["id"], in_project["id"]);
+    assert_eq!(injected[0]["position"], 1);
+    assert_eq!(injected[0]["scope"], "project");
+    assert_eq!(injected[0]["deleted"], false);
+    assert!(injected[0]["content"].as_str().unwrap().contains("mercury"));
+    let why = injected[0]["why"].as_str().unwrap();
+    assert!(why.contains("project alpha"), "{why}");
+    assert_eq!(injected[1]["id"], user_level["id"]);
+    assert_eq!(injected[1]["scope"], "user");
+    assert!(injected[1]["share"].as_f64().unwrap() <= 1.0);
+    assert!(injected[1]["why"]
+        .as_str()
+        .unwrap()
+        .contains("outside any project"));
+
+    // Deleted since: the row still names it, the detail says it is gone.
+    let id = in_project["id"].as_str().unwrap();
+    let resp = client()
+        .delete(proxy.url(&format!("/v1/memories/{id}?user_id=alice&project=alpha")))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let (_, detail) = api_get(&proxy, "/v1/usage/requests/why-1", MASTER).await;
+    assert_eq!(detail["injected"][0]["deleted"], true, "{detail}");
+    assert!(detail["injected"][0]["content"].is_null());
+    let (status, _) = api_get(&proxy, "/v1/usage/requests/no-such-request", MASTER).await;
+    assert_eq!(status, 404);
+
+    // By project: totals and filters.
+    let (_, usage) = api_get(&proxy, "/v1/usage?group_by=project", MASTER).await;
+    let groups: Vec<(String, u64)> = usage["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["group"].as_str().unwrap().into(),
+                g["requests"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(groups, [("".to_string(), 1), ("alpha".to_string(), 1)]);
+    let (_, rows) = api_get(&proxy, "/v1/usage/requests?project=alpha", MASTER).await;
+    assert_eq!(rows["data"].as_array().unwrap().len(), 1);
+    let (_, series) = api_get(
+        &proxy,
+        "/v1/usage/timeseries?range=1h&group_by=project",
+        MASTER,
+    )
+    .await;
+    let names: Vec<&str> = series["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["group"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"alpha"), "{series}");
+
+    // A key bound to alice's project beta sees none of alpha's usage.
+    let gen: Value = client()
+        .post(proxy.url("/key/generate"))
+        .bearer_auth(MASTER)
+        .json(&json!({"user_id": "alice", "project": "beta"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = gen["key"].as_str().unwrap();
+    let (status, rows) = api_get(&proxy, "/v1/usage/requests", key).await;
+    assert_eq!(status, 200);
+    assert_eq!(rows["data"].as_array().unwrap().len(), 0, "{rows}");
+    let (status, _) = api_get(&proxy, "/v1/usage/requests/why-1", key).await;
+    assert_eq!(status, 404);
+    let (status, _) = api_get(&proxy, "/v1/usage/requests?project=alpha", key).await;
+    assert_eq!(status, 403);
+    let (status, _) = api_get(&proxy, "/v1/usage/timeseries?range=1h&project=alpha", key).await;
+    assert_eq!(status, 403);
+}

@@ -392,6 +392,11 @@ fn usage_rows(now: i64) -> Vec<memproxy::analytics::Record> {
             total_ms: 3.0 + (i * 37 % 900) as f64,
             ttft_ms: (i % 2 == 0).then_some(2.5 + (i % 50) as f64),
             status: if i % 25 == 0 { 500 } else { 200 },
+            project: if i % 5 == 0 {
+                "alpha".into()
+            } else {
+                String::new()
+            },
             ..Default::default()
         })
         .collect()
@@ -401,16 +406,19 @@ fn all_ranges(now: i64) -> Vec<memproxy::analytics::rollup::TimeseriesQuery> {
     use memproxy::analytics::rollup::{Range, SeriesBy, TimeseriesQuery};
     let mut qs = Vec::new();
     for range in ["1h", "6h", "24h", "7d", "30d"] {
-        for (group_by, user_id, key_id) in [
-            (SeriesBy::Model, None, None),
-            (SeriesBy::Client, Some("u1".to_string()), None),
-            (SeriesBy::User, None, Some("k1".to_string())),
+        for (group_by, user_id, key_id, project) in [
+            (SeriesBy::Model, None, None, None),
+            (SeriesBy::Client, Some("u1".to_string()), None, None),
+            (SeriesBy::User, None, Some("k1".to_string()), None),
+            (SeriesBy::Project, None, None, None),
+            (SeriesBy::Model, None, None, Some("alpha".to_string())),
         ] {
             qs.push(TimeseriesQuery {
                 range: Range::parse(range).unwrap(),
                 group_by,
                 user_id,
                 key_id,
+                project,
                 now_ms: now,
             });
         }
@@ -443,9 +451,18 @@ async fn rollups_agree_across_stores_and_are_backfilled_on_upgrade() {
             .iter()
             .map(|q| lite.timeseries(q).unwrap())
             .collect();
-        let week = &answers[9];
+        // Five queries per range: the 7-day answers are 15..20.
+        let week = &answers[15];
         assert_eq!(week.total.totals.requests, 300);
         assert_eq!(week.total.totals.errors, 12);
+        let by_project = &answers[18];
+        let alpha = by_project
+            .groups
+            .iter()
+            .find(|g| g.group == "alpha")
+            .unwrap();
+        assert_eq!(alpha.totals.requests, 60);
+        assert_eq!(answers[19].total.totals.requests, 60);
         assert!(answers[0].total.totals.requests > 0);
         for (q, want) in all_ranges(now).iter().zip(&answers) {
             assert_eq!(&pg.timeseries(q).unwrap(), want, "{q:?}");
@@ -477,7 +494,7 @@ async fn rollups_agree_across_stores_and_are_backfilled_on_upgrade() {
             client
                 .batch_execute(
                     "DROP TABLE memproxy_usage_minute, memproxy_usage_hour, memproxy_usage_day; \
-                     DELETE FROM memproxy_schema_migrations WHERE version = 3;",
+                     DELETE FROM memproxy_schema_migrations WHERE version >= 3;",
                 )
                 .await
                 .unwrap();

@@ -1,5 +1,6 @@
 //! Usage rollups: the analytics writer folds every batch of rows into per-minute,
-//! per-hour and per-day aggregates (one row per bucket × user × client × model × key), each with
+//! per-hour and per-day aggregates (one row per bucket × user × client × model × key ×
+//! project), each with
 //! latency and TTFT histograms, so that `GET /v1/usage/timeseries` reads a few thousand
 //! aggregates instead of scanning millions of request rows. Both stores (SQLite and
 //! PostgreSQL) keep the same tables and use the helpers here.
@@ -115,6 +116,8 @@ pub struct RollupKey {
     pub model: String,
     /// The virtual key's hash, `""` for the master key / open mode.
     pub key_id: String,
+    /// The request's project, `""` for none.
+    pub project: String,
 }
 
 /// The totals of one rollup row.
@@ -169,6 +172,7 @@ pub fn fold(rows: &[Record], width: i64) -> HashMap<RollupKey, RollupValue> {
             client: r.client.clone(),
             model: r.model.clone(),
             key_id: r.key_id.clone().unwrap_or_default(),
+            project: r.project.clone(),
         };
         out.entry(key).or_default().add(r);
     }
@@ -223,6 +227,7 @@ pub enum SeriesBy {
     Model,
     Key,
     User,
+    Project,
 }
 
 impl SeriesBy {
@@ -233,6 +238,7 @@ impl SeriesBy {
             "model" => Self::Model,
             "key" | "api_key" => Self::Key,
             "user" | "user_id" => Self::User,
+            "project" => Self::Project,
             _ => return None,
         })
     }
@@ -245,6 +251,7 @@ impl SeriesBy {
             Self::Model => "model",
             Self::Key => "key_id",
             Self::User => "user_id",
+            Self::Project => "project",
         }
     }
 }
@@ -258,6 +265,8 @@ pub struct TimeseriesQuery {
     pub user_id: Option<String>,
     /// Only this key's rows (an unbound virtual key's scope).
     pub key_id: Option<String>,
+    /// Only this project's rows (a project-bound key's scope, or a filter).
+    pub project: Option<String>,
     /// The end of the range, Unix ms (now).
     pub now_ms: i64,
 }
@@ -398,6 +407,7 @@ mod tests {
             group_by: SeriesBy::Model,
             user_id: None,
             key_id: None,
+            project: None,
             now_ms: now,
         };
         let rec = |model: &str, ts_ms: i64| Record {

@@ -92,13 +92,37 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.commit()?;
     }
     // Numbered steps after the list (kept apart so that steps added on other branches
-    // merge cleanly): 3, the usage rollups, filled from the rows already stored.
-    if applied < 3 {
+    // merge cleanly): 3 made the usage rollups; 4 adds each row's project and injected
+    // memories and remakes the rollups with the project as a dimension, filled from the
+    // rows already stored (a file at version 2 goes straight to 4).
+    if (applied as i64) < SCHEMA_VERSION {
         let tx = conn.transaction()?;
-        tx.execute_batch(super::sqlite_rollup::SCHEMA_V3)?;
+        if tx.prepare("SELECT project FROM requests LIMIT 0").is_err() {
+            tx.execute_batch(
+                "ALTER TABLE requests ADD COLUMN project TEXT NOT NULL DEFAULT '';
+                 ALTER TABLE requests ADD COLUMN injected TEXT;",
+            )?;
+        }
+        tx.execute_batch(super::sqlite_rollup::SCHEMA)?;
         super::sqlite_rollup::backfill(&tx)?;
-        tx.pragma_update(None, "user_version", 3i64)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
+    }
+    Ok(())
+}
+
+/// The schema version of `analytics.db` this build writes; a newer file is refused.
+pub const SCHEMA_VERSION: i64 = 4;
+
+/// Refuses a file written by a newer memproxy (its schema version is past ours).
+fn refuse_newer(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::Database(format!(
+            "{} has schema version {found}, newer than this build's {SCHEMA_VERSION} (a newer \
+             memproxy wrote it); upgrade memproxy or point data_dir elsewhere",
+            path.display()
+        )));
     }
     Ok(())
 }
@@ -123,6 +147,7 @@ impl SqliteStore {
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        refuse_newer(&conn, &path)?;
         conn.execute_batch(SCHEMA)?;
         migrate(&mut conn)?;
         Ok(Self { conn })
@@ -133,7 +158,7 @@ pub(crate) const RECORD_COLUMNS: &str =
     "ts_ms, request_id, user_id, key_id, key_alias, endpoint, model, \
     deployment, upstream_model, provider, stream, tokens_in, tokens_out, tokens_cached, \
     tokens_reasoning, cost_usd, total_ms, ttft_ms, upstream_ms, overhead_ms, status, error_type, \
-    memories_injected, tool_rounds, attempts, client";
+    memories_injected, tool_rounds, attempts, client, project, injected";
 
 pub(crate) fn record_from_row(r: &Row<'_>, at: usize) -> rusqlite::Result<Record> {
     let u = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(at + i)?.max(0) as u64) };
@@ -164,6 +189,8 @@ pub(crate) fn record_from_row(r: &Row<'_>, at: usize) -> rusqlite::Result<Record
         tool_rounds: r.get(at + 23)?,
         attempts: r.get(at + 24)?,
         client: r.get(at + 25)?,
+        project: r.get(at + 26)?,
+        injected: super::store::injected_from_json(r.get(at + 27)?),
     })
 }
 
@@ -186,7 +213,7 @@ impl AnalyticsStore for SqliteStore {
         {
             let mut stmt = tx.prepare_cached(&format!(
                 "INSERT INTO requests ({RECORD_COLUMNS}) VALUES \
-                 (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26)"
+                 (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27,?28)"
             ))?;
             for r in rows {
                 stmt.execute(params![
@@ -216,6 +243,8 @@ impl AnalyticsStore for SqliteStore {
                     r.tool_rounds,
                     r.attempts,
                     r.client,
+                    r.project,
+                    super::store::injected_to_json(&r.injected),
                 ])?;
                 if let (Some(k), Some(c)) = (&r.key_id, r.cost_usd) {
                     *spend.entry(k.as_str()).or_default() += c;
@@ -239,6 +268,7 @@ impl AnalyticsStore for SqliteStore {
             GroupBy::Key => "COALESCE(key_id, '(master)')",
             GroupBy::Day => "date(ts_ms / 1000, 'unixepoch')",
             GroupBy::Client => "client",
+            GroupBy::Project => "project",
         };
         let mut clauses = Vec::new();
         let mut args = Vec::new();
@@ -296,6 +326,7 @@ impl AnalyticsStore for SqliteStore {
         text("model", &q.model, &mut clauses);
         text("key_id", &q.key_id, &mut clauses);
         text("request_id", &q.request_id, &mut clauses);
+        text("project", &q.project, &mut clauses);
         for (col, op, v) in [
             ("ts_ms", ">=", q.from_ms),
             ("ts_ms", "<", q.to_ms),
@@ -582,7 +613,70 @@ mod tests {
             .conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 3);
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn rows_keep_their_project_and_injected_memories() {
+        use super::super::store::Injected;
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SqliteStore::open(dir.path()).unwrap();
+        let mut a = row("u", "m", 1, 1.0, 0.1);
+        a.project = "web".into();
+        a.injected = vec![Injected {
+            id: "mem-1".into(),
+            position: 1,
+            scope: "project".into(),
+            score: 0.8,
+            share: 1.0,
+            age_s: 42,
+            truncated: true,
+        }];
+        a.memories_injected = 1;
+        let b = row("u", "m", 2, 1.0, 0.1);
+        s.insert_records(&[a.clone(), b]).unwrap();
+        let web = s
+            .requests(&RequestsQuery {
+                project: Some("web".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(web.len(), 1);
+        assert_eq!(web[0].record, a);
+        let none = s
+            .requests(&RequestsQuery {
+                project: Some(String::new()),
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(none.len(), 1);
+        assert!(none[0].record.injected.is_empty());
+        let groups = s
+            .usage(&UsageQuery {
+                group_by: GroupBy::Project,
+                from_ms: None,
+                to_ms: None,
+            })
+            .unwrap();
+        let groups: Vec<_> = groups
+            .iter()
+            .map(|g| (g.group.as_str(), g.requests))
+            .collect();
+        assert_eq!(groups, [("", 1), ("web", 1)]);
+    }
+
+    #[test]
+    fn a_file_of_a_newer_memproxy_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(SqliteStore::open(dir.path()).unwrap());
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(conn);
+        let err = SqliteStore::open(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("newer than this build"), "{err}");
     }
 
     #[test]

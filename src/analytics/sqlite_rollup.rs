@@ -10,15 +10,19 @@ use super::rollup::{
 };
 use super::store::{Record, StoreError};
 
-/// Schema version 3 of `analytics.db`: the rollup tables (filled from existing rows by
-/// [`backfill`]).
-pub const SCHEMA_V3: &str = "
-CREATE TABLE IF NOT EXISTS usage_minute (
+/// The rollup tables as of schema version 4 (the project is a dimension), made afresh
+/// (the tables of version 3 dropped) and then filled from the rows by [`backfill`].
+pub const SCHEMA: &str = "
+DROP TABLE IF EXISTS usage_minute;
+DROP TABLE IF EXISTS usage_hour;
+DROP TABLE IF EXISTS usage_day;
+CREATE TABLE usage_minute (
     bucket_ms INTEGER NOT NULL,
     user_id TEXT NOT NULL,
     client TEXT NOT NULL,
     model TEXT NOT NULL,
     key_id TEXT NOT NULL,
+    project TEXT NOT NULL,
     requests INTEGER NOT NULL,
     tokens_in INTEGER NOT NULL,
     tokens_out INTEGER NOT NULL,
@@ -26,14 +30,15 @@ CREATE TABLE IF NOT EXISTS usage_minute (
     errors INTEGER NOT NULL,
     latency BLOB NOT NULL,
     ttft BLOB NOT NULL,
-    PRIMARY KEY (bucket_ms, user_id, client, model, key_id)
+    PRIMARY KEY (bucket_ms, user_id, client, model, key_id, project)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS usage_hour (
+CREATE TABLE usage_hour (
     bucket_ms INTEGER NOT NULL,
     user_id TEXT NOT NULL,
     client TEXT NOT NULL,
     model TEXT NOT NULL,
     key_id TEXT NOT NULL,
+    project TEXT NOT NULL,
     requests INTEGER NOT NULL,
     tokens_in INTEGER NOT NULL,
     tokens_out INTEGER NOT NULL,
@@ -41,14 +46,15 @@ CREATE TABLE IF NOT EXISTS usage_hour (
     errors INTEGER NOT NULL,
     latency BLOB NOT NULL,
     ttft BLOB NOT NULL,
-    PRIMARY KEY (bucket_ms, user_id, client, model, key_id)
+    PRIMARY KEY (bucket_ms, user_id, client, model, key_id, project)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS usage_day (
+CREATE TABLE usage_day (
     bucket_ms INTEGER NOT NULL,
     user_id TEXT NOT NULL,
     client TEXT NOT NULL,
     model TEXT NOT NULL,
     key_id TEXT NOT NULL,
+    project TEXT NOT NULL,
     requests INTEGER NOT NULL,
     tokens_in INTEGER NOT NULL,
     tokens_out INTEGER NOT NULL,
@@ -56,7 +62,7 @@ CREATE TABLE IF NOT EXISTS usage_day (
     errors INTEGER NOT NULL,
     latency BLOB NOT NULL,
     ttft BLOB NOT NULL,
-    PRIMARY KEY (bucket_ms, user_id, client, model, key_id)
+    PRIMARY KEY (bucket_ms, user_id, client, model, key_id, project)
 ) WITHOUT ROWID;
 ";
 
@@ -80,17 +86,25 @@ pub fn add(conn: &Connection, rows: &[Record]) -> Result<(), StoreError> {
         let folded = rollup::fold(rows, width);
         let mut read = conn.prepare_cached(&format!(
             "SELECT requests, tokens_in, tokens_out, cost_usd, errors, latency, ttft FROM {table} \
-             WHERE bucket_ms = ?1 AND user_id = ?2 AND client = ?3 AND model = ?4 AND key_id = ?5"
+             WHERE bucket_ms = ?1 AND user_id = ?2 AND client = ?3 AND model = ?4 AND key_id = ?5 \
+             AND project = ?6"
         ))?;
         let mut write = conn.prepare_cached(&format!(
-            "INSERT OR REPLACE INTO {table} (bucket_ms, user_id, client, model, key_id, requests, \
-             tokens_in, tokens_out, cost_usd, errors, latency, ttft) \
-             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)"
+            "INSERT OR REPLACE INTO {table} (bucket_ms, user_id, client, model, key_id, project, \
+             requests, tokens_in, tokens_out, cost_usd, errors, latency, ttft) \
+             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"
         ))?;
         for (k, mut v) in folded {
             let old = read
                 .query_row(
-                    params![k.bucket_ms, k.user_id, k.client, k.model, k.key_id],
+                    params![
+                        k.bucket_ms,
+                        k.user_id,
+                        k.client,
+                        k.model,
+                        k.key_id,
+                        k.project
+                    ],
                     value_at(0),
                 )
                 .optional()?;
@@ -114,6 +128,7 @@ fn write_row(
         k.client,
         k.model,
         k.key_id,
+        k.project,
         v.requests,
         v.tokens_in,
         v.tokens_out,
@@ -140,7 +155,7 @@ fn value_at(at: usize) -> impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<Rollup
     }
 }
 
-/// Fills the rollups from the request rows already stored (migration to version 3),
+/// Fills the rollups from the request rows already stored (migration to version 4),
 /// reading them in pages.
 pub fn backfill(conn: &Connection) -> Result<(), StoreError> {
     let mut after = 0i64;
@@ -171,11 +186,12 @@ pub fn timeseries(conn: &Connection, q: &TimeseriesQuery) -> Result<Timeseries, 
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {col}, bucket_ms, requests, tokens_in, tokens_out, cost_usd, errors, latency, \
          ttft FROM {table} WHERE bucket_ms >= ?1 AND bucket_ms < ?2 \
-         AND (?3 IS NULL OR user_id = ?3) AND (?4 IS NULL OR key_id = ?4)"
+         AND (?3 IS NULL OR user_id = ?3) AND (?4 IS NULL OR key_id = ?4) \
+         AND (?5 IS NULL OR project = ?5)"
     ))?;
     let read = value_at(2);
     let rows = stmt
-        .query_map(params![from, to, q.user_id, q.key_id], |r| {
+        .query_map(params![from, to, q.user_id, q.key_id, q.project], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, read(r)?))
         })?
         .collect::<Result<Vec<_>, _>>()?;

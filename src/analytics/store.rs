@@ -4,7 +4,7 @@
 //! store's own thread (see `writer`), never on an async worker. Virtual keys live in the
 //! same database but behind their own trait, [`crate::keys::KeyStore`].
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One model request, as written to the databank.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -53,6 +53,46 @@ pub struct Record {
     pub tool_rounds: u32,
     /// Upstream calls made, retries and fallbacks included.
     pub attempts: u32,
+    /// The project the request worked in (key binding, `/p/<project>` or
+    /// `x-memory-project`); empty when none.
+    pub project: String,
+    /// The memories injected into the request, in the order they were placed (empty in
+    /// rows written before the column existed, which keep only `memories_injected`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub injected: Vec<Injected>,
+}
+
+/// One memory injected into a request, and why: where it ranked, in which scope group,
+/// with what score.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Injected {
+    /// The memory's id (it may have been edited or deleted since).
+    pub id: String,
+    /// 1-based position in the injected block.
+    pub position: u32,
+    /// `project` (the request's project's memories) or `user` (its user's memories
+    /// outside any project).
+    pub scope: String,
+    /// The retrieval's fused score (comparable within one request only).
+    pub score: f64,
+    /// The score as a share of the best score of the request (1.0 for the best).
+    pub share: f64,
+    /// How old the memory was when it was injected, seconds.
+    pub age_s: i64,
+    /// Its text was cut to fit the block's `max_context_length`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+/// The `injected` column: a JSON array, or none.
+pub fn injected_to_json(list: &[Injected]) -> Option<String> {
+    (!list.is_empty()).then(|| serde_json::to_string(list).unwrap_or_default())
+}
+
+/// Reads the `injected` column (a bad value reads as nothing).
+pub fn injected_from_json(s: Option<String>) -> Vec<Injected> {
+    s.and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default()
 }
 
 /// A stored row as the query API returns it.
@@ -76,6 +116,7 @@ pub enum GroupBy {
     Key,
     Day,
     Client,
+    Project,
 }
 
 /// `GET /v1/usage`.
@@ -114,6 +155,8 @@ pub struct RequestsQuery {
     pub model: Option<String>,
     pub key_id: Option<String>,
     pub request_id: Option<String>,
+    /// Rows of this project (`""`: rows with none).
+    pub project: Option<String>,
     pub from_ms: Option<i64>,
     pub to_ms: Option<i64>,
     pub limit: usize,

@@ -157,23 +157,34 @@ fn sanitize(text: &str) -> String {
 /// `max_chars` characters of memory text (the last one cut if needed). `None` when
 /// there is nothing to inject.
 pub fn render(hits: &[ScoredMemory], max_results: usize, max_chars: usize) -> Option<String> {
-    render_groups(&[(None, hits)], max_results, max_chars)
+    render_groups(&[(None, hits)], max_results, max_chars, &mut Vec::new())
+}
+
+/// A memory placed in a rendered block: its group, its index in the group, and whether
+/// its text was cut to fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placed {
+    pub group: usize,
+    pub index: usize,
+    pub truncated: bool,
 }
 
 /// [`render`] for memories of several scopes, in order (a project's, then its user's):
 /// each group that contributes memories is introduced by its label, and `max_results`
-/// and `max_chars` hold for the block as a whole.
+/// and `max_chars` hold for the block as a whole. Each memory placed is pushed to
+/// `placed`, in order.
 pub fn render_groups(
     groups: &[(Option<&str>, &[ScoredMemory])],
     max_results: usize,
     max_chars: usize,
+    placed: &mut Vec<Placed>,
 ) -> Option<String> {
     let mut body = String::new();
     let mut used = 0usize;
     let mut taken = 0usize;
-    'groups: for (label, hits) in groups {
+    'groups: for (group, (label, hits)) in groups.iter().enumerate() {
         let mut labelled = false;
-        for hit in hits.iter() {
+        for (index, hit) in hits.iter().enumerate() {
             if taken == max_results {
                 break 'groups;
             }
@@ -194,10 +205,20 @@ pub fn render_groups(
                 body.push('\n');
                 used += len;
                 taken += 1;
+                placed.push(Placed {
+                    group,
+                    index,
+                    truncated: false,
+                });
             } else {
                 if room > 20 {
                     body.extend(item.chars().take(room - 1));
                     body.push_str("…\n");
+                    placed.push(Placed {
+                        group,
+                        index,
+                        truncated: true,
+                    });
                 }
                 break 'groups;
             }

@@ -15,6 +15,7 @@ use super::middleware::RequestCtx;
 use super::respond::Exchange;
 use super::AppState;
 use crate::analytics::pricing::{self, Price};
+use crate::analytics::store::Injected;
 use crate::analytics::Record;
 use crate::config::{DeploymentConfig, ProviderKind};
 use crate::keys::VirtualKey;
@@ -115,6 +116,7 @@ impl Accounting {
                 client: ctx.client.clone().into_owned(),
                 key_id: key.as_ref().map(|k| k.row.hash.clone()),
                 key_alias: key.as_ref().and_then(|k| k.row.alias.clone()),
+                project: ctx.project.clone().unwrap_or_default(),
                 endpoint: endpoint_name(format).to_string(),
                 model: model.to_string(),
                 stream,
@@ -141,9 +143,10 @@ impl Accounting {
         self.charge = Some(charge);
     }
 
-    /// Sets how many memories were injected (memory retrieval).
-    pub fn memories_injected(&mut self, n: u32) {
-        self.record.memories_injected = n;
+    /// Records the memories injected (memory retrieval).
+    pub fn memories_injected(&mut self, list: Vec<Injected>) {
+        self.record.memories_injected = list.len() as u32;
+        self.record.injected = list;
     }
 
     /// Sets how many memory-tool rounds the proxy ran.
@@ -319,6 +322,7 @@ pub fn record_refused(state: &AppState, ctx: Option<&RequestCtx>, r: Refusal<'_>
         client: r.client.to_string(),
         key_id: key.map(|k| k.row.hash.clone()),
         key_alias: key.and_then(|k| k.row.alias.clone()),
+        project: ctx.and_then(|c| c.project.clone()).unwrap_or_default(),
         endpoint: r.endpoint.to_string(),
         model: r.model.unwrap_or_default().to_string(),
         total_ms: total,

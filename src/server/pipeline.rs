@@ -18,8 +18,10 @@ use super::error::ApiError;
 use super::middleware::RequestCtx;
 use super::respond::{respond, AnswerUsage, ClientSpec, Exchange};
 use super::AppState;
+use crate::analytics::store::Injected;
 use crate::config::ProjectScope;
 use crate::memory::inject;
+use crate::memory::store::ScoredMemory;
 use crate::memory::{CaptureMeta, MemoryService};
 use crate::protocol::chat::{BodyError, ChatBody, ChatMessage};
 use crate::providers::{CallContext, LlmRequest, Native, Reply};
@@ -60,7 +62,7 @@ pub async fn run(
     }
 
     let session_id = ctx.session_id.clone();
-    let recalled = match &state.memory {
+    let mut recalled = match &state.memory {
         Some(mem) => {
             let t = Instant::now();
             let r = recall(state, mem, ctx, session_id.as_deref(), &mut req).await;
@@ -72,7 +74,7 @@ pub async fn run(
         }
         None => Recalled::default(),
     };
-    acct.memories_injected(recalled.injected as u32);
+    acct.memories_injected(std::mem::take(&mut recalled.injected));
     let memory_skipped = recalled.skipped;
     let call = CallContext {
         user_id: &ctx.identity.user_id,
@@ -169,8 +171,8 @@ struct Recalled {
     /// The client's own messages (before history and memories were added), kept for
     /// capture when capture is on.
     original: Option<Vec<ChatMessage>>,
-    /// Memories injected into the request.
-    injected: usize,
+    /// Memories injected into the request, in order, with their scores.
+    injected: Vec<Injected>,
     /// The store did not answer (down, or slower than [`RETRIEVAL_GRACE`], plus the
     /// embedding timeout with an embedding model): the request goes on without memories
     /// (`x-memproxy-memory: skipped`, `memproxy_memory_retrieval_skipped_total`).
@@ -214,7 +216,7 @@ async fn recall(
     let mut messages = inject::messages_of(&req.chat)?;
     let mut out = Recalled {
         original: capture.then(|| messages.clone()),
-        injected: 0,
+        injected: Vec::new(),
         skipped: false,
     };
     // Reading the store takes milliseconds; a query embedding may take up to its timeout.
@@ -279,11 +281,16 @@ async fn recall(
                 .zip(labels.iter())
                 .map(|(hits, label)| (label.as_deref(), hits.as_slice()))
                 .collect();
-            block = inject::render_groups(&labelled, cfg.max_results, cfg.max_context_length);
+            let mut placed = Vec::new();
+            block = inject::render_groups(
+                &labelled,
+                cfg.max_results,
+                cfg.max_context_length,
+                &mut placed,
+            );
             if let Some(b) = &block {
                 inject::inject(&mut messages, b, cfg.injection_strategy);
-                let found: usize = groups.iter().map(Vec::len).sum();
-                out.injected = found.min(cfg.max_results);
+                out.injected = injected(&groups, &placed, scope.project.is_some(), ctx.arrived_ms);
             }
         }
     }
@@ -318,10 +325,45 @@ async fn recall(
     tracing::debug!(
         request_id = %ctx.request_id,
         history = history.len(),
-        memories = out.injected,
+        memories = out.injected.len(),
         "memory applied"
     );
     Ok(out)
+}
+
+/// The analytics record of the memories placed in a request's block: position, scope
+/// group, score and its share of the best score, age.
+fn injected(
+    groups: &[Vec<ScoredMemory>],
+    placed: &[inject::Placed],
+    with_project: bool,
+    now_ms: i64,
+) -> Vec<Injected> {
+    let best = placed
+        .iter()
+        .map(|p| groups[p.group][p.index].score)
+        .fold(f64::MIN, f64::max);
+    placed
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let hit = &groups[p.group][p.index];
+            Injected {
+                id: hit.memory.id.clone(),
+                position: i as u32 + 1,
+                scope: if with_project && p.group == 0 {
+                    "project"
+                } else {
+                    "user"
+                }
+                .to_string(),
+                score: hit.score,
+                share: if best > 0.0 { hit.score / best } else { 1.0 },
+                age_s: (now_ms - hit.memory.created_at_ms).max(0) / 1000,
+                truncated: p.truncated,
+            }
+        })
+        .collect()
 }
 
 /// The labels of the injected groups of a request with a project: its memories, then

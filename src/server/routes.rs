@@ -72,6 +72,10 @@ fn routes(state: Arc<AppState>) -> Router {
         .route("/metrics", get(admin::metrics))
         .route("/v1/usage", get(usage_api::usage))
         .route("/v1/usage/requests", get(usage_api::requests))
+        .route(
+            "/v1/usage/requests/{request_id}",
+            get(usage_api::request_detail),
+        )
         .route("/v1/usage/timeseries", get(usage_api::timeseries))
         .route("/v1/feedback", post(usage_api::feedback))
         .route("/key/generate", post(keys_api::generate))

@@ -458,17 +458,18 @@ fn count_before(db: &Connection, sql: &str, after: i64) -> Result<u64, CopyError
         .map_err(src)
 }
 
-/// The usage-row statement of the copy: [`Columns`]' 26 arrays and the feedback.
+/// The usage-row statement of the copy: [`Columns`]' 28 arrays and the feedback.
 const COPY_REQUESTS: &str = "INSERT INTO memproxy_requests (ts_ms, request_id, user_id, key_id, \
     key_alias, endpoint, model, deployment, upstream_model, provider, stream, tokens_in, \
     tokens_out, tokens_cached, tokens_reasoning, cost_usd, total_ms, ttft_ms, upstream_ms, \
-    overhead_ms, status, error_type, memories_injected, tool_rounds, attempts, client, \
-    feedback_score, feedback_comment, feedback_ts_ms) \
+    overhead_ms, status, error_type, memories_injected, tool_rounds, attempts, client, project, \
+    injected, feedback_score, feedback_comment, feedback_ts_ms) \
     SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], \
     $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bool[], $12::int8[], \
     $13::int8[], $14::int8[], $15::int8[], $16::float8[], $17::float8[], $18::float8[], \
     $19::float8[], $20::float8[], $21::int4[], $22::text[], $23::int4[], $24::int4[], \
-    $25::int4[], $26::text[], $27::float8[], $28::text[], $29::int8[])";
+    $25::int4[], $26::text[], $27::text[], $28::text[], $29::float8[], $30::text[], \
+    $31::int8[])";
 
 /// Copies the embedded install in `dir` into the database at `to` (migrating its schema
 /// first), reporting progress; returns the count check of every kind.

@@ -25,18 +25,19 @@ use crate::analytics::timefmt;
 const RECORD_COLUMNS: &str = "ts_ms, request_id, user_id, key_id, key_alias, endpoint, model, \
     deployment, upstream_model, provider, stream, tokens_in, tokens_out, tokens_cached, \
     tokens_reasoning, cost_usd, total_ms, ttft_ms, upstream_ms, overhead_ms, status, error_type, \
-    memories_injected, tool_rounds, attempts, client";
+    memories_injected, tool_rounds, attempts, client, project, injected";
 
 /// One statement for any number of rows: each column is one array parameter.
 const INSERT: &str = "INSERT INTO memproxy_requests (ts_ms, request_id, user_id, key_id, \
     key_alias, endpoint, model, deployment, upstream_model, provider, stream, tokens_in, \
     tokens_out, tokens_cached, tokens_reasoning, cost_usd, total_ms, ttft_ms, upstream_ms, \
-    overhead_ms, status, error_type, memories_injected, tool_rounds, attempts, client) \
+    overhead_ms, status, error_type, memories_injected, tool_rounds, attempts, client, project, \
+    injected) \
     SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], \
     $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bool[], $12::int8[], \
     $13::int8[], $14::int8[], $15::int8[], $16::float8[], $17::float8[], $18::float8[], \
     $19::float8[], $20::float8[], $21::int4[], $22::text[], $23::int4[], $24::int4[], \
-    $25::int4[], $26::text[])";
+    $25::int4[], $26::text[], $27::text[], $28::text[])";
 
 const ADD_SPEND: &str = "UPDATE memproxy_keys k SET spend = k.spend + v.cost \
     FROM unnest($1::text[], $2::float8[]) AS v(hash, cost) WHERE k.hash = v.hash";
@@ -138,6 +139,8 @@ pub(crate) struct Columns {
     error_type: Vec<Option<String>>,
     small: [Vec<i32>; 3],
     client: Vec<String>,
+    project: Vec<String>,
+    injected: Vec<Option<String>>,
 }
 
 impl Columns {
@@ -156,6 +159,8 @@ impl Columns {
             error_type: vec![],
             small: Default::default(),
             client: Vec::with_capacity(rows.len()),
+            project: Vec::with_capacity(rows.len()),
+            injected: Vec::with_capacity(rows.len()),
         };
         for r in rows {
             c.ts.push(r.ts_ms);
@@ -195,6 +200,9 @@ impl Columns {
                 col.push(v.min(i32::MAX as u32) as i32);
             }
             c.client.push(r.client.clone());
+            c.project.push(r.project.clone());
+            c.injected
+                .push(crate::analytics::store::injected_to_json(&r.injected));
         }
         c
     }
@@ -228,6 +236,8 @@ impl Columns {
             &self.small[1],
             &self.small[2],
             &self.client,
+            &self.project,
+            &self.injected,
         ]
     }
 }
@@ -309,6 +319,8 @@ fn record_from_row(r: &Row, at: usize) -> Record {
         tool_rounds: small(23),
         attempts: small(24),
         client: r.get(at + 25),
+        project: r.get(at + 26),
+        injected: crate::analytics::store::injected_from_json(r.get(at + 27)),
     }
 }
 
@@ -357,6 +369,7 @@ impl AnalyticsStore for PgAnalytics {
             GroupBy::Model => "model",
             GroupBy::Key => "COALESCE(key_id, '(master)')",
             GroupBy::Client => "client",
+            GroupBy::Project => "project",
             GroupBy::Day => "to_char(to_timestamp(ts_ms / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
         };
         let (mut clauses, mut params): (Vec<String>, Vec<Param>) = (vec![], vec![]);
@@ -414,6 +427,7 @@ impl AnalyticsStore for PgAnalytics {
             ("key_id", &q.key_id),
             ("request_id", &q.request_id),
             ("client", &q.client),
+            ("project", &q.project),
         ] {
             if let Some(v) = v {
                 params.push(Box::new(v.clone()));

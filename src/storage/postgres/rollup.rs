@@ -48,7 +48,24 @@ fn bin_sql(col: &str) -> String {
     )
 }
 
-/// SQL filling both tables from the rows already stored (the migration to version 3).
+/// Schema version 4: the project as a rollup dimension (rows from before have none).
+pub const SCHEMA_V4: &str = "
+ALTER TABLE memproxy_requests ADD COLUMN IF NOT EXISTS project TEXT NOT NULL DEFAULT '';
+ALTER TABLE memproxy_requests ADD COLUMN IF NOT EXISTS injected TEXT;
+ALTER TABLE memproxy_usage_minute ADD COLUMN project TEXT NOT NULL DEFAULT '',
+    DROP CONSTRAINT memproxy_usage_minute_pkey,
+    ADD PRIMARY KEY (bucket_ms, user_id, client, model, key_id, project);
+ALTER TABLE memproxy_usage_hour ADD COLUMN project TEXT NOT NULL DEFAULT '',
+    DROP CONSTRAINT memproxy_usage_hour_pkey,
+    ADD PRIMARY KEY (bucket_ms, user_id, client, model, key_id, project);
+ALTER TABLE memproxy_usage_day ADD COLUMN project TEXT NOT NULL DEFAULT '',
+    DROP CONSTRAINT memproxy_usage_day_pkey,
+    ADD PRIMARY KEY (bucket_ms, user_id, client, model, key_id, project);
+TRUNCATE memproxy_usage_minute, memproxy_usage_hour, memproxy_usage_day;
+";
+
+/// SQL filling the tables afresh from the rows already stored (the migration to
+/// version 4, which made the project a dimension).
 pub fn backfill_sql() -> String {
     let mut sql = String::new();
     for (table, width) in TABLES {
@@ -60,12 +77,14 @@ pub fn backfill_sql() -> String {
         };
         let _ = writeln!(
             sql,
-            "INSERT INTO {table} SELECT bk, user_id, client, model, k, count(*), \
+            "INSERT INTO {table} (bucket_ms, user_id, client, model, key_id, project, requests, \
+             tokens_in, tokens_out, cost_usd, errors, latency, ttft) \
+             SELECT bk, user_id, client, model, k, project, count(*), \
              coalesce(sum(tokens_in), 0), coalesce(sum(tokens_out), 0), coalesce(sum(cost), 0), \
              sum(err), {}, {} FROM (SELECT (ts_ms / {width}) * {width} AS bk, user_id, client, \
-             model, coalesce(key_id, '') AS k, tokens_in, tokens_out, coalesce(cost_usd, 0) AS cost, \
+             model, coalesce(key_id, '') AS k, project, tokens_in, tokens_out, coalesce(cost_usd, 0) AS cost, \
              (status >= 400 OR error_type IS NOT NULL)::int AS err, {} AS lb, {} AS tb \
-             FROM memproxy_requests) r GROUP BY bk, user_id, client, model, k \
+             FROM memproxy_requests) r GROUP BY bk, user_id, client, model, k, project \
              ON CONFLICT DO NOTHING;",
             hist("lb"),
             hist("tb"),
@@ -89,7 +108,7 @@ pub async fn add(tx: &Transaction<'_>, rows: &[Record]) -> Result<(), tokio_post
         let folded = rollup::fold(rows, width);
         let n = folded.len();
         let mut bucket = Vec::with_capacity(n);
-        let mut text: [Vec<String>; 4] = Default::default();
+        let mut text: [Vec<String>; 5] = Default::default();
         let mut ints: [Vec<i64>; 4] = Default::default();
         let mut cost = Vec::with_capacity(n);
         let (mut lat, mut ttft) = (Vec::with_capacity(n * BINS), Vec::with_capacity(n * BINS));
@@ -97,7 +116,7 @@ pub async fn add(tx: &Transaction<'_>, rows: &[Record]) -> Result<(), tokio_post
             bucket.push(k.bucket_ms);
             for (col, s) in text
                 .iter_mut()
-                .zip([k.user_id, k.client, k.model, k.key_id])
+                .zip([k.user_id, k.client, k.model, k.key_id, k.project])
             {
                 col.push(s);
             }
@@ -112,15 +131,15 @@ pub async fn add(tx: &Transaction<'_>, rows: &[Record]) -> Result<(), tokio_post
             ttft.extend_from_slice(&v.ttft.0);
         }
         let sql = format!(
-            "INSERT INTO {table} AS u (bucket_ms, user_id, client, model, key_id, requests, \
-             tokens_in, tokens_out, cost_usd, errors, latency, ttft) \
-             SELECT b, us, c, m, k, n, ti, tout, cost, e, \
+            "INSERT INTO {table} AS u (bucket_ms, user_id, client, model, key_id, project, \
+             requests, tokens_in, tokens_out, cost_usd, errors, latency, ttft) \
+             SELECT b, us, c, m, k, p, n, ti, tout, cost, e, \
                     h.lat[(o - 1) * {BINS} + 1 : o * {BINS}], h.tt[(o - 1) * {BINS} + 1 : o * {BINS}] \
-             FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], \
-                         $7::int8[], $8::int8[], $9::float8[], $10::int8[]) \
-                  WITH ORDINALITY AS v(b, us, c, m, k, n, ti, tout, cost, e, o), \
-                  (SELECT $11::int8[] AS lat, $12::int8[] AS tt) h \
-             ON CONFLICT (bucket_ms, user_id, client, model, key_id) DO UPDATE SET \
+             FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                         $7::int8[], $8::int8[], $9::int8[], $10::float8[], $11::int8[]) \
+                  WITH ORDINALITY AS v(b, us, c, m, k, p, n, ti, tout, cost, e, o), \
+                  (SELECT $12::int8[] AS lat, $13::int8[] AS tt) h \
+             ON CONFLICT (bucket_ms, user_id, client, model, key_id, project) DO UPDATE SET \
                requests = u.requests + excluded.requests, \
                tokens_in = u.tokens_in + excluded.tokens_in, \
                tokens_out = u.tokens_out + excluded.tokens_out, \
@@ -132,8 +151,8 @@ pub async fn add(tx: &Transaction<'_>, rows: &[Record]) -> Result<(), tokio_post
         tx.execute(
             &sql,
             &[
-                &bucket, &text[0], &text[1], &text[2], &text[3], &ints[0], &ints[1], &ints[2],
-                &cost, &ints[3], &lat, &ttft,
+                &bucket, &text[0], &text[1], &text[2], &text[3], &text[4], &ints[0], &ints[1],
+                &ints[2], &cost, &ints[3], &lat, &ttft,
             ],
         )
         .await?;
@@ -155,10 +174,11 @@ pub async fn timeseries(
     let sql = format!(
         "SELECT {col}::text, bucket_ms, requests, tokens_in, tokens_out, cost_usd, errors, \
          latency, ttft FROM {table} WHERE bucket_ms >= $1 AND bucket_ms < $2 \
-         AND ($3::text IS NULL OR user_id = $3) AND ($4::text IS NULL OR key_id = $4)"
+         AND ($3::text IS NULL OR user_id = $3) AND ($4::text IS NULL OR key_id = $4) \
+         AND ($5::text IS NULL OR project = $5)"
     );
     let rows = client
-        .query(&sql, &[&from, &to, &q.user_id, &q.key_id])
+        .query(&sql, &[&from, &to, &q.user_id, &q.key_id, &q.project])
         .await?;
     let rows = rows
         .iter()

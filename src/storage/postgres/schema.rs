@@ -156,7 +156,7 @@ CREATE TABLE memproxy_copy_progress (
 ];
 
 /// The schema version this build writes.
-pub const VERSION: i32 = 3;
+pub const VERSION: i32 = 4;
 
 /// Any constant: the advisory lock that serialises migrations of one database.
 const LOCK_ID: i64 = 0x6d65_6d70_726f_7879; // "memproxy"
@@ -208,14 +208,9 @@ pub async fn migrate(client: &mut Client) -> Result<i32, String> {
         .map_err(|e| format!("recording schema version {version}: {e}"))?;
     }
     // Numbered steps after the list (kept apart so that steps added on other branches
-    // merge cleanly): 3, the usage rollups, filled from the rows already stored.
+    // merge cleanly): 3, the usage rollups (filled by step 4).
     if current < 3 {
-        let sql = format!(
-            "{}{}",
-            super::rollup::SCHEMA_V3,
-            super::rollup::backfill_sql()
-        );
-        tx.batch_execute(&sql)
+        tx.batch_execute(super::rollup::SCHEMA_V3)
             .await
             .map_err(|e| format!("migration to schema version 3: {e}"))?;
         tx.execute(
@@ -224,6 +219,24 @@ pub async fn migrate(client: &mut Client) -> Result<i32, String> {
         )
         .await
         .map_err(|e| format!("recording schema version 3: {e}"))?;
+    }
+    // 4: each usage row's project and injected memories; the project as a rollup
+    // dimension, the rollups filled afresh from the rows already stored.
+    if current < 4 {
+        let sql = format!(
+            "{}{}",
+            super::rollup::SCHEMA_V4,
+            super::rollup::backfill_sql()
+        );
+        tx.batch_execute(&sql)
+            .await
+            .map_err(|e| format!("migration to schema version 4: {e}"))?;
+        tx.execute(
+            "INSERT INTO memproxy_schema_migrations (version, description) VALUES (4, $1)",
+            &[&"usage rows' project and injected memories; project in the rollups"],
+        )
+        .await
+        .map_err(|e| format!("recording schema version 4: {e}"))?;
     }
     tx.commit()
         .await
