@@ -244,6 +244,9 @@ pub struct UpdateRequest {
     pub user_id: Option<Option<String>>,
     #[serde(default, with = "double_option")]
     pub key_alias: Option<Option<String>>,
+    /// Binds the key to another project, or (`null`) to none.
+    #[serde(default, with = "double_option")]
+    pub project: Option<Option<String>>,
     #[serde(default, with = "double_option")]
     pub max_budget: Option<Option<f64>>,
     #[serde(default, with = "double_option")]
@@ -443,6 +446,12 @@ impl Keys {
         }
         if let Some(a) = change.key_alias {
             row.alias = a;
+        }
+        if let Some(p) = change.project {
+            if let Some(p) = &p {
+                validate_project(p).map_err(|e| KeyError::Invalid(format!("project: {e}")))?;
+            }
+            row.project = p;
         }
         if let Some(b) = change.max_budget {
             if b.is_some_and(|b| b.is_nan() || b < 0.0) {

@@ -520,4 +520,25 @@ async fn usage_rows_say_which_memories_were_injected_and_why() {
     assert_eq!(status, 403);
     let (status, _) = api_get(&proxy, "/v1/usage/timeseries?range=1h&project=alpha", key).await;
     assert_eq!(status, 403);
+
+    // Rebound to alpha: alpha's rows, at once; a bad project name changes nothing.
+    let update = |body: Value| {
+        client()
+            .post(proxy.url("/key/update"))
+            .bearer_auth(MASTER)
+            .json(&body)
+            .send()
+    };
+    let bad = update(json!({"key": key, "project": "a/b"})).await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let ok = update(json!({"key": key, "project": "alpha"}))
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let (status, rows) = api_get(&proxy, "/v1/usage/requests", key).await;
+    assert_eq!(status, 200);
+    assert_eq!(rows["data"].as_array().unwrap().len(), 1, "{rows}");
+    let (status, detail) = api_get(&proxy, "/v1/usage/requests/why-1", key).await;
+    assert_eq!(status, 200);
+    assert_eq!(detail["injected"].as_array().unwrap().len(), 2);
 }

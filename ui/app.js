@@ -50,9 +50,10 @@
     csrf = s.csrf_token; me = s.principal;
     $("#signin").hidden = true;
     $("#top").hidden = false;
-    $("#who").textContent = me.admin ? "master key" : `key ${me.alias || me.key.slice(0, 8)}` + (me.user_id ? ` · user ${me.user_id}` : "");
+    $("#who").textContent = me.admin ? "master key" : `key ${me.alias || me.key.slice(0, 8)}` + (me.user_id ? ` · user ${me.user_id}` : "") + (me.project ? ` · project ${me.project}` : "");
     $$("[data-admin]").forEach((n) => (n.hidden = !me.admin));
     if (!me.admin && me.user_id) { $("#mem-user-id").value = me.user_id; $("#mem-user-id").readOnly = true; }
+    if (!me.admin && me.project) { $("#mem-project").value = me.project; $("#mem-project").readOnly = true; }
     route();
   }
   $("#signin-form").addEventListener("submit", async (e) => {
@@ -128,18 +129,47 @@
     $("#rq-table tbody").replaceChildren(...page.data.map((r) => {
       const tr = el("tr", { tabindex: "0" },
         el("td", {}, r.time.replace("T", " ").slice(0, 19)), el("td", {}, r.client), el("td", {}, r.model),
-        el("td", {}, r.user_id), el("td", {}, r.status), el("td", {}, r.tokens_in + r.tokens_out),
+        el("td", {}, r.user_id), el("td", {}, r.project || ""), el("td", {}, r.status), el("td", {}, r.tokens_in + r.tokens_out),
         el("td", {}, r.cost_usd == null ? "–" : "$" + r.cost_usd.toFixed(5)), el("td", {}, Math.round(r.total_ms) + " ms"),
         el("td", {}, r.feedback_score == null ? "" : String(r.feedback_score)));
-      const open = () => showRequest(r);
+      const open = () => openRequest(r);
       tr.addEventListener("click", open);
       tr.addEventListener("keydown", (e) => { if (e.key === "Enter") open(); });
       return tr;
     }));
   }
-  function showRequest(r) {
+  // A request's detail: its row, then the memories injected into it and why (from
+  // GET /v1/usage/requests/{id}, which also says what each memory says now).
+  async function openRequest(r) {
+    showRequest(r, null);
+    try {
+      const full = await api("GET", "/v1/usage/requests/" + encodeURIComponent(r.request_id));
+      showRequest(full, full.injected || []);
+    } catch (err) { showRequest(r, err.message); }
+  }
+  function injectedList(list, r) {
+    if (typeof list === "string") return el("p", { class: "error" }, "Could not read the injected memories: " + list);
+    if (list === null) return el("p", {}, "Reading the injected memories…");
+    if (!list.length) {
+      return el("p", {}, r.memories_injected ? `${r.memories_injected} memories were injected (this row predates the per-memory record).` : "No memories were injected into this request.");
+    }
+    return el("ol", { class: "injected" }, list.map((m) => {
+      const open = el("a", { href: "#memory", class: "open-memory" }, "open in the memory browser");
+      open.addEventListener("click", () => {
+        $("#mem-user-id").value = r.user_id;
+        $("#mem-project").value = m.scope === "project" ? (r.project || "") : "";
+        $("#mem-q").value = m.content || "";
+      });
+      return el("li", { "data-id": m.id, class: m.deleted ? "deleted" : "" },
+        el("p", { class: "content" }, m.deleted ? "(deleted or edited since)" : m.content),
+        el("p", { class: "why" }, m.why),
+        el("div", { class: "meta" }, `${m.scope === "project" ? "project " + r.project : "user-level"} · score ${m.score.toFixed(4)} (${Math.round(m.share * 100)}% of best) · ${m.id}`,
+          m.deleted ? "" : [" · ", open]));
+    }));
+  }
+  function showRequest(r, injected) {
     const fields = [
-      ["Request id", r.request_id], ["Time", r.time], ["User", r.user_id], ["Client", r.client],
+      ["Request id", r.request_id], ["Time", r.time], ["User", r.user_id], ["Project", r.project || "none"], ["Client", r.client],
       ["Key", r.key_alias || r.key_id || "master"], ["API", r.endpoint], ["Model", r.model],
       ["Upstream", [r.provider, r.upstream_model, r.deployment].filter(Boolean).join(" / ")],
       ["Status", r.status + (r.error_type ? " (" + r.error_type + ")" : "")], ["Stream", r.stream ? "yes" : "no"],
@@ -152,9 +182,10 @@
     ];
     const d = $("#rq-detail");
     d.replaceChildren(el("h2", {}, "Request " + r.request_id),
-      el("dl", {}, fields.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)])));
+      el("dl", {}, fields.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)])),
+      el("h3", {}, "Injected memories, and why"), injectedList(injected, r));
     d.hidden = false;
-    d.focus();
+    if (injected === null) d.focus();
   }
   $("#rq-filter").addEventListener("submit", (e) => { e.preventDefault(); loadRequests(true); });
   $("#rq-first").addEventListener("click", () => loadRequests(true));
@@ -163,6 +194,19 @@
   // ---- memory ----
   let memCursor = null;
   const memUser = () => $("#mem-user-id").value.trim();
+  const memProject = () => $("#mem-project").value.trim();
+  // The scope of the memory calls: the user, and the project when one is named.
+  function memScope(extra) {
+    const q = new URLSearchParams({ user_id: memUser(), ...(extra || {}) });
+    if (memProject()) q.set("project", memProject());
+    return q;
+  }
+  async function loadProjects() {
+    try {
+      const r = await api("GET", "/v1/memories/projects?" + new URLSearchParams({ user_id: memUser() }));
+      $("#mem-projects").replaceChildren(...r.data.map((p) => el("option", { value: p.project })));
+    } catch (_) { /* the list is a convenience */ }
+  }
   function memStatus(t) { $("#mem-status").textContent = t; }
   async function loadMemory() {
     if (memUser()) await listMemories(true);
@@ -186,7 +230,7 @@
     li.append(actions);
     async function del() {
       if (!confirm("Delete this memory?")) return;
-      await api("DELETE", `/v1/memories/${encodeURIComponent(m.id)}?user_id=${encodeURIComponent(memUser())}`);
+      await api("DELETE", `/v1/memories/${encodeURIComponent(m.id)}?${memScope()}`);
       li.remove();
       memStatus("Deleted.");
     }
@@ -199,7 +243,7 @@
       text.replaceWith(area); actions.replaceWith(box); area.focus();
       cancel.addEventListener("click", () => { area.replaceWith(text); box.replaceWith(actions); });
       save.addEventListener("click", async () => {
-        const updated = await api("PATCH", `/v1/memories/${encodeURIComponent(m.id)}?user_id=${encodeURIComponent(memUser())}`, { content: area.value });
+        const updated = await api("PATCH", `/v1/memories/${encodeURIComponent(m.id)}?${memScope()}`, { content: area.value });
         li.replaceWith(memoryItem(updated));
         memStatus("Saved.");
       });
@@ -207,14 +251,14 @@
     return li;
   }
   async function listMemories(fresh) {
-    if (fresh) { memCursor = null; $("#mem-list").replaceChildren(); }
-    const q = new URLSearchParams({ user_id: memUser(), limit: "20" });
+    if (fresh) { memCursor = null; $("#mem-list").replaceChildren(); loadProjects(); }
+    const q = memScope({ limit: "20" });
     if (memCursor) q.set("cursor", memCursor);
     const page = await api("GET", "/v1/memories?" + q);
     page.data.forEach((m) => $("#mem-list").append(memoryItem(m)));
     memCursor = page.next_cursor;
     $("#mem-more").hidden = !memCursor;
-    memStatus(page.data.length || !fresh ? "" : "No memories for this user.");
+    memStatus(page.data.length || !fresh ? "" : memProject() ? "No memories for this user in this project." : "No memories for this user.");
   }
   $("#mem-user").addEventListener("submit", (e) => { e.preventDefault(); listMemories(true).catch((err) => memStatus(err.message)); });
   $("#mem-recent").addEventListener("click", () => listMemories(true).catch((err) => memStatus(err.message)));
@@ -222,7 +266,7 @@
   $("#mem-search").addEventListener("submit", async (e) => {
     e.preventDefault();
     try {
-      const q = new URLSearchParams({ user_id: memUser(), q: $("#mem-q").value, limit: "20" });
+      const q = memScope({ q: $("#mem-q").value, limit: "20" });
       const r = await api("GET", "/v1/memories/search?" + q);
       $("#mem-list").replaceChildren(...r.results.map(memoryItem));
       $("#mem-more").hidden = true;
@@ -230,10 +274,10 @@
     } catch (err) { memStatus(err.message); }
   });
   $("#mem-export").addEventListener("click", async () => {
-    const r = await fetch("/v1/memories/export?user_id=" + encodeURIComponent(memUser()), { credentials: "same-origin" });
+    const r = await fetch("/v1/memories/export?" + memScope(), { credentials: "same-origin" });
     if (!r.ok) return memStatus("Export failed: " + r.status);
     const url = URL.createObjectURL(await r.blob());
-    const a = el("a", { href: url, download: `memories-${memUser()}.jsonl` });
+    const a = el("a", { href: url, download: `memories-${memUser()}${memProject() ? "-" + memProject() : ""}.jsonl` });
     document.body.append(a); a.click(); a.remove();
     setTimeout(() => URL.revokeObjectURL(url), 1000);
   });
@@ -241,16 +285,17 @@
     const file = e.target.files[0];
     if (!file) return;
     try {
-      const r = await api("POST", "/v1/memories/import?user_id=" + encodeURIComponent(memUser()), await file.text(), true);
+      const r = await api("POST", "/v1/memories/import?" + memScope(), await file.text(), true);
       memStatus(`Imported ${r.imported} memories.`);
       await listMemories(true);
     } catch (err) { memStatus("Import failed: " + err.message); }
     e.target.value = "";
   });
   $("#mem-forget").addEventListener("click", async () => {
-    const u = memUser();
-    if (!u || prompt(`Type the user id "${u}" to forget everything memproxy knows about them:`) !== u) return;
-    const r = await api("DELETE", "/v1/memories?user_id=" + encodeURIComponent(u));
+    const u = memUser(), p = memProject();
+    const what = p ? `everything memproxy knows about "${u}" in project "${p}"` : `everything memproxy knows about "${u}", in every project`;
+    if (!u || prompt(`Type the user id "${u}" to forget ${what}:`) !== u) return;
+    const r = await api("DELETE", "/v1/memories?" + memScope());
     $("#mem-list").replaceChildren();
     memStatus(`Forgot ${r.deleted} item(s).`);
   });
@@ -263,12 +308,12 @@
   const num = (v) => (v === "" || v == null ? null : Number(v));
   function keyRow(k) {
     const inp = (name, v, type) => el("input", { name, value: v ?? "", type: type || "text", size: "7", "aria-label": name });
-    const user = inp("user_id", k.user_id), rpm = inp("rpm_limit", k.rpm_limit, "number"),
+    const user = inp("user_id", k.user_id), project = inp("project", k.project), rpm = inp("rpm_limit", k.rpm_limit, "number"),
       tpm = inp("tpm_limit", k.tpm_limit, "number"), budget = inp("max_budget", k.max_budget, "number");
     const save = el("button", { type: "button" }, "Save");
     const revoke = el("button", { type: "button", class: "danger" }, "Revoke");
     save.addEventListener("click", async () => {
-      await api("POST", "/key/update", { key: k.token, user_id: user.value || null, rpm_limit: num(rpm.value), tpm_limit: num(tpm.value), max_budget: num(budget.value) });
+      await api("POST", "/key/update", { key: k.token, user_id: user.value || null, project: project.value || null, rpm_limit: num(rpm.value), tpm_limit: num(tpm.value), max_budget: num(budget.value) });
       await loadKeys();
     });
     revoke.addEventListener("click", async () => {
@@ -276,7 +321,7 @@
       await api("POST", "/key/delete", { keys: [k.token] });
       await loadKeys();
     });
-    return el("tr", {}, el("td", {}, k.key_name), el("td", {}, k.key_alias || ""), el("td", {}, user), el("td", {}, rpm),
+    return el("tr", {}, el("td", {}, k.key_name), el("td", {}, k.key_alias || ""), el("td", {}, user), el("td", {}, project), el("td", {}, rpm),
       el("td", {}, tpm), el("td", {}, budget), el("td", {}, "$" + Number(k.spend).toFixed(4)), el("td", {}, save, " ", revoke));
   }
   $("#key-create").addEventListener("submit", async (e) => {

@@ -87,6 +87,7 @@ fn whoami(p: &Principal) -> Value {
             "kind": "key",
             "admin": false,
             "user_id": k.row.user_id,
+            "project": k.row.project,
             "key": k.row.hash,
             "alias": k.row.alias,
         }),

@@ -279,8 +279,8 @@ fn why(m: &crate::analytics::store::Injected, of: usize, project: Option<&str>) 
         ""
     };
     format!(
-        "Placed {} of {of}: retrieval ranked it from {from} as {rank}, for the words of the \
-         request's query; it was written {age} before the request{cut}.",
+        "Placed {} of {of}: retrieval ranked it from {from} as {rank} for the request's \
+         query; it was written {age} before the request{cut}.",
         m.position
     )
 }

@@ -168,6 +168,12 @@ test("the master key sees charts, requests and keys, at desktop and phone width"
     await p.keyboard.press("Enter");
     await p.waitForSelector("#rq-detail:not([hidden])");
     assert.match(await p.textContent("#rq-detail"), /Memories injected/);
+    // The newest request asked about gemstones: the memory injected into it, and why.
+    const injected = p.locator("#rq-detail .injected li");
+    await injected.first().waitFor();
+    assert.equal(await injected.count(), 1);
+    assert.match(await injected.first().textContent(), /turquoise/);
+    assert.match(await injected.first().locator(".why").textContent(), /Placed 1 of 1: .*the best match/);
     await shoot(p, `requests-${tag}`);
 
     await p.click("a[data-page=keys]");
@@ -202,6 +208,7 @@ test("search, edit and delete a memory; the next proxied request no longer carri
   await p.click("#mem-list li button.save");
   const edited = p.locator("#mem-list li", { hasText: "sapphire" });
   await edited.waitFor();
+  const editedId = await edited.getAttribute("data-id");
   await chat(keyA, "which gemstone do I like?");
   const afterEdit = await lastUpstream();
   assert.match(afterEdit, /sapphire/);
@@ -212,6 +219,22 @@ test("search, edit and delete a memory; the next proxied request no longer carri
   await until(async () => (await p.locator("#mem-list li", { hasText: "sapphire" }).count()) === 0, "the row to go");
   await chat(keyA, "which gemstone do I like?");
   assert.doesNotMatch(await lastUpstream(), /sapphire|turquoise/, "a deleted memory is not injected");
+
+  // The request that carried the edited memory now shows it as deleted.
+  let carried;
+  await until(async () => {
+    const rows = (await call("GET", "/v1/usage/requests?limit=5", MASTER)).body.data;
+    const row = rows.find((r) => (r.injected || []).some((m) => m.id === editedId));
+    carried = row && row.request_id;
+    return Boolean(carried);
+  }, "the row of the request that carried the edited memory");
+  await p.click("a[data-page=requests]");
+  await p.fill("#rq-filter [name=request_id]", carried);
+  await p.press("#rq-filter [name=request_id]", "Enter");
+  await p.locator("#rq-table tbody tr").first().click();
+  const gone = p.locator(`#rq-detail .injected li.deleted[data-id="${editedId}"]`);
+  await gone.waitFor();
+  assert.match(await gone.textContent(), /deleted or edited since/);
   await p.context().close();
 });
 
@@ -251,5 +274,34 @@ test("a key bound to alice sees neither bob's memories nor bob's usage", async (
   const forged = await p.evaluate(async () =>
     (await fetch("/v1/memories?user_id=alice", { method: "DELETE" })).status);
   assert.equal(forged, 403);
+  await p.context().close();
+});
+
+test("usage and memory per project: split the overview by project, browse a project's memory", async () => {
+  const r = await fetch(base + "/p/web/v1/chat/completions", {
+    method: "POST",
+    headers: { authorization: `Bearer ${MASTER}`, "content-type": "application/json", "x-memory-user-id": "alice" },
+    body: JSON.stringify({ model: "gpt", messages: [{ role: "user", content: "The web project deploys to the neptune cluster" }] }),
+  });
+  assert.equal(r.status, 200);
+  await r.text();
+  const p = await page(1280);
+  await signIn(p, MASTER);
+  await p.waitForSelector("#page-overview:not([hidden])");
+  await p.selectOption("#ov-range", "1h");
+  await p.selectOption("#ov-group", "project");
+  await until(async () => (await p.locator("#ov-groups tbody tr", { hasText: "web" }).count()) === 1, "the web project's row", 15000);
+  await p.click("a[data-page=memory]");
+  await p.fill("#mem-user-id", "alice");
+  await p.fill("#mem-project", "web");
+  // Capture is written in the background: wait until the API has it, then list it.
+  await until(async () => JSON.stringify((await call("GET", "/v1/memories?user_id=alice&project=web", MASTER)).body).includes("neptune"),
+    "the captured memory in project web");
+  await p.click("#mem-recent");
+  await p.locator("#mem-list li", { hasText: "neptune" }).waitFor();
+  await shoot(p, "memory-project-desktop");
+  await p.fill("#mem-project", "");
+  await p.click("#mem-recent");
+  await until(async () => (await p.locator("#mem-list li", { hasText: "neptune" }).count()) === 0, "the project's memory to stay out of the user-level list");
   await p.context().close();
 });
