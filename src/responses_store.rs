@@ -346,24 +346,17 @@ fn open(path: &Path, shared: &Shared) -> Result<Connection, StoreError> {
         message,
     };
     let _opening = shared.opening.lock().map_err(|e| fail(e.to_string()))?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
-    }
-    let mut conn = Connection::open(path).map_err(|e| fail(e.to_string()))?;
-    // The busy timeout first: the reading and the writing connection may open a new file
-    // at the same moment, and switching it to WAL takes a lock. A 2 MiB page cache per
-    // connection (SQLite's default size): with 8 MiB, appending ~11k responses of ~1 KB
-    // (the benchmark's bridged Responses stream, 1 connection, 4 s) filled the writer's
-    // cache and added ~9 MiB to the proxy's RSS for good.
-    conn.execute_batch(
-        "PRAGMA busy_timeout = 5000;
-         PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = NORMAL;
-         PRAGMA cache_size = -2048;",
-    )
-    .map_err(|e| fail(e.to_string()))?;
-    migrate(&mut conn).map_err(|e| fail(e.to_string()))?;
-    Ok(conn)
+    // A 2 MiB page cache per connection (SQLite's default size): with 8 MiB, appending
+    // ~11k responses of ~1 KB (the benchmark's bridged Responses stream, 1 connection,
+    // 4 s) filled the writer's cache and added ~9 MiB to the proxy's RSS for good.
+    let settings = crate::storage::sqlite::Settings {
+        cache_kib: Some(2048),
+        ..Default::default()
+    };
+    crate::storage::sqlite::open(path, settings, MIGRATIONS).map_err(|e| match e {
+        crate::storage::sqlite::OpenError::Unavailable { message, .. }
+        | crate::storage::sqlite::OpenError::Schema { message, .. } => fail(message),
+    })
 }
 
 /// Deletes the responses older than [`RETENTION`] (the store thread, once at start).
@@ -380,28 +373,31 @@ fn purge_expired(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The schema's version, in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 2;
-
-/// Creates the table, or brings an older file up to [`SCHEMA_VERSION`].
+/// The schema's steps, in `PRAGMA user_version` ([`crate::storage::sqlite::open`]).
 ///
 /// Version 2 keeps rows in a rowid table, in insertion order (a write appends to the
 /// table's last pages), found by a unique index on `(user_id, id)`. Version 1 (0 in
-/// `user_version`) clustered the ~1 KB rows by that random key (`WITHOUT ROWID`): every
-/// insert dirtied a random page, the file grew by ~5 KB a response, and the commits and
-/// checkpoints of a busy minute cost the store thread whole milliseconds at a time.
-///
-/// The reading and the writing connection may both open a new file at once: the version
-/// is read again inside an immediate (write-locked) transaction, so only one migrates.
-fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
-    let version = |c: &Connection| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0));
-    if version(conn)? >= SCHEMA_VERSION {
-        return Ok(());
-    }
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    if version(&tx)? >= SCHEMA_VERSION {
-        return Ok(());
-    }
+/// `user_version`: older builds did not count it) clustered the ~1 KB rows by that random
+/// key (`WITHOUT ROWID`): every insert dirtied a random page, the file grew by ~5 KB a
+/// response, and the commits and checkpoints of a busy minute cost the store thread whole
+/// milliseconds at a time.
+const MIGRATIONS: &[crate::storage::sqlite::Migration] = &[
+    crate::storage::sqlite::Migration {
+        description: "the clustered table of version 1 (made by older builds, if at all)",
+        apply: crate::storage::sqlite::Step::Sql(""),
+    },
+    crate::storage::sqlite::Migration {
+        description: "responses in insertion order, found by (user_id, id)",
+        apply: crate::storage::sqlite::Step::Code(to_insertion_order),
+    },
+];
+
+/// The schema's version.
+#[cfg(test)]
+const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Makes the version-2 table, moving the rows of a version-1 one into it.
+fn to_insertion_order(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     let old: bool = tx.query_row(
         "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'responses'",
         [],
@@ -433,8 +429,7 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
              DROP TABLE responses_v1;",
         )?;
     }
-    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-    tx.commit()
+    Ok(())
 }
 
 fn select(

@@ -3,9 +3,10 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Duration;
 
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
+
+use crate::storage::sqlite::{self, Migration, Step};
 
 use super::rollup::{Timeseries, TimeseriesQuery};
 use super::store::{
@@ -70,62 +71,48 @@ CREATE TABLE IF NOT EXISTS keys (
 );
 ";
 
-/// Schema changes after [`SCHEMA`], in order; `PRAGMA user_version` counts those applied,
-/// so a file written by an older memproxy is brought up to date when it is opened.
-const MIGRATIONS: &[&str] = &[
-    // 1: the client program of each request (older rows: empty).
-    "ALTER TABLE requests ADD COLUMN client TEXT NOT NULL DEFAULT ''",
-    // 2: the project a virtual key is bound to (older keys: none).
-    "ALTER TABLE keys ADD COLUMN project TEXT",
+/// The schema's steps ([`crate::storage::sqlite::open`] applies those a file has not
+/// had; its `PRAGMA user_version` counts them).
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        // Files of the first releases have the base tables at version 0.
+        description: "the base tables; the client program of each request",
+        apply: Step::Code(|tx| {
+            tx.execute_batch(SCHEMA)?;
+            if tx.prepare("SELECT client FROM requests LIMIT 0").is_err() {
+                tx.execute_batch(
+                    "ALTER TABLE requests ADD COLUMN client TEXT NOT NULL DEFAULT ''",
+                )?;
+            }
+            Ok(())
+        }),
+    },
+    Migration {
+        description: "the project a virtual key is bound to",
+        apply: Step::Sql("ALTER TABLE keys ADD COLUMN project TEXT"),
+    },
+    Migration {
+        // Version 3 had the rollups without the project; step 4 makes them afresh.
+        description: "usage rollups (made by the next step)",
+        apply: Step::Sql(""),
+    },
+    Migration {
+        description: "each row's project and injected memories; rollups by project",
+        apply: Step::Code(|tx| {
+            if tx.prepare("SELECT project FROM requests LIMIT 0").is_err() {
+                tx.execute_batch(
+                    "ALTER TABLE requests ADD COLUMN project TEXT NOT NULL DEFAULT '';
+                     ALTER TABLE requests ADD COLUMN injected TEXT;",
+                )?;
+            }
+            tx.execute_batch(super::sqlite_rollup::SCHEMA)?;
+            super::sqlite_rollup::backfill(tx)
+        }),
+    },
 ];
 
-/// Applies the [`MIGRATIONS`] a file has not had yet, each in its own transaction with
-/// its version bump.
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let applied: usize = conn
-        .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?
-        .max(0) as usize;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        tx.commit()?;
-    }
-    // Numbered steps after the list (kept apart so that steps added on other branches
-    // merge cleanly): 3 made the usage rollups; 4 adds each row's project and injected
-    // memories and remakes the rollups with the project as a dimension, filled from the
-    // rows already stored (a file at version 2 goes straight to 4).
-    if (applied as i64) < SCHEMA_VERSION {
-        let tx = conn.transaction()?;
-        if tx.prepare("SELECT project FROM requests LIMIT 0").is_err() {
-            tx.execute_batch(
-                "ALTER TABLE requests ADD COLUMN project TEXT NOT NULL DEFAULT '';
-                 ALTER TABLE requests ADD COLUMN injected TEXT;",
-            )?;
-        }
-        tx.execute_batch(super::sqlite_rollup::SCHEMA)?;
-        super::sqlite_rollup::backfill(&tx)?;
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        tx.commit()?;
-    }
-    Ok(())
-}
-
 /// The schema version of `analytics.db` this build writes; a newer file is refused.
-pub const SCHEMA_VERSION: i64 = 4;
-
-/// Refuses a file written by a newer memproxy (its schema version is past ours).
-fn refuse_newer(conn: &Connection, path: &Path) -> Result<(), StoreError> {
-    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if found > SCHEMA_VERSION {
-        return Err(StoreError::Database(format!(
-            "{} has schema version {found}, newer than this build's {SCHEMA_VERSION} (a newer \
-             memproxy wrote it); upgrade memproxy or point data_dir elsewhere",
-            path.display()
-        )));
-    }
-    Ok(())
-}
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// The SQLite store. Rows are indexed by time only: every further index multiplies the
 /// cost of a write (measured: ~2 µs per row with the time index, ~11 µs with a
@@ -138,18 +125,11 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating) `<dir>/analytics.db` and its schema.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Unavailable(format!("cannot create data dir {}: {e}", dir.display()))
-        })?;
-        let path = dir.join(DB_FILE);
-        let mut conn = Connection::open(&path)
-            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        refuse_newer(&conn, &path)?;
-        conn.execute_batch(SCHEMA)?;
-        migrate(&mut conn)?;
+        let conn = sqlite::open(&dir.join(DB_FILE), sqlite::Settings::default(), MIGRATIONS)
+            .map_err(|e| match e {
+                sqlite::OpenError::Unavailable { .. } => StoreError::Unavailable(e.to_string()),
+                sqlite::OpenError::Schema { .. } => StoreError::Database(e.to_string()),
+            })?;
         Ok(Self { conn })
     }
 }

@@ -81,7 +81,7 @@ fn table_of(width: i64) -> &'static str {
 }
 
 /// Adds a batch of rows to both rollup tables (inside the caller's transaction).
-pub fn add(conn: &Connection, rows: &[Record]) -> Result<(), StoreError> {
+pub fn add(conn: &Connection, rows: &[Record]) -> rusqlite::Result<()> {
     for (table, width) in TABLES {
         let folded = rollup::fold(rows, width);
         let mut read = conn.prepare_cached(&format!(
@@ -121,7 +121,7 @@ fn write_row(
     stmt: &mut rusqlite::CachedStatement<'_>,
     k: &RollupKey,
     v: &RollupValue,
-) -> Result<(), StoreError> {
+) -> rusqlite::Result<()> {
     stmt.execute(params![
         k.bucket_ms,
         k.user_id,
@@ -157,7 +157,7 @@ fn value_at(at: usize) -> impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<Rollup
 
 /// Fills the rollups from the request rows already stored (migration to version 4),
 /// reading them in pages.
-pub fn backfill(conn: &Connection) -> Result<(), StoreError> {
+pub fn backfill(conn: &Connection) -> rusqlite::Result<()> {
     let mut after = 0i64;
     loop {
         let mut stmt = conn.prepare_cached(&format!(

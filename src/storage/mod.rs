@@ -13,6 +13,8 @@
 //! memories embedded (or elsewhere) while the rest goes to PostgreSQL.
 //!
 //! - [`postgres`]: the pool, TLS, migrations and the PostgreSQL stores.
+//! - [`sqlite`]: how every embedded store opens its file: WAL, its durability settings,
+//!   versioned migrations, a newer file refused.
 //! - [`embedded`]: the embedded key store.
 //! - [`copy`]: `memproxy storage migrate`, an embedded install copied into PostgreSQL.
 //! - [`supermemory`]: memories in the hosted Supermemory API (`memory.backend:
@@ -24,6 +26,7 @@ pub mod copy;
 pub mod embedded;
 pub mod postgres;
 pub mod redis;
+pub mod sqlite;
 pub mod supermemory;
 
 use std::sync::Arc;

@@ -101,38 +101,22 @@ fn backend<E: std::fmt::Display + 'static>(e: E) -> StoreError {
     }
 }
 
-fn configure(conn: &Connection) -> rusqlite::Result<()> {
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "temp_store", "MEMORY")?;
-    Ok(())
-}
+/// The writer's connection settings: every acknowledged write survives a power loss.
+const SETTINGS: crate::storage::sqlite::Settings = crate::storage::sqlite::Settings {
+    synchronous: "FULL",
+    cache_kib: None,
+    busy_timeout: BUSY_TIMEOUT,
+};
 
 impl SqliteStore {
     /// Opens (creating if needed) `<data_dir>/memproxy.db`, migrates it and starts the
     /// writer thread. Blocking: call at start-up, not on a request path.
     pub fn open(data_dir: &Path, opts: SqliteOptions) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            StoreError::Backend(format!(
-                "cannot create data dir {}: {e}",
-                data_dir.display()
-            ))
-        })?;
         let path = data_dir.join(DB_FILE);
-        let mut conn = Connection::open(&path)
-            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        let conn = crate::storage::sqlite::open(&path, SETTINGS, schema::MIGRATIONS)
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        conn.pragma_update(None, "temp_store", "MEMORY")
             .map_err(backend)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Backend(format!(
-                "{} cannot use WAL mode (got {mode})",
-                path.display()
-            )));
-        }
-        configure(&conn).map_err(backend)?;
-        schema::migrate(&mut conn)
-            .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
 
         let (tx, rx) = mpsc::channel();
         let writer_opts = opts.clone();

@@ -5,11 +5,15 @@
 //! brute-force vector search touch only that user's rows, and neighbouring memories of a
 //! user are neighbouring row ids.
 
-use rusqlite::Connection;
+use crate::storage::sqlite::{Migration, Step};
 
-/// Migrations in order; entry `i` brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
-    r#"
+/// Migrations in order; entry `i` brings the schema from version `i` to `i + 1`
+/// (applied by [`crate::storage::sqlite::open`]).
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        description: "users, memories, their full-text index, vectors and sessions",
+        apply: Step::Sql(
+            r#"
 CREATE TABLE users (
     uid        INTEGER PRIMARY KEY,
     user_id    TEXT NOT NULL UNIQUE,
@@ -57,35 +61,13 @@ CREATE TABLE session_messages (
 );
 CREATE INDEX session_messages_by_session ON session_messages (sid, mid);
 "#,
-    // 2: captures skip a content the user already has (`WriteOp::Capture`).
-    "CREATE INDEX memories_by_hash ON memories (hash);",
+        ),
+    },
+    Migration {
+        description: "captures skip a content the user already has (`WriteOp::Capture`)",
+        apply: Step::Sql("CREATE INDEX memories_by_hash ON memories (hash);"),
+    },
 ];
-
-/// The schema version this build writes.
-pub const VERSION: i64 = MIGRATIONS.len() as i64;
-
-/// Brings the database up to [`VERSION`], each step in its own transaction. A database
-/// written by a newer memproxy is refused rather than guessed at.
-pub fn migrate(conn: &mut Connection) -> Result<(), String> {
-    let current: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(|e| e.to_string())?;
-    if current > VERSION {
-        return Err(format!(
-            "the memory database has schema version {current}, newer than this build's {VERSION}; \
-             upgrade memproxy"
-        ));
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-        let tx = conn.transaction().map_err(|e| e.to_string())?;
-        tx.execute_batch(sql)
-            .map_err(|e| format!("migration to schema version {}: {e}", i + 1))?;
-        tx.pragma_update(None, "user_version", i as i64 + 1)
-            .map_err(|e| e.to_string())?;
-        tx.commit().map_err(|e| e.to_string())?;
-    }
-    Ok(())
-}
 
 /// The row-id range of a user's memories.
 pub fn rid_range(uid: i64) -> (i64, i64) {
