@@ -211,6 +211,9 @@ pub(crate) async fn insert_memory(
             ],
         )
         .await?;
+    if inserted > 0 {
+        add_postings(tx, uid, seq, &terms).await?;
+    }
     if inserted == 0 {
         // Give back the number and the counts taken above.
         tx.cexec(
@@ -222,6 +225,26 @@ pub(crate) async fn insert_memory(
         return Ok(None);
     }
     Ok(Some((uid, seq)))
+}
+
+/// The memory's distinct terms, each with its `(uid, seq)`, into the posting table the
+/// lexical search reads (`memproxy_memory_terms`).
+async fn add_postings(
+    tx: &Transaction<'_>,
+    uid: i64,
+    seq: i64,
+    terms: &[String],
+) -> Result<(), StoreError> {
+    let mut distinct: Vec<&str> = terms.iter().map(String::as_str).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    tx.cexec(
+        "INSERT INTO memproxy_memory_terms (uid, term, seq)
+         SELECT $1, t, $2 FROM unnest($3::text[]) AS t ON CONFLICT DO NOTHING",
+        &[&uid, &seq, &distinct],
+    )
+    .await?;
+    Ok(())
 }
 
 /// The memories kept by the owner of the store key `user_id`, in all their scopes (their
@@ -426,13 +449,20 @@ async fn delete_one(
     let uid = uid_in(tx, user_id).await?.ok_or(StoreError::NotFound)?;
     let row = tx
         .query_opt(
-            "DELETE FROM memproxy_memories WHERE uid = $1 AND id = $2 RETURNING seq, nterms",
+            "DELETE FROM memproxy_memories WHERE uid = $1 AND id = $2 RETURNING seq, nterms, terms",
             &[&uid, &id],
         )
         .await
         .map_err(backend)?
         .ok_or(StoreError::NotFound)?;
     let (seq, nterms): (i64, i32) = (row.get(0), row.get(1));
+    let terms: Vec<&str> = row.get::<_, &str>(2).split(' ').collect();
+    tx.execute(
+        "DELETE FROM memproxy_memory_terms WHERE uid = $1 AND term = ANY($2) AND seq = $3",
+        &[&uid, &terms, &seq],
+    )
+    .await
+    .map_err(backend)?;
     tx.execute(
         "DELETE FROM memproxy_memory_vectors WHERE uid = $1 AND seq = $2",
         &[&uid, &seq],
@@ -469,6 +499,9 @@ async fn delete_user(
     )
     .await
     .map_err(backend)?;
+    tx.execute("DELETE FROM memproxy_memory_terms WHERE uid = $1", &[&uid])
+        .await
+        .map_err(backend)?;
     let n = tx
         .execute("DELETE FROM memproxy_memories WHERE uid = $1", &[&uid])
         .await

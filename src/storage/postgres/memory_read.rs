@@ -218,18 +218,17 @@ async fn lights(
     Ok(())
 }
 
-/// A term as a tsquery literal: quoted, so that it is matched as the lexeme it is.
-fn lexeme(term: &str) -> String {
-    format!("'{}'", term.replace('\\', "\\\\").replace('\'', "''"))
-}
-
-/// Each term's newest matches among the user's memories, in one statement.
-const SCAN_TERMS_SQL: &str = "SELECT t.i, m.seq
+/// Each term's newest matches among the user's memories, in one statement: a backward
+/// scan of the posting table's primary key `(uid, term, seq)` per term, which stops after
+/// 251 rows. (The GIN index over `lexemes` that this replaced cannot return a term's
+/// matches in order: it fetched and sorted every match, 34 ms for the benchmark's
+/// question and 129 ms for common terms over 100k memories of one user.)
+const SCAN_TERMS_SQL: &str = "SELECT t.i, p.seq
     FROM unnest($2::text[]) WITH ORDINALITY AS t(q, i)
     CROSS JOIN LATERAL (
-        SELECT seq FROM memproxy_memories WHERE uid = $1 AND lexemes @@ t.q::tsquery
+        SELECT seq FROM memproxy_memory_terms WHERE uid = $1 AND term = t.q
         ORDER BY seq DESC LIMIT 251
-    ) m";
+    ) p";
 const _: () = assert!(TERM_SCAN_CAP + 1 == 251, "SCAN_TERMS_SQL's LIMIT");
 
 async fn lexical(
@@ -241,9 +240,8 @@ async fn lexical(
     if terms.is_empty() || u.stats.docs == 0 {
         return Ok(vec![]);
     }
-    let quoted: Vec<String> = terms.iter().map(|t| lexeme(t)).collect();
     let rows = c
-        .cached(SCAN_TERMS_SQL, &[&u.uid, &quoted])
+        .cached(SCAN_TERMS_SQL, &[&u.uid, &terms])
         .await
         .map_err(backend)?;
     let mut lists: Vec<Vec<i64>> = vec![Vec::new(); terms.len()];

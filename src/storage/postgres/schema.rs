@@ -156,7 +156,7 @@ CREATE TABLE memproxy_copy_progress (
 ];
 
 /// The schema version this build writes.
-pub const VERSION: i32 = 4;
+pub const VERSION: i32 = 5;
 
 /// Any constant: the advisory lock that serialises migrations of one database.
 const LOCK_ID: i64 = 0x6d65_6d70_726f_7879; // "memproxy"
@@ -237,6 +237,31 @@ pub async fn migrate(client: &mut Client) -> Result<i32, String> {
         )
         .await
         .map_err(|e| format!("recording schema version 4: {e}"))?;
+    }
+    // 5: the lexical search's posting table, filled from the memories' terms; the GIN
+    // index it replaces goes (the `lexemes` column stays, for SQL of the operator's own).
+    if current < 5 {
+        tx.batch_execute(
+            "CREATE TABLE memproxy_memory_terms (
+                 uid  BIGINT NOT NULL,
+                 term TEXT NOT NULL,
+                 seq  BIGINT NOT NULL,
+                 PRIMARY KEY (uid, term, seq)
+             );
+             INSERT INTO memproxy_memory_terms (uid, term, seq)
+                 SELECT DISTINCT m.uid, t.term, m.seq
+                 FROM memproxy_memories m, unnest(string_to_array(m.terms, ' ')) AS t(term)
+                 WHERE t.term <> '';
+             DROP INDEX IF EXISTS memproxy_memories_lexemes;",
+        )
+        .await
+        .map_err(|e| format!("migration to schema version 5: {e}"))?;
+        tx.execute(
+            "INSERT INTO memproxy_schema_migrations (version, description) VALUES (5, $1)",
+            &[&"posting table of the memories' terms for lexical search"],
+        )
+        .await
+        .map_err(|e| format!("recording schema version 5: {e}"))?;
     }
     tx.commit()
         .await
