@@ -9,8 +9,10 @@
 //! ([`StoreError::Backend`]: PostgreSQL restarting, a full disk) is kept and written again
 //! with backoff, while new writes wait in the queue up to its bound; only a batch that
 //! still fails after [`RETRY_FOR`] is lost (counted and logged). [`WriteQueue::flush`]
-//! waits until everything queued before it is committed; [`WriteQueue::shutdown`] flushes
-//! (retrying for at most [`SHUTDOWN_RETRY`]) and stops the task.
+//! waits until everything queued before it is committed, or, while the store fails,
+//! until the failing batch's next attempt (the batch stays and is retried, but a flush
+//! does not wait minutes for it); [`WriteQueue::shutdown`] flushes (retrying for at most
+//! [`SHUTDOWN_RETRY`]) and stops the task.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -130,7 +132,9 @@ impl WriteQueue {
         !self.failing.load(Ordering::Relaxed)
     }
 
-    /// Waits until every write queued before this call is committed (or failed).
+    /// Waits until every write queued before this call is committed or, while the store
+    /// fails, until the failing batch's next attempt (the batch is kept and retried in
+    /// the background; [`Self::writes_ok`] is false meanwhile).
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Msg::Flush(tx)).await.is_ok() {
@@ -150,8 +154,39 @@ impl WriteQueue {
     }
 }
 
+/// What the drain task has received and not yet handled.
+struct Inbox {
+    rx: mpsc::Receiver<Msg>,
+    batch: Vec<WriteOp>,
+    stored: Vec<Memory>,
+    waiters: Vec<oneshot::Sender<()>>,
+    /// Writes held outside the channel at most (its capacity): while a batch is retried,
+    /// messages are taken from the channel only up to this, so the queue stays bounded.
+    capacity: usize,
+}
+
+impl Inbox {
+    fn take(&mut self, m: Msg) {
+        match m {
+            Msg::Op(op) => self.batch.push(op),
+            Msg::Embed(ms) => self.stored.extend(ms),
+            Msg::Flush(w) => self.waiters.push(w),
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.batch.len() + self.stored.len() < self.capacity
+    }
+
+    fn answer_flushes(&mut self) {
+        for w in self.waiters.drain(..) {
+            let _ = w.send(());
+        }
+    }
+}
+
 async fn drain(
-    mut rx: mpsc::Receiver<Msg>,
+    rx: mpsc::Receiver<Msg>,
     store: Arc<dyn MemoryStore>,
     embedder: Option<Arc<dyn Embedder>>,
     opts: QueueOptions,
@@ -160,57 +195,64 @@ async fn drain(
 ) {
     let mut purge = tokio::time::interval(opts.purge_every.max(Duration::from_secs(1)));
     purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut batch = Vec::with_capacity(opts.batch_size);
-    let mut stored: Vec<Memory> = Vec::new();
-    let mut waiters = Vec::new();
+    let mut inbox = Inbox {
+        rx,
+        batch: Vec::with_capacity(opts.batch_size),
+        stored: Vec::new(),
+        waiters: Vec::new(),
+        capacity: opts.capacity.max(1),
+    };
     loop {
-        let first = tokio::select! {
-            m = rx.recv() => match m {
-                Some(m) => m,
-                None => break,
-            },
-            _ = purge.tick() => {
-                if let Err(e) = store.purge_expired().await {
-                    tracing::warn!(error = %e, "purging expired sessions failed");
+        // Messages taken while a failing batch was retried are handled first.
+        if inbox.batch.is_empty() && inbox.stored.is_empty() && inbox.waiters.is_empty() {
+            let first = tokio::select! {
+                m = inbox.rx.recv() => match m {
+                    Some(m) => m,
+                    None => break,
+                },
+                _ = purge.tick() => {
+                    if let Err(e) = store.purge_expired().await {
+                        tracing::warn!(error = %e, "purging expired sessions failed");
+                    }
+                    continue;
                 }
-                continue;
-            }
-        };
-        let mut next = Some(first);
-        while let Some(m) = next.take() {
-            match m {
-                Msg::Op(op) => batch.push(op),
-                Msg::Embed(ms) => stored.extend(ms),
-                Msg::Flush(w) => waiters.push(w),
-            }
-            if batch.len() + stored.len() < opts.batch_size.max(1) {
-                next = rx.try_recv().ok();
+            };
+            inbox.take(first);
+        }
+        while inbox.batch.len() + inbox.stored.len() < opts.batch_size.max(1) {
+            match inbox.rx.try_recv() {
+                Ok(m) => inbox.take(m),
+                Err(_) => break,
             }
         }
-        let mut created = std::mem::take(&mut stored);
-        if !batch.is_empty() {
-            let ops = std::mem::take(&mut batch);
-            if let Some(c) = apply_retrying(&*store, ops, &failing, &closed).await {
+        let mut created = std::mem::take(&mut inbox.stored);
+        if !inbox.batch.is_empty() {
+            let ops = std::mem::take(&mut inbox.batch);
+            if let Some(c) = apply_retrying(&*store, ops, &failing, &closed, &mut inbox).await {
                 created.extend(c);
             }
         }
         if let Some(e) = &embedder {
             embed(&*store, &**e, &created, opts.embed_timeout).await;
         }
-        for w in waiters.drain(..) {
-            let _ = w.send(());
+        if inbox.batch.is_empty() && inbox.stored.is_empty() {
+            inbox.answer_flushes();
         }
     }
 }
 
 /// Applies a batch; a store failure ([`StoreError::Backend`]) is retried with backoff for
 /// [`RETRY_FOR`] (or [`SHUTDOWN_RETRY`] once the queue is closing), so that a database
-/// restart loses nothing. The memories created, or `None` when the batch was lost.
+/// restart loses nothing. Meanwhile the channel is still read (up to the queue's
+/// capacity): writes wait in `inbox` for the next batch, and a flush is answered after
+/// the next attempt, whatever its outcome (unless the queue is shutting down: its flush
+/// waits for the last attempt). The memories created, or `None` when the batch was lost.
 async fn apply_retrying(
     store: &dyn MemoryStore,
     ops: Vec<WriteOp>,
     failing: &AtomicBool,
     closed: &AtomicBool,
+    inbox: &mut Inbox,
 ) -> Option<Vec<Memory>> {
     let n = ops.len();
     let started = tokio::time::Instant::now();
@@ -244,7 +286,25 @@ async fn apply_retrying(
             tracing::error!(error = %e, writes = n, "memory batch write failed; the batch is lost");
             return None;
         }
-        tokio::time::sleep(delay).await;
+        if !closed.load(Ordering::Acquire) {
+            inbox.answer_flushes();
+        }
+        let wake = tokio::time::sleep(delay);
+        tokio::pin!(wake);
+        loop {
+            let room = inbox.has_room();
+            tokio::select! {
+                _ = &mut wake => break,
+                m = inbox.rx.recv(), if room => match m {
+                    Some(m) => inbox.take(m),
+                    // Every handle is gone: only the retry is left to do.
+                    None => {
+                        (&mut wake).await;
+                        break;
+                    }
+                },
+            }
+        }
         delay = (delay * 2).min(BACKOFF.1);
     }
 }
