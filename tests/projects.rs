@@ -485,6 +485,21 @@ async fn usage_rows_say_which_memories_were_injected_and_why() {
     assert_eq!(groups, [("".to_string(), 1), ("alpha".to_string(), 1)]);
     let (_, rows) = api_get(&proxy, "/v1/usage/requests?project=alpha", MASTER).await;
     assert_eq!(rows["data"].as_array().unwrap().len(), 1);
+    for (status, n) in [("ok", 2), ("error", 0), ("200", 2)] {
+        let (_, rows) = api_get(
+            &proxy,
+            &format!("/v1/usage/requests?status={status}"),
+            MASTER,
+        )
+        .await;
+        assert_eq!(
+            rows["data"].as_array().unwrap().len(),
+            n,
+            "{status}: {rows}"
+        );
+    }
+    let (code, _) = api_get(&proxy, "/v1/usage/requests?status=bad", MASTER).await;
+    assert_eq!(code, 400);
     let (_, series) = api_get(
         &proxy,
         "/v1/usage/timeseries?range=1h&group_by=project",

@@ -307,6 +307,7 @@ impl AnalyticsStore for SqliteStore {
         text("key_id", &q.key_id, &mut clauses);
         text("request_id", &q.request_id, &mut clauses);
         text("project", &q.project, &mut clauses);
+        clauses.extend(q.status.map(|f| f.sql()));
         for (col, op, v) in [
             ("ts_ms", ">=", q.from_ms),
             ("ts_ms", "<", q.to_ms),
@@ -598,7 +599,7 @@ mod tests {
 
     #[test]
     fn rows_keep_their_project_and_injected_memories() {
-        use super::super::store::Injected;
+        use super::super::store::{Injected, StatusFilter};
         let dir = tempfile::tempdir().unwrap();
         let mut s = SqliteStore::open(dir.path()).unwrap();
         let mut a = row("u", "m", 1, 1.0, 0.1);
@@ -613,8 +614,26 @@ mod tests {
             truncated: true,
         }];
         a.memories_injected = 1;
-        let b = row("u", "m", 2, 1.0, 0.1);
+        let mut b = row("u", "m", 2, 1.0, 0.1);
+        b.status = 502;
         s.insert_records(&[a.clone(), b]).unwrap();
+        // Row 1 answered, row 2 failed with 502.
+        for (filter, want) in [
+            (StatusFilter::Errors, vec![2]),
+            (StatusFilter::Ok, vec![1]),
+            (StatusFilter::Code(502), vec![2]),
+            (StatusFilter::Code(404), vec![]),
+        ] {
+            let rows = s
+                .requests(&RequestsQuery {
+                    status: Some(filter),
+                    limit: 10,
+                    ..Default::default()
+                })
+                .unwrap();
+            let ts: Vec<i64> = rows.iter().map(|r| r.record.ts_ms).collect();
+            assert_eq!(ts, want, "{filter:?}");
+        }
         let web = s
             .requests(&RequestsQuery {
                 project: Some("web".into()),

@@ -157,11 +157,42 @@ pub struct RequestsQuery {
     pub request_id: Option<String>,
     /// Rows of this project (`""`: rows with none).
     pub project: Option<String>,
+    pub status: Option<StatusFilter>,
     pub from_ms: Option<i64>,
     pub to_ms: Option<i64>,
     pub limit: usize,
     /// Rows with an id below this one (the previous page's `next_cursor`).
     pub before_id: Option<i64>,
+}
+
+/// `GET /v1/usage/requests?status=`: failed rows, answered rows, or one status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFilter {
+    /// A status of 400 or more, or an error that ended the answer (`error_type`).
+    Errors,
+    /// The others.
+    Ok,
+    Code(u16),
+}
+
+impl StatusFilter {
+    /// `error`, `ok` or a status code.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "error" | "errors" => Some(Self::Errors),
+            "ok" => Some(Self::Ok),
+            code => code.parse().ok().map(Self::Code),
+        }
+    }
+
+    /// The SQL condition (the same in SQLite and PostgreSQL; no user text in it).
+    pub fn sql(self) -> String {
+        match self {
+            Self::Errors => "(status >= 400 OR error_type IS NOT NULL)".into(),
+            Self::Ok => "(status < 400 AND error_type IS NULL)".into(),
+            Self::Code(c) => format!("status = {c}"),
+        }
+    }
 }
 
 /// `POST /v1/feedback`.

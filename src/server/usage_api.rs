@@ -19,6 +19,7 @@ use super::error::ApiError;
 use super::middleware::RequestCtx;
 use super::AppState;
 use crate::analytics::rollup::{Range, SeriesBy, TimeseriesQuery};
+use crate::analytics::store::StatusFilter;
 use crate::analytics::{timefmt, Feedback, GroupBy, RequestsQuery, UsageQuery};
 use crate::keys::KeyError;
 
@@ -94,8 +95,8 @@ pub async fn usage(
     })))
 }
 
-/// `GET /v1/usage/requests?user_id=&client=&model=&key=&project=&request_id=&from=&to=&limit=&cursor=`
-/// (`project=` with an empty value: rows with no project).
+/// `GET /v1/usage/requests?user_id=&client=&model=&key=&project=&status=&request_id=&from=&to=&limit=&cursor=`
+/// (`project=` with an empty value: rows with no project; `status=error|ok|CODE`).
 pub async fn requests(
     State(state): State<Arc<AppState>>,
     Extension(ctx): Extension<RequestCtx>,
@@ -124,9 +125,18 @@ pub async fn requests(
             .lookup(k)
             .map_or_else(|| k.clone(), |vk| vk.row.hash.clone())
     });
+    let status = match q.get("status").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(StatusFilter::parse(s).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "status must be `error`, `ok` or a status code; got `{s}`"
+            ))
+        })?),
+    };
     let seen = scope(&ctx, &q)?;
     let query = RequestsQuery {
         user_id: seen.user_id,
+        status,
         client: q.get("client").cloned(),
         model: q.get("model").cloned(),
         key_id: seen.key_id.or(key_id),

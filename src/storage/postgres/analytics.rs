@@ -434,6 +434,7 @@ impl AnalyticsStore for PgAnalytics {
                 clauses.push(format!("{col} = ${}", params.len()));
             }
         }
+        clauses.extend(q.status.map(|f| f.sql()));
         for (col, op, v) in [
             ("ts_ms", ">=", q.from_ms),
             ("ts_ms", "<", q.to_ms),
