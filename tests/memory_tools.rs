@@ -691,3 +691,61 @@ async fn a_store_that_refuses_writes_fails_readiness_and_recovers() {
     proxy.flush_memory().await;
     assert_eq!(ready().await.0, 200);
 }
+
+/// In a project, the tools read the project's memories and then (`project_then_user`,
+/// the default) its user's outside any project, as injection does; `project_only` keeps
+/// them to the project. Another project's memories stay out either way.
+#[tokio::test]
+async fn in_a_project_the_tools_read_the_project_then_the_user() {
+    for (mode, user_level_found) in [("project_then_user", true), ("project_only", false)] {
+        let mock = MockUpstream::start().await;
+        let yaml = format!(
+            "{}context_retrieval: {{enabled: false, project_scope: {mode}}}\n",
+            config(&mock, TOOLS)
+        );
+        let proxy = start(&yaml).await;
+        let base = proxy.url("");
+        let add = |body: Value| {
+            let url = format!("{base}/v1/memories");
+            async move {
+                let r = client().post(url).json(&body).send().await.unwrap();
+                assert_eq!(r.status(), 201);
+                r.json::<Value>().await.unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            }
+        };
+        add(json!({"user_id": "alice", "project": "alpha", "content": "The alpha deploy key rotates monthly"})).await;
+        let user_level =
+            add(json!({"user_id": "alice", "content": "Alice's deploy window is Tuesday"})).await;
+        add(json!({"user_id": "alice", "project": "beta", "content": "The beta deploy is frozen"}))
+            .await;
+
+        mock.push(search("c1", "deploy"));
+        mock.push(call("c2", "memory_get", json!({ "id": user_level })));
+        mock.push(Behavior::Text("ok".into()));
+        ask(
+            &format!("{base}/p/alpha"),
+            Api::Chat,
+            "alice",
+            &request(Api::Chat, "gpt", "When do I deploy?", false, None),
+        )
+        .await;
+        let results = tool_results(&mock.requests()[2]);
+        let found = results[0]["results"].to_string();
+        assert!(found.contains("alpha deploy key"), "{mode}: {found}");
+        assert!(!found.contains("beta deploy"), "{mode}: {found}");
+        assert_eq!(
+            found.contains("Tuesday"),
+            user_level_found,
+            "{mode}: {found}"
+        );
+        assert_eq!(
+            results[1]["content"] == "Alice's deploy window is Tuesday",
+            user_level_found,
+            "{mode}: {:?}",
+            results[1]
+        );
+    }
+}

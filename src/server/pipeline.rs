@@ -21,6 +21,7 @@ use super::AppState;
 use crate::analytics::store::Injected;
 use crate::config::ProjectScope;
 use crate::memory::inject;
+use crate::memory::scope::Scope;
 use crate::memory::store::ScoredMemory;
 use crate::memory::{CaptureMeta, MemoryService};
 use crate::protocol::chat::{BodyError, ChatBody, ChatMessage};
@@ -85,8 +86,10 @@ pub async fn run(
         anthropic_beta: headers.get("anthropic-beta").and_then(|v| v.to_str().ok()),
     };
     let t0 = Instant::now();
-    let scope = ctx.scope().key();
-    let (result, tool_rounds) = answer(state, &mut req, &call, &scope, client.include_usage)
+    let scope = ctx.scope();
+    let key = scope.key();
+    let keys = search_keys(&scope, &key, state.config.retrieval.project_scope);
+    let (result, tool_rounds) = answer(state, &mut req, &call, &keys, client.include_usage)
         .instrument(acct.span().clone())
         .await;
     let upstream = t0.elapsed();
@@ -141,7 +144,7 @@ async fn answer(
     state: &AppState,
     req: &mut LlmRequest<'_>,
     call: &CallContext<'_>,
-    scope: &str,
+    scopes: &[&str],
     include_usage: bool,
 ) -> (Result<Routed<Reply>, ApiError>, u32) {
     match &state.memory {
@@ -153,7 +156,7 @@ async fn answer(
                 settings: &state.config.tool_execution,
                 router: &state.router,
                 memory: mem,
-                scope,
+                scopes,
                 include_usage,
             };
             match tool_loop.run(req, call).await {
@@ -254,11 +257,7 @@ async fn recall(
     let mut block = None;
     if retrieve {
         if let Some(q) = inject::query_text(cfg.query_strategy, &messages) {
-            // A project's memories first, then (unless `project_only`) its user's.
-            let mut keys = vec![key.as_str()];
-            if scope.project.is_some() && cfg.project_scope == ProjectScope::ProjectThenUser {
-                keys.push(scope.user_key());
-            }
+            let keys = search_keys(&scope, &key, cfg.project_scope);
             let groups = match tokio::time::timeout(
                 search_limit,
                 mem.try_search_in(&keys, &q, cfg.max_results),
@@ -364,6 +363,16 @@ fn injected(
             }
         })
         .collect()
+}
+
+/// The store keys a request's memory is read from, in order: its scope's (`key`), then,
+/// for a project with `project_then_user`, its user's memories outside any project.
+fn search_keys<'a>(scope: &'a Scope, key: &'a str, mode: ProjectScope) -> Vec<&'a str> {
+    let mut keys = vec![key];
+    if scope.project.is_some() && mode == ProjectScope::ProjectThenUser {
+        keys.push(scope.user_key());
+    }
+    keys
 }
 
 /// The labels of the injected groups of a request with a project: its memories, then

@@ -21,8 +21,9 @@ const GET_CHARS: usize = 32_000;
 /// Runs calls for one user.
 pub struct Executor<'a> {
     pub memory: &'a MemoryService,
-    /// The memory scope: the caller's, whatever the arguments say.
-    pub user_id: &'a str,
+    /// The memory scopes searched, in order (the caller's, whatever the arguments say):
+    /// the request's, then its user's outside any project when the config says so.
+    pub scopes: &'a [&'a str],
     /// Longest wait for one attempt (`timeout_per_tool`).
     pub timeout: Duration,
 }
@@ -80,13 +81,14 @@ impl Executor<'_> {
     async fn attempt(&self, call: &Call) -> Result<Value, ToolError> {
         match call {
             Call::Search { query, limit } => {
-                let hits = self
+                let groups = self
                     .memory
-                    .try_search(self.user_id, query, *limit)
+                    .try_search_in(self.scopes, query, *limit)
                     .await
                     .map_err(store_error)?;
-                let results: Vec<Value> = hits
+                let results: Vec<Value> = groups
                     .iter()
+                    .flatten()
                     .take(*limit)
                     .map(|h| {
                         let mut v = memory_json(&h.memory, SEARCH_CHARS);
@@ -96,7 +98,7 @@ impl Executor<'_> {
                     .collect();
                 Ok(json!({"query": query, "results": results}))
             }
-            Call::Get { id } => match self.memory.store().get(self.user_id, id).await {
+            Call::Get { id } => match self.get(id).await {
                 Ok(m) => {
                     let mut v = memory_json(&m, GET_CHARS);
                     v["metadata"] = Value::Object(m.metadata.clone());
@@ -109,6 +111,19 @@ impl Executor<'_> {
                 Err(e) => Err(store_error(e)),
             },
         }
+    }
+}
+
+impl Executor<'_> {
+    /// The memory `id` in the first of the scopes that has it.
+    async fn get(&self, id: &str) -> Result<Memory, StoreError> {
+        for scope in self.scopes {
+            match self.memory.store().get(scope, id).await {
+                Err(StoreError::NotFound) => continue,
+                found => return found,
+            }
+        }
+        Err(StoreError::NotFound)
     }
 }
 

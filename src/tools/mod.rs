@@ -65,9 +65,10 @@ pub struct ToolLoop<'a> {
     pub router: &'a ModelRouter,
     /// The memory the calls search.
     pub memory: &'a MemoryService,
-    /// The store key the calls are scoped to: the request's memory scope
-    /// ([`crate::memory::scope::Scope::key`]), never beyond it.
-    pub scope: &'a str,
+    /// The store keys the calls read, in order: the request's memory scope
+    /// ([`crate::memory::scope::Scope::key`]), then, for a project with
+    /// `project_then_user`, its user's memories outside any project; never beyond.
+    pub scopes: &'a [&'a str],
     /// The client asked for the final usage chunk of a stream (OpenAI chat clients).
     pub include_usage: bool,
 }
@@ -82,7 +83,7 @@ pub struct Looped {
 
 impl ToolLoop<'_> {
     /// Answers `req` (see the module docs). The request's native body is dropped and its
-    /// stream flag cleared; [`ToolLoop::scope`] is the memory scope.
+    /// stream flag cleared; [`ToolLoop::scopes`] are the memory scopes.
     pub async fn run(
         &self,
         req: &mut LlmRequest<'_>,
@@ -173,7 +174,7 @@ impl ToolLoop<'_> {
         }
         let executor = Executor {
             memory: self.memory,
-            user_id: self.scope,
+            scopes: self.scopes,
             timeout: self.settings.timeout_per_tool,
         };
         let outcomes = join_all(
