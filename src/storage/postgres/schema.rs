@@ -161,6 +161,15 @@ pub const VERSION: i32 = 5;
 /// Any constant: the advisory lock that serialises migrations of one database.
 const LOCK_ID: i64 = 0x6d65_6d70_726f_7879; // "memproxy"
 
+/// A PostgreSQL error as text: the server's own message when it sent one (the
+/// driver's `Display` says only "db error").
+fn why(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{}: {}", d.code().code(), d.message()),
+        None => e.to_string(),
+    }
+}
+
 /// Brings the database to [`VERSION`]; refuses one that is newer. Returns the version
 /// found before.
 pub async fn migrate(client: &mut Client) -> Result<i32, String> {
@@ -199,7 +208,7 @@ pub async fn migrate(client: &mut Client) -> Result<i32, String> {
         let version = i as i32 + 1;
         tx.batch_execute(sql)
             .await
-            .map_err(|e| format!("migration to schema version {version}: {e}"))?;
+            .map_err(|e| format!("migration to schema version {version}: {}", why(&e)))?;
         tx.execute(
             "INSERT INTO memproxy_schema_migrations (version, description) VALUES ($1, $2)",
             &[&version, description],
@@ -212,7 +221,7 @@ pub async fn migrate(client: &mut Client) -> Result<i32, String> {
     if current < 3 {
         tx.batch_execute(super::rollup::SCHEMA_V3)
             .await
-            .map_err(|e| format!("migration to schema version 3: {e}"))?;
+            .map_err(|e| format!("migration to schema version 3: {}", why(&e)))?;
         tx.execute(
             "INSERT INTO memproxy_schema_migrations (version, description) VALUES (3, $1)",
             &[&"usage rollups per minute and hour"],
@@ -230,7 +239,7 @@ pub async fn migrate(client: &mut Client) -> Result<i32, String> {
         );
         tx.batch_execute(&sql)
             .await
-            .map_err(|e| format!("migration to schema version 4: {e}"))?;
+            .map_err(|e| format!("migration to schema version 4: {}", why(&e)))?;
         tx.execute(
             "INSERT INTO memproxy_schema_migrations (version, description) VALUES (4, $1)",
             &[&"usage rows' project and injected memories; project in the rollups"],
@@ -242,7 +251,7 @@ pub async fn migrate(client: &mut Client) -> Result<i32, String> {
     // index it replaces goes (the `lexemes` column stays, for SQL of the operator's own).
     if current < 5 {
         tx.batch_execute(
-            "CREATE TABLE memproxy_memory_terms (
+            "CREATE TABLE IF NOT EXISTS memproxy_memory_terms (
                  uid  BIGINT NOT NULL,
                  term TEXT NOT NULL,
                  seq  BIGINT NOT NULL,
@@ -251,11 +260,12 @@ pub async fn migrate(client: &mut Client) -> Result<i32, String> {
              INSERT INTO memproxy_memory_terms (uid, term, seq)
                  SELECT DISTINCT m.uid, t.term, m.seq
                  FROM memproxy_memories m, unnest(string_to_array(m.terms, ' ')) AS t(term)
-                 WHERE t.term <> '';
+                 WHERE t.term <> ''
+                 ON CONFLICT DO NOTHING;
              DROP INDEX IF EXISTS memproxy_memories_lexemes;",
         )
         .await
-        .map_err(|e| format!("migration to schema version 5: {e}"))?;
+        .map_err(|e| format!("migration to schema version 5: {}", why(&e)))?;
         tx.execute(
             "INSERT INTO memproxy_schema_migrations (version, description) VALUES (5, $1)",
             &[&"posting table of the memories' terms for lexical search"],
