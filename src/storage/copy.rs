@@ -517,6 +517,17 @@ pub async fn run(
             out.push(copier.responses(&db).await?);
         }
     }
+    // A bulk copy leaves the planner's statistics and the visibility map behind the
+    // tables: gather them now rather than at autovacuum's next turn, so the first
+    // requests get index-only scans and plans made for the real sizes.
+    let client = to.connect().await.map_err(tgt)?;
+    client
+        .batch_execute(
+            "VACUUM (ANALYZE) memproxy_memories, memproxy_memory_terms, memproxy_memory_users, \
+             memproxy_memory_vectors, memproxy_requests, memproxy_keys, memproxy_responses",
+        )
+        .await
+        .map_err(tgt)?;
     Ok(out)
 }
 

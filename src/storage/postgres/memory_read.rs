@@ -218,17 +218,13 @@ async fn lights(
     Ok(())
 }
 
-/// Each term's newest matches among the user's memories, in one statement: a backward
-/// scan of the posting table's primary key `(uid, term, seq)` per term, which stops after
-/// 251 rows. (The GIN index over `lexemes` that this replaced cannot return a term's
-/// matches in order: it fetched and sorted every match, 34 ms for the benchmark's
-/// question and 129 ms for common terms over 100k memories of one user.)
-const SCAN_TERMS_SQL: &str = "SELECT t.i, p.seq
-    FROM unnest($2::text[]) WITH ORDINALITY AS t(q, i)
-    CROSS JOIN LATERAL (
-        SELECT seq FROM memproxy_memory_terms WHERE uid = $1 AND term = t.q
-        ORDER BY seq DESC LIMIT 251
-    ) p";
+/// Each term's newest matches among the user's memories, in one statement
+/// ([`super::schema::SCAN_TERMS_FN`]: a backward scan of the posting table's primary key
+/// `(uid, term, seq)` per term, which stops after 251 rows). (The GIN index over `lexemes`
+/// that this replaced cannot return a term's matches in order: it fetched and sorted every
+/// match, 34 ms for the benchmark's question and 129 ms for common terms over 100k
+/// memories of one user.)
+const SCAN_TERMS_SQL: &str = "SELECT i, seq FROM memproxy_scan_terms($1, $2, 251)";
 const _: () = assert!(TERM_SCAN_CAP + 1 == 251, "SCAN_TERMS_SQL's LIMIT");
 
 async fn lexical(
