@@ -72,14 +72,14 @@ const MAX_SESSIONS: usize = 10_000;
 
 /// Who a session stands for: the master key, open mode, or a virtual key by hash (read
 /// again on every request, so a deleted or changed key takes effect at once).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 enum Subject {
     Master,
     Open,
     Key(String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Session {
     subject: Subject,
     csrf: String,
@@ -94,11 +94,15 @@ pub struct NewSession {
     pub expires_ms: i64,
 }
 
-/// Dashboard sessions, in memory (keyed by the SHA-256 of the cookie token; one
-/// instance's sessions are not seen by another).
+/// Dashboard sessions, in memory (keyed by the SHA-256 of the cookie token) and, with
+/// Redis ([`Sessions::share_through`]), in Redis too: there the shared copy decides, so a
+/// session made on one instance works on every other and signing out anywhere ends it
+/// everywhere. While Redis cannot be reached an instance goes on with the sessions it
+/// knows.
 #[derive(Default)]
 pub struct Sessions {
     by_token: dashmap::DashMap<[u8; 32], Session>,
+    shared: std::sync::OnceLock<crate::storage::redis::SharedSessions>,
 }
 
 fn random_token() -> String {
@@ -153,6 +157,69 @@ impl Sessions {
     /// Ends a session.
     pub fn remove(&self, token: &str) {
         self.by_token.remove(&token_id(token));
+    }
+
+    /// Keeps sessions in Redis as well, from now on.
+    pub fn share_through(&self, shared: crate::storage::redis::SharedSessions) {
+        let _ = self.shared.set(shared);
+    }
+
+    /// Starts a session for a principal, shared with the other instances when there is
+    /// Redis (where Redis cannot take it, the session works on this instance only).
+    pub async fn start(&self, principal: &Principal, now_ms: i64) -> NewSession {
+        let new = self.create(principal, now_ms);
+        if let Some(shared) = self.shared.get() {
+            let id = token_id(&new.token);
+            let saved = match self.by_token.get(&id).map(|s| serde_json::to_string(&*s)) {
+                Some(Ok(json)) => {
+                    shared
+                        .save(&crate::keys::hex(&id), &json, new.expires_ms - now_ms)
+                        .await
+                }
+                _ => Ok(()),
+            };
+            if let Err(e) = saved {
+                tracing::warn!(error = %e, "dashboard session kept on this instance only: Redis did not take it");
+            }
+        }
+        new
+    }
+
+    /// Brings this instance's copy of a session in line with Redis, before the session
+    /// is checked: learnt when another instance made it, dropped when it was ended
+    /// elsewhere. No-op without Redis; kept as it is while Redis cannot be asked.
+    pub async fn refresh(&self, token: &str) {
+        let Some(shared) = self.shared.get() else {
+            return;
+        };
+        let id = token_id(token);
+        match shared.load(&crate::keys::hex(&id)).await {
+            Ok(Some(json)) => match serde_json::from_str::<Session>(&json) {
+                Ok(s) => {
+                    self.by_token.insert(id, s);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "an unreadable dashboard session in Redis");
+                    self.by_token.remove(&id);
+                }
+            },
+            Ok(None) => {
+                self.by_token.remove(&id);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read dashboard sessions from Redis; using this instance's")
+            }
+        }
+    }
+
+    /// Ends a session, on every instance when there is Redis.
+    pub async fn end(&self, token: &str) {
+        self.remove(token);
+        if let Some(shared) = self.shared.get() {
+            if let Err(e) = shared.delete(&crate::keys::hex(&token_id(token))).await {
+                tracing::warn!(error = %e, "a dashboard session could not be ended in Redis");
+            }
+        }
     }
 
     /// The session of a cookie token and its CSRF token.

@@ -334,16 +334,7 @@ async fn sslmode_decides_tls() {
 async fn a_revoked_key_is_refused_everywhere_within_a_second() {
     let db = TestDb::create().await;
     let mock = MockUpstream::start().await;
-    let redis_url = std::env::var("MEMPROXY_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    // Fails (never skips) when the test Redis is down.
-    let mut c = redis::Client::open(redis_url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap_or_else(|e| panic!("the test Redis at {redis_url} is unreachable: {e}"));
-    let _: String = redis::cmd("PING").query_async(&mut c).await.unwrap();
-    let prefix = format!("memproxy-test:{}:", uuid::Uuid::new_v4());
+    let (redis_url, prefix) = redis_for_test().await;
     let yaml = format!(
         "{}rate_limits: {{redis_prefix: \"{prefix}\"}}\n",
         config(&mock)
@@ -392,4 +383,154 @@ async fn a_revoked_key_is_refused_everywhere_within_a_second() {
     }
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
+}
+
+/// A test Redis URL and a key prefix of the test's own; fails (never skips) when the
+/// test Redis is down.
+async fn redis_for_test() -> (String, String) {
+    let redis_url = std::env::var("MEMPROXY_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let mut c = redis::Client::open(redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("the test Redis at {redis_url} is unreachable: {e}"));
+    let _: String = redis::cmd("PING").query_async(&mut c).await.unwrap();
+    (
+        redis_url,
+        format!("memproxy-test:{}:", uuid::Uuid::new_v4()),
+    )
+}
+
+#[tokio::test]
+async fn a_dashboard_session_works_on_every_instance_and_ends_everywhere() {
+    let db = TestDb::create().await;
+    let mock = MockUpstream::start().await;
+    let (redis_url, prefix) = redis_for_test().await;
+    let yaml = format!(
+        "{}rate_limits: {{redis_prefix: \"{prefix}\"}}\n",
+        config(&mock)
+    );
+    let env = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("REDIS_URL", redis_url.as_str()),
+    ];
+    let a = start_with(&yaml, &env, Default::default()).await;
+    let b = start_with(&yaml, &env, Default::default()).await;
+
+    // Signed in through A.
+    let resp = client()
+        .post(a.url("/ui/api/login"))
+        .json(&json!({ "key": MASTER }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let csrf = resp.json::<Value>().await.unwrap()["csrf_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let session = |p: &Proxy| {
+        client()
+            .get(p.url("/ui/api/session"))
+            .header("cookie", &cookie)
+            .send()
+    };
+    let usage = |p: &Proxy| {
+        client()
+            .get(p.url("/v1/usage"))
+            .header("cookie", &cookie)
+            .send()
+    };
+
+    // B knows the session (and its CSRF token) and serves the APIs on it.
+    let on_b = session(&b).await.unwrap();
+    assert_eq!(on_b.status(), 200);
+    let on_b: Value = on_b.json().await.unwrap();
+    assert_eq!(on_b["csrf_token"], csrf.as_str(), "{on_b}");
+    assert_eq!(on_b["principal"]["kind"], "master", "{on_b}");
+    assert_eq!(usage(&b).await.unwrap().status(), 200);
+    // Only the hash of the cookie's token is stored, never the token.
+    let token = cookie.split_once('=').unwrap().1;
+    let mut c = redis::Client::open(redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let stored: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}session:*"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert!(!stored[0].contains(token));
+
+    // A mutation on B without the CSRF token is refused; signing out on B (with it)
+    // ends the session on A too.
+    let no_csrf = client()
+        .post(b.url("/ui/api/logout"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_csrf.status(), 403);
+    let out = client()
+        .post(b.url("/ui/api/logout"))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 200);
+    assert_eq!(session(&a).await.unwrap().status(), 401);
+    assert_eq!(usage(&a).await.unwrap().status(), 401);
+    assert_eq!(session(&b).await.unwrap().status(), 401);
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}session:*"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn dashboard_sessions_work_on_their_instance_while_redis_is_down() {
+    let mock = MockUpstream::start().await;
+    // Nothing listens on port 1: every Redis call fails at once.
+    let p = start_with(
+        &config(&mock),
+        &[("REDIS_URL", "redis://127.0.0.1:1")],
+        Default::default(),
+    )
+    .await;
+    let resp = client()
+        .post(p.url("/ui/api/login"))
+        .json(&json!({ "key": MASTER }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    let cookie = cookie.split(';').next().unwrap();
+    let s = client()
+        .get(p.url("/ui/api/session"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(s.status(), 200);
+    p.shutdown().await.unwrap();
 }

@@ -214,6 +214,12 @@ pub async fn gateway(State(state): State<Arc<AppState>>, mut req: Request, next:
             .storage
             .find_key(&state.keys, &state.auth, req.headers())
             .await;
+        // A dashboard session (no key presented) another instance made or ended.
+        if crate::auth::presented_key(req.headers()).is_none() {
+            if let Some(token) = crate::auth::session_token(req.headers()) {
+                state.auth.sessions.refresh(token).await;
+            }
+        }
     }
     let admitted = if open {
         Ok(None)

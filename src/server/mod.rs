@@ -132,6 +132,17 @@ impl AppState {
             memory,
             started: Instant::now(),
         });
+        if let Some(redis_url) = &state.config.rate_limits.redis_url {
+            match crate::storage::redis::SharedSessions::new(
+                redis_url.expose(),
+                &state.config.rate_limits.redis_prefix,
+            ) {
+                Ok(shared) => state.auth.sessions.share_through(shared),
+                Err(e) => {
+                    tracing::warn!(error = %e, "dashboard sessions stay per instance")
+                }
+            }
+        }
         if state.storage.shared() {
             tokio::spawn(follow_keys(Arc::downgrade(&state)));
             let weak = Arc::downgrade(&state);

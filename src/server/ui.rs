@@ -126,7 +126,7 @@ async fn login(
     if principal == Principal::Open && state.auth.required() {
         return Err(AuthError::Invalid.into());
     }
-    let s = state.auth.sessions.create(&principal, now);
+    let s = state.auth.sessions.start(&principal, now).await;
     let https = headers
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok())
@@ -156,6 +156,7 @@ async fn session(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let token = session_token(&headers).ok_or(AuthError::Session)?;
+    state.auth.sessions.refresh(token).await;
     let now = timefmt::now_ms();
     let principal = state.auth.authenticate_request(
         &axum::http::Method::GET,
@@ -186,6 +187,7 @@ async fn logout(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let token = session_token(&headers).ok_or(AuthError::Session)?;
+    state.auth.sessions.refresh(token).await;
     let mut only = headers_with_cookie_only(token);
     if let Some(c) = headers.get("x-csrf-token") {
         only.insert("x-csrf-token", c.clone());
@@ -196,7 +198,7 @@ async fn logout(
         &state.keys,
         timefmt::now_ms(),
     )?;
-    state.auth.sessions.remove(token);
+    state.auth.sessions.end(token).await;
     let mut resp = Json(json!({"signed_out": true})).into_response();
     resp.headers_mut().insert(
         header::SET_COOKIE,

@@ -10,6 +10,8 @@
 //!   instance drops its cached copy at once.
 //! - [`CookieJars`]: each user's cookies for a Supermemory router, so a challenge session
 //!   made through one instance goes on through any other.
+//! - [`SharedSessions`]: dashboard sign-ins, so a browser signed in through one instance
+//!   is signed in on all of them, and signed out everywhere at once.
 //!
 //! Connections are made lazily by a connection manager that reconnects by itself; no
 //! call waits more than [`COMMAND_TIMEOUT`].
@@ -426,6 +428,64 @@ impl CookieJars {
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot share a cookie jar through Redis"),
             Err(_) => tracing::warn!("cannot share a cookie jar through Redis: no answer in time"),
         }
+    }
+}
+
+/// Dashboard sessions in Redis: `{prefix}session:{id}` holds one session (the caller's
+/// serialised [`crate::auth`] session) until it expires; signing out deletes it. `id` is
+/// the SHA-256 of the cookie token, never the token itself.
+pub struct SharedSessions {
+    conn: Conn,
+    prefix: String,
+}
+
+impl SharedSessions {
+    /// The sessions under `prefix` in the Redis at `url` (connected on first use).
+    pub fn new(url: &str, prefix: &str) -> Result<Self, redis::RedisError> {
+        Ok(Self {
+            conn: Conn::new(url)?,
+            prefix: prefix.to_string(),
+        })
+    }
+
+    fn key(&self, id: &str) -> String {
+        format!("{}session:{id}", self.prefix)
+    }
+
+    async fn call<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, String> {
+        let call = async {
+            let mut conn = self.conn.get().await?;
+            cmd.query_async::<T>(&mut conn).await
+        };
+        match tokio::time::timeout(COMMAND_TIMEOUT, call).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("no answer in time".into()),
+        }
+    }
+
+    /// Keeps a session for `ttl_ms`.
+    pub async fn save(&self, id: &str, value: &str, ttl_ms: i64) -> Result<(), String> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key(id))
+            .arg(value)
+            .arg("PX")
+            .arg(ttl_ms.max(1));
+        self.call(cmd).await
+    }
+
+    /// The session, if Redis still has it (`Err` when Redis cannot be asked).
+    pub async fn load(&self, id: &str) -> Result<Option<String>, String> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.key(id));
+        self.call(cmd).await
+    }
+
+    /// Ends a session everywhere.
+    pub async fn delete(&self, id: &str) -> Result<(), String> {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(self.key(id));
+        self.call::<i64>(cmd).await.map(drop)
     }
 }
 
