@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # LoCoMo retrieval, lexical and hybrid side by side: starts a local embeddings server
-# (all-MiniLM-L6-v2, bench/embed-server, in its own venv), runs `memproxy eval-locomo` once
+# (all-MiniLM-L6-v2, bench/embed-server, in its own venv), runs `memproxy-bench eval-locomo` once
 # with the default (lexical) config and once with memory.embedding_model pointing at that
 # server, and prints recall_any / recall_all @1/5/10 and search latency of both.
 #
@@ -21,7 +21,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DATA=${1:-$ROOT/../shared/data/locomo-dev.json}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-BIN=$TARGET/release/memproxy
+BIN=$TARGET/release/memproxy-bench
 SERVER_DIR=$ROOT/bench/embed-server
 VENV=$SERVER_DIR/.venv
 PY=${PYTHON:-python3}
@@ -76,13 +76,13 @@ fi
 # --- memproxy -----------------------------------------------------------------------------
 
 if [[ ${BENCH_BUILD:-1} == 1 ]]; then
-    say "== building memproxy (release, target dir $TARGET)"
-    (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release -p memproxy)
+    say "== building memproxy-bench (release, target dir $TARGET)"
+    (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release -p memproxy-bench)
 fi
 [[ -x $BIN ]] || die "$BIN is missing (build it, or run with BENCH_BUILD=1)"
 # A copy: a target dir shared with other checkouts may get another build meanwhile.
-cp "$BIN" "$OUT/memproxy"
-BIN=$OUT/memproxy
+cp "$BIN" "$OUT/memproxy-bench"
+BIN=$OUT/memproxy-bench
 
 # --- the embeddings server ----------------------------------------------------------------
 
@@ -111,10 +111,10 @@ EOF
 
 # --- the two evaluations --------------------------------------------------------------------
 
-say "== lexical: memproxy eval-locomo --file $DATA"
+say "== lexical: memproxy-bench eval-locomo --file $DATA"
 "$BIN" eval-locomo --file "$DATA" >"$OUT/lexical.txt" 2>"$OUT/lexical.err" ||
     die "lexical evaluation failed: $(tail -5 "$OUT/lexical.err")"
-say "== hybrid: memproxy eval-locomo --file $DATA --config $OUT/hybrid.yaml"
+say "== hybrid: memproxy-bench eval-locomo --file $DATA --config $OUT/hybrid.yaml"
 "$BIN" eval-locomo --file "$DATA" --config "$OUT/hybrid.yaml" >"$OUT/hybrid.txt" 2>"$OUT/hybrid.err" ||
     die "hybrid evaluation failed: $(tail -5 "$OUT/hybrid.err")"
 if grep -q "embedding failed\|searching lexically only\|embedding new memories" "$OUT/hybrid.err"; then

@@ -17,7 +17,7 @@
 #                           memory defaults (capture on) plus context_retrieval on
 #   BENCH_MEMORY_PRELOAD=0  memories written into memproxy's data dir before it starts, all of
 #                           the user the bench requests get (default-dev), by
-#                           `memproxy bench-memory` (e.g. 100000; kept in BENCH_MEMORY_CACHE)
+#                           `memproxy-bench bench-memory` (e.g. 100000; kept in BENCH_MEMORY_CACHE)
 #   BENCH_MEMORY_LAYOUT=one one: all preloaded memories are the bench user's (the worst case
 #                           for a search); spread: over 1000 users, the bench user one of them
 #   BENCH_MEMORY_CACHE      where preloaded data dirs are kept for reuse
@@ -162,7 +162,7 @@ if [[ ! -f $FLOOR_DIR/Cargo.toml ]]; then
 fi
 if [[ ${BENCH_BUILD:-1} == 1 ]]; then
     say "== building release binaries (target dir $TARGET)"
-    (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release -p memproxy -p mock-upstream)
+    (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release -p memproxy -p mock-upstream -p memproxy-bench)
     CARGO_TARGET_DIR=$TARGET cargo build --release --manifest-path "$ROOT/bench/loadgen/Cargo.toml"
     if ((HAVE_FLOOR)); then
         cargo build --release --manifest-path "$FLOOR_DIR/Cargo.toml" --target-dir "$TARGET/floor"
@@ -181,6 +181,10 @@ mkdir -p "$OUT/bin"
 for b in memproxy mock-upstream loadgen; do
     cp "$BIN/$b" "$OUT/bin/$b"
 done
+if ((PRELOAD > 0)); then # memproxy-bench writes the preloaded memories
+    [[ -x $BIN/memproxy-bench ]] || die "$BIN/memproxy-bench is missing (build it, or run with BENCH_BUILD=1)"
+    cp "$BIN/memproxy-bench" "$OUT/bin/memproxy-bench"
+fi
 if ((HAVE_FLOOR)); then
     cp "$FLOOR_BIN" "$OUT/bin/floor-proxy"
     FLOOR_BIN=$OUT/bin/floor-proxy
@@ -459,12 +463,12 @@ if [[ $with_memory == 0 && $MEMORY == retrieval ]]; then
 fi
 
 # Preloaded memories: a data dir of PRELOAD synthetic memories of MEM_USER, written once by
-# `memproxy bench-memory` into the cache and copied into memproxy's data dir for each run.
+# `memproxy-bench bench-memory` into the cache and copied into memproxy's data dir for each run.
 MEM_NOTE=
 if ((PRELOAD > 0)); then
     [[ $MEMORY == off* ]] && die "BENCH_MEMORY_PRELOAD needs memory on (BENCH_MEMORY=default or retrieval)"
     say "== preloading $PRELOAD memories, layout $MEM_LAYOUT, user $MEM_USER (cache $MEM_CACHE)"
-    "$BIN/memproxy" bench-memory --sizes "$PRELOAD" --layouts "$MEM_LAYOUT" --user "$MEM_USER" --searches 0 \
+    "$BIN/memproxy-bench" bench-memory --sizes "$PRELOAD" --layouts "$MEM_LAYOUT" --user "$MEM_USER" --searches 0 \
         --keep "$MEM_CACHE" >"$OUT/preload.log" 2>&1 || die "preloading failed: $(tail -3 "$OUT/preload.log")"
     mkdir -p "$OUT/data"
     if [[ $MEM_LAYOUT == one ]]; then

@@ -24,8 +24,8 @@
 //! - [`storage`]: the backend of every durable store (embedded SQLite or PostgreSQL),
 //!   chosen once at start; the PostgreSQL stores; `memproxy storage migrate`.
 //! - [`telemetry`]: JSON logging; OpenTelemetry traces over OTLP when configured.
-//! - [`eval`]: retrieval-quality evaluation on LoCoMo-format data (`memproxy eval-locomo`).
-//! - [`membench`]: the memory store's benchmark on synthetic data (`memproxy bench-memory`).
+//!
+//! (`eval-locomo` and `bench-memory` live in `crates/memproxy-bench`.)
 //!
 //! A request's path: `server::routes` → `server::middleware::gateway` (request id, auth,
 //! identity, budget, request rate limits) → `server::chat` → `server::pipeline::run`
@@ -35,11 +35,9 @@
 pub mod analytics;
 pub mod auth;
 pub mod config;
-pub mod eval;
 pub mod identity;
 pub mod intercept;
 pub mod keys;
-pub mod membench;
 pub mod memory;
 pub mod metrics;
 pub mod protocol;

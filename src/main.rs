@@ -29,27 +29,6 @@ struct Cli {
 enum Command {
     /// Start the proxy (the default command).
     Serve(ServeArgs),
-    /// Measure memory retrieval on a LoCoMo-format file through the memory API
-    /// (without --url: against an in-process server with a temporary data dir).
-    EvalLocomo {
-        /// The LoCoMo JSON file (e.g. ../shared/data/locomo-dev.json).
-        #[arg(long)]
-        file: String,
-        /// Base URL of a running memproxy; its memories of the eval users are deleted after.
-        #[arg(long)]
-        url: Option<String>,
-        /// Master key of that memproxy.
-        #[arg(long, env = "MEMPROXY_EVAL_KEY", hide_env_values = true)]
-        key: Option<String>,
-        /// Without --url: run the in-process server with this config (e.g. one whose
-        /// memory.embedding_model gives hybrid retrieval); its data dir is replaced by a
-        /// temporary one. Vectors are all stored before the questions are asked.
-        #[arg(long, conflicts_with = "url")]
-        config: Option<String>,
-    },
-    /// Benchmark the embedded memory store on synthetic memories: write throughput through
-    /// the write queue, search latency (p50/p99) per size and layout.
-    BenchMemory(BenchMemoryArgs),
     /// Storage tools: `storage migrate` copies an embedded install into PostgreSQL.
     Storage {
         #[command(subcommand)]
@@ -157,39 +136,6 @@ enum StorageCommand {
     },
 }
 
-#[derive(Args)]
-struct BenchMemoryArgs {
-    /// Numbers of memories, comma separated (10k, 100k, 1m, or plain numbers).
-    #[arg(long, value_delimiter = ',', default_value = "10k,100k,1m", value_parser = memproxy::membench::parse_size)]
-    sizes: Vec<u64>,
-    /// Layouts, comma separated: `one` (all memories of one user), `spread` (over --users users).
-    #[arg(long, value_delimiter = ',', default_value = "one,spread", value_parser = memproxy::membench::parse_layout)]
-    layouts: Vec<memproxy::membench::Layout>,
-    /// Users of the spread layout.
-    #[arg(long, default_value_t = 1000)]
-    users: u64,
-    /// The user id of the one-user layout, and of the first user of the spread layout.
-    #[arg(long, default_value = "membench-user")]
-    user: String,
-    /// Measured searches per case; 0 only writes (e.g. to preload a data dir).
-    #[arg(long, default_value_t = 2000)]
-    searches: usize,
-    /// Memories asked for per search (context_retrieval.max_results).
-    #[arg(long, default_value_t = 5)]
-    limit: usize,
-    /// Seed of the synthetic data (same seed, same memories and queries).
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    /// Keep each case's data dir under DIR (`SIZE-one-USER`, `SIZE-spread-USERS-USER`) and reuse
-    /// it when it holds the same case; without it, temporary dirs are used and removed.
-    #[arg(long, value_name = "DIR")]
-    keep: Option<std::path::PathBuf>,
-    /// Search this text every time instead of synthetic conversations (e.g. the proxy
-    /// benchmark's question, to profile the search its requests make).
-    #[arg(long, value_name = "TEXT")]
-    query: Option<String>,
-}
-
 #[derive(Args, Clone, Default)]
 struct ServeArgs {
     /// LiteLLM-style config.yaml; without it, built-in offline defaults are used.
@@ -252,13 +198,6 @@ fn main() -> ExitCode {
             key,
             args,
         }) => run_mcp(&args, user.as_deref(), project.as_deref(), key.as_deref()),
-        Some(Command::EvalLocomo {
-            file,
-            url,
-            key,
-            config,
-        }) => eval_locomo(&file, url, key, config.as_deref()),
-        Some(Command::BenchMemory(args)) => bench_memory(args),
         Some(Command::Intercept(args)) => intercept(args),
         Some(Command::Storage {
             command: StorageCommand::Migrate { from, to },
@@ -583,155 +522,6 @@ fn run_mcp(
             }
         }
     })
-}
-
-#[expect(clippy::print_stdout, clippy::print_stderr, reason = "CLI output")]
-fn eval_locomo(
-    file: &str,
-    url: Option<String>,
-    key: Option<String>,
-    config: Option<&str>,
-) -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    // Warnings (e.g. a failing embedding model) to stderr; the report goes to stdout.
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
-        .try_init();
-    let prefix = format!("eval-{}-", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let result = runtime.block_on(async {
-        match url {
-            Some(url) => {
-                let target = memproxy::eval::Target { url, key };
-                memproxy::eval::run(file, target, &prefix).await
-            }
-            None => eval_in_process(file, &prefix, config).await,
-        }
-    });
-    match result {
-        Ok(report) => {
-            println!("{report}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-#[expect(clippy::print_stdout, clippy::print_stderr, reason = "CLI output")]
-fn bench_memory(args: BenchMemoryArgs) -> ExitCode {
-    use memproxy::membench;
-    let opts = membench::Options {
-        sizes: args.sizes,
-        layouts: args.layouts,
-        users: args.users.max(1),
-        user: args.user,
-        searches: args.searches,
-        limit: args.limit.max(1),
-        seed: args.seed,
-        data_dir: args.keep,
-        query: args.query,
-        ..Default::default()
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    println!(
-        "memory benchmark: seed {}, vocabulary {} words (Zipf s={}), {} searches per case \
-         (limit {}, query strategies in turn), 1 search at a time",
-        opts.seed, opts.vocabulary, opts.zipf, opts.searches, opts.limit
-    );
-    println!("{}", membench::header());
-    let result = runtime.block_on(membench::run(
-        &opts,
-        &mut |line| eprintln!("{line}"),
-        &mut |r| println!("{r}"),
-    ));
-    match result {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Starts memproxy on a random loopback port with a temporary data dir and evaluates it.
-async fn eval_in_process(
-    file: &str,
-    prefix: &str,
-    config_file: Option<&str>,
-) -> Result<memproxy::eval::Report, memproxy::eval::EvalError> {
-    let fail = |e: String| memproxy::eval::EvalError::Http(e);
-    let dir = std::env::temp_dir().join(format!("memproxy-{}", prefix.trim_end_matches('-')));
-    let overrides = Overrides {
-        host: Some("127.0.0.1".into()),
-        data_dir: Some(dir.to_string_lossy().into_owned()),
-        ..Default::default()
-    };
-    // A config file may name environment variables (os.environ/…); without one, the
-    // built-in defaults, untouched by the environment but for where the built-in
-    // embedding model's weights are.
-    let model_env = |k: &str| {
-        matches!(k, "MEMPROXY_MODEL_DIR" | "XDG_CACHE_HOME" | "HOME")
-            .then(|| env_lookup(k))
-            .flatten()
-    };
-    let cfg = match config_file {
-        Some(path) => config::load(Some(path), &overrides, &env_lookup),
-        None => config::load(None, &overrides, &model_env),
-    }
-    .map_err(|e| fail(e.to_string()))?;
-    let key = cfg.master_key.as_ref().map(|k| k.expose().clone());
-    match cfg.memory.embedder {
-        config::EmbedderKind::Builtin => eprintln!(
-            "hybrid retrieval: built-in embedding model in {}",
-            cfg.memory.embedder_path.display()
-        ),
-        config::EmbedderKind::External => eprintln!(
-            "hybrid retrieval: memory.embedding_model = {}",
-            cfg.memory.embedding_model.as_deref().unwrap_or_default()
-        ),
-        config::EmbedderKind::None => eprintln!("lexical retrieval: memory.embedder = none"),
-    }
-    let state = memproxy::AppState::new(cfg).map_err(|e| fail(e.to_string()))?;
-    let memory = state.memory.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    let addr = listener.local_addr().map_err(|e| fail(e.to_string()))?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(memproxy::serve(listener, state, async {
-        let _ = stopped.await;
-    }));
-    let target = memproxy::eval::Target {
-        url: format!("http://{addr}"),
-        key,
-    };
-    // Every memory's vector is stored before the first question.
-    let settle = async {
-        if let Some(m) = &memory {
-            m.flush().await;
-        }
-    };
-    let report = memproxy::eval::run_settled(file, target, prefix, settle).await;
-    let _ = stop.send(());
-    let _ = server.await;
-    let _ = std::fs::remove_dir_all(&dir);
-    report
 }
 
 async fn shutdown_signal() {

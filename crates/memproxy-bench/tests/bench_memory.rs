@@ -1,9 +1,9 @@
-//! `memproxy bench-memory` at a tiny size: it writes, searches, prints its table and keeps
+//! `memproxy-bench bench-memory` at a tiny size: it writes, searches, prints its table and keeps
 //! (then reuses) its data dir.
 
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_memproxy");
+const BIN: &str = env!("CARGO_BIN_EXE_memproxy-bench");
 
 #[test]
 fn bench_memory_runs_at_a_tiny_size_and_reuses_kept_data() {

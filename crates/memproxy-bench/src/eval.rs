@@ -241,7 +241,7 @@ pub async fn run(file: &str, target: Target, prefix: &str) -> Result<Report, Eva
 
 /// [`run`], awaiting `settle` between ingesting and asking: with an embedding model the
 /// memory API answers a write before the memory's vector is stored, so an in-process
-/// evaluation passes [`crate::memory::MemoryService::flush`] here (the time it takes is
+/// evaluation passes [`memproxy::memory::MemoryService::flush`] here (the time it takes is
 /// counted in the ingest time).
 pub async fn run_settled(
     file: &str,

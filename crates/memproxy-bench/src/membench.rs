@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::config::{MemoryBackend, MemorySettings, QueryStrategy};
-use crate::memory::inject;
-use crate::memory::sqlite::{SqliteOptions, SqliteStore, DB_FILE};
-use crate::memory::{
+use memproxy::config::{MemoryBackend, MemorySettings, QueryStrategy};
+use memproxy::memory::inject;
+use memproxy::memory::sqlite::{SqliteOptions, SqliteStore, DB_FILE};
+use memproxy::memory::{
     MemoryService, MemoryStore, Metadata, NewMemory, QueueOptions, SystemClock, WriteOp, WriteQueue,
 };
 
@@ -276,14 +276,6 @@ impl Vocabulary {
         Self { words, cdf }
     }
 
-    pub fn len(&self) -> usize {
-        self.words.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.words.is_empty()
-    }
-
     /// A word drawn by its Zipf frequency.
     pub fn sample(&self, rng: &mut Rng) -> &str {
         let u = rng.unit();
@@ -474,9 +466,7 @@ pub struct CaseReport {
     pub users: u64,
     /// Memories per second through the write queue; `None` when a kept data dir was reused.
     pub writes_per_sec: Option<f64>,
-    pub load_time: Duration,
     pub db_bytes: u64,
-    pub dir: Option<PathBuf>,
     /// All searches, then one entry per query strategy.
     pub search: Latency,
     pub by_strategy: Vec<(QueryStrategy, Latency)>,
@@ -529,6 +519,13 @@ impl fmt::Display for CaseReport {
         for (s, l) in &self.by_strategy {
             write!(f, " {} {:.2}", strategy_name(*s), l.p99)?;
         }
+        if !self.by_strategy.is_empty() {
+            write!(
+                f,
+                "  ({} searches, max {:.2} ms, {:.1} hits each)",
+                self.search.count, self.search.max, self.mean_hits
+            )?;
+        }
         Ok(())
     }
 }
@@ -542,9 +539,9 @@ fn settings(dir: &Path) -> MemorySettings {
         backend: MemoryBackend::Embedded,
         data_dir: dir.to_path_buf(),
         embedding_model: None,
-        embedder: crate::config::EmbedderKind::None,
+        embedder: memproxy::config::EmbedderKind::None,
         embedder_path: PathBuf::new(),
-        embedder_fallback: crate::config::EmbedderFallback::Lexical,
+        embedder_fallback: memproxy::config::EmbedderFallback::Lexical,
         session_ttl: Duration::from_secs(86_400),
         max_context_messages: 20,
         max_memories_per_user: 0,
@@ -766,9 +763,9 @@ pub async fn run(
             }
             let store = Arc::new(open(&dir)?);
             let shared: Arc<dyn MemoryStore> = store.clone();
-            let (writes_per_sec, load_time) = if reuse {
+            let writes_per_sec = if reuse {
                 progress(format!("{name}: reusing {}", dir.display()));
-                (None, Duration::ZERO)
+                None
             } else {
                 progress(format!(
                     "{name}: writing {size} memories into {}",
@@ -776,7 +773,8 @@ pub async fn run(
                 ));
                 let t = load(shared.clone(), opts, &vocab, size, layout, progress).await;
                 std::fs::write(dir.join(MARKER_FILE), want.to_string()).map_err(io)?;
-                (Some(size as f64 / t.as_secs_f64()), t)
+                progress(format!("{name}: written in {:.1} s", t.as_secs_f64()));
+                Some(size as f64 / t.as_secs_f64())
             };
             let mem = MemoryService::with_store(shared, &settings(&dir), None);
             let (search, by_strategy, mean_hits) = if opts.searches > 0 {
@@ -796,9 +794,7 @@ pub async fn run(
                     1
                 },
                 writes_per_sec,
-                load_time,
                 db_bytes: db_bytes(&dir),
-                dir: opts.data_dir.as_ref().map(|_| dir.clone()),
                 search,
                 by_strategy,
                 mean_hits,
@@ -831,7 +827,7 @@ fn tempfile_dir(name: &str) -> std::io::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::text::Analyzer;
+    use memproxy::memory::text::Analyzer;
 
     #[test]
     fn the_same_seed_gives_the_same_text() {
