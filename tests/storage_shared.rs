@@ -335,16 +335,7 @@ async fn a_revoked_key_is_refused_everywhere_within_a_second() {
     let db = TestDb::create().await;
     let mock = MockUpstream::start().await;
     let (redis_url, prefix) = redis_for_test().await;
-    let yaml = format!(
-        "{}rate_limits: {{redis_prefix: \"{prefix}\"}}\n",
-        config(&mock)
-    );
-    let env = [
-        ("DATABASE_URL", db.url.as_str()),
-        ("REDIS_URL", redis_url.as_str()),
-    ];
-    let a = start_with(&yaml, &env, Default::default()).await;
-    let b = start_with(&yaml, &env, Default::default()).await;
+    let (a, b) = two_instances(&mock, &db, &redis_url, &prefix).await;
     b.state.storage.key_changes_followed().await;
 
     let made: Value = client()
@@ -402,21 +393,29 @@ async fn redis_for_test() -> (String, String) {
     )
 }
 
+/// Two instances on `db` and the test Redis (keys under `prefix`).
+async fn two_instances(
+    mock: &MockUpstream,
+    db: &TestDb,
+    redis_url: &str,
+    prefix: &str,
+) -> (Proxy, Proxy) {
+    let yaml = format!(
+        "{}rate_limits: {{redis_prefix: \"{prefix}\"}}\n",
+        config(mock)
+    );
+    let env = [("DATABASE_URL", db.url.as_str()), ("REDIS_URL", redis_url)];
+    let a = start_with(&yaml, &env, Default::default()).await;
+    let b = start_with(&yaml, &env, Default::default()).await;
+    (a, b)
+}
+
 #[tokio::test]
 async fn a_dashboard_session_works_on_every_instance_and_ends_everywhere() {
     let db = TestDb::create().await;
     let mock = MockUpstream::start().await;
     let (redis_url, prefix) = redis_for_test().await;
-    let yaml = format!(
-        "{}rate_limits: {{redis_prefix: \"{prefix}\"}}\n",
-        config(&mock)
-    );
-    let env = [
-        ("DATABASE_URL", db.url.as_str()),
-        ("REDIS_URL", redis_url.as_str()),
-    ];
-    let a = start_with(&yaml, &env, Default::default()).await;
-    let b = start_with(&yaml, &env, Default::default()).await;
+    let (a, b) = two_instances(&mock, &db, &redis_url, &prefix).await;
 
     // Signed in through A.
     let resp = client()
