@@ -171,6 +171,7 @@ impl ModelRouter {
                 output_cost_per_token: None,
                 cache_read_input_token_cost: None,
                 supermemory_router: false,
+                upstream_mode: true,
                 drop_params: config.drop_params,
                 params: Secret::new(Default::default()),
             };

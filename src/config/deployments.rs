@@ -396,6 +396,7 @@ pub(super) fn deployment(
     let info = m.model_info;
     Ok(DeploymentConfig {
         supermemory_router: api_base.contains("supermemory.ai"),
+        upstream_mode: false,
         model_name: m.model_name,
         provider,
         provider_name,

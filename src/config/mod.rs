@@ -236,6 +236,9 @@ pub struct DeploymentConfig {
     pub cache_read_input_token_cost: Option<f64>,
     /// The api_base is a Supermemory router: memory is handled there, not injected here.
     pub supermemory_router: bool,
+    /// The single upstream of upstream mode (`--upstream`): every model goes there, with
+    /// the client's own key when none is configured.
+    pub upstream_mode: bool,
     /// Drop OpenAI parameters this provider cannot express instead of refusing the
     /// request (`litellm_params.drop_params`, else `litellm_settings.drop_params`).
     pub drop_params: bool,

@@ -266,7 +266,7 @@ impl OpenAi {
 
     /// A deployment that speaks OpenAI's wire format at the places `wire` names.
     pub(crate) fn with_wire(cfg: &DeploymentConfig, env: &ProviderEnv, wire: Wire) -> Self {
-        let upstream_mode = cfg.model_name == crate::routing::UPSTREAM_MODE_MODEL;
+        let upstream_mode = cfg.upstream_mode;
         let memory_headers = (cfg.supermemory_router || upstream_mode)
             .then(|| MemoryHeaders::new(env, &cfg.api_base));
         Self {
