@@ -34,6 +34,7 @@
 
 pub mod analytics;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod identity;
 pub mod intercept;

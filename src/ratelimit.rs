@@ -10,50 +10,14 @@
 //! through Redis: [`crate::storage::redis`]), dispatched by the [`Limiter`] enum; time comes from a [`Clock`] so tests control
 //! it. No global lock: buckets live in sharded maps.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
 use crate::config::RateLimitSettings;
 use crate::keys::VirtualKey;
 
-/// Milliseconds on a monotonic clock.
-pub trait Clock: Send + Sync {
-    fn now_ms(&self) -> u64;
-}
-
-/// The process's monotonic clock.
-pub struct MonotonicClock(Instant);
-
-impl Default for MonotonicClock {
-    fn default() -> Self {
-        Self(Instant::now())
-    }
-}
-
-impl Clock for MonotonicClock {
-    fn now_ms(&self) -> u64 {
-        self.0.elapsed().as_millis() as u64
-    }
-}
-
-/// A clock that moves only when told (tests).
-#[derive(Default)]
-pub struct ManualClock(AtomicU64);
-
-impl ManualClock {
-    pub fn advance(&self, by: Duration) {
-        self.0.fetch_add(by.as_millis() as u64, Ordering::Relaxed);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
+pub use crate::clock::{Clock, ManualClock, SystemClock};
 
 /// What a bucket counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,7 +152,7 @@ impl LocalBuckets {
         per_minute: u64,
         f: impl FnOnce(&mut Bucket, u64) -> R,
     ) -> R {
-        let now = self.clock.now_ms();
+        let now = self.clock.monotonic_ms();
         let map = self.map(scope, dimension);
         if let Some(mut b) = map.get_mut(id) {
             b.refill(now, per_minute);
@@ -322,7 +286,7 @@ impl RateLimits {
                 Ok(r) => Limiter::Redis(r),
                 Err(e) => {
                     tracing::warn!(error = %e, "rate_limits: the Redis URL is not usable; limits are per instance");
-                    Limiter::Local(LocalBuckets::new(Arc::new(MonotonicClock::default())))
+                    Limiter::Local(LocalBuckets::new(Arc::new(SystemClock)))
                 }
             },
             None => Limiter::Local(local),
@@ -452,6 +416,7 @@ pub fn fmt_reset(ms: u64) -> String {
 mod tests {
     use super::*;
     use crate::keys::KeyRow;
+    use std::time::Duration;
 
     fn limits(rpm: Option<u64>, tpm: Option<u64>) -> (RateLimits, Arc<ManualClock>) {
         let clock = Arc::new(ManualClock::default());

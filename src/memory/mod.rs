@@ -65,9 +65,8 @@ pub mod sqlite;
 pub mod store;
 pub mod text;
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -82,45 +81,7 @@ pub use store::{
 use crate::config::{MemoryBackend, MemorySettings};
 use sqlite::{SqliteOptions, SqliteStore};
 
-/// Where "now" comes from, so that session expiry can be tested without sleeping.
-pub trait Clock: Send + Sync {
-    /// Unix time in milliseconds.
-    fn now_ms(&self) -> i64;
-}
-
-/// The system clock.
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> i64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0)
-    }
-}
-
-/// A clock that moves only when told to (tests).
-#[derive(Default)]
-pub struct ManualClock(AtomicI64);
-
-impl ManualClock {
-    /// A clock showing `ms`.
-    pub fn at(ms: i64) -> Self {
-        Self(AtomicI64::new(ms))
-    }
-
-    /// Moves the clock forward.
-    pub fn advance(&self, d: Duration) {
-        self.0.fetch_add(d.as_millis() as i64, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
+pub use crate::clock::{Clock, ManualClock, SystemClock};
 
 /// Who and what a captured exchange belongs to.
 #[derive(Debug, Clone, Copy)]
@@ -332,6 +293,7 @@ mod tests {
     use super::*;
     use crate::memory::retrieve::EmbedError;
     use crate::memory::store::BoxFuture;
+    use std::sync::atomic::Ordering;
 
     /// [`HashEmbedder`] answering after a delay, like a remote model; counts its calls.
     struct SlowEmbedder(HashEmbedder, std::sync::atomic::AtomicUsize);

@@ -39,7 +39,7 @@ use crate::keys::{KeyStore, Keys};
 use crate::memory::{MemoryService, StoreError, SystemClock};
 use crate::metrics::Metrics;
 use crate::providers::ProviderEnv;
-use crate::ratelimit::{Clock, MonotonicClock, RateLimits};
+use crate::ratelimit::{Clock, RateLimits};
 use crate::responses_store::ResponseStore;
 use crate::routing::ModelRouter;
 use crate::storage::{Storage, StorageError};
@@ -90,7 +90,7 @@ impl AppState {
     /// validated config. Opens files and starts the store threads: call at start-up,
     /// inside the tokio runtime.
     pub fn new(config: Config) -> Result<Arc<Self>, StartError> {
-        Self::with_clock(config, Arc::new(MonotonicClock::default()))
+        Self::with_clock(config, Arc::new(SystemClock))
     }
 
     /// Like [`AppState::new`], with the clock the rate limits use (tests control time).
