@@ -114,12 +114,11 @@ impl VirtualKey {
     /// Whether the key may use `model` (its `models` list, `*` wildcards allowed).
     pub fn check_model(&self, model: &str) -> Result<(), KeyError> {
         let allowed = self.row.models.is_empty()
-            || self.row.models.iter().any(|m| {
-                m == model
-                    || m == "*"
-                    || m.split_once('*')
-                        .is_some_and(|(p, s)| model.starts_with(p) && model.ends_with(s))
-            });
+            || self
+                .row
+                .models
+                .iter()
+                .any(|m| crate::glob::matches(m, model));
         if allowed {
             Ok(())
         } else {

@@ -36,6 +36,7 @@ pub mod analytics;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod glob;
 pub mod identity;
 pub mod intercept;
 pub mod keys;

@@ -95,18 +95,6 @@ impl Group {
     }
 }
 
-fn wildcard_match<'m>(pattern: &str, model: &'m str) -> Option<&'m str> {
-    let (prefix, suffix) = pattern.split_once('*')?;
-    if model.len() >= prefix.len() + suffix.len()
-        && model.starts_with(prefix)
-        && model.ends_with(suffix)
-    {
-        Some(&model[prefix.len()..model.len() - suffix.len()])
-    } else {
-        None
-    }
-}
-
 impl ModelRouter {
     /// Builds the router from the config's model list (which it takes over).
     pub fn new(config: &mut Config, env: &ProviderEnv) -> Self {
@@ -232,7 +220,7 @@ impl ModelRouter {
         }
         self.wildcards
             .iter()
-            .find_map(|(p, g)| wildcard_match(p, model).map(|m| (g, Some(m))))
+            .find_map(|(p, g)| crate::glob::capture(p, model).map(|m| (g, Some(m))))
     }
 
     fn unknown(&self, model: &str) -> RouteError {
@@ -371,24 +359,5 @@ impl ModelRouter {
         Err(last
             .map(RouteError::Provider)
             .unwrap_or_else(|| self.unknown(requested)))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wildcards() {
-        assert_eq!(
-            wildcard_match("anthropic/*", "anthropic/claude-3"),
-            Some("claude-3")
-        );
-        assert_eq!(
-            wildcard_match("claude-*", "claude-sonnet-4-5"),
-            Some("sonnet-4-5")
-        );
-        assert_eq!(wildcard_match("claude-*", "gpt-4"), None);
-        assert_eq!(wildcard_match("*", "anything"), Some("anything"));
     }
 }

@@ -42,24 +42,7 @@ pub fn applies_to(cfg: &RetrievalSettings, model: &str) -> bool {
 /// True when `model` is one of `patterns` (`*` wildcards allowed), or `patterns` is
 /// empty (every model): the rule of every `enabled_for_models` list.
 pub fn model_listed(patterns: &[String], model: &str) -> bool {
-    patterns.is_empty() || patterns.iter().any(|p| wildcard(p, model))
-}
-
-fn wildcard(pattern: &str, name: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == name,
-        Some((pre, rest)) => {
-            let Some(tail) = name.strip_prefix(pre) else {
-                return false;
-            };
-            if !rest.contains('*') {
-                return tail.ends_with(rest);
-            }
-            (0..=tail.len())
-                .filter(|&i| tail.is_char_boundary(i))
-                .any(|i| wildcard(rest, &tail[i..]))
-        }
-    }
+    patterns.is_empty() || patterns.iter().any(|p| crate::glob::matches(p, model))
 }
 
 /// Blocks that clients add to the user's turn as their own scaffolding (Claude Code's
