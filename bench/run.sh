@@ -44,6 +44,9 @@
 #   BENCH_PG_URL            server for BENCH_STORAGE=postgres (default
 #                           postgres://postgres@127.0.0.1:5432)
 #   BENCH_REDIS_URL         Redis for BENCH_STORAGE=postgres (default redis://127.0.0.1:6379)
+#   BENCH_OHA=1             also measure with oha (`cargo install oha --locked`), the same
+#                           scenarios as the in-repo load generator (1 connection pinned, and
+#                           BENCH_CONNECTIONS), in the same run; 0: loadgen only
 #   FLOOR_DIR               floor-proxy sources (default ../shared/bench/floor-proxy)
 #   CARGO_TARGET_DIR        cargo's target dir (default ./target)
 set -euo pipefail
@@ -96,6 +99,15 @@ REDIS_URL_BENCH=${BENCH_REDIS_URL:-redis://127.0.0.1:6379}
 PG_DB=memproxy_bench_$$
 REDIS_PREFIX=memproxy-bench:$$:
 RETRIES=${BENCH_RETRIES:-2}
+HAVE_OHA=0
+if [[ ${BENCH_OHA:-1} == 1 && -z ${BENCH_REPORT:-} ]]; then
+    OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
+    if [[ -x $OHA ]]; then
+        HAVE_OHA=1
+    else
+        say "oha not found: measuring with the in-repo load generator only (cargo install oha --locked)"
+    fi
+fi
 NOISE_PCT=10
 PIN=${BENCH_PIN:-1}
 NICE=${BENCH_NICE:-}
@@ -373,6 +385,32 @@ noise_pct() { # file
         END {printf "%d", 100 * f["others_ticks"] / (f["wall_ticks"] * n + 1)}' "$1"
 }
 
+# oha against URL for DURATION seconds (after a WARMUP-second run that is not counted) with
+# CONNS connections; writes the figures as key=value like loadgen's (latencies in µs).
+oha_measure() { # file url conns
+    local file=$1 url=$2 conns=$3
+    local args=(--no-tui --output-format json -m POST -H 'content-type: application/json'
+        -D "$OUT/chat.json" -c "$conns")
+    if ((WARMUP > 0)); then
+        "${LG_PREFIX[@]}" "$OHA" "${args[@]}" -z "${WARMUP}s" "$url" >/dev/null 2>&1 || true
+    fi
+    "${LG_PREFIX[@]}" "$OHA" "${args[@]}" -z "${DURATION}s" "$url" >"$file.json" 2>"$file.err" ||
+        die "oha failed: $(head -c 300 "$file.err")"
+    python3 - "$file.json" >"$file" <<'PY' || die "cannot read oha's output $1.json"
+import json, sys
+r = json.load(open(sys.argv[1]))
+s, p = r["summary"], r["latencyPercentiles"]
+codes = r.get("statusCodeDistribution", {})
+ok = sum(n for c, n in codes.items() if c == "200")
+# Requests still in flight when the time is up are cut off by oha, not failed.
+cut = lambda e: "deadline" in e
+errors = sum(codes.values()) - ok + sum(n for e, n in r.get("errorDistribution", {}).items() if not cut(e))
+us = lambda v: f"{(v or 0) * 1e6:.1f}"
+print(f"rps={s['requestsPerSec']:.1f} lat_p50_us={us(p.get('p50'))} lat_p99_us={us(p.get('p99'))} "
+      f"requests={ok} errors={errors}")
+PY
+}
+
 # A few requests to check that a target answers properly; prints the first error if not.
 smoke() { # url body expect...
     local url=$1 body=$2 line
@@ -589,6 +627,10 @@ for rep in $(seq 1 "$REPS"); do
             --connections 1 --body "$OUT/chat.json" --label "$t"
         measure "$OUT/r$rep-stream1-$t" "${URL[$t]}" "${PID_OF[$t]}" "${COMMON[@]}" \
             --connections 1 --body "$OUT/chat-stream.json" --label "$t"
+        if ((HAVE_OHA)); then
+            say "   rep $rep: $t, 1 connection (oha)"
+            oha_measure "$OUT/r$rep-ohalat1-$t" "${URL[$t]}" 1
+        fi
     done
     for name in "${TRANSLATED_OK[@]}"; do
         say "   rep $rep: memproxy, translated stream $name"
@@ -600,6 +642,10 @@ for rep in $(seq 1 "$REPS"); do
         say "   rep $rep: $t, $CONNS connections"
         measure "$OUT/r$rep-rps-$t" "${URL[$t]}" "${PID_OF[$t]}" "${COMMON[@]}" \
             --connections "$CONNS" --body "$OUT/chat.json" --label "$t"
+        if ((HAVE_OHA)); then
+            say "   rep $rep: $t, $CONNS connections (oha)"
+            oha_measure "$OUT/r$rep-oharps-$t" "${URL[$t]}" "$CONNS"
+        fi
     done
     if ((RATE > 0)); then
         for t in "${NAMES[@]}"; do
@@ -621,7 +667,7 @@ MEASURED=$(date '+%Y-%m-%d %H:%M')
 # What the report needs, so that BENCH_REPORT=DIR can print it again.
 declare -p NAMES HAVE_FLOOR RSS_START RSS_WARM RSS_END RSS_PEAK FLOOR_RSS_PEAK TRANSLATED_NAMES \
     TRANSLATED_OK TRANSLATED_WHY MP_LOG_LEVEL DURATION WARMUP REPS CONNS LG_THREADS NICE PIN \
-    MP_BUILD MEASURED MEMORY RATE MEM_NOTE MEM_START MEM_END MEM_DROPPED >"$OUT/state.sh"
+    MP_BUILD MEASURED MEMORY RATE MEM_NOTE MEM_START MEM_END MEM_DROPPED HAVE_OHA >"$OUT/state.sh"
 else
     # shellcheck source=/dev/null
     source "$OUT/state.sh"
@@ -667,6 +713,7 @@ has_floor() { ((HAVE_FLOOR)); }
 declare -A M
 SCENARIOS=(lat1 rps stream1)
 if ((${RATE:-0} > 0)); then SCENARIOS+=(paced); fi
+if ((${HAVE_OHA:-0})); then SCENARIOS+=(ohalat1 oharps); fi
 for s in "${SCENARIOS[@]}"; do
     for t in "${NAMES[@]}"; do
         for k in lat_p50_us lat_p99_us lat_mean_us ttfb_p50_us ttfb_p99_us rps requests warm_requests \
@@ -729,6 +776,14 @@ cpu_per_req() { # scenario target which
     row "  TTFB p50 (µs)" stream1 ttfb_p50_us
     row "  TTFB p99 (µs)" stream1 ttfb_p99_us
     row "  complete stream p50 (µs)" stream1 lat_p50_us
+    if ((${HAVE_OHA:-0})); then
+        echo "oha, non-streaming, 1 connection"
+        row "  latency p50 (µs)" ohalat1 lat_p50_us
+        row "  latency p99 (µs)" ohalat1 lat_p99_us
+        echo "oha, non-streaming, $CONNS connections"
+        row "  requests/s" oharps rps %.0f
+        row "  latency p99 (µs)" oharps lat_p99_us
+    fi
     if ((${RATE:-0} > 0)); then
         echo "$CONNS connections, open loop at $RATE requests/s"
         row "  requests/s" paced rps %.0f
@@ -743,6 +798,13 @@ cpu_per_req() { # scenario target which
         line+=", ${share_floor} of floor-proxy (floor: $(calc %.2f "$(med_ratio rps floor direct rps)") of direct)"
     fi
     echo "$line"
+    if ((${HAVE_OHA:-0})); then
+        line="memproxy throughput at $CONNS connections with oha: $(calc %.2f "$(med_ratio oharps memproxy direct rps)") of direct"
+        if has_floor; then
+            line+=", $(calc %.2f "$(med_ratio oharps memproxy floor rps)") of floor-proxy"
+        fi
+        echo "$line"
+    fi
     line="proxy CPU per request at $CONNS connections: memproxy $(cpu_per_req rps memproxy proxy) µs"
     has_floor && line+=", floor-proxy $(cpu_per_req rps floor proxy) µs"
     line+="; mock $(cpu_per_req rps direct mock) µs, loadgen $(cpu_per_req rps direct loadgen) µs (direct run)"
@@ -787,6 +849,7 @@ cpu_per_req() { # scenario target which
             if ((${M[$s.$t.errors]} > 0)); then
                 echo "warning: $t had ${M[$s.$t.errors]} failed requests in $s (see $OUT/r*-$s-$t*)"
             fi
+            [[ -n ${M[$s.$t.wall_ticks]} ]] || continue # oha runs: no CPU accounting
             busy=$(calc %.0f "100 * ${M[$s.$t.others_ticks]} / (${M[$s.$t.wall_ticks]} * $NCPU + 1)")
             if ((busy > NOISE_PCT)); then
                 echo "warning: other processes used ${busy}% of the machine during $s/$t; figures are noisy"
