@@ -3,28 +3,27 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 
+use super::body::Incoming;
 use super::error::ApiError;
-use super::middleware::{LoggedModel, RequestCtx};
+use super::middleware::LoggedModel;
 use super::respond::ClientSpec;
-use super::{body, pipeline, AppState};
+use super::{pipeline, AppState};
 use crate::protocol::chat::ChatBody;
 use crate::protocol::ir::Format;
 use crate::providers::LlmRequest;
 
 /// Handles a chat completions request.
-pub async fn chat_completions(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    let (parts, req_body) = req.into_parts();
-    let Some(ctx) = parts.extensions.get::<RequestCtx>() else {
-        return ApiError::BadRequest("request context missing".into()).into_response();
-    };
-    let bytes = match body::read(&parts.headers, req_body, state.config.server.max_body_bytes).await
-    {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
+pub async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    Incoming {
+        ctx,
+        headers,
+        bytes,
+    }: Incoming,
+) -> Response {
     let body = match ChatBody::parse(&bytes) {
         Ok(b) => b,
         Err(e) => return ApiError::from(e).into_response(),
@@ -43,7 +42,7 @@ pub async fn chat_completions(State(state): State<Arc<AppState>>, req: Request) 
         drain: state.drain.clone(),
     };
     let model = body.model.clone();
-    let mut resp = pipeline::run(&state, ctx, &parts.headers, LlmRequest::chat(body), client)
+    let mut resp = pipeline::run(&state, &ctx, &headers, LlmRequest::chat(body), client)
         .await
         .unwrap_or_else(IntoResponse::into_response);
     resp.extensions_mut().insert(LoggedModel(model));

@@ -2,27 +2,26 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use super::body::Incoming;
 use super::error::ApiError;
-use super::middleware::{LoggedModel, RequestCtx};
-use super::{body, AppState};
+use super::middleware::LoggedModel;
+use super::AppState;
 use crate::protocol::chat::ChatBody;
 use crate::providers::CallContext;
 
 /// Handles an embeddings request.
-pub async fn embeddings(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    let (parts, req_body) = req.into_parts();
-    let Some(ctx) = parts.extensions.get::<RequestCtx>() else {
-        return ApiError::BadRequest("request context missing".into()).into_response();
-    };
-    let bytes = match body::read(&parts.headers, req_body, state.config.server.max_body_bytes).await
-    {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
+pub async fn embeddings(
+    State(state): State<Arc<AppState>>,
+    Incoming {
+        ctx,
+        headers,
+        bytes,
+    }: Incoming,
+) -> Response {
     let body = match ChatBody::parse_object(&bytes) {
         Ok(b) => b,
         Err(e) => return ApiError::from(e).into_response(),
@@ -38,8 +37,7 @@ pub async fn embeddings(State(state): State<Arc<AppState>>, req: Request) -> Res
     let call = CallContext {
         user_id: &ctx.identity.user_id,
         request_id: &ctx.request_id,
-        client_authorization: parts
-            .headers
+        client_authorization: headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok()),
         anthropic_beta: None,

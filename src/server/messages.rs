@@ -11,10 +11,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use super::body::{self, AnthropicIncoming, Incoming};
 use super::error::ApiError;
-use super::middleware::{LoggedModel, RequestCtx};
+use super::middleware::LoggedModel;
 use super::respond::ClientSpec;
-use super::{body, pipeline, AppState};
+use super::{pipeline, AppState};
 use crate::protocol::anthropic;
 use crate::protocol::chat::ChatBody;
 use crate::protocol::ir::Format;
@@ -22,16 +23,14 @@ use crate::providers::{LlmRequest, Native};
 use crate::routing::RouteError;
 
 /// Handles an Anthropic Messages request.
-pub async fn messages(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    let (parts, req_body) = req.into_parts();
-    let Some(ctx) = parts.extensions.get::<RequestCtx>() else {
-        return fail(ApiError::BadRequest("request context missing".into()));
-    };
-    let bytes = match body::read(&parts.headers, req_body, state.config.server.max_body_bytes).await
-    {
-        Ok(b) => b,
-        Err(e) => return fail(e),
-    };
+pub async fn messages(
+    State(state): State<Arc<AppState>>,
+    AnthropicIncoming(Incoming {
+        ctx,
+        headers,
+        bytes,
+    }): AnthropicIncoming,
+) -> Response {
     let chat = match anthropic::request_to_chat(&bytes) {
         Ok(c) => c,
         Err(e) => return fail(e.into()),
@@ -56,7 +55,7 @@ pub async fn messages(State(state): State<Arc<AppState>>, req: Request) -> Respo
         chat,
         native: Some(Native::Anthropic(native)),
     };
-    let mut resp = pipeline::run(&state, ctx, &parts.headers, req, client)
+    let mut resp = pipeline::run(&state, &ctx, &headers, req, client)
         .await
         .unwrap_or_else(fail);
     resp.extensions_mut().insert(LoggedModel(model));

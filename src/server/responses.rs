@@ -6,16 +6,17 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::json;
 
+use super::body::Incoming;
 use super::error::ApiError;
 use super::middleware::{LoggedModel, RequestCtx};
 use super::respond::{AnsweredIn, ClientSpec, Exchange, Observer};
-use super::{body, pipeline, AppState};
+use super::{pipeline, AppState};
 use crate::protocol::chat::ChatBody;
 use crate::protocol::ir::Format;
 use crate::protocol::responses::{self, ResponseMeta};
@@ -24,17 +25,15 @@ use crate::responses_store::StoredResponse;
 use crate::routing::Deployment;
 
 /// Handles a Responses API request.
-pub async fn create(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    let (parts, req_body) = req.into_parts();
-    let Some(ctx) = parts.extensions.get::<RequestCtx>() else {
-        return ApiError::BadRequest("request context missing".into()).into_response();
-    };
-    let bytes = match body::read(&parts.headers, req_body, state.config.server.max_body_bytes).await
-    {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
-    let prepared = match prepare(&state, ctx, &bytes).await {
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    Incoming {
+        ctx,
+        headers,
+        bytes,
+    }: Incoming,
+) -> Response {
+    let prepared = match prepare(&state, &ctx, &bytes).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
@@ -44,7 +43,7 @@ pub async fn create(State(state): State<Arc<AppState>>, req: Request) -> Respons
         dropped_tools,
     } = prepared;
     let model = client.model.clone();
-    let mut resp = pipeline::run(&state, ctx, &parts.headers, req, client)
+    let mut resp = pipeline::run(&state, &ctx, &headers, req, client)
         .await
         .unwrap_or_else(IntoResponse::into_response);
     let bridged = resp
