@@ -87,10 +87,15 @@
   window.addEventListener("hashchange", route);
 
   // ---- overview ----
+  // Changing the range and then the grouping starts two loads: only the latest one's
+  // answer is shown, whichever arrives last.
+  let overviewSeq = 0;
   async function loadOverview() {
+    const seq = ++overviewSeq;
     const range = $("#ov-range").value, group = $("#ov-group").value;
-    $("#ov-group-name").textContent = group;
     const ts = await api("GET", `/v1/usage/timeseries?range=${range}&group_by=${group}`);
+    if (seq !== overviewSeq) return;
+    $("#ov-group-name").textContent = group;
     const pts = ts.total.points, xs = pts.map((p) => p.t), t = ts.total.totals;
     const cards = [
       ["Requests", fmtNum(t.requests)], ["Tokens", fmtNum(t.tokens_in + t.tokens_out)],
@@ -116,7 +121,9 @@
 
   // ---- requests ----
   let cursors = [];
+  let requestsSeq = 0; // as overviewSeq: only the latest load is shown
   async function loadRequests(fresh) {
+    const seq = ++requestsSeq;
     if (fresh) cursors = [];
     const f = new FormData($("#rq-filter"));
     const q = new URLSearchParams({ limit: "25" });
@@ -124,6 +131,7 @@
     const cursor = cursors[cursors.length - 1];
     if (cursor) q.set("cursor", cursor);
     const page = await api("GET", "/v1/usage/requests?" + q);
+    if (seq !== requestsSeq) return;
     $("#rq-next").disabled = !page.next_cursor;
     $("#rq-next").dataset.cursor = page.next_cursor || "";
     $("#rq-table tbody").replaceChildren(...page.data.map((r) => {
@@ -250,11 +258,15 @@
     }
     return li;
   }
+  // The list and a search both fill #mem-list: only the latest one started is shown.
+  let memSeq = 0;
   async function listMemories(fresh) {
+    const seq = ++memSeq;
     if (fresh) { memCursor = null; $("#mem-list").replaceChildren(); loadProjects(); }
     const q = memScope({ limit: "20" });
     if (memCursor) q.set("cursor", memCursor);
     const page = await api("GET", "/v1/memories?" + q);
+    if (seq !== memSeq) return;
     page.data.forEach((m) => $("#mem-list").append(memoryItem(m)));
     memCursor = page.next_cursor;
     $("#mem-more").hidden = !memCursor;
@@ -265,9 +277,11 @@
   $("#mem-more").addEventListener("click", () => listMemories(false));
   $("#mem-search").addEventListener("submit", async (e) => {
     e.preventDefault();
+    const seq = ++memSeq;
     try {
       const q = memScope({ q: $("#mem-q").value, limit: "20" });
       const r = await api("GET", "/v1/memories/search?" + q);
+      if (seq !== memSeq) return;
       $("#mem-list").replaceChildren(...r.results.map(memoryItem));
       $("#mem-more").hidden = true;
       memStatus(`${r.results.length} result(s), best first (the proxy's own retrieval).`);

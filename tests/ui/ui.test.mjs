@@ -199,6 +199,8 @@ test("search, edit and delete a memory; the next proxied request no longer carri
   await p.press("#mem-user-id", "Enter");
   await p.fill("#mem-q", "gemstone turquoise");
   await p.press("#mem-q", "Enter");
+  // The search's answer, not the list the user id's Enter loaded just before.
+  await p.waitForFunction(() => document.querySelector("#mem-status").textContent.includes("best first"));
   const hit = p.locator("#mem-list li", { hasText: "turquoise" });
   await hit.waitFor();
   assert.match(await hit.locator(".meta").textContent(), /score \d/);
