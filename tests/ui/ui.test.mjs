@@ -233,6 +233,8 @@ test("search, edit and delete a memory; the next proxied request no longer carri
   await p.click("a[data-page=requests]");
   await p.fill("#rq-filter [name=request_id]", carried);
   await p.press("#rq-filter [name=request_id]", "Enter");
+  // The filtered page (one row), not the unfiltered one the page opened with.
+  await until(async () => (await p.locator("#rq-table tbody tr").count()) === 1, "the filtered request");
   await p.locator("#rq-table tbody tr").first().click();
   const gone = p.locator(`#rq-detail .injected li.deleted[data-id="${editedId}"]`);
   await gone.waitFor();
