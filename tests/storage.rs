@@ -542,20 +542,22 @@ fn response(user: &str, id: &str) -> StoredResponse {
 
 async fn responses_scoped_and_durable(s: Stores) {
     let r = &s.responses;
-    r.put(response("u", "resp_1"));
+    // One value: a second `response()` may fall in the next second (created_at).
+    let first = response("u", "resp_1");
+    r.put(first.clone());
     assert_eq!(
         r.get("u", "resp_1").await.unwrap(),
-        Some(response("u", "resp_1")),
+        Some(first.clone()),
         "readable at once"
     );
     r.flush().await;
     assert_eq!(
         r.get("u", "resp_1").await.unwrap(),
-        Some(response("u", "resp_1")),
+        Some(first.clone()),
         "after the write"
     );
     assert_eq!(r.get("v", "resp_1").await.unwrap(), None, "another user's");
-    let mut newer = response("u", "resp_1");
+    let mut newer = first;
     newer.response = "{\"v\":2}".into();
     r.put(newer.clone());
     r.flush().await;
