@@ -202,6 +202,39 @@ fn why(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// Schema 5: the posting table, filled from the stored terms, replacing the GIN index.
+const POSTING_TABLE: &str = "CREATE TABLE IF NOT EXISTS memproxy_memory_terms (
+         uid  BIGINT NOT NULL,
+         term TEXT NOT NULL,
+         seq  BIGINT NOT NULL,
+         PRIMARY KEY (uid, term, seq)
+     );
+     INSERT INTO memproxy_memory_terms (uid, term, seq)
+         SELECT DISTINCT m.uid, t.term, m.seq
+         FROM memproxy_memories m, unnest(string_to_array(m.terms, ' ')) AS t(term)
+         WHERE t.term <> ''
+         ON CONFLICT DO NOTHING;
+     DROP INDEX IF EXISTS memproxy_memories_lexemes;";
+
+/// Applies one schema step and records it, inside the migration's transaction.
+async fn step(
+    tx: &tokio_postgres::Transaction<'_>,
+    version: i32,
+    description: &str,
+    sql: &str,
+) -> Result<(), String> {
+    tx.batch_execute(sql)
+        .await
+        .map_err(|e| format!("migration to schema version {version}: {}", why(&e)))?;
+    tx.execute(
+        "INSERT INTO memproxy_schema_migrations (version, description) VALUES ($1, $2)",
+        &[&version, &description],
+    )
+    .await
+    .map_err(|e| format!("recording schema version {version}: {e}"))?;
+    Ok(())
+}
+
 /// Brings the database to [`VERSION`]; refuses one that is newer. Returns the version
 /// found before.
 pub async fn migrate(client: &mut Client) -> Result<i32, String> {
@@ -237,29 +270,13 @@ pub async fn migrate(client: &mut Client) -> Result<i32, String> {
         ));
     }
     for (i, (description, sql)) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-        let version = i as i32 + 1;
-        tx.batch_execute(sql)
-            .await
-            .map_err(|e| format!("migration to schema version {version}: {}", why(&e)))?;
-        tx.execute(
-            "INSERT INTO memproxy_schema_migrations (version, description) VALUES ($1, $2)",
-            &[&version, description],
-        )
-        .await
-        .map_err(|e| format!("recording schema version {version}: {e}"))?;
+        step(&tx, i as i32 + 1, description, sql).await?;
     }
     // Numbered steps after the list (kept apart so that steps added on other branches
     // merge cleanly): 3, the usage rollups (filled by step 4).
     if current < 3 {
-        tx.batch_execute(super::rollup::SCHEMA_V3)
-            .await
-            .map_err(|e| format!("migration to schema version 3: {}", why(&e)))?;
-        tx.execute(
-            "INSERT INTO memproxy_schema_migrations (version, description) VALUES (3, $1)",
-            &[&"usage rollups per minute and hour"],
-        )
-        .await
-        .map_err(|e| format!("recording schema version 3: {e}"))?;
+        let about = "usage rollups per minute and hour";
+        step(&tx, 3, about, super::rollup::SCHEMA_V3).await?;
     }
     // 4: each usage row's project and injected memories; the project as a rollup
     // dimension, the rollups filled afresh from the rows already stored.
@@ -269,54 +286,20 @@ pub async fn migrate(client: &mut Client) -> Result<i32, String> {
             super::rollup::SCHEMA_V4,
             super::rollup::backfill_sql()
         );
-        tx.batch_execute(&sql)
-            .await
-            .map_err(|e| format!("migration to schema version 4: {}", why(&e)))?;
-        tx.execute(
-            "INSERT INTO memproxy_schema_migrations (version, description) VALUES (4, $1)",
-            &[&"usage rows' project and injected memories; project in the rollups"],
-        )
-        .await
-        .map_err(|e| format!("recording schema version 4: {e}"))?;
+        let about = "usage rows' project and injected memories; project in the rollups";
+        step(&tx, 4, about, &sql).await?;
     }
     // 5: the lexical search's posting table, filled from the memories' terms; the GIN
     // index it replaces goes (the `lexemes` column stays, for SQL of the operator's own).
     if current < 5 {
-        tx.batch_execute(
-            "CREATE TABLE IF NOT EXISTS memproxy_memory_terms (
-                 uid  BIGINT NOT NULL,
-                 term TEXT NOT NULL,
-                 seq  BIGINT NOT NULL,
-                 PRIMARY KEY (uid, term, seq)
-             );
-             INSERT INTO memproxy_memory_terms (uid, term, seq)
-                 SELECT DISTINCT m.uid, t.term, m.seq
-                 FROM memproxy_memories m, unnest(string_to_array(m.terms, ' ')) AS t(term)
-                 WHERE t.term <> ''
-                 ON CONFLICT DO NOTHING;
-             DROP INDEX IF EXISTS memproxy_memories_lexemes;",
-        )
-        .await
-        .map_err(|e| format!("migration to schema version 5: {}", why(&e)))?;
-        tx.execute(
-            "INSERT INTO memproxy_schema_migrations (version, description) VALUES (5, $1)",
-            &[&"posting table of the memories' terms for lexical search"],
-        )
-        .await
-        .map_err(|e| format!("recording schema version 5: {e}"))?;
+        let about = "posting table of the memories' terms for lexical search";
+        step(&tx, 5, about, POSTING_TABLE).await?;
     }
     // 6: the term scan as a function that plans without bitmap scans (see
     // [`SCAN_TERMS_FN`]).
     if current < 6 {
-        tx.batch_execute(SCAN_TERMS_FN)
-            .await
-            .map_err(|e| format!("migration to schema version 6: {}", why(&e)))?;
-        tx.execute(
-            "INSERT INTO memproxy_schema_migrations (version, description) VALUES (6, $1)",
-            &[&"the lexical search's term scan as a function with a fixed plan shape"],
-        )
-        .await
-        .map_err(|e| format!("recording schema version 6: {e}"))?;
+        let about = "the lexical search's term scan as a function with a fixed plan shape";
+        step(&tx, 6, about, SCAN_TERMS_FN).await?;
     }
     tx.commit()
         .await
