@@ -55,6 +55,7 @@
 //! `serve` calls [`MemoryService::shutdown`] after the last request, which flushes the
 //! queue.
 
+pub mod context;
 pub mod embed;
 pub mod inject;
 pub mod queue;

@@ -1,5 +1,5 @@
 //! Ranking, independent of any backend: BM25 over analyzed terms with per-user
-//! statistics, neighbouring-turn context, cosine similarity, weighted score fusion and
+//! statistics, cosine similarity, weighted score fusion and
 //! de-duplication; and the [`Embedder`] interface that semantic ranking uses.
 //!
 //! What was measured on the LoCoMo dev file (one memory per turn, categories 1-4,
@@ -8,9 +8,8 @@
 //!   tokens: 0.51);
 //! - length normalisation `b = 0.3` instead of 0.75: +0.02 (short chat turns are
 //!   over-rewarded by the usual `b`);
-//! - adding a fraction of the neighbouring turns' scores (same session, weight 0.2) so a
-//!   turn that answers a question asked in the previous turn is found: +0.02 at @5,
-//!   +0.04 at @10;
+//! - the neighbouring turns and the session as context ([`super::context`]): +0.13 at
+//!   @5 (0.630 → 0.76);
 //! - proper-noun boosts and other `k1` values changed nothing measurable, so there are none.
 
 use std::collections::HashMap;
@@ -34,18 +33,14 @@ impl Default for Bm25 {
     }
 }
 
-/// Share of a neighbouring memory's lexical score added to a memory's own.
-pub const NEIGHBOUR_WEIGHT: f64 = 0.2;
-
 /// Weight of the dense (vector) scores in [`fuse`]; lexical scores weigh `1 - DENSE_WEIGHT`.
 ///
-/// Measured on the LoCoMo dev file with the built-in static model (recall_any@1/@5/@10):
-/// lexical alone 0.392/0.649/0.728, dense alone 0.241/0.437/0.542; fused with dense weight
-/// 0.25: 0.412/0.650/0.730, 0.4: 0.389/0.653/0.725, 0.6: 0.333/0.595/0.693. Adding
-/// a share of the neighbouring memories' cosine (0.3, 0.6) lowered @5 (0.643, 0.624).
-/// (The former reciprocal rank fusion, k = 3 with all-MiniLM-L6-v2 served externally:
-/// 0.407/0.672/0.766.)
-pub const DENSE_WEIGHT: f64 = 0.4;
+/// Measured on the LoCoMo dev file with the built-in static model and the context-aware
+/// lexical ranking ([`super::context`]), recall_any@1/@5/@10: lexical alone
+/// 0.466/0.762/0.842; fused with dense weight 0.15: 0.466/0.762/0.842 (temporal questions
+/// gain, multi-hop lose); 0.4: 0.403/0.732/0.824. (Before the context ranking: lexical
+/// 0.392/0.649/0.728, dense 0.4 0.389/0.653/0.725; dense alone 0.241/0.437/0.542.)
+pub const DENSE_WEIGHT: f64 = 0.15;
 
 /// Least cosine for a memory to enter the dense ranking: below it a vector match is
 /// noise (unrelated texts score 0.05-0.2 with the built-in model; a paraphrase can sit
@@ -93,7 +88,8 @@ pub struct CorpusStats {
 }
 
 impl CorpusStats {
-    fn avg_len(&self) -> f64 {
+    /// Average number of terms per memory (at least 1).
+    pub fn avg_len(&self) -> f64 {
         if self.docs == 0 {
             1.0
         } else {
@@ -139,6 +135,7 @@ impl Bm25 {
                 (t.as_str(), Self::idf(d, stats.docs))
             })
             .collect();
+        let idf_only: Vec<f64> = idf.iter().map(|x| x.1).collect();
         let avg = stats.avg_len();
         let mut out = Vec::with_capacity(candidates.len());
         let mut tf = vec![0u32; idf.len()];
@@ -154,38 +151,24 @@ impl Bm25 {
             if !matched {
                 continue;
             }
-            let norm = self.k1 * (1.0 - self.b + self.b * f64::from(c.len.max(1)) / avg);
-            let s: f64 = tf
-                .iter()
-                .zip(&idf)
-                .filter(|(&f, _)| f > 0)
-                .map(|(&f, (_, idf))| {
-                    let f = f64::from(f);
-                    idf * f * (self.k1 + 1.0) / (f + norm)
-                })
-                .sum();
-            out.push((c.key, s));
+            out.push((c.key, self.weight(&tf, &idf_only, c.len, avg)));
         }
         out
     }
-}
 
-/// Adds `weight` × the scores of each memory's neighbours (`neighbours(key)` lists them)
-/// to its own; neighbours without a score of their own can enter the result this way.
-pub fn with_neighbours<K: Copy + Eq + Hash + Ord>(
-    scores: &[(K, f64)],
-    neighbours: impl Fn(K) -> Vec<K>,
-    weight: f64,
-) -> Vec<(K, f64)> {
-    let mut total: HashMap<K, f64> = scores.iter().copied().collect();
-    for &(k, s) in scores {
-        for n in neighbours(k) {
-            *total.entry(n).or_default() += weight * s;
-        }
+    /// BM25 of one text: `tf[i]` occurrences of the query term whose IDF is `idf[i]`, in
+    /// a text of `len` terms where texts average `avg` terms.
+    pub fn weight(&self, tf: &[u32], idf: &[f64], len: u32, avg: f64) -> f64 {
+        let norm = self.k1 * (1.0 - self.b + self.b * f64::from(len.max(1)) / avg);
+        tf.iter()
+            .zip(idf)
+            .filter(|(&f, _)| f > 0)
+            .map(|(&f, idf)| {
+                let f = f64::from(f);
+                idf * f * (self.k1 + 1.0) / (f + norm)
+            })
+            .sum()
     }
-    let mut out: Vec<(K, f64)> = total.into_iter().collect();
-    sort_desc(&mut out);
-    out
 }
 
 /// Sorts by score, best first; ties go to the smaller key (for memories: the older one),
@@ -325,14 +308,6 @@ mod tests {
         let mut s = Bm25::default().score(&q, &df, CorpusStats { docs: 3, terms: 9 }, &docs);
         sort_desc(&mut s);
         assert_eq!(s.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 2]);
-    }
-
-    #[test]
-    fn neighbours_lift_unmatched_turns() {
-        let s = vec![(10u32, 2.0), (20, 1.0)];
-        let out = with_neighbours(&s, |k| vec![k - 1, k + 1], 0.5);
-        assert_eq!(out[0], (10, 2.0));
-        assert!(out.iter().any(|&(k, v)| k == 11 && (v - 1.0).abs() < 1e-9));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Retrieval quality on LoCoMo-format data, measured through the HTTP memory API
-//! (`memproxy eval-locomo`): every turn is stored as one memory `"Speaker: text"` with
+//! (`memproxy eval-locomo`): every turn is stored as one memory `"Speaker: text"` (a
+//! shared photo as `[shares a photo of CAPTION]` after the text, LoCoMo's caption) with
 //! its `dia_id` in the metadata (one user per conversation, one memproxy session per
 //! LoCoMo session), every question of categories 1-4 is asked through
 //! `/v1/memories/search`, and turn-level recall against the questions' evidence is
@@ -80,7 +81,12 @@ fn parse(path: &str) -> Result<Vec<Conversation>, EvalError> {
                 ) else {
                     continue;
                 };
-                turns.push((id.to_string(), format!("{speaker}: {text}"), n));
+                // A shared photo is kept as LoCoMo gives it: its caption.
+                let memory = match t.get("blip_caption").and_then(Value::as_str) {
+                    Some(caption) => format!("{speaker}: {text} [shares a photo of {caption}]"),
+                    None => format!("{speaker}: {text}"),
+                };
+                turns.push((id.to_string(), memory, n));
             }
         }
         let questions = item

@@ -7,9 +7,10 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::schema::rid_range;
 use super::{backend, SqliteOptions};
+use crate::memory::context::{self, Light};
 use crate::memory::retrieve::{
-    cosine, dedup, fuse, sort_desc, vector_from_bytes, with_neighbours, Bm25, Candidate,
-    CorpusStats, DENSE_WEIGHT, MIN_COSINE, NEIGHBOUR_WEIGHT,
+    cosine, dedup, fuse, sort_desc, vector_from_bytes, Bm25, Candidate, CorpusStats, DENSE_WEIGHT,
+    MIN_COSINE,
 };
 use crate::memory::store::{
     Memory, Metadata, Page, ScoredMemory, SearchQuery, Session, SessionInfo, SessionMessage,
@@ -19,11 +20,6 @@ use crate::memory::text::Analyzer;
 
 /// Lexical candidates taken from FTS5 before re-ranking (and vector candidates kept).
 pub(crate) const MIN_POOL: usize = 50;
-
-/// Best-scored candidates whose neighbours are looked at; a neighbour gets a fifth of a
-/// candidate's score, so those of low-ranked candidates rarely reach the top (20 rather
-/// than 50: LoCoMo recall_any@5 0.650 -> 0.649, @10 0.725 -> 0.728).
-pub(crate) const NEIGHBOUR_SOURCES: usize = 20;
 
 pub(super) struct User {
     uid: i64,
@@ -128,14 +124,6 @@ pub fn list(
             None
         },
     })
-}
-
-/// Light data of a memory needed for ranking.
-struct Light {
-    session_id: Option<String>,
-    hash: i64,
-    terms: String,
-    len: u32,
 }
 
 fn light(conn: &Connection, rid: i64) -> Result<Option<Light>, StoreError> {
@@ -297,7 +285,7 @@ pub(crate) fn summed_idf(lists: &[(Vec<i64>, f64)]) -> Vec<(i64, f64)> {
 /// Lexical ranking of `user`'s memories: each query term's matches in the user's rowid
 /// range (FTS5) give its document frequency and the candidates, which are pre-ranked by
 /// the summed IDF of their terms; the best [`RERANK`] are scored by BM25 with per-user
-/// statistics, and neighbours add context.
+/// statistics, and neighbours and sessions add context ([`context::rank`]).
 ///
 /// FTS5's own `ORDER BY rank` would score every match (~0.9 µs each: 170 ms for a user
 /// with 1M memories and a query of common words); reading a term's row ids costs ~0.1 µs
@@ -338,35 +326,15 @@ fn lexical(
             })
         })
         .collect();
-    let mut scores = Bm25::default().score(terms, &df, u.stats, &candidates);
-    sort_desc(&mut scores);
-    // Neighbours: the adjacent memories of the same user and session.
-    let adjacent: Vec<i64> = scores
-        .iter()
-        .take(NEIGHBOUR_SOURCES)
-        .filter(|(rid, _)| known.get(rid).is_some_and(|l| l.session_id.is_some()))
-        .flat_map(|&(rid, _)| [rid - 1, rid + 1])
-        .filter(|n| (lo..=hi).contains(n))
-        .collect();
-    lights(conn, adjacent, known)?;
-    // Only memories of one named session are neighbours: adjacent memories without a
-    // session (API writes, captures without `x-session-id`) need not be related.
-    let session = |rid: i64| known.get(&rid).and_then(|l| l.session_id.as_deref());
-    let sources: std::collections::HashSet<i64> =
-        scores.iter().take(NEIGHBOUR_SOURCES).map(|x| x.0).collect();
-    Ok(with_neighbours(
-        &scores,
-        |rid| {
-            if !sources.contains(&rid) {
-                return vec![];
-            }
-            [rid - 1, rid + 1]
-                .into_iter()
-                .filter(|n| session(*n).is_some() && session(*n) == session(rid))
-                .collect()
-        },
-        NEIGHBOUR_WEIGHT,
-    ))
+    let bm25 = Bm25::default();
+    let mut own = bm25.score(terms, &df, u.stats, &candidates);
+    sort_desc(&mut own);
+    // The neighbours whose windows are scored: row ids of this user only.
+    let around = context::window_keys(&own)
+        .into_iter()
+        .filter(|n| (lo..=hi).contains(n));
+    lights(conn, around, known)?;
+    Ok(context::rank(&bm25, terms, &df, u.stats, &own, known))
 }
 
 fn semantic(

@@ -5,12 +5,13 @@
 //! matches in the user's rows (the GIN index; at most
 //! [`TERM_SCAN_CAP`] per term, the document frequency extrapolated beyond) give the
 //! candidates, pre-ranked by summed IDF; the best are scored by BM25 with the user's
-//! statistics in the gateway, neighbouring turns of one session add context, and the
-//! vector list (when the query has an embedding) is fused by reciprocal rank — the same
+//! statistics in the gateway, neighbouring turns and the session add context
+//! ([`crate::memory::context`]), and the vector list (when the query has an embedding) is
+//! fused by weighted scores — the same
 //! functions ([`crate::memory::retrieve`]) with the same constants, so both backends
 //! rank alike.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -19,13 +20,12 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use super::memory::{backend, uid_of, PgMemoryStore};
+use crate::memory::context::{self, Light};
 use crate::memory::retrieve::{
-    cosine, dedup, fuse, sort_desc, vector_from_bytes, with_neighbours, Bm25, Candidate,
-    CorpusStats, DENSE_WEIGHT, MIN_COSINE, NEIGHBOUR_WEIGHT,
+    cosine, dedup, fuse, sort_desc, vector_from_bytes, Bm25, Candidate, CorpusStats, DENSE_WEIGHT,
+    MIN_COSINE,
 };
-use crate::memory::sqlite::read::{
-    extrapolated_df, summed_idf, MIN_POOL, NEIGHBOUR_SOURCES, RERANK, TERM_SCAN_CAP,
-};
+use crate::memory::sqlite::read::{extrapolated_df, summed_idf, MIN_POOL, RERANK, TERM_SCAN_CAP};
 use crate::memory::store::{
     Memory, Metadata, Page, ScoredMemory, SearchQuery, Session, SessionInfo, SessionMessage,
     StoreError,
@@ -174,14 +174,6 @@ pub(super) async fn list(
     })
 }
 
-/// What ranking needs of a memory.
-struct Light {
-    session_id: Option<String>,
-    hash: i64,
-    terms: String,
-    len: u32,
-}
-
 /// [`Light`]s of the given memories of `uid` not known yet, into `known`.
 async fn lights(
     c: &ClientWrapper,
@@ -278,31 +270,12 @@ async fn lexical(
             })
         })
         .collect();
-    let mut scores = Bm25::default().score(terms, &df, u.stats, &candidates);
-    sort_desc(&mut scores);
-    let adjacent: Vec<i64> = scores
-        .iter()
-        .take(NEIGHBOUR_SOURCES)
-        .filter(|(seq, _)| known.get(seq).is_some_and(|l| l.session_id.is_some()))
-        .flat_map(|&(seq, _)| [seq - 1, seq + 1])
-        .filter(|n| *n >= 1)
-        .collect();
-    lights(c, u.uid, adjacent, known).await?;
-    let session = |seq: i64| known.get(&seq).and_then(|l| l.session_id.as_deref());
-    let sources: HashSet<i64> = scores.iter().take(NEIGHBOUR_SOURCES).map(|x| x.0).collect();
-    Ok(with_neighbours(
-        &scores,
-        |seq| {
-            if !sources.contains(&seq) {
-                return vec![];
-            }
-            [seq - 1, seq + 1]
-                .into_iter()
-                .filter(|n| session(*n).is_some() && session(*n) == session(seq))
-                .collect()
-        },
-        NEIGHBOUR_WEIGHT,
-    ))
+    let bm25 = Bm25::default();
+    let mut own = bm25.score(terms, &df, u.stats, &candidates);
+    sort_desc(&mut own);
+    let around = context::window_keys(&own).into_iter().filter(|n| *n >= 1);
+    lights(c, u.uid, around, known).await?;
+    Ok(context::rank(&bm25, terms, &df, u.stats, &own, known))
 }
 
 pub(super) async fn search(
