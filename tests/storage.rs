@@ -330,6 +330,29 @@ async fn memory_search_stems_dedups_and_uses_neighbours(s: Stores) {
         "{:?}",
         contents(&hits)
     );
+    // Two turns after the question, the answer names no word of it but its speaker: the
+    // window of its session's neighbours and the named subject find it.
+    let pets: Vec<NewMemory> = [
+        "Melanie: What kind of pet did you finally get?",
+        "Melanie: Go on, tell me!",
+        "Caroline: A golden retriever puppy named Max",
+    ]
+    .iter()
+    .map(|t| NewMemory {
+        session_id: Some("pets".into()),
+        ..new("u", t)
+    })
+    .collect();
+    m.add(pets).await.unwrap();
+    let hits = m
+        .search("u", &query("What pet did Caroline get?", 3))
+        .await
+        .unwrap();
+    assert!(
+        contents(&hits).contains(&"Caroline: A golden retriever puppy named Max"),
+        "{:?}",
+        contents(&hits)
+    );
     assert!(m
         .search("u", &query("the and of", 10))
         .await
