@@ -43,14 +43,16 @@ pub struct Light {
 }
 
 /// The memories whose [`Light`]s [`rank`] needs besides the candidates': those within
-/// [`WINDOW`] of the best [`WINDOW_SOURCES`] of `own` (best first). Keys are adjacent
-/// integers in write order (a user's row ids or sequence numbers).
-pub fn window_keys(own: &[(i64, f64)]) -> Vec<i64> {
+/// [`WINDOW`] of the best [`WINDOW_SOURCES`] of `own` (best first) that have a session
+/// (`known` holds the candidates). Keys are adjacent integers in write order (a user's row
+/// ids or sequence numbers).
+pub fn window_keys(own: &[(i64, f64)], known: &HashMap<i64, Light>) -> Vec<i64> {
     let mut keys: Vec<i64> = own
         .iter()
         .take(WINDOW_SOURCES)
+        .filter(|(k, _)| known.get(k).is_some_and(|l| l.session_id.is_some()))
         .flat_map(|&(k, _)| (k - WINDOW..=k + WINDOW).filter(move |n| *n != k))
-        .filter(|n| *n >= 0)
+        .filter(|n| *n >= 0 && !known.contains_key(n))
         .collect();
     keys.sort_unstable();
     keys.dedup();
@@ -102,10 +104,20 @@ pub fn rank(
     let mut total: HashMap<i64, f64> = own.iter().copied().collect();
     normalise(&mut total);
 
+    // Each known memory's query-term frequencies, counted once.
+    let n = query.len();
+    let mut arena = vec![0u32; docs.len() * n];
+    let mut slot: HashMap<i64, usize> = HashMap::with_capacity(docs.len());
+    for (i, (k, d)) in docs.iter().enumerate() {
+        count(&query, &d.terms, &mut arena[i * n..(i + 1) * n]);
+        slot.insert(*k, i);
+    }
+    let tf_of = |k: i64| slot.get(&k).map(|&i| &arena[i * n..(i + 1) * n]);
+
     // Windows of the best memories and of their neighbours.
     let window_avg = stats.avg_len() * (2 * WINDOW + 1) as f64;
     let mut window: HashMap<i64, f64> = HashMap::new();
-    let mut tf = vec![0u32; query.len()];
+    let mut tf = vec![0u32; n];
     for &(source, _) in own.iter().take(WINDOW_SOURCES) {
         let Some(session) = session_of(source) else {
             continue;
@@ -117,12 +129,11 @@ pub fn rank(
             tf.iter_mut().for_each(|f| *f = 0);
             let mut len = 0;
             for m in k - WINDOW..=k + WINDOW {
-                if let Some(d) = docs
-                    .get(&m)
-                    .filter(|d| d.session_id.as_deref() == Some(session))
-                {
-                    count(&query, &d.terms, &mut tf);
-                    len += d.len;
+                if let (Some(d), Some(f)) = (docs.get(&m), tf_of(m)) {
+                    if d.session_id.as_deref() == Some(session) {
+                        tf.iter_mut().zip(f).for_each(|(a, b)| *a += b);
+                        len += d.len;
+                    }
                 }
             }
             window.insert(k, bm25.weight(&tf, &idf, len, window_avg));
@@ -136,14 +147,12 @@ pub fn rank(
     // Sessions, by the query terms their candidates contain.
     let mut per_session: HashMap<&str, Vec<u32>> = HashMap::new();
     for &(k, _) in own {
-        if let (Some(d), Some(s)) = (docs.get(&k), session_of(k)) {
-            let counts = per_session.entry(s).or_insert_with(|| vec![0; query.len()]);
-            let mut present = vec![0u32; query.len()];
-            count(&query, &d.terms, &mut present);
+        if let (Some(f), Some(s)) = (tf_of(k), session_of(k)) {
+            let counts = per_session.entry(s).or_insert_with(|| vec![0; n]);
             counts
                 .iter_mut()
-                .zip(present)
-                .for_each(|(c, p)| *c += u32::from(p > 0));
+                .zip(f)
+                .for_each(|(c, p)| *c += u32::from(*p > 0));
         }
     }
     let session_score: HashMap<&str, f64> = per_session
@@ -244,7 +253,7 @@ mod tests {
                 .collect();
             let mut own = Bm25::default().score(&q, &df, stats, &candidates);
             sort_desc(&mut own);
-            assert!(window_keys(&own).iter().all(|k| *k >= 0));
+            assert!(window_keys(&own, &docs).iter().all(|k| *k >= 0));
             rank(&Bm25::default(), &q, &df, stats, &own, &docs)
                 .into_iter()
                 .map(|x| x.0)

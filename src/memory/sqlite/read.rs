@@ -330,7 +330,7 @@ fn lexical(
     let mut own = bm25.score(terms, &df, u.stats, &candidates);
     sort_desc(&mut own);
     // The neighbours whose windows are scored: row ids of this user only.
-    let around = context::window_keys(&own)
+    let around = context::window_keys(&own, known)
         .into_iter()
         .filter(|n| (lo..=hi).contains(n));
     lights(conn, around, known)?;

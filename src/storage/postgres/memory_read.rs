@@ -273,7 +273,9 @@ async fn lexical(
     let bm25 = Bm25::default();
     let mut own = bm25.score(terms, &df, u.stats, &candidates);
     sort_desc(&mut own);
-    let around = context::window_keys(&own).into_iter().filter(|n| *n >= 1);
+    let around = context::window_keys(&own, known)
+        .into_iter()
+        .filter(|n| *n >= 1);
     lights(c, u.uid, around, known).await?;
     Ok(context::rank(&bm25, terms, &df, u.stats, &own, known))
 }
