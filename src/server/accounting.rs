@@ -1,9 +1,11 @@
 //! Accounting for one model request: its analytics row, metrics, key spend, token-limit
 //! settlement and the GenAI trace span. The pipeline starts an [`Accounting`] when a
 //! request reaches it and finishes it from the completion hook (or with the error that
-//! ended the request); an accounting dropped unfinished still writes its row. Starting one
-//! marks the request (`RequestCtx::recorded`) so the middleware does not write a second.
-//! Requests refused before the pipeline get their row from [`record_refused`].
+//! ended the request); an accounting dropped unfinished still writes its row. Every row
+//! is written by an [`Accounting`], once: the gateway middleware opens it when a model
+//! request arrives ([`RowSlot`] in the request's context), the pipeline takes it over
+//! ([`take_over`]), and one nobody took over was refused before the pipeline
+//! ([`Accounting::refuse`], by the middleware).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,21 +77,97 @@ pub struct Accounting {
     finished: bool,
 }
 
+/// A model request as the gateway saw it arrive.
+pub struct Arrival<'a> {
+    pub request_id: &'a str,
+    /// The client API's name in rows (see [`endpoint_name`]).
+    pub endpoint: &'static str,
+    /// The client program (see `identity::client_name`).
+    pub client: &'a str,
+    pub started: Instant,
+}
+
+/// The row of a model request while nobody has taken it over: the gateway middleware
+/// opens it, the pipeline [`takes it over`](take_over), and whatever is still here when
+/// the handler has answered was refused before the pipeline ([`Accounting::refuse`]).
+/// Either way the row is written once, by its [`Accounting`].
+#[derive(Clone, Default)]
+pub struct RowSlot(Arc<std::sync::Mutex<Option<Accounting>>>);
+
+impl RowSlot {
+    pub fn put(&self, acct: Accounting) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(acct);
+    }
+
+    pub fn take(&self) -> Option<Accounting> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+impl std::fmt::Debug for RowSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RowSlot")
+    }
+}
+
+/// The pipeline takes a request's row over (opening one if the request came another way,
+/// e.g. MCP), for `model` spoken in `format`.
+pub fn take_over(
+    state: &Arc<AppState>,
+    ctx: &RequestCtx,
+    format: Format,
+    model: &str,
+    stream: bool,
+) -> Accounting {
+    let mut acct = ctx.row.take().unwrap_or_else(|| {
+        let arrival = Arrival {
+            request_id: &ctx.request_id,
+            endpoint: endpoint_name(format),
+            client: &ctx.client,
+            started: ctx.started,
+        };
+        Accounting::open(state, Some(ctx), arrival)
+    });
+    acct.begin(format, model, stream);
+    acct
+}
+
 impl Accounting {
-    /// Starts the accounting of a request for `model` spoken in `format`.
-    pub fn start(
-        state: &Arc<AppState>,
-        ctx: &RequestCtx,
-        format: Format,
-        model: &str,
-        stream: bool,
-    ) -> Self {
-        ctx.recorded
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        let key = ctx.principal.key().cloned();
-        let span = if state.genai_spans {
+    /// Opens the row of a model request: who asked (`ctx`, when the request was admitted)
+    /// and how it arrived.
+    pub fn open(state: &Arc<AppState>, ctx: Option<&RequestCtx>, a: Arrival<'_>) -> Self {
+        let key = ctx.and_then(|c| c.principal.key().cloned());
+        Self {
+            record: Record {
+                ts_ms: ctx.map_or_else(crate::analytics::timefmt::now_ms, |c| c.arrived_ms),
+                request_id: a.request_id.to_string(),
+                user_id: ctx.map(|c| c.identity.user_id.clone()).unwrap_or_default(),
+                client: a.client.to_string(),
+                key_id: key.as_ref().map(|k| k.row.hash.clone()),
+                key_alias: key.as_ref().and_then(|k| k.row.alias.clone()),
+                project: ctx.and_then(|c| c.project.clone()).unwrap_or_default(),
+                endpoint: a.endpoint.to_string(),
+                ..Default::default()
+            },
+            state: state.clone(),
+            started: a.started,
+            key,
+            charge: None,
+            upstream: None,
+            routed: None,
+            span: tracing::Span::none(),
+            finished: false,
+        }
+    }
+
+    /// The pipeline has the request: `model` spoken in `format`.
+    fn begin(&mut self, format: Format, model: &str, stream: bool) {
+        self.record.endpoint = endpoint_name(format).to_string();
+        self.record.model = model.to_string();
+        self.record.stream = stream;
+        if self.state.genai_spans {
             let operation = "chat";
-            tracing::info_span!(
+            self.span = tracing::info_span!(
                 target: "memproxy::genai",
                 "gen_ai",
                 otel.name = %format_args!("{operation} {model}"),
@@ -103,34 +181,20 @@ impl Accounting {
                 gen_ai.usage.input_tokens = tracing::field::Empty,
                 gen_ai.usage.output_tokens = tracing::field::Empty,
                 error.type = tracing::field::Empty,
-                memproxy.request_id = %ctx.request_id,
-            )
-        } else {
-            tracing::Span::none()
-        };
-        Self {
-            record: Record {
-                ts_ms: ctx.arrived_ms,
-                request_id: ctx.request_id.clone(),
-                user_id: ctx.identity.user_id.clone(),
-                client: ctx.client.clone().into_owned(),
-                key_id: key.as_ref().map(|k| k.row.hash.clone()),
-                key_alias: key.as_ref().and_then(|k| k.row.alias.clone()),
-                project: ctx.project.clone().unwrap_or_default(),
-                endpoint: endpoint_name(format).to_string(),
-                model: model.to_string(),
-                stream,
-                ..Default::default()
-            },
-            state: state.clone(),
-            started: ctx.started,
-            key,
-            charge: None,
-            upstream: None,
-            routed: None,
-            span,
-            finished: false,
+                memproxy.request_id = %self.record.request_id,
+            );
         }
+    }
+
+    /// The request was refused before the pipeline (authentication, budget, rate limit,
+    /// bad body…) with `status`.
+    pub fn refuse(mut self, status: u16, error: Option<&str>, model: Option<&str>) {
+        self.record.status = status;
+        self.record.error_type = error.map(str::to_string);
+        if let Some(m) = model {
+            self.record.model = m.to_string();
+        }
+        self.write(Usage::default(), None, Duration::ZERO, Duration::ZERO);
     }
 
     /// The span around the model call (disabled unless traces are exported).
@@ -296,41 +360,6 @@ impl Drop for Accounting {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-/// A model request refused before the pipeline (authentication, budget, rate limit, bad
-/// body…).
-pub struct Refusal<'a> {
-    pub request_id: &'a str,
-    pub endpoint: &'static str,
-    /// The client program (see `identity::client_name`).
-    pub client: &'a str,
-    pub model: Option<&'a str>,
-    pub status: u16,
-    pub error: Option<&'static str>,
-    pub started: Instant,
-}
-
-/// Writes the row of a refused request.
-pub fn record_refused(state: &AppState, ctx: Option<&RequestCtx>, r: Refusal<'_>) {
-    let key = ctx.and_then(|c| c.principal.key());
-    let total = ms(r.started.elapsed());
-    state.analytics.record(Record {
-        ts_ms: ctx.map_or_else(crate::analytics::timefmt::now_ms, |c| c.arrived_ms),
-        request_id: r.request_id.to_string(),
-        user_id: ctx.map(|c| c.identity.user_id.clone()).unwrap_or_default(),
-        client: r.client.to_string(),
-        key_id: key.map(|k| k.row.hash.clone()),
-        key_alias: key.and_then(|k| k.row.alias.clone()),
-        project: ctx.and_then(|c| c.project.clone()).unwrap_or_default(),
-        endpoint: r.endpoint.to_string(),
-        model: r.model.unwrap_or_default().to_string(),
-        total_ms: total,
-        overhead_ms: total,
-        status: r.status,
-        error_type: r.error.map(str::to_string),
-        ..Default::default()
-    });
 }
 
 /// Adds `x-ratelimit-*` headers of one dimension.

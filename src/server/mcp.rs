@@ -366,7 +366,7 @@ pub fn stdio_caller(
         session_id: None,
         started: Instant::now(),
         arrived_ms: crate::analytics::timefmt::now_ms(),
-        recorded: Default::default(),
+        row: Default::default(),
     };
     authorize(&ctx, &ctx.identity.user_id).map_err(|e| e.to_string())?;
     Ok(ctx)

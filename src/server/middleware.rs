@@ -7,7 +7,6 @@
 //! request.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,7 +16,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
-use super::accounting::{self, Refusal, RoutedGroup};
+use super::accounting::{self, Accounting, Arrival, RoutedGroup, RowSlot};
 use super::error::{ApiError, ErrorKind};
 use super::AppState;
 use crate::analytics::timefmt;
@@ -46,8 +45,8 @@ pub struct RequestCtx {
     pub started: Instant,
     /// Wall-clock arrival time, Unix milliseconds (the analytics row's time).
     pub arrived_ms: i64,
-    /// Set once the pipeline has taken over the request's analytics row.
-    pub recorded: Arc<AtomicBool>,
+    /// The request's analytics row until the pipeline takes it over (model requests).
+    pub row: RowSlot,
     /// The project the request works in (key binding, `/p/<project>` prefix or
     /// `x-memory-project` header), validated.
     pub project: Option<String>,
@@ -241,9 +240,18 @@ pub async fn gateway(State(state): State<Arc<AppState>>, mut req: Request, next:
                     session_id,
                     started,
                     arrived_ms: timefmt::now_ms(),
-                    recorded: Arc::new(AtomicBool::new(false)),
+                    row: RowSlot::default(),
                     project,
                 };
+                if let Some(endpoint) = endpoint {
+                    let arrival = Arrival {
+                        request_id: &request_id,
+                        endpoint,
+                        client: &client,
+                        started,
+                    };
+                    c.row.put(Accounting::open(&state, Some(&c), arrival));
+                }
                 if endpoint.is_some() {
                     match limit(&state, &c).await {
                         Ok(q) => quota = q,
@@ -291,24 +299,22 @@ pub async fn gateway(State(state): State<Arc<AppState>>, mut req: Request, next:
     let status = resp.status().as_u16();
     let model = resp.extensions().get::<LoggedModel>().map(|m| m.0.as_str());
     let error = resp.extensions().get::<ErrorKind>().map(|e| e.0);
+    // A model request's row that the pipeline did not take over: refused before it.
     if let Some(endpoint) = endpoint {
-        let recorded = ctx
-            .as_ref()
-            .is_some_and(|c| c.recorded.load(Ordering::Relaxed));
-        if !recorded {
-            accounting::record_refused(
-                &state,
-                ctx.as_ref(),
-                Refusal {
+        let row = match &ctx {
+            Some(c) => c.row.take(),
+            None => {
+                let arrival = Arrival {
                     request_id: &request_id,
                     endpoint,
                     client: &client,
-                    model,
-                    status,
-                    error,
                     started,
-                },
-            );
+                };
+                Some(Accounting::open(&state, None, arrival))
+            }
+        };
+        if let Some(acct) = row {
+            acct.refuse(status, error, model);
         }
     }
     let group = resp

@@ -13,7 +13,7 @@ use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use tracing::Instrument;
 
-use super::accounting::{self, Accounting, RoutedGroup};
+use super::accounting::{self, RoutedGroup};
 use super::error::ApiError;
 use super::middleware::RequestCtx;
 use super::respond::{respond, AnswerUsage, ClientSpec, Exchange};
@@ -38,7 +38,7 @@ pub async fn run(
     mut req: LlmRequest<'_>,
     mut client: ClientSpec,
 ) -> Result<Response, ApiError> {
-    let mut acct = Accounting::start(state, ctx, client.format, req.model(), req.stream());
+    let mut acct = accounting::take_over(state, ctx, client.format, req.model(), req.stream());
     let key = ctx.principal.key().map(|k| &**k);
     if let Some(k) = key {
         if let Err(e) = k.check_model(req.model()) {
