@@ -356,11 +356,10 @@ fn print_deployments(cfg: &config::Config) -> Option<usize> {
             d.model_name, d.provider_name, d.upstream_model
         );
         match memproxy::providers::Provider::new(d, &env) {
-            Ok(memproxy::providers::Provider::Unsupported(name)) => {
-                eprintln!(
-                    "unsupported: {what}: provider `{name}` is not supported; requests answer 501"
-                )
-            }
+            Ok(p) if !p.served() => eprintln!(
+                "unsupported: {what}: provider `{}` is not supported; requests answer 501",
+                d.provider_name
+            ),
             Ok(_) => {
                 served += 1;
                 eprintln!("served: {what}")

@@ -113,7 +113,7 @@ impl ModelRouter {
                     continue;
                 }
             };
-            if !matches!(provider, Provider::Unsupported(_)) {
+            if provider.served() {
                 served += 1;
             }
             let dep = Arc::new(Deployment {
@@ -164,7 +164,7 @@ impl ModelRouter {
                 params: Secret::new(Default::default()),
             };
             Group::new(vec![Arc::new(Deployment {
-                provider: Provider::new(&cfg, env).unwrap_or_else(Provider::Unsupported),
+                provider: Provider::new(&cfg, env).unwrap_or_else(Provider::unsupported),
                 config: cfg,
             })])
         });

@@ -1,5 +1,5 @@
-//! LLM providers behind one interface. Each provider lives in one file with its wire
-//! types private to it; [`Provider`] dispatches to them. Every provider takes the internal
+//! LLM providers behind one trait, [`Upstream`]. Each provider lives in its own module
+//! with its wire types private to it; [`Provider`] holds one as a trait object. Every provider takes the internal
 //! request ([`ChatBody`], OpenAI chat shape; or the client's native body when the provider
 //! speaks the client's API) and answers with a [`Reply`] in its own wire format.
 
@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use futures_util::Stream;
 
 use crate::config::{Config, DeploymentConfig, ProviderKind};
@@ -186,38 +187,114 @@ impl ProviderEnv {
     }
 }
 
-/// The provider implementation of one deployment.
-pub enum Provider {
-    OpenAi(Box<openai::OpenAi>),
-    Anthropic(Box<anthropic::Anthropic>),
-    Bedrock(Box<bedrock::Bedrock>),
-    Gemini(Box<gemini::Gemini>),
-    Vertex(Box<vertex::Vertex>),
-    Azure(Box<azure::Azure>),
-    Ollama(Box<ollama::Ollama>),
-    Mock(mock::Mock),
-    Unsupported(String),
+/// What every provider does, each in its own module: answer a chat request for one
+/// deployment, compute embeddings if it can, and say which OpenAI parameters its format
+/// cannot express.
+pub trait Upstream: Send + Sync {
+    /// Sends `req`; `upstream_model` is the provider's name for the model.
+    fn chat<'a>(
+        &'a self,
+        cfg: &'a DeploymentConfig,
+        req: &'a LlmRequest<'a>,
+        upstream_model: &'a str,
+        ctx: &'a CallContext<'a>,
+    ) -> BoxFuture<'a, Result<Reply, ProviderError>>;
+
+    /// Computes embeddings (OpenAI `/embeddings` request and answer shapes).
+    fn embed<'a>(
+        &'a self,
+        cfg: &'a DeploymentConfig,
+        _body: &'a ChatBody<'a>,
+        _upstream_model: &'a str,
+        _ctx: &'a CallContext<'a>,
+    ) -> BoxFuture<'a, Result<Bytes, ProviderError>> {
+        Box::pin(std::future::ready(Err(ProviderError::Status {
+            status: StatusCode::BAD_REQUEST,
+            message: format!("model `{}` does not serve embeddings", cfg.model_name),
+            kind: Some("invalid_request_error".into()),
+            code: Some("embeddings_not_supported".into()),
+        })))
+    }
+
+    /// Which OpenAI parameters its wire format can express for `upstream_model`.
+    fn params(&self, _upstream_model: &str) -> Params {
+        Params::Any
+    }
+
+    /// False for a provider this build does not support (its requests answer 501).
+    fn served(&self) -> bool {
+        true
+    }
 }
+
+/// Which OpenAI chat parameters a provider's wire format can express.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Params {
+    /// All of them (OpenAI-compatible upstreams get every field as sent).
+    Any,
+    /// Claude's parameter set; `native`: a client speaking Anthropic is passed through.
+    Claude { native: bool },
+    /// Gemini's `generateContent`.
+    Gemini,
+    /// Ollama's `/api/chat`.
+    Ollama,
+}
+
+/// A provider this build does not support: every request answers 501.
+struct Unsupported(String);
+
+impl Upstream for Unsupported {
+    fn chat<'a>(
+        &'a self,
+        cfg: &'a DeploymentConfig,
+        _req: &'a LlmRequest<'a>,
+        _upstream_model: &'a str,
+        _ctx: &'a CallContext<'a>,
+    ) -> BoxFuture<'a, Result<Reply, ProviderError>> {
+        Box::pin(std::future::ready(Err(ProviderError::NotSupported(
+            format!(
+                "provider `{}` (model `{}`) is not supported by this build of memproxy",
+                self.0, cfg.model_name
+            ),
+        ))))
+    }
+
+    fn served(&self) -> bool {
+        false
+    }
+}
+
+/// The provider of one deployment.
+pub struct Provider(Box<dyn Upstream>);
 
 impl Provider {
     /// Builds the provider for a deployment; `Err` says why the deployment cannot be
     /// served (missing credentials, region, …): it is then skipped with that warning.
     pub fn new(cfg: &DeploymentConfig, env: &ProviderEnv) -> Result<Self, String> {
         if let Some(text) = &cfg.mock_response {
-            return Ok(Provider::Mock(mock::Mock::new(text.clone())));
+            return Ok(Self(Box::new(mock::Mock::new(text.clone()))));
         }
-        Ok(match &cfg.provider {
-            ProviderKind::OpenAi => Provider::OpenAi(Box::new(openai::OpenAi::new(cfg, env))),
-            ProviderKind::Anthropic => {
-                Provider::Anthropic(Box::new(anthropic::Anthropic::new(cfg, env)))
-            }
-            ProviderKind::Gemini => Provider::Gemini(Box::new(gemini::Gemini::new(cfg, env))),
-            ProviderKind::Bedrock => Provider::Bedrock(Box::new(bedrock::Bedrock::new(cfg, env)?)),
-            ProviderKind::VertexAi => Provider::Vertex(Box::new(vertex::Vertex::new(cfg, env)?)),
-            ProviderKind::Azure => Provider::Azure(Box::new(azure::Azure::new(cfg, env)?)),
-            ProviderKind::Ollama => Provider::Ollama(Box::new(ollama::Ollama::new(cfg, env)?)),
-            ProviderKind::Unsupported(name) => Provider::Unsupported(name.clone()),
-        })
+        let p: Box<dyn Upstream> = match &cfg.provider {
+            ProviderKind::OpenAi => Box::new(openai::OpenAi::new(cfg, env)),
+            ProviderKind::Anthropic => Box::new(anthropic::Anthropic::new(cfg, env)),
+            ProviderKind::Gemini => Box::new(gemini::Gemini::new(cfg, env)),
+            ProviderKind::Bedrock => Box::new(bedrock::Bedrock::new(cfg, env)?),
+            ProviderKind::VertexAi => Box::new(vertex::Vertex::new(cfg, env)?),
+            ProviderKind::Azure => Box::new(azure::Azure::new(cfg, env)?),
+            ProviderKind::Ollama => Box::new(ollama::Ollama::new(cfg, env)?),
+            ProviderKind::Unsupported(name) => Box::new(Unsupported(name.clone())),
+        };
+        Ok(Self(p))
+    }
+
+    /// The provider of a deployment this build cannot serve (named `name`).
+    pub fn unsupported(name: String) -> Self {
+        Self(Box::new(Unsupported(name)))
+    }
+
+    /// False when requests to it answer 501.
+    pub fn served(&self) -> bool {
+        self.0.served()
     }
 
     /// Sends a chat request; `upstream_model` is the provider's name for the model.
@@ -228,112 +305,8 @@ impl Provider {
         upstream_model: &str,
         ctx: &CallContext<'_>,
     ) -> Result<Reply, ProviderError> {
-        self.check_params(cfg, req, upstream_model)?;
-        match self {
-            Provider::OpenAi(p) => match &req.native {
-                Some(Native::Responses(native)) => {
-                    p.responses(cfg, native, &req.chat, upstream_model, ctx)
-                        .await
-                }
-                _ => p.chat(cfg, &req.chat, upstream_model, ctx).await,
-            },
-            Provider::Anthropic(p) => p.chat(cfg, req, upstream_model, ctx).await,
-            Provider::Gemini(p) => p.chat(cfg, &req.chat, upstream_model, ctx).await,
-            Provider::Bedrock(p) => p.chat(cfg, req, upstream_model, ctx).await,
-            Provider::Vertex(p) => p.chat(cfg, req, upstream_model, ctx).await,
-            Provider::Azure(p) => p.chat(cfg, req, upstream_model, ctx).await,
-            Provider::Ollama(p) => p.chat(cfg, &req.chat, upstream_model, ctx).await,
-            Provider::Mock(p) => Ok(p.chat(&req.chat, upstream_model)),
-            Provider::Unsupported(name) => Err(ProviderError::NotSupported(format!(
-                "provider `{name}` (model `{}`) is not supported by this build of memproxy",
-                cfg.model_name
-            ))),
-        }
-    }
-
-    /// OpenAI parameters in `req` that this provider's format cannot express: an error
-    /// naming them (LiteLLM's behaviour), or nothing when `drop_params` lets the translation
-    /// drop them. OpenAI-compatible upstreams get every field as sent, and a client speaking
-    /// Anthropic to an Anthropic deployment is passed through natively.
-    fn check_params(
-        &self,
-        cfg: &DeploymentConfig,
-        req: &LlmRequest<'_>,
-        upstream_model: &str,
-    ) -> Result<(), ProviderError> {
-        let speaks_anthropic = match self {
-            Provider::Anthropic(_) => true,
-            Provider::Vertex(_) => vertex::is_claude(upstream_model),
-            _ => false,
-        };
-        let unsupported: &[&str] = match self {
-            _ if speaks_anthropic && matches!(req.native, Some(Native::Anthropic(_))) => {
-                return Ok(())
-            }
-            // Bedrock's Converse takes Claude's parameter set too.
-            _ if speaks_anthropic || matches!(self, Provider::Bedrock(_)) => &[
-                "frequency_penalty",
-                "presence_penalty",
-                "logit_bias",
-                "logprobs",
-                "top_logprobs",
-                "seed",
-                "response_format",
-                "audio",
-                "modalities",
-                "prediction",
-                "web_search_options",
-            ],
-            Provider::Gemini(_) | Provider::Vertex(_) => &[
-                "logit_bias",
-                "top_logprobs",
-                "audio",
-                "modalities",
-                "prediction",
-                "web_search_options",
-            ],
-            Provider::Ollama(_) => &[
-                "logit_bias",
-                "logprobs",
-                "top_logprobs",
-                "audio",
-                "modalities",
-                "prediction",
-                "web_search_options",
-            ],
-            _ => return Ok(()),
-        };
-        let mut found: Vec<&str> = unsupported
-            .iter()
-            .copied()
-            .filter(|k| req.chat.get(k).is_some_and(|v| v.get() != "null"))
-            .collect();
-        if (speaks_anthropic || matches!(self, Provider::Bedrock(_) | Provider::Ollama(_)))
-            && req
-                .chat
-                .get("n")
-                .is_some_and(|v| !matches!(v.get(), "1" | "null"))
-        {
-            found.push("n");
-        }
-        if found.is_empty() {
-            return Ok(());
-        }
-        if cfg.drop_params {
-            tracing::debug!(model = %cfg.model_name, params = ?found, "dropping parameters the provider does not support");
-            return Ok(());
-        }
-        Err(ProviderError::Status {
-            status: StatusCode::BAD_REQUEST,
-            message: format!(
-                "model `{}` ({} provider) does not support the parameter(s) {}; remove them, or set `litellm_settings.drop_params: true` to drop them",
-                cfg.model_name,
-                cfg.provider_name,
-                found.join(", ")
-            ),
-            kind: Some("invalid_request_error".into()),
-            code: Some("unsupported_params".into()),
-        })
+        check_params(self.0.params(upstream_model), cfg, req)?;
+        self.0.chat(cfg, req, upstream_model, ctx).await
     }
 
     /// Computes embeddings (OpenAI `/embeddings` request and answer shapes).
@@ -344,16 +317,85 @@ impl Provider {
         upstream_model: &str,
         ctx: &CallContext<'_>,
     ) -> Result<Bytes, ProviderError> {
-        match self {
-            Provider::OpenAi(p) => p.embed(cfg, body, upstream_model, ctx).await,
-            Provider::Azure(p) => p.embed(cfg, body, upstream_model, ctx).await,
-            Provider::Mock(_) => mock::embed(body, upstream_model),
-            _ => Err(ProviderError::Status {
-                status: StatusCode::BAD_REQUEST,
-                message: format!("model `{}` does not serve embeddings", cfg.model_name),
-                kind: Some("invalid_request_error".into()),
-                code: Some("embeddings_not_supported".into()),
-            }),
-        }
+        self.0.embed(cfg, body, upstream_model, ctx).await
     }
+}
+
+/// OpenAI parameters in `req` that the provider's format (`params`) cannot express: an
+/// error naming them (LiteLLM's behaviour), or nothing when `drop_params` lets the
+/// translation drop them. OpenAI-compatible upstreams get every field as sent, and a client
+/// speaking Anthropic to a deployment that speaks it is passed through natively.
+fn check_params(
+    params: Params,
+    cfg: &DeploymentConfig,
+    req: &LlmRequest<'_>,
+) -> Result<(), ProviderError> {
+    let unsupported: &[&str] = match params {
+        Params::Any => return Ok(()),
+        Params::Claude { native: true } if matches!(req.native, Some(Native::Anthropic(_))) => {
+            return Ok(())
+        }
+        // Bedrock's Converse takes Claude's parameter set too.
+        Params::Claude { .. } => &[
+            "frequency_penalty",
+            "presence_penalty",
+            "logit_bias",
+            "logprobs",
+            "top_logprobs",
+            "seed",
+            "response_format",
+            "audio",
+            "modalities",
+            "prediction",
+            "web_search_options",
+        ],
+        Params::Gemini => &[
+            "logit_bias",
+            "top_logprobs",
+            "audio",
+            "modalities",
+            "prediction",
+            "web_search_options",
+        ],
+        Params::Ollama => &[
+            "logit_bias",
+            "logprobs",
+            "top_logprobs",
+            "audio",
+            "modalities",
+            "prediction",
+            "web_search_options",
+        ],
+    };
+    let mut found: Vec<&str> = unsupported
+        .iter()
+        .copied()
+        .filter(|k| req.chat.get(k).is_some_and(|v| v.get() != "null"))
+        .collect();
+    if matches!(params, Params::Claude { .. } | Params::Ollama)
+        && req
+            .chat
+            .get("n")
+            .is_some_and(|v| !matches!(v.get(), "1" | "null"))
+    {
+        found.push("n");
+    }
+    if found.is_empty() {
+        return Ok(());
+    }
+    if cfg.drop_params {
+        tracing::debug!(model = %cfg.model_name, params = ?found, "dropping parameters the provider does not support");
+        return Ok(());
+    }
+    Err(ProviderError::Status {
+        status: StatusCode::BAD_REQUEST,
+        message: format!(
+            "model `{}` ({} provider) does not support the parameter(s) {}; remove them, or set `litellm_settings.drop_params: true` to drop them",
+            cfg.model_name,
+            cfg.provider_name,
+            found.join(", ")
+        ),
+        kind: Some("invalid_request_error".into()),
+        code: Some("unsupported_params".into()),
+    })
 }

@@ -212,6 +212,28 @@ fn strip_status(body: &ChatBody<'_>) -> Option<ChatBody<'static>> {
     Some(copy)
 }
 
+impl super::Upstream for Azure {
+    fn chat<'a>(
+        &'a self,
+        cfg: &'a DeploymentConfig,
+        req: &'a super::LlmRequest<'a>,
+        upstream_model: &'a str,
+        ctx: &'a CallContext<'a>,
+    ) -> futures_util::future::BoxFuture<'a, Result<Reply, ProviderError>> {
+        Box::pin(self.chat(cfg, req, upstream_model, ctx))
+    }
+
+    fn embed<'a>(
+        &'a self,
+        cfg: &'a DeploymentConfig,
+        body: &'a ChatBody<'a>,
+        upstream_model: &'a str,
+        ctx: &'a CallContext<'a>,
+    ) -> futures_util::future::BoxFuture<'a, Result<bytes::Bytes, ProviderError>> {
+        Box::pin(self.embed(cfg, body, upstream_model, ctx))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -354,6 +354,23 @@ fn exception_error(kind: &str, payload: &[u8]) -> ProviderError {
     }
 }
 
+impl super::Upstream for Bedrock {
+    fn chat<'a>(
+        &'a self,
+        cfg: &'a DeploymentConfig,
+        req: &'a super::LlmRequest<'a>,
+        upstream_model: &'a str,
+        ctx: &'a CallContext<'a>,
+    ) -> futures_util::future::BoxFuture<'a, Result<Reply, ProviderError>> {
+        Box::pin(self.chat(cfg, req, upstream_model, ctx))
+    }
+
+    fn params(&self, _upstream_model: &str) -> super::Params {
+        // Converse takes Claude's parameter set.
+        super::Params::Claude { native: false }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -92,3 +92,19 @@ impl Ollama {
         })
     }
 }
+
+impl super::Upstream for Ollama {
+    fn chat<'a>(
+        &'a self,
+        cfg: &'a DeploymentConfig,
+        req: &'a super::LlmRequest<'a>,
+        upstream_model: &'a str,
+        ctx: &'a CallContext<'a>,
+    ) -> futures_util::future::BoxFuture<'a, Result<Reply, ProviderError>> {
+        Box::pin(self.chat(cfg, &req.chat, upstream_model, ctx))
+    }
+
+    fn params(&self, _upstream_model: &str) -> super::Params {
+        super::Params::Ollama
+    }
+}

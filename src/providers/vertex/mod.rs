@@ -246,5 +246,25 @@ fn claude_error(status: StatusCode, bytes: &[u8]) -> ProviderError {
     }
 }
 
+impl super::Upstream for Vertex {
+    fn chat<'a>(
+        &'a self,
+        cfg: &'a DeploymentConfig,
+        req: &'a super::LlmRequest<'a>,
+        upstream_model: &'a str,
+        ctx: &'a CallContext<'a>,
+    ) -> futures_util::future::BoxFuture<'a, Result<Reply, ProviderError>> {
+        Box::pin(self.chat(cfg, req, upstream_model, ctx))
+    }
+
+    fn params(&self, upstream_model: &str) -> super::Params {
+        if is_claude(upstream_model) {
+            super::Params::Claude { native: true }
+        } else {
+            super::Params::Gemini
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -183,6 +183,22 @@ fn stream_error(ev: &SseEvent) -> ProviderError {
     }
 }
 
+impl super::Upstream for Anthropic {
+    fn chat<'a>(
+        &'a self,
+        cfg: &'a DeploymentConfig,
+        req: &'a super::LlmRequest<'a>,
+        upstream_model: &'a str,
+        ctx: &'a CallContext<'a>,
+    ) -> futures_util::future::BoxFuture<'a, Result<Reply, ProviderError>> {
+        Box::pin(self.chat(cfg, req, upstream_model, ctx))
+    }
+
+    fn params(&self, _upstream_model: &str) -> super::Params {
+        super::Params::Claude { native: true }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -153,6 +153,22 @@ pub(super) fn status_error(status: StatusCode, bytes: &[u8]) -> ProviderError {
     }
 }
 
+impl super::Upstream for Gemini {
+    fn chat<'a>(
+        &'a self,
+        cfg: &'a DeploymentConfig,
+        req: &'a super::LlmRequest<'a>,
+        upstream_model: &'a str,
+        ctx: &'a CallContext<'a>,
+    ) -> futures_util::future::BoxFuture<'a, Result<Reply, ProviderError>> {
+        Box::pin(self.chat(cfg, &req.chat, upstream_model, ctx))
+    }
+
+    fn params(&self, _upstream_model: &str) -> super::Params {
+        super::Params::Gemini
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -134,3 +134,25 @@ fn hashed_vector(text: &str) -> Vec<f32> {
     }
     v
 }
+
+impl super::Upstream for Mock {
+    fn chat<'a>(
+        &'a self,
+        _cfg: &'a crate::config::DeploymentConfig,
+        req: &'a super::LlmRequest<'a>,
+        upstream_model: &'a str,
+        _ctx: &'a super::CallContext<'a>,
+    ) -> futures_util::future::BoxFuture<'a, Result<Reply, super::ProviderError>> {
+        Box::pin(std::future::ready(Ok(self.chat(&req.chat, upstream_model))))
+    }
+
+    fn embed<'a>(
+        &'a self,
+        _cfg: &'a crate::config::DeploymentConfig,
+        body: &'a ChatBody<'a>,
+        upstream_model: &'a str,
+        _ctx: &'a super::CallContext<'a>,
+    ) -> futures_util::future::BoxFuture<'a, Result<Bytes, super::ProviderError>> {
+        Box::pin(std::future::ready(embed(body, upstream_model)))
+    }
+}

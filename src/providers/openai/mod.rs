@@ -533,6 +533,36 @@ pub(crate) fn status_error(status: StatusCode, bytes: &[u8]) -> ProviderError {
     }
 }
 
+impl super::Upstream for OpenAi {
+    fn chat<'a>(
+        &'a self,
+        cfg: &'a DeploymentConfig,
+        req: &'a super::LlmRequest<'a>,
+        upstream_model: &'a str,
+        ctx: &'a CallContext<'a>,
+    ) -> futures_util::future::BoxFuture<'a, Result<Reply, ProviderError>> {
+        Box::pin(async move {
+            match &req.native {
+                Some(super::Native::Responses(native)) => {
+                    self.responses(cfg, native, &req.chat, upstream_model, ctx)
+                        .await
+                }
+                _ => self.chat(cfg, &req.chat, upstream_model, ctx).await,
+            }
+        })
+    }
+
+    fn embed<'a>(
+        &'a self,
+        cfg: &'a DeploymentConfig,
+        body: &'a ChatBody<'a>,
+        upstream_model: &'a str,
+        ctx: &'a CallContext<'a>,
+    ) -> futures_util::future::BoxFuture<'a, Result<bytes::Bytes, ProviderError>> {
+        Box::pin(self.embed(cfg, body, upstream_model, ctx))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
