@@ -9,8 +9,7 @@ use super::schema::rid_range;
 use super::{backend, SqliteOptions};
 use crate::memory::context::{self, Light};
 use crate::memory::retrieve::{
-    cosine, dedup, fuse, sort_desc, vector_from_bytes, Bm25, Candidate, CorpusStats, DENSE_WEIGHT,
-    MIN_COSINE,
+    cosine, dedup, fuse, sort_desc, vector_from_bytes, Bm25, CorpusStats, DENSE_WEIGHT, MIN_COSINE,
 };
 use crate::memory::store::{
     Memory, Metadata, Page, ScoredMemory, SearchQuery, Session, SessionInfo, SessionMessage,
@@ -198,13 +197,6 @@ fn fts_query(terms: &[String]) -> String {
 /// memory reached only through common terms must be among their newest 250 matches.
 pub(crate) const TERM_SCAN_CAP: usize = 250;
 
-/// Candidates (by summed IDF of their matching terms) re-ranked with exact BM25. Summed
-/// IDF already orders them nearly as BM25 does (BM25 adds term counts and length), so 100
-/// rather than 200 changed LoCoMo recall_any@5 by one question in 760 (0.650 -> 0.649) and
-/// made the proxy benchmark's search (`bench-memory --query`, 100k memories of one user)
-/// ~35 % faster.
-pub(crate) const RERANK: usize = 100;
-
 /// A term's newest matches in a rowid range. The limit (`TERM_SCAN_CAP` + 1) is written
 /// into the statement: a bound `LIMIT` is a value FTS5's plan depends on, so SQLite
 /// prepared the statement again at every search (~10 % of a search's time).
@@ -254,37 +246,9 @@ pub(crate) fn extrapolated_df(oldest: i64, next_seq: i64, docs: u64) -> u64 {
         .clamp(TERM_SCAN_CAP as u64 + 1, docs.max(TERM_SCAN_CAP as u64 + 1))
 }
 
-/// Each row id of the terms' match lists with the sum of the IDFs of the lists holding
-/// it, newest first. Every list is in descending row-id order (as [`scan_term`] reads
-/// them), so this is a merge of the lists: no hashing of the thousands of matches.
-pub(crate) fn summed_idf(lists: &[(Vec<i64>, f64)]) -> Vec<(i64, f64)> {
-    debug_assert!(lists.iter().all(|l| l.0.windows(2).all(|w| w[0] > w[1])));
-    let longest = lists.iter().map(|l| l.0.len()).max().unwrap_or(0);
-    let mut out = Vec::with_capacity(longest * 2);
-    let mut next = vec![0usize; lists.len()];
-    loop {
-        let head = lists
-            .iter()
-            .zip(&next)
-            .filter_map(|(l, &i)| l.0.get(i).copied())
-            .max();
-        let Some(rid) = head else {
-            return out;
-        };
-        let mut sum = 0.0;
-        for (l, i) in lists.iter().zip(next.iter_mut()) {
-            if l.0.get(*i) == Some(&rid) {
-                sum += l.1;
-                *i += 1;
-            }
-        }
-        out.push((rid, sum));
-    }
-}
-
 /// Lexical ranking of `user`'s memories: each query term's matches in the user's rowid
 /// range (FTS5) give its document frequency and the candidates, which are pre-ranked by
-/// the summed IDF of their terms; the best [`RERANK`] are scored by BM25 with per-user
+/// the summed IDF of their terms; the best [`context::RERANK`] are scored by BM25 with per-user
 /// statistics, and neighbours and sessions add context ([`context::rank`]).
 ///
 /// FTS5's own `ORDER BY rank` would score every match (~0.9 µs each: 170 ms for a user
@@ -307,28 +271,10 @@ fn lexical(
         matches.push((scan.rids, Bm25::idf(scan.df, u.stats.docs)));
         df.insert(t.clone(), scan.df);
     }
-    let mut rids = summed_idf(&matches);
-    if rids.len() > RERANK {
-        // The best by summed IDF; ties go to the newer memory.
-        rids.select_nth_unstable_by(RERANK - 1, |a, b| {
-            b.1.total_cmp(&a.1).then_with(|| b.0.cmp(&a.0))
-        });
-        rids.truncate(RERANK);
-    }
-    lights(conn, rids.iter().map(|x| x.0), known)?;
-    let candidates: Vec<Candidate<i64>> = rids
-        .iter()
-        .filter_map(|&(rid, _)| {
-            known.get(&rid).map(|l| Candidate {
-                key: rid,
-                terms: &l.terms,
-                len: l.len,
-            })
-        })
-        .collect();
+    let rids = context::preselect(&matches);
+    lights(conn, rids.iter().copied(), known)?;
     let bm25 = Bm25::default();
-    let mut own = bm25.score(terms, &df, u.stats, &candidates);
-    sort_desc(&mut own);
+    let own = context::own_scores(&bm25, terms, &df, u.stats, &rids, known);
     // The neighbours whose windows are scored: row ids of this user only.
     let around = context::window_keys(&own, known)
         .into_iter()
@@ -561,25 +507,5 @@ pub fn get_session(
             messages: messages(conn, *sid, opts.session_max_messages)?,
         }),
         _ => Err(StoreError::Ambiguous(session_id.to_string())),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::summed_idf;
-
-    #[test]
-    fn summed_idf_merges_descending_lists() {
-        let lists = [
-            (vec![9, 5, 2], 1.0),
-            (vec![7, 5], 2.0),
-            (vec![], 8.0),
-            (vec![9, 1], 4.0),
-        ];
-        assert_eq!(
-            summed_idf(&lists),
-            vec![(9, 5.0), (7, 2.0), (5, 3.0), (2, 1.0), (1, 4.0)]
-        );
-        assert!(summed_idf(&[]).is_empty());
     }
 }

@@ -22,10 +22,9 @@ use tokio_postgres::Row;
 use super::memory::{backend, uid_of, PgMemoryStore};
 use crate::memory::context::{self, Light};
 use crate::memory::retrieve::{
-    cosine, dedup, fuse, sort_desc, vector_from_bytes, Bm25, Candidate, CorpusStats, DENSE_WEIGHT,
-    MIN_COSINE,
+    cosine, dedup, fuse, sort_desc, vector_from_bytes, Bm25, CorpusStats, DENSE_WEIGHT, MIN_COSINE,
 };
-use crate::memory::sqlite::read::{extrapolated_df, summed_idf, MIN_POOL, RERANK, TERM_SCAN_CAP};
+use crate::memory::sqlite::read::{extrapolated_df, MIN_POOL, TERM_SCAN_CAP};
 use crate::memory::store::{
     Memory, Metadata, Page, ScoredMemory, SearchQuery, Session, SessionInfo, SessionMessage,
     StoreError,
@@ -252,27 +251,10 @@ async fn lexical(
         matches.push((seqs, Bm25::idf(d, u.stats.docs)));
         df.insert(t.clone(), d);
     }
-    let mut seqs = summed_idf(&matches);
-    if seqs.len() > RERANK {
-        seqs.select_nth_unstable_by(RERANK - 1, |a, b| {
-            b.1.total_cmp(&a.1).then_with(|| b.0.cmp(&a.0))
-        });
-        seqs.truncate(RERANK);
-    }
-    lights(c, u.uid, seqs.iter().map(|x| x.0), known).await?;
-    let candidates: Vec<Candidate<i64>> = seqs
-        .iter()
-        .filter_map(|&(seq, _)| {
-            known.get(&seq).map(|l| Candidate {
-                key: seq,
-                terms: &l.terms,
-                len: l.len,
-            })
-        })
-        .collect();
+    let seqs = context::preselect(&matches);
+    lights(c, u.uid, seqs.iter().copied(), known).await?;
     let bm25 = Bm25::default();
-    let mut own = bm25.score(terms, &df, u.stats, &candidates);
-    sort_desc(&mut own);
+    let own = context::own_scores(&bm25, terms, &df, u.stats, &seqs, known);
     let around = context::window_keys(&own, known)
         .into_iter()
         .filter(|n| *n >= 1);
