@@ -162,7 +162,10 @@ impl Accounting {
 
     /// The pipeline has the request: `model` spoken in `format`.
     fn begin(&mut self, format: Format, model: &str, stream: bool) {
-        self.record.endpoint = endpoint_name(format).to_string();
+        let endpoint = endpoint_name(format);
+        if self.record.endpoint != endpoint {
+            self.record.endpoint = endpoint.to_string();
+        }
         self.record.model = model.to_string();
         self.record.stream = stream;
         if self.state.genai_spans {
