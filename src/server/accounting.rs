@@ -78,6 +78,7 @@ pub struct Accounting {
 }
 
 /// A model request as the gateway saw it arrive.
+#[derive(Clone, Copy)]
 pub struct Arrival<'a> {
     pub request_id: &'a str,
     /// The client API's name in rows (see [`endpoint_name`]).

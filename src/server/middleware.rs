@@ -206,6 +206,13 @@ pub async fn gateway(State(state): State<Arc<AppState>>, mut req: Request, next:
     let endpoint = model_endpoint(&path);
     let open = is_open(&state, &path);
     let client = identity::client_name(req.headers());
+    // A model request's analytics row: opened below, written once (see `accounting`).
+    let arrival = endpoint.map(|endpoint| Arrival {
+        request_id: &request_id,
+        endpoint,
+        client: &client,
+        started,
+    });
 
     if !open {
         // Shared storage: a key another instance made is read on first sight.
@@ -243,13 +250,7 @@ pub async fn gateway(State(state): State<Arc<AppState>>, mut req: Request, next:
                     row: RowSlot::default(),
                     project,
                 };
-                if let Some(endpoint) = endpoint {
-                    let arrival = Arrival {
-                        request_id: &request_id,
-                        endpoint,
-                        client: &client,
-                        started,
-                    };
+                if let Some(arrival) = arrival {
                     c.row.put(Accounting::open(&state, Some(&c), arrival));
                 }
                 if endpoint.is_some() {
@@ -300,18 +301,10 @@ pub async fn gateway(State(state): State<Arc<AppState>>, mut req: Request, next:
     let model = resp.extensions().get::<LoggedModel>().map(|m| m.0.as_str());
     let error = resp.extensions().get::<ErrorKind>().map(|e| e.0);
     // A model request's row that the pipeline did not take over: refused before it.
-    if let Some(endpoint) = endpoint {
+    if let Some(arrival) = arrival {
         let row = match &ctx {
             Some(c) => c.row.take(),
-            None => {
-                let arrival = Arrival {
-                    request_id: &request_id,
-                    endpoint,
-                    client: &client,
-                    started,
-                };
-                Some(Accounting::open(&state, None, arrival))
-            }
+            None => Some(Accounting::open(&state, None, arrival)),
         };
         if let Some(acct) = row {
             acct.refuse(status, error, model);
