@@ -5,22 +5,37 @@
 //! [`SqliteResponseStore`], is one SQLite file, `<data_dir>/responses.db`, opened on
 //! first use; the PostgreSQL one is in `storage::postgres::responses`.
 //!
-//! Writes and deletes go, in order, to the store's own thread, which applies what is
-//! queued in one transaction at a time (batches under load, off the async threads and
-//! at a lower priority than request threads). Until a write has landed the record is
-//! served from memory, so a follow-up sent the moment an answer ends finds it.
+//! Both write through [`QueuedWrites`]: puts go to the batched writer
+//! ([`crate::storage::batch`]), which writes what is queued in one transaction at a time
+//! (off the async threads, at a lower priority than request threads, kept and retried
+//! while the store is away); until a record's write has landed it is served from memory,
+//! so a follow-up sent the moment an answer ends finds it. Deletes run on the writer's
+//! thread after the puts queued before them.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
-use tokio::sync::{oneshot, Notify, OnceCell};
+use tokio::sync::OnceCell;
+
+use crate::storage::batch::{Batcher, Failure, Options, Sink};
 
 /// How long stored responses are kept (OpenAI keeps them 30 days).
 pub const RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Responses waiting to be written at most; more are dropped (counted and logged).
+const QUEUE: usize = 10_000;
+
+/// Responses written in one transaction at most.
+const BATCH: usize = 256;
+
+/// How long the writer waits after a put before writing what is queued.
+const LINGER: Duration = Duration::from_millis(5);
+
+/// How often expired responses are deleted.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Why the store could not be used.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -77,68 +92,193 @@ pub trait ResponseStore: Send + Sync {
         user_id: &'a str,
         id: &'a str,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
-    /// Waits until every record put so far is written (graceful shutdown).
+    /// Waits until every record put so far is written or, while the store fails, until
+    /// its next attempt.
     fn flush(&self) -> BoxFuture<'_, ()>;
+    /// Writes what is queued (trying a failing store for a few seconds, then counting
+    /// what is left lost) and stops the writer (graceful shutdown).
+    fn shutdown(&self) -> BoxFuture<'_, ()>;
 }
 
-/// What the request side and the store thread share.
-#[derive(Default)]
-struct Shared {
-    /// Records whose write has not landed yet.
-    pending: Mutex<HashMap<Key, Arc<StoredResponse>>>,
-    /// Signalled after every applied batch (for [`ResponseStore::flush`]).
-    written: Notify,
-    /// Held while a connection opens the file: the reading and the writing connection
-    /// may be opened at the same moment, and one of them creates or migrates the schema.
-    opening: Mutex<()>,
+/// A response store's write side, run on the batched writer's thread.
+pub trait ResponseWriter: Send + 'static {
+    /// Writes (inserts or replaces) `batch` in one transaction.
+    fn put(&mut self, batch: &[&StoredResponse]) -> Result<(), Failure>;
+    /// Deletes one response; whether it existed.
+    fn delete(&mut self, user_id: &str, id: &str) -> Result<bool, StoreError>;
+    /// Deletes the responses older than [`RETENTION`].
+    fn purge(&mut self);
 }
 
-/// A change for the store thread.
-enum Change {
-    Put(Arc<StoredResponse>),
-    Delete(Key, oneshot::Sender<Result<bool, StoreError>>),
+/// Records whose write has not landed yet, by scope and id.
+type Pending = Arc<Mutex<HashMap<Key, Arc<StoredResponse>>>>;
+
+/// What every response backend shares (see the module docs): the records not yet
+/// written, served from memory, and the batched writer.
+pub struct QueuedWrites<W: ResponseWriter> {
+    pending: Pending,
+    writer: Batcher<PendingSink<W>>,
 }
 
-/// How long the store thread waits after a write before applying what is queued.
-const LINGER: Duration = Duration::from_millis(5);
+/// The batcher's sink: writes a batch's records that are still the latest of their key
+/// (a record deleted or replaced since it was put is not written), then forgets them.
+struct PendingSink<W> {
+    backend: W,
+    pending: Pending,
+}
+
+impl<W: ResponseWriter> Sink for PendingSink<W> {
+    type Item = Arc<StoredResponse>;
+
+    fn write(&mut self, batch: &[Arc<StoredResponse>]) -> Result<(), Failure> {
+        let live: Vec<&StoredResponse> = {
+            let pending = self
+                .pending
+                .lock()
+                .map_err(|e| Failure::Lost(e.to_string()))?;
+            batch
+                .iter()
+                .filter(|rec| {
+                    pending
+                        .get(&(rec.user_id.clone(), rec.id.clone()))
+                        .is_some_and(|p| Arc::ptr_eq(p, rec))
+                })
+                .map(|rec| &**rec)
+                .collect()
+        };
+        if live.is_empty() {
+            return Ok(());
+        }
+        self.backend.put(&live)
+    }
+
+    fn done(&mut self, batch: &[Arc<StoredResponse>], _written: bool) {
+        if let Ok(mut pending) = self.pending.lock() {
+            for rec in batch {
+                let key = (rec.user_id.clone(), rec.id.clone());
+                // A newer record under the same key stays until its own write lands.
+                if pending.get(&key).is_some_and(|p| Arc::ptr_eq(p, rec)) {
+                    pending.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn idle(&mut self) {
+        self.backend.purge();
+    }
+}
+
+impl<W: ResponseWriter> QueuedWrites<W> {
+    /// Starts the writer (a thread named `name`) over `backend`.
+    pub fn start(backend: W, name: &'static str) -> Self {
+        let pending = Pending::default();
+        let writer = Batcher::start(
+            PendingSink {
+                backend,
+                pending: pending.clone(),
+            },
+            Options {
+                name,
+                capacity: QUEUE,
+                batch_size: BATCH,
+                linger: LINGER,
+                retry_for: None,
+                idle_every: Some(PURGE_EVERY),
+            },
+        );
+        Self { pending, writer }
+    }
+
+    /// Serves `rec` from memory until the writer has written it.
+    pub fn put(&self, rec: StoredResponse) {
+        let key = (rec.user_id.clone(), rec.id.clone());
+        let rec = Arc::new(rec);
+        if let Ok(mut p) = self.pending.lock() {
+            p.insert(key.clone(), rec.clone());
+        }
+        if !self.writer.push(rec.clone()) {
+            if let Ok(mut p) = self.pending.lock() {
+                if p.get(&key).is_some_and(|p| Arc::ptr_eq(p, &rec)) {
+                    p.remove(&key);
+                }
+            }
+            metrics::counter!("memproxy_storage_dropped_total", "store" => "responses")
+                .increment(1);
+        }
+    }
+
+    /// The record of `user_id` and `id` whose write has not landed yet.
+    pub fn pending(&self, user_id: &str, id: &str) -> Option<StoredResponse> {
+        let key = (user_id.to_string(), id.to_string());
+        self.pending
+            .lock()
+            .ok()
+            .and_then(|p| p.get(&key).map(|r| (**r).clone()))
+    }
+
+    /// Deletes after any write of it still queued; whether it existed.
+    pub async fn delete(&self, user_id: &str, id: &str) -> Result<bool, StoreError> {
+        let key = (user_id.to_string(), id.to_string());
+        let was_pending = self
+            .pending
+            .lock()
+            .ok()
+            .and_then(|mut p| p.remove(&key))
+            .is_some();
+        let deleted = self
+            .writer
+            .call(move |sink| sink.backend.delete(&key.0, &key.1))
+            .await
+            .ok_or_else(|| StoreError::Db("the response writer has stopped".into()))??;
+        Ok(deleted || was_pending)
+    }
+
+    /// See [`ResponseStore::flush`].
+    pub async fn flush(&self) {
+        self.writer.flush().await
+    }
+
+    /// See [`ResponseStore::shutdown`].
+    pub async fn shutdown(&self) {
+        self.writer.shutdown().await
+    }
+}
 
 /// The embedded response store (see the module docs).
 pub struct SqliteResponseStore {
     path: PathBuf,
     /// The connection reads use (opened on first use).
     reader: OnceCell<Result<Arc<Mutex<Connection>>, StoreError>>,
-    /// The store thread's queue (started on first change).
-    writer: OnceLock<Sender<Change>>,
-    shared: Arc<Shared>,
+    writes: QueuedWrites<SqliteWriter>,
+    /// Held while a connection opens the file: the reading and the writing connection
+    /// may be opened at the same moment, and one of them creates or migrates the schema.
+    opening: Arc<Mutex<()>>,
 }
 
 impl SqliteResponseStore {
-    /// A store in `data_dir/responses.db`; nothing is opened until it is used.
+    /// A store in `data_dir/responses.db`; the file is opened on first use.
     pub fn new(data_dir: &Path) -> Self {
+        let path = data_dir.join("responses.db");
+        let opening = Arc::new(Mutex::new(()));
+        let writer = SqliteWriter {
+            path: path.clone(),
+            opening: opening.clone(),
+            conn: None,
+        };
         Self {
-            path: data_dir.join("responses.db"),
+            path,
             reader: OnceCell::new(),
-            writer: OnceLock::new(),
-            shared: Arc::default(),
-        }
-    }
-
-    /// Waits until every record put so far is written (graceful shutdown).
-    async fn flush_pending(&self) {
-        loop {
-            let notified = self.shared.written.notified();
-            if self.shared.pending.lock().map_or(true, |p| p.is_empty()) {
-                return;
-            }
-            notified.await;
+            writes: QueuedWrites::start(writer, "memproxy-responses"),
+            opening,
         }
     }
 
     async fn reader(&self) -> Result<Arc<Mutex<Connection>>, StoreError> {
-        let (path, shared) = (self.path.clone(), self.shared.clone());
+        let (path, opening) = (self.path.clone(), self.opening.clone());
         self.reader
             .get_or_init(|| async move {
-                tokio::task::spawn_blocking(move || open(&path, &shared))
+                tokio::task::spawn_blocking(move || open(&path, &opening))
                     .await
                     .map_err(|e| StoreError::Db(e.to_string()))
                     .and_then(|r| r)
@@ -148,76 +288,25 @@ impl SqliteResponseStore {
             .clone()
     }
 
-    fn send(&self, change: Change) {
-        let tx = self.writer.get_or_init(|| {
-            let (tx, rx) = mpsc::channel();
-            let (path, shared) = (self.path.clone(), self.shared.clone());
-            let spawned = std::thread::Builder::new()
-                .name("memproxy-responses".into())
-                .spawn(move || write_loop(&path, &shared, rx));
-            if let Err(e) = spawned {
-                tracing::error!(error = %e, "cannot start the response store's thread");
-            }
-            tx
-        });
-        if let Err(mpsc::SendError(change)) = tx.send(change) {
-            let e = StoreError::Db("the response store's thread is gone".into());
-            finish(&self.shared, Err(e), vec![change]);
-        }
-    }
-
-    fn put_record(&self, rec: StoredResponse) {
-        let key = (rec.user_id.clone(), rec.id.clone());
-        let rec = Arc::new(rec);
-        if let Ok(mut p) = self.shared.pending.lock() {
-            p.insert(key, rec.clone());
-        }
-        self.send(Change::Put(rec));
-    }
-
     async fn get_record(
         &self,
         user_id: &str,
         id: &str,
     ) -> Result<Option<StoredResponse>, StoreError> {
-        let key = (user_id.to_string(), id.to_string());
-        if let Some(rec) = self
-            .shared
-            .pending
-            .lock()
-            .ok()
-            .and_then(|p| p.get(&key).cloned())
-        {
-            return Ok(Some((*rec).clone()));
+        if let Some(rec) = self.writes.pending(user_id, id) {
+            return Ok(Some(rec));
         }
         let db = self.reader().await?;
+        let key = (user_id.to_string(), id.to_string());
         tokio::task::spawn_blocking(move || select(&db, &key.0, &key.1))
             .await
             .map_err(|e| StoreError::Db(e.to_string()))?
-    }
-
-    /// Deletes after any write of it still queued.
-    async fn delete_record(&self, user_id: &str, id: &str) -> Result<bool, StoreError> {
-        let key = (user_id.to_string(), id.to_string());
-        let was_pending = self
-            .shared
-            .pending
-            .lock()
-            .ok()
-            .and_then(|mut p| p.remove(&key))
-            .is_some();
-        let (tx, rx) = oneshot::channel();
-        self.send(Change::Delete(key, tx));
-        let deleted = rx
-            .await
-            .map_err(|_| StoreError::Db("the response store's thread is gone".into()))??;
-        Ok(deleted || was_pending)
     }
 }
 
 impl ResponseStore for SqliteResponseStore {
     fn put(&self, rec: StoredResponse) {
-        self.put_record(rec)
+        self.writes.put(rec)
     }
 
     fn get<'a>(
@@ -233,119 +322,106 @@ impl ResponseStore for SqliteResponseStore {
         user_id: &'a str,
         id: &'a str,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(self.delete_record(user_id, id))
+        Box::pin(self.writes.delete(user_id, id))
     }
 
     fn flush(&self) -> BoxFuture<'_, ()> {
-        Box::pin(self.flush_pending())
+        Box::pin(self.writes.flush())
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.writes.shutdown())
     }
 }
 
-/// The store thread: opens the file, then applies queued changes a batch at a time until
-/// every sender is gone.
-fn write_loop(path: &Path, shared: &Shared, rx: Receiver<Change>) {
-    crate::analytics::lower_thread_priority();
-    let mut conn = open(path, shared);
-    match &conn {
-        Ok(c) => {
+/// The embedded store's write side: its own connection, opened on the first write.
+struct SqliteWriter {
+    path: PathBuf,
+    opening: Arc<Mutex<()>>,
+    conn: Option<Connection>,
+}
+
+impl SqliteWriter {
+    fn conn(&mut self) -> Result<&mut Connection, StoreError> {
+        if self.conn.is_none() {
+            let c = open(&self.path, &self.opening)?;
+            if let Err(e) = purge_expired(&c) {
+                tracing::warn!(error = %e, "expired stored responses could not be deleted");
+            }
+            self.conn = Some(c);
+        }
+        self.conn
+            .as_mut()
+            .ok_or_else(|| StoreError::Db("not open".into()))
+    }
+}
+
+impl ResponseWriter for SqliteWriter {
+    fn put(&mut self, batch: &[&StoredResponse]) -> Result<(), Failure> {
+        // A file that cannot be opened or a disk that refuses writes (full, read-only)
+        // keeps the batch for a retry; anything else is the rows' own fault.
+        let conn = self.conn().map_err(|e| Failure::Retry(e.to_string()))?;
+        insert(conn, batch).map_err(|e| {
+            use rusqlite::ErrorCode::*;
+            match e.sqlite_error_code() {
+                Some(DiskFull | ReadOnly | SystemIoFailure | CannotOpen | DatabaseBusy) => {
+                    Failure::Retry(e.to_string())
+                }
+                _ => Failure::Lost(e.to_string()),
+            }
+        })
+    }
+
+    fn delete(&mut self, user_id: &str, id: &str) -> Result<bool, StoreError> {
+        let n = self.conn()?.execute(
+            "DELETE FROM responses WHERE user_id = ?1 AND id = ?2",
+            params![user_id, id],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn purge(&mut self) {
+        if let Some(c) = &self.conn {
             if let Err(e) = purge_expired(c) {
                 tracing::warn!(error = %e, "expired stored responses could not be deleted");
             }
         }
-        Err(e) => tracing::error!(error = %e, "stored responses cannot be written"),
-    }
-    while let Ok(first) = rx.recv() {
-        if matches!(first, Change::Put(_)) {
-            std::thread::sleep(LINGER);
-        }
-        let mut batch = vec![first];
-        batch.extend(rx.try_iter());
-        let result = match &mut conn {
-            Ok(c) => apply(c, &batch),
-            Err(e) => Err(e.clone()),
-        };
-        finish(shared, result, batch);
     }
 }
 
-/// Applies a batch in one transaction; the result of each delete, in order.
-fn apply(conn: &mut Connection, batch: &[Change]) -> Result<Vec<bool>, StoreError> {
+/// Inserts (or replaces) a batch in one transaction.
+fn insert(conn: &mut Connection, batch: &[&StoredResponse]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
-    let mut deleted = Vec::new();
     {
         let mut insert = tx.prepare_cached(
             "INSERT OR REPLACE INTO responses
                  (user_id, id, created_at, native_deployment, input_items, response)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
-        let mut delete =
-            tx.prepare_cached("DELETE FROM responses WHERE user_id = ?1 AND id = ?2")?;
-        for change in batch {
-            match change {
-                Change::Put(rec) => {
-                    insert.execute(params![
-                        rec.user_id,
-                        rec.id,
-                        rec.created_at as i64,
-                        rec.native_deployment,
-                        rec.input_items,
-                        rec.response
-                    ])?;
-                }
-                Change::Delete((user, id), _) => {
-                    deleted.push(delete.execute(params![user, id])? > 0);
-                }
-            }
+        for rec in batch {
+            insert.execute(params![
+                rec.user_id,
+                rec.id,
+                rec.created_at as i64,
+                rec.native_deployment,
+                rec.input_items,
+                rec.response
+            ])?;
         }
     }
-    tx.commit()?;
-    Ok(deleted)
-}
-
-/// Reports an applied (or failed) batch: landed records leave the pending set, deletes
-/// get their answer, and flush waiters wake.
-fn finish(shared: &Shared, result: Result<Vec<bool>, StoreError>, batch: Vec<Change>) {
-    if let Err(e) = &result {
-        let puts = batch.iter().filter(|c| matches!(c, Change::Put(_))).count();
-        if puts > 0 {
-            tracing::error!(error = %e, responses = puts, "could not store responses; they are lost");
-        }
-    }
-    let mut deleted = result.as_ref().ok().map(|d| d.iter());
-    if let Ok(mut pending) = shared.pending.lock() {
-        for change in &batch {
-            if let Change::Put(rec) = change {
-                let key = (rec.user_id.clone(), rec.id.clone());
-                // A newer record under the same key stays until its own write lands.
-                if pending.get(&key).is_some_and(|p| Arc::ptr_eq(p, rec)) {
-                    pending.remove(&key);
-                }
-            }
-        }
-    }
-    for change in batch {
-        if let Change::Delete(_, answer) = change {
-            let r = match (&result, deleted.as_mut().and_then(Iterator::next)) {
-                (Ok(_), Some(d)) => Ok(*d),
-                (Err(e), _) => Err(e.clone()),
-                (Ok(_), None) => Ok(false),
-            };
-            let _ = answer.send(r);
-        }
-    }
-    shared.written.notify_waiters();
+    tx.commit()
 }
 
 fn now_secs() -> u64 {
     crate::protocol::ir::now_secs()
 }
 
-fn open(path: &Path, shared: &Shared) -> Result<Connection, StoreError> {
+fn open(path: &Path, opening: &Mutex<()>) -> Result<Connection, StoreError> {
     let fail = |message: String| StoreError::Open {
         path: path.display().to_string(),
         message,
     };
-    let _opening = shared.opening.lock().map_err(|e| fail(e.to_string()))?;
+    let _opening = opening.lock().map_err(|e| fail(e.to_string()))?;
     // A 2 MiB page cache per connection (SQLite's default size): with 8 MiB, appending
     // ~11k responses of ~1 KB (the benchmark's bridged Responses stream, 1 connection,
     // 4 s) filled the writer's cache and added ~9 MiB to the proxy's RSS for good.
@@ -483,7 +559,7 @@ mod tests {
         assert!(store.get("alice", "resp_1").await.unwrap().is_some());
         assert!(store.get("bob", "resp_1").await.unwrap().is_none());
         store.flush().await;
-        assert!(store.shared.pending.lock().unwrap().is_empty());
+        assert!(store.writes.pending.lock().unwrap().is_empty());
         drop(store);
 
         let store = Arc::new(SqliteResponseStore::new(dir.path()));
@@ -567,7 +643,7 @@ mod tests {
     #[test]
     fn the_expired_prefix_is_purged() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = open(&dir.path().join("responses.db"), &Shared::default()).unwrap();
+        let conn = open(&dir.path().join("responses.db"), &Mutex::new(())).unwrap();
         let old = now_secs() - RETENTION.as_secs() - 10;
         let insert = |id: &str, at: u64| {
             conn.execute(
@@ -592,6 +668,57 @@ mod tests {
         purge_expired(&conn).unwrap();
         assert_eq!(count(), 0, "every row expired");
         purge_expired(&conn).unwrap();
+    }
+
+    /// A backend that is unreachable for its first `outages` writes, then keeps them.
+    struct Flaky {
+        outages: usize,
+        rows: Arc<Mutex<HashMap<Key, String>>>,
+    }
+
+    impl ResponseWriter for Flaky {
+        fn put(&mut self, batch: &[&StoredResponse]) -> Result<(), Failure> {
+            if self.outages > 0 {
+                self.outages -= 1;
+                return Err(Failure::Retry("connection refused".into()));
+            }
+            let mut rows = self.rows.lock().unwrap();
+            for r in batch {
+                rows.insert((r.user_id.clone(), r.id.clone()), r.response.clone());
+            }
+            Ok(())
+        }
+        fn delete(&mut self, user_id: &str, id: &str) -> Result<bool, StoreError> {
+            let key = (user_id.to_string(), id.to_string());
+            Ok(self.rows.lock().unwrap().remove(&key).is_some())
+        }
+        fn purge(&mut self) {}
+    }
+
+    #[tokio::test]
+    async fn puts_wait_out_an_outage_and_a_delete_meanwhile_is_not_undone() {
+        let rows = Arc::new(Mutex::new(HashMap::new()));
+        let q = QueuedWrites::start(
+            Flaky {
+                outages: 2,
+                rows: rows.clone(),
+            },
+            "memproxy-test-responses",
+        );
+        q.put(rec("alice", "resp_kept"));
+        q.put(rec("alice", "resp_deleted"));
+        // The first attempt fails: both wait, readable from memory.
+        q.flush().await;
+        assert!(q.pending("alice", "resp_kept").is_some());
+        assert!(q.delete("alice", "resp_deleted").await.unwrap());
+        // The store returns: the kept one lands, the deleted one is not written back.
+        for _ in 0..3 {
+            q.flush().await;
+        }
+        let rows = rows.lock().unwrap().clone();
+        let keys: Vec<&str> = rows.keys().map(|k| k.1.as_str()).collect();
+        assert_eq!(keys, vec!["resp_kept"]);
+        assert!(q.pending("alice", "resp_kept").is_none());
     }
 
     #[tokio::test]

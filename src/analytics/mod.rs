@@ -10,7 +10,7 @@
 //! - [`store`]: the record and query types and the [`AnalyticsStore`] backend trait.
 //! - [`sqlite`]: the embedded backend (`<data_dir>/analytics.db`).
 //! - [`pricing`]: the price table and per-deployment overrides.
-//! - `writer`: the store thread.
+//! - `writer`: the store's write side on the batched writer ([`crate::storage::batch`]).
 
 pub mod pricing;
 pub mod rollup;
@@ -20,19 +20,15 @@ pub mod store;
 pub mod timefmt;
 mod writer;
 
-use std::sync::atomic::Ordering;
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-
 pub use store::{
     AnalyticsStore, Feedback, GroupBy, Record, RequestsQuery, StoreError, StoredRecord, UsageGroup,
     UsageQuery,
 };
-pub use writer::{lower_priority as lower_thread_priority, Opener};
+pub use writer::Opener;
 
 use crate::config::AnalyticsSettings;
-use writer::{Command, Shared};
+use crate::storage::batch::{Batcher, Options};
+use writer::AnalyticsSink;
 
 /// A snapshot of the queue and loss counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,14 +43,11 @@ pub struct AnalyticsStats {
 /// The handle the server holds: enqueue rows, run queries, flush.
 pub struct Analytics {
     enabled: bool,
-    capacity: usize,
-    tx: mpsc::Sender<Command>,
-    shared: Arc<Shared>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    writer: Batcher<AnalyticsSink>,
 }
 
 impl Analytics {
-    /// Opens the embedded store in `settings.data_dir` and starts its thread. A store that
+    /// Opens the embedded store in `settings.data_dir` and starts its writer. A store that
     /// cannot be opened is logged and retried later; requests never fail because of it.
     /// Also returns what `on_open` read from the freshly opened store (the virtual keys).
     pub fn open<T: Default>(
@@ -74,47 +67,47 @@ impl Analytics {
         mut opener: Opener,
         on_open: impl FnOnce(&mut dyn AnalyticsStore) -> Result<T, StoreError>,
     ) -> (Self, T) {
-        let shared = Arc::new(Shared::default());
         let mut loaded = T::default();
         let store = match opener() {
             Ok(mut s) => match on_open(s.as_mut()) {
                 Ok(v) => {
                     loaded = v;
-                    shared.succeed();
-                    Some(s)
+                    Ok(s)
                 }
                 Err(e) => {
-                    shared.fail(&e);
                     tracing::error!(error = %e, "cannot read the analytics store; continuing without it");
-                    None
+                    Err(e)
                 }
             },
             Err(e) => {
-                shared.fail(&e);
                 tracing::error!(
                     error = %e,
                     data_dir = %settings.data_dir.display(),
-                    "cannot open the analytics store; requests are served, rows are counted as lost \
-                     until it opens"
+                    "cannot open the analytics store; requests are served, rows wait (within the \
+                     queue's bound) until it opens"
                 );
-                None
+                Err(e)
             }
         };
-        let (tx, rx) = mpsc::channel();
-        let thread_shared = shared.clone();
-        let (batch_size, linger) = (settings.batch_size, settings.flush_interval);
-        let thread = std::thread::Builder::new()
-            .name("memproxy-analytics".into())
-            .spawn(move || writer::run(rx, store, opener, &thread_shared, batch_size, linger))
-            .map_err(|e| tracing::error!(error = %e, "cannot start the analytics thread"))
-            .ok();
+        let failed = store.as_ref().err().map(|e| e.to_string());
+        let writer = Batcher::start(
+            AnalyticsSink::new(store, opener),
+            Options {
+                name: "memproxy-analytics",
+                capacity: settings.queue_size,
+                batch_size: settings.batch_size,
+                linger: settings.flush_interval,
+                retry_for: None,
+                idle_every: None,
+            },
+        );
+        if let Some(e) = failed {
+            writer.set_failing(&e);
+        }
         (
             Self {
                 enabled: settings.enabled,
-                capacity: settings.queue_size,
-                tx,
-                shared,
-                thread: Mutex::new(thread),
+                writer,
             },
             loaded,
         )
@@ -128,104 +121,46 @@ impl Analytics {
     /// Queues a row; never blocks. A full queue drops the row, counts it, and warns (at
     /// most once a second).
     pub fn record(&self, record: Record) {
-        if !self.enabled {
-            return;
-        }
-        let depth = self.shared.depth.fetch_add(1, Ordering::Relaxed);
-        if depth >= self.capacity {
-            self.shared.depth.fetch_sub(1, Ordering::Relaxed);
-            self.lost_full(&record);
-            return;
-        }
-        if let Err(mpsc::SendError(cmd)) = self.tx.send(Command::Record(Box::new(record))) {
-            self.shared.depth.fetch_sub(1, Ordering::Relaxed);
-            self.shared
-                .dropped_store_error
-                .fetch_add(1, Ordering::Relaxed);
-            if let Command::Record(r) = cmd {
-                tracing::error!(request_id = %r.request_id, "analytics thread is gone; row lost");
-            }
+        if self.enabled {
+            self.writer.push(record);
         }
     }
 
-    fn lost_full(&self, record: &Record) {
-        let total = self
-            .shared
-            .dropped_queue_full
-            .fetch_add(1, Ordering::Relaxed)
-            + 1;
-        let now = timefmt::now_ms();
-        let last = self.shared.last_full_warning_ms.load(Ordering::Relaxed);
-        if now - last >= 1000
-            && self
-                .shared
-                .last_full_warning_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            tracing::warn!(
-                request_id = %record.request_id,
-                dropped_total = total,
-                capacity = self.capacity,
-                "analytics queue is full; rows are dropped"
-            );
-        }
-    }
-
-    /// Runs `f` on the store thread after every row queued before it is written.
+    /// Runs `f` on the store (on the writer's thread) after every row queued before it
+    /// was written.
     pub async fn call<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut dyn AnalyticsStore) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let shared = self.shared.clone();
-        let job: writer::Job = Box::new(move |store| {
-            let result = match store {
-                Some(s) => f(s),
-                None => Err(StoreError::Unavailable(
-                    shared
-                        .last_error
-                        .lock()
-                        .ok()
-                        .and_then(|e| e.clone())
-                        .unwrap_or_else(|| "not open".into()),
-                )),
-            };
-            let _ = tx.send(result);
-        });
-        self.tx
-            .send(Command::Call(job))
-            .map_err(|_| StoreError::Unavailable("the analytics thread has stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Unavailable("the analytics thread has stopped".into()))?
+        self.writer
+            .call(move |sink| sink.store().and_then(f))
+            .await
+            .unwrap_or_else(|| {
+                Err(StoreError::Unavailable(
+                    "the analytics writer has stopped".into(),
+                ))
+            })
     }
 
     /// Waits until every row queued before this call has been written (or counted lost).
     pub async fn flush(&self) {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.tx.send(Command::Flush(tx)).is_ok() {
-            let _ = rx.await;
-        }
+        self.writer.flush().await
     }
 
-    /// Writes everything queued and stops the store thread (graceful shutdown).
+    /// Writes everything queued and stops the writer (graceful shutdown).
     pub async fn shutdown(&self) {
-        let _ = self.tx.send(Command::Shutdown);
-        let handle = self.thread.lock().ok().and_then(|mut t| t.take());
-        if let Some(h) = handle {
-            let _ = tokio::task::spawn_blocking(move || h.join()).await;
-        }
+        self.writer.shutdown().await
     }
 
     /// Queue and loss counters.
     pub fn stats(&self) -> AnalyticsStats {
-        let s = &self.shared;
+        let s = self.writer.stats();
         AnalyticsStats {
-            queue_depth: s.depth.load(Ordering::Relaxed),
-            written: s.written.load(Ordering::Relaxed),
-            dropped_queue_full: s.dropped_queue_full.load(Ordering::Relaxed),
-            dropped_store_error: s.dropped_store_error.load(Ordering::Relaxed),
-            store_ok: s.store_ok.load(Ordering::Relaxed),
+            queue_depth: s.depth,
+            written: s.written,
+            dropped_queue_full: s.dropped_full,
+            dropped_store_error: s.dropped_failed,
+            store_ok: s.ok,
         }
     }
 }

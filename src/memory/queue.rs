@@ -1,37 +1,30 @@
-//! The write queue that takes captured exchanges off the request path: a bounded channel
-//! drained by one background task that applies whatever is waiting as one batch (one
-//! transaction), embeds new memories when an embedder is configured (with the memories
-//! written elsewhere and handed over by [`WriteQueue::embed_later`], in one call per
-//! batch), and purges expired sessions now and then.
+//! The write queue that takes captured exchanges off the request path: a
+//! [`Batcher`] (the batched writer every background store write uses) whose sink applies
+//! whatever is waiting as one batch (one transaction), embeds new memories when an
+//! embedder is configured (with the memories written elsewhere and handed over by
+//! [`WriteQueue::embed_later`], in one call per batch), and purges expired sessions now
+//! and then.
 //!
 //! A full queue never blocks a request: the write is dropped, counted
 //! ([`WriteQueue::dropped`]) and logged. A batch the store fails to write
-//! ([`StoreError::Backend`]: PostgreSQL restarting, a full disk) is kept and written again
-//! with backoff, while new writes wait in the queue up to its bound; only a batch that
-//! still fails after [`RETRY_FOR`] is lost (counted and logged). [`WriteQueue::flush`]
-//! waits until everything queued before it is committed, or, while the store fails,
-//! until the failing batch's next attempt (the batch stays and is retried, but a flush
-//! does not wait minutes for it); [`WriteQueue::shutdown`] flushes (retrying for at most
-//! [`SHUTDOWN_RETRY`]) and stops the task.
+//! ([`StoreError::Backend`] or [`StoreError::Unavailable`]: PostgreSQL restarting, a full
+//! disk) is kept and written again with backoff, while new writes wait in the queue up to
+//! its bound; only a batch that still fails after [`RETRY_FOR`] is lost (counted in
+//! `memproxy_memory_write_failures_total` and logged). [`WriteQueue::flush`] waits until
+//! everything queued before it is committed or, while the store fails, until the failing
+//! batch's next attempt; [`WriteQueue::shutdown`] writes what is left and stops.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::runtime::Handle;
 
 use super::retrieve::Embedder;
 use super::store::{Memory, MemoryStore, StoreError, WriteOp};
+use crate::storage::batch::{Batcher, Failure, Options, Sink};
 
 /// How long a failing batch is retried before it is given up.
 pub const RETRY_FOR: Duration = Duration::from_secs(600);
-
-/// How long a failing batch is retried once the queue is shutting down.
-pub const SHUTDOWN_RETRY: Duration = Duration::from_secs(10);
-
-/// Waits between attempts: doubling from the first to the last.
-const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
 /// How the queue drains.
 #[derive(Debug, Clone, Copy)]
@@ -46,272 +39,153 @@ pub struct QueueOptions {
     pub embed_timeout: Duration,
 }
 
-enum Msg {
+/// What waits in the queue.
+pub enum Queued {
     Op(WriteOp),
     /// Memories already stored that need vectors.
     Embed(Vec<Memory>),
-    Flush(oneshot::Sender<()>),
 }
 
 /// The queue's handle (see the module docs).
 pub struct WriteQueue {
-    tx: mpsc::Sender<Msg>,
-    closed: Arc<AtomicBool>,
-    dropped: Arc<AtomicU64>,
-    /// The last batch write failed (disk full, read-only file, …); cleared by a success.
-    failing: Arc<AtomicBool>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    writer: Batcher<MemorySink>,
 }
 
 impl WriteQueue {
-    /// Starts the drain task on the current tokio runtime.
+    /// Starts the writer; its store calls run on the current tokio runtime.
     pub fn start(
         store: Arc<dyn MemoryStore>,
         embedder: Option<Arc<dyn Embedder>>,
         opts: QueueOptions,
     ) -> Self {
-        let (tx, rx) = mpsc::channel(opts.capacity.max(1));
-        let failing = Arc::new(AtomicBool::new(false));
-        let closed = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(drain(
-            rx,
+        let sink = MemorySink {
             store,
             embedder,
-            opts,
-            failing.clone(),
-            closed.clone(),
-        ));
-        Self {
-            tx,
-            closed,
-            dropped: Arc::new(AtomicU64::new(0)),
-            failing,
-            task: Mutex::new(Some(task)),
-        }
+            embed_timeout: opts.embed_timeout,
+            runtime: Handle::current(),
+        };
+        let writer = Batcher::start(
+            sink,
+            Options {
+                name: "memproxy-memory-writer",
+                capacity: opts.capacity,
+                batch_size: opts.batch_size,
+                linger: Duration::ZERO,
+                retry_for: Some(RETRY_FOR),
+                idle_every: Some(opts.purge_every.max(Duration::from_secs(1))),
+            },
+        );
+        Self { writer }
     }
 
     /// Queues a write without waiting; returns false (and counts it) when it was dropped
     /// because the queue is full or shut down.
     pub fn push(&self, op: WriteOp) -> bool {
-        if self.closed.load(Ordering::Acquire) || self.tx.try_send(Msg::Op(op)).is_err() {
-            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            // Log the first drop and then every 100th, not every one.
-            if n == 1 || n.is_multiple_of(100) {
-                tracing::warn!(
-                    dropped_total = n,
-                    "memory write queue is full or closed; a captured exchange was dropped"
-                );
-            }
-            return false;
-        }
-        true
+        self.writer.push(Queued::Op(op))
     }
 
     /// Queues a write, waiting for room when the queue is full (bulk loads such as the
     /// memory benchmark; the request path uses [`Self::push`], which never waits). False
     /// when the queue is shut down.
     pub async fn push_wait(&self, op: WriteOp) -> bool {
-        !self.closed.load(Ordering::Acquire) && self.tx.send(Msg::Op(op)).await.is_ok()
+        self.writer.push_wait(Queued::Op(op)).await
     }
 
-    /// Hands memories that were stored directly (the memory API) to the drain task, which
+    /// Hands memories that were stored directly (the memory API) to the writer, which
     /// embeds them with the next batch: one embedding call per batch instead of one per
     /// memory, so a bulk import cannot flood the embedding model (and time out). Waits for
     /// room; false when the queue is shut down.
     pub async fn embed_later(&self, memories: Vec<Memory>) -> bool {
-        !self.closed.load(Ordering::Acquire) && self.tx.send(Msg::Embed(memories)).await.is_ok()
+        self.writer.push_wait(Queued::Embed(memories)).await
     }
 
-    /// Writes dropped so far.
+    /// Writes dropped so far because the queue was full or shut down.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.writer.stats().dropped_full
     }
 
     /// False while the store refuses writes (the last batch failed).
     pub fn writes_ok(&self) -> bool {
-        !self.failing.load(Ordering::Relaxed)
+        self.writer.stats().ok
     }
 
     /// Waits until every write queued before this call is committed or, while the store
     /// fails, until the failing batch's next attempt (the batch is kept and retried in
     /// the background; [`Self::writes_ok`] is false meanwhile).
     pub async fn flush(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send(Msg::Flush(tx)).await.is_ok() {
-            let _ = rx.await;
-        }
+        self.writer.flush().await
     }
 
-    /// Refuses further writes, flushes, and stops the drain task.
+    /// Refuses further writes, writes what is queued, and stops the writer.
     pub async fn shutdown(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.flush().await;
-        let task = self.task.lock().ok().and_then(|mut t| t.take());
-        if let Some(t) = task {
-            t.abort();
-            let _ = t.await;
-        }
+        self.writer.shutdown().await
     }
 }
 
-/// What the drain task has received and not yet handled.
-struct Inbox {
-    rx: mpsc::Receiver<Msg>,
-    batch: Vec<WriteOp>,
-    stored: Vec<Memory>,
-    waiters: Vec<oneshot::Sender<()>>,
-    /// Writes held outside the channel at most (its capacity): while a batch is retried,
-    /// messages are taken from the channel only up to this, so the queue stays bounded.
-    capacity: usize,
-}
-
-impl Inbox {
-    fn take(&mut self, m: Msg) {
-        match m {
-            Msg::Op(op) => self.batch.push(op),
-            Msg::Embed(ms) => self.stored.extend(ms),
-            Msg::Flush(w) => self.waiters.push(w),
-        }
-    }
-
-    fn has_room(&self) -> bool {
-        self.batch.len() + self.stored.len() < self.capacity
-    }
-
-    fn answer_flushes(&mut self) {
-        for w in self.waiters.drain(..) {
-            let _ = w.send(());
-        }
-    }
-}
-
-async fn drain(
-    rx: mpsc::Receiver<Msg>,
+/// The memory store's write side, on the writer's thread.
+struct MemorySink {
     store: Arc<dyn MemoryStore>,
     embedder: Option<Arc<dyn Embedder>>,
-    opts: QueueOptions,
-    failing: Arc<AtomicBool>,
-    closed: Arc<AtomicBool>,
-) {
-    let mut purge = tokio::time::interval(opts.purge_every.max(Duration::from_secs(1)));
-    purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut inbox = Inbox {
-        rx,
-        batch: Vec::with_capacity(opts.batch_size),
-        stored: Vec::new(),
-        waiters: Vec::new(),
-        capacity: opts.capacity.max(1),
-    };
-    loop {
-        // Messages taken while a failing batch was retried are handled first.
-        if inbox.batch.is_empty() && inbox.stored.is_empty() && inbox.waiters.is_empty() {
-            let first = tokio::select! {
-                m = inbox.rx.recv() => match m {
-                    Some(m) => m,
-                    None => break,
-                },
-                _ = purge.tick() => {
-                    if let Err(e) = store.purge_expired().await {
-                        tracing::warn!(error = %e, "purging expired sessions failed");
-                    }
-                    continue;
-                }
-            };
-            inbox.take(first);
-        }
-        while inbox.batch.len() + inbox.stored.len() < opts.batch_size.max(1) {
-            match inbox.rx.try_recv() {
-                Ok(m) => inbox.take(m),
-                Err(_) => break,
-            }
-        }
-        let mut created = std::mem::take(&mut inbox.stored);
-        if !inbox.batch.is_empty() {
-            let ops = std::mem::take(&mut inbox.batch);
-            if let Some(c) = apply_retrying(&*store, ops, &failing, &closed, &mut inbox).await {
-                created.extend(c);
-            }
-        }
-        if let Some(e) = &embedder {
-            embed(&*store, &**e, &created, opts.embed_timeout).await;
-        }
-        if inbox.batch.is_empty() && inbox.stored.is_empty() {
-            inbox.answer_flushes();
-        }
-    }
+    embed_timeout: Duration,
+    /// The server's runtime, which the store's and the embedder's futures run on.
+    runtime: Handle,
 }
 
-/// Applies a batch; a store failure ([`StoreError::Backend`]) is retried with backoff for
-/// [`RETRY_FOR`] (or [`SHUTDOWN_RETRY`] once the queue is closing), so that a database
-/// restart loses nothing. Meanwhile the channel is still read (up to the queue's
-/// capacity): writes wait in `inbox` for the next batch, and a flush is answered after
-/// the next attempt, whatever its outcome (unless the queue is shutting down: its flush
-/// waits for the last attempt). The memories created, or `None` when the batch was lost.
-async fn apply_retrying(
-    store: &dyn MemoryStore,
-    ops: Vec<WriteOp>,
-    failing: &AtomicBool,
-    closed: &AtomicBool,
-    inbox: &mut Inbox,
-) -> Option<Vec<Memory>> {
-    let n = ops.len();
-    let started = tokio::time::Instant::now();
-    let mut delay = BACKOFF.0;
-    loop {
+impl Sink for MemorySink {
+    type Item = Queued;
+
+    fn write(&mut self, batch: &[Queued]) -> Result<(), Failure> {
         // The store takes the batch by value: it gets a copy, kept for a retry (cheap
         // next to a write: a batch is a few captured exchanges).
-        let e = match store.apply(ops.clone()).await {
-            Ok(c) => {
-                if failing.swap(false, Ordering::Relaxed) {
-                    tracing::info!(
-                        writes = n,
-                        "memory store writable again; waiting writes stored"
-                    );
-                }
-                return Some(c);
-            }
-            Err(e) => e,
-        };
-        let limit = if closed.load(Ordering::Acquire) {
-            SHUTDOWN_RETRY
-        } else {
-            RETRY_FOR
-        };
-        let retryable = matches!(e, StoreError::Backend(_) | StoreError::Unavailable(_));
-        if !failing.swap(true, Ordering::Relaxed) && retryable {
-            tracing::warn!(error = %e, writes = n, "memory store failed; the batch is kept and retried");
-        }
-        if !retryable || started.elapsed() + delay > limit {
-            metrics::counter!("memproxy_memory_write_failures_total").increment(n as u64);
-            tracing::error!(error = %e, writes = n, "memory batch write failed; the batch is lost");
-            return None;
-        }
-        if !closed.load(Ordering::Acquire) {
-            inbox.answer_flushes();
-        }
-        let wake = tokio::time::sleep(delay);
-        tokio::pin!(wake);
-        loop {
-            let room = inbox.has_room();
-            tokio::select! {
-                _ = &mut wake => break,
-                m = inbox.rx.recv(), if room => match m {
-                    Some(m) => inbox.take(m),
-                    // Every handle is gone: only the retry is left to do.
-                    None => {
-                        (&mut wake).await;
-                        break;
+        let ops: Vec<WriteOp> = batch
+            .iter()
+            .filter_map(|q| match q {
+                Queued::Op(op) => Some(op.clone()),
+                Queued::Embed(_) => None,
+            })
+            .collect();
+        let mut created = Vec::new();
+        if !ops.is_empty() {
+            created = self
+                .runtime
+                .block_on(self.store.apply(ops))
+                .map_err(|e| match e {
+                    StoreError::Backend(_) | StoreError::Unavailable(_) => {
+                        Failure::Retry(e.to_string())
                     }
-                },
+                    e => Failure::Lost(e.to_string()),
+                })?;
+        }
+        for q in batch {
+            if let Queued::Embed(ms) = q {
+                created.extend(ms.iter().cloned());
             }
         }
-        delay = (delay * 2).min(BACKOFF.1);
+        if let Some(e) = &self.embedder {
+            let store = &*self.store;
+            self.runtime
+                .block_on(embed(store, &**e, &created, self.embed_timeout));
+        }
+        Ok(())
+    }
+
+    fn done(&mut self, batch: &[Queued], written: bool) {
+        if !written {
+            let ops = batch.iter().filter(|q| matches!(q, Queued::Op(_))).count();
+            metrics::counter!("memproxy_memory_write_failures_total").increment(ops as u64);
+        }
+    }
+
+    fn idle(&mut self) {
+        if let Err(e) = self.runtime.block_on(self.store.purge_expired()) {
+            tracing::warn!(error = %e, "purging expired sessions failed");
+        }
     }
 }
 
 /// Computes and stores vectors for newly created memories; failures only cost semantic
 /// ranking for those memories, lexical search still finds them.
-pub async fn embed(
+async fn embed(
     store: &dyn MemoryStore,
     embedder: &dyn Embedder,
     created: &[Memory],
@@ -406,10 +280,16 @@ mod tests {
                 embed_timeout: Duration::from_secs(1),
             },
         );
-        // On a current-thread runtime the drain task has not run yet: the queue fills.
+        // Hold the writer inside a job: queued writes keep their slots, the queue fills.
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let held = futures_util::FutureExt::now_or_never(q.writer.call(move |_| {
+            let _ = gate.recv();
+        }));
+        assert!(held.is_none());
         let accepted = (0..10).filter(|&i| q.push(op(i))).count();
         assert_eq!(accepted, 3);
         assert_eq!(q.dropped(), 7);
+        release.send(()).unwrap();
         q.flush().await;
         let page = store.list("u", 100, None).await.unwrap();
         assert_eq!(page.items.len(), 3);

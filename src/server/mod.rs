@@ -217,7 +217,7 @@ where
     if let Some(memory) = &state.memory {
         memory.shutdown().await;
     }
-    state.responses.flush().await;
+    state.responses.shutdown().await;
     state.analytics.shutdown().await;
     result
 }

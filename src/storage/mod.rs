@@ -15,6 +15,9 @@
 //! - [`postgres`]: the pool, TLS, migrations and the PostgreSQL stores.
 //! - [`sqlite`]: how every embedded store opens its file: WAL, its durability settings,
 //!   versioned migrations, a newer file refused.
+//! - [`batch`]: the one batched writer every store that writes in the background uses
+//!   (usage rows, captured memories, stored responses): bounded queue, batches, retries
+//!   while a store is away, loss counted.
 //! - [`embedded`]: the embedded key store.
 //! - [`copy`]: `memproxy storage migrate`, an embedded install copied into PostgreSQL.
 //! - [`supermemory`]: memories in the hosted Supermemory API (`memory.backend:
@@ -22,6 +25,7 @@
 //! - [`redis`]: state shared by several memproxy instances through Redis: rate-limit
 //!   buckets (one atomic Lua script per take) and the change feed for virtual keys.
 
+pub mod batch;
 pub mod copy;
 pub mod embedded;
 pub mod postgres;

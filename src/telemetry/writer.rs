@@ -59,7 +59,7 @@ pub fn spawn<W: Write + Send + 'static>(out: W) -> std::io::Result<(LineWriter, 
 }
 
 fn run<W: Write>(rx: Receiver<Msg>, out: W) {
-    crate::analytics::lower_thread_priority();
+    crate::storage::batch::lower_priority();
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
     while let Ok(first) = rx.recv() {
         let mut stop = false;
