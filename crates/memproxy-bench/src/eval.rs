@@ -4,7 +4,9 @@
 //! its `dia_id` in the metadata (one user per conversation, one memproxy session per
 //! LoCoMo session), every question of categories 1-4 is asked through
 //! `/v1/memories/search`, and turn-level recall against the questions' evidence is
-//! reported with the search latency seen by the client.
+//! reported with the search latency seen by the client. With `MEMPROXY_EVAL_MISSES=FILE`
+//! the questions none of whose evidence is in the top 10 are written to FILE, one per
+//! line (category, question, evidence, what was found), for tuning.
 //!
 //! The data set is not part of this repository (LoCoMo is CC BY-NC 4.0); pass its path.
 
@@ -276,6 +278,10 @@ pub async fn run_settled(
     };
     let mut latencies = Vec::new();
     let (mut any, mut all) = ([0usize; 3], [0usize; 3]);
+    // Tuning aid: the questions none of whose evidence is in the top 10, one per line.
+    let mut misses = std::env::var_os("MEMPROXY_EVAL_MISSES")
+        .and_then(|p| std::fs::File::create(p).ok())
+        .map(std::io::BufWriter::new);
     for (conv, user) in convs.iter().zip(&users) {
         for (question, evidence, cat) in &conv.questions {
             let t = Instant::now();
@@ -297,6 +303,12 @@ pub async fn run_settled(
                 .filter_map(|r| r["metadata"]["dia_id"].as_str())
                 .collect();
             let wanted: HashSet<&str> = evidence.iter().map(String::as_str).collect();
+            if let Some(out) = misses.as_mut() {
+                if !found.iter().any(|d| wanted.contains(d)) {
+                    use std::io::Write as _;
+                    let _ = writeln!(out, "{cat}\t{question}\t{evidence:?}\t{found:?}");
+                }
+            }
             for (i, &k) in KS.iter().enumerate() {
                 let hit: HashSet<&str> = found
                     .iter()
