@@ -12,54 +12,24 @@
 //! - [`quota`]: how many memories one user may keep.
 //! - [`inject`]: query strategies, injection strategies, marker stripping, capture,
 //!   session prepend.
+//! - [`recall`]: the memory stage of a model request, the one interface the request path
+//!   edits memory through (history, search, injection; capture of the finished exchange).
 //!
 //! # Using it from the request path
 //! [`MemoryService`] (in `AppState::memory` when memory is enabled) is the entry point;
-//! `server::pipeline::run` is where it belongs (before routing, and in `on_done`).
-//! For an OpenAI-shaped internal request `body: ChatBody` of `user_id`, model `model`,
-//! optional session `sid`:
-//!
-//! ```ignore
-//! use memproxy::memory::inject;
-//! let cfg = &state.config.retrieval;
-//! let mut messages = inject::messages_of(&body)?;          // Vec<ChatMessage>
-//! let original = messages.clone();                          // for capture
-//! // 1. sessions: prepend earlier turns when the client sent only the new turn
-//! if let Some(sid) = sid {
-//!     if inject::needs_history(&messages) {
-//!         let history = mem.store().session_messages(user_id, sid).await?; // at most max_context_messages
-//!         inject::prepend_history(&mut messages, &history);
-//!     }
-//! }
-//! // 2. retrieval (skip for Supermemory-router deployments: they do their own)
-//! if inject::applies_to(cfg, model) {
-//!     if let Some(q) = inject::query_text(cfg.query_strategy, &messages) {
-//!         let hits = mem.search(user_id, &q, cfg.max_results).await; // never fails
-//!         if let Some(block) = inject::render(&hits, cfg.max_results, cfg.max_context_length) {
-//!             inject::inject(&mut messages, &block, cfg.injection_strategy);
-//!         }
-//!     }
-//! }
-//! inject::set_messages(&mut body, &messages)?;
-//! // 3. after the answer is complete (OnDone hook, streams included):
-//! if let Some(c) = inject::capture(&original, &answer_text) {
-//!     mem.capture(CaptureMeta { user_id, session_id: sid, model, request_id }, c);
-//! }
-//! ```
-//! A native Anthropic body (`LlmRequest::native`, passed through to Anthropic upstreams)
-//! needs the same changes: [`inject::anthropic::view`] gives its messages as text-only
-//! chat messages (tool-result-only user messages become `tool`) for `query_text`,
-//! `capture` and `needs_history`; [`inject::anthropic::inject`] and
-//! [`inject::anthropic::prepend_history`] change the raw body. Other formats can use
-//! [`inject::query_text_from`], [`inject::render`] and [`inject::strip_injected`].
-//! `serve` calls [`MemoryService::shutdown`] after the last request, which flushes the
-//! queue.
+//! the request path goes through [`recall`] only: `server::pipeline::run` calls
+//! [`recall::recall`] before routing (session history, retrieval, injection into the IR
+//! and into a native Anthropic or Responses body) and hands a [`recall::Capture`] to the
+//! completion hook, which captures the exchange once the answer is complete (streams
+//! included). `serve` calls [`MemoryService::shutdown`] after the last request, which
+//! writes what the queue holds.
 
 pub mod context;
 pub mod embed;
 pub mod inject;
 pub mod queue;
 pub mod quota;
+pub mod recall;
 pub mod retrieve;
 pub mod scope;
 pub mod sqlite;

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 
-use super::body::Incoming;
 use super::error::ApiError;
+use super::middleware::Incoming;
 use super::middleware::LoggedModel;
 use super::respond::ClientSpec;
 use super::{pipeline, AppState};

@@ -6,8 +6,8 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::body::Incoming;
 use super::error::ApiError;
+use super::middleware::Incoming;
 use super::middleware::LoggedModel;
 use super::AppState;
 use crate::protocol::chat::ChatBody;

@@ -19,8 +19,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::middleware::RequestCtx;
-use super::{body, AppState};
+use super::middleware::{read_body, RequestCtx};
+use super::AppState;
 use crate::auth::Principal;
 use crate::identity::validate_user_id;
 use crate::keys::KeyError;
@@ -184,7 +184,7 @@ pub async fn add(State(state): State<Arc<AppState>>, req: Request) -> Result<Res
         .cloned()
         .ok_or_else(|| ApiError::BadRequest("request context missing".into()))?;
     let (parts, req_body) = req.into_parts();
-    let bytes = body::read(&parts.headers, req_body, state.config.server.max_body_bytes).await?;
+    let bytes = read_body(&parts.headers, req_body, state.config.server.max_body_bytes).await?;
     let (mut new, project) = parse_add(&bytes)?;
     authorize(&ctx, &new.user_id)?;
     new.user_id = scope_of(&ctx, new.user_id, project.as_deref())?.key();
@@ -482,7 +482,7 @@ pub async fn import(
     let scope = scope_param(&ctx, &q)?;
     let user_id = scope.user_id.clone();
     let (parts, req_body) = req.into_parts();
-    let bytes = body::read(&parts.headers, req_body, state.config.server.max_body_bytes).await?;
+    let bytes = read_body(&parts.headers, req_body, state.config.server.max_body_bytes).await?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| ApiError::BadRequest("the import is not UTF-8 text".into()))?;
     let mut batch = Vec::new();

@@ -11,9 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::body::{self, AnthropicIncoming, Incoming};
 use super::error::ApiError;
 use super::middleware::LoggedModel;
+use super::middleware::{self, AnthropicIncoming, Incoming};
 use super::respond::ClientSpec;
 use super::{pipeline, AppState};
 use crate::protocol::anthropic;
@@ -68,11 +68,13 @@ pub async fn messages(
 /// their context, which an estimate serves.
 pub async fn count_tokens(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let (parts, req_body) = req.into_parts();
-    let bytes = match body::read(&parts.headers, req_body, state.config.server.max_body_bytes).await
-    {
-        Ok(b) => b,
-        Err(e) => return fail(e),
-    };
+    let bytes =
+        match middleware::read_body(&parts.headers, req_body, state.config.server.max_body_bytes)
+            .await
+        {
+            Ok(b) => b,
+            Err(e) => return fail(e),
+        };
     let native = match ChatBody::parse_object(&bytes) {
         Ok(n) => n,
         Err(e) => return fail(e.into()),

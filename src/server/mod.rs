@@ -3,7 +3,6 @@
 
 mod accounting;
 mod admin;
-mod body;
 mod chat;
 mod drain;
 mod embedder;

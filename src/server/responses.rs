@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::json;
 
-use super::body::Incoming;
 use super::error::ApiError;
+use super::middleware::Incoming;
 use super::middleware::{LoggedModel, RequestCtx};
 use super::respond::{AnsweredIn, ClientSpec, Exchange, Observer};
 use super::{pipeline, AppState};
