@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use memproxy::analytics::sqlite::SqliteStore;
+use memproxy::storage::embedded::analytics::SqliteStore;
 use memproxy::analytics::{AnalyticsStore, Record};
 
 fn main() {

@@ -636,7 +636,8 @@ async fn graceful_shutdown_writes_queued_rows() {
 }
 
 fn rusqlite_count(dir: &std::path::Path) -> i64 {
-    let mut store = memproxy::analytics::sqlite::SqliteStore::open(dir).expect("reopen the store");
+    let mut store =
+        memproxy::storage::embedded::analytics::SqliteStore::open(dir).expect("reopen the store");
     use memproxy::analytics::AnalyticsStore;
     store
         .usage(&memproxy::analytics::UsageQuery {

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use common::*;
-use memproxy::memory::sqlite::{SqliteOptions, SqliteStore};
 use memproxy::memory::{MemoryService, SystemClock};
+use memproxy::storage::embedded::memory::{SqliteOptions, SqliteStore};
 use mock_upstream::ScriptedCall;
 use serde_json::{json, Value};
 use tools_support::*;

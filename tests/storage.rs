@@ -43,7 +43,7 @@ fn sqlite() -> Stores {
 
 /// The embedded stores, with at most `quota` memories per user (0: no limit).
 fn sqlite_with(quota: u64) -> Stores {
-    use memproxy::memory::sqlite::{SqliteOptions, SqliteStore};
+    use memproxy::storage::embedded::memory::{SqliteOptions, SqliteStore};
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::at(T0));
     let (session_ttl, session_max_messages, c) = memory_opts(clock.clone());
@@ -60,10 +60,14 @@ fn sqlite_with(quota: u64) -> Stores {
     let path = dir.path().to_path_buf();
     Stores {
         memory: Arc::new(memory),
-        keys: Arc::new(memproxy::storage::embedded::SqliteKeys::new(path.clone())),
-        responses: Arc::new(memproxy::responses_store::SqliteResponseStore::new(&path)),
+        keys: Arc::new(memproxy::storage::embedded::keys::SqliteKeys::new(
+            path.clone(),
+        )),
+        responses: Arc::new(
+            memproxy::storage::embedded::responses::SqliteResponseStore::new(&path),
+        ),
         analytics: Box::new(move || {
-            Box::new(memproxy::analytics::sqlite::SqliteStore::open(&path).unwrap())
+            Box::new(memproxy::storage::embedded::analytics::SqliteStore::open(&path).unwrap())
         }),
         clock,
         _dir: dir,

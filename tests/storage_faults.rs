@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use memproxy::memory::sqlite::{SqliteOptions, SqliteStore};
 use memproxy::memory::store::BoxFuture;
 use memproxy::memory::{
     Memory, MemoryService, MemoryStore, Page, ScoredMemory, SearchQuery, Session, SessionInfo,
     SessionMessage, StoreError, SystemClock, WriteOp,
 };
+use memproxy::storage::embedded::memory::{SqliteOptions, SqliteStore};
 
 const OK: u8 = 0;
 const FAIL: u8 = 1;

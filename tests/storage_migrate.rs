@@ -11,10 +11,11 @@ use common::pg::TestDb;
 use memproxy::analytics::{AnalyticsStore, Record};
 use memproxy::keys::{KeyRow, KeyStore};
 use memproxy::memory::retrieve::{Embedder, HashEmbedder};
-use memproxy::memory::sqlite::{SqliteOptions, SqliteStore};
 use memproxy::memory::{ManualClock, MemoryStore, NewMemory, QueryEmbedding, SearchQuery, WriteOp};
-use memproxy::responses_store::{ResponseStore, SqliteResponseStore, StoredResponse};
+use memproxy::responses_store::{ResponseStore, StoredResponse};
 use memproxy::storage::copy::{self, CopyError};
+use memproxy::storage::embedded::memory::{SqliteOptions, SqliteStore};
+use memproxy::storage::embedded::responses::SqliteResponseStore;
 use memproxy::storage::postgres::{memory::Options, memory::PgMemoryStore, PgUrl};
 
 const MEMORIES: usize = 1_300;
@@ -64,7 +65,7 @@ async fn embedded_install(dir: &std::path::Path) -> Arc<dyn MemoryStore> {
             .await
             .unwrap();
     }
-    let keys = memproxy::storage::embedded::SqliteKeys::new(dir.to_path_buf());
+    let keys = memproxy::storage::embedded::keys::SqliteKeys::new(dir.to_path_buf());
     for i in 0..3 {
         keys.insert(&KeyRow {
             hash: format!("{i:064x}"),
@@ -79,7 +80,7 @@ async fn embedded_install(dir: &std::path::Path) -> Arc<dyn MemoryStore> {
     }
     let path = dir.to_path_buf();
     tokio::task::spawn_blocking(move || {
-        let mut a = memproxy::analytics::sqlite::SqliteStore::open(&path).unwrap();
+        let mut a = memproxy::storage::embedded::analytics::SqliteStore::open(&path).unwrap();
         let rows: Vec<Record> = (0..REQUESTS)
             .map(|i| Record {
                 ts_ms: 1_700_000_000_000 + i as i64,

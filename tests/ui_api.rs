@@ -430,8 +430,8 @@ fn all_ranges(now: i64) -> Vec<memproxy::analytics::rollup::TimeseriesQuery> {
 /// (version 1: the rows without rollup tables) is filled from its rows to the same answer.
 #[tokio::test]
 async fn rollups_agree_across_stores_and_are_backfilled_on_upgrade() {
-    use memproxy::analytics::sqlite::SqliteStore;
     use memproxy::analytics::AnalyticsStore;
+    use memproxy::storage::embedded::analytics::SqliteStore;
     use memproxy::storage::postgres::analytics::PgAnalytics;
     let now = memproxy::analytics::timefmt::now_ms();
     let rows = usage_rows(now);

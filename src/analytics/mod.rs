@@ -8,14 +8,13 @@
 //! same and stops the thread (graceful shutdown).
 //!
 //! - [`store`]: the record and query types and the [`AnalyticsStore`] backend trait.
-//! - [`sqlite`]: the embedded backend (`<data_dir>/analytics.db`).
+//! - The backends are in the storage layer: `storage::embedded::analytics`
+//!   (`<data_dir>/analytics.db`) and `storage::postgres::analytics`.
 //! - [`pricing`]: the price table and per-deployment overrides.
 //! - `writer`: the store's write side on the batched writer ([`crate::storage::batch`]).
 
 pub mod pricing;
 pub mod rollup;
-pub mod sqlite;
-mod sqlite_rollup;
 pub mod store;
 pub mod timefmt;
 mod writer;
@@ -47,21 +46,10 @@ pub struct Analytics {
 }
 
 impl Analytics {
-    /// Opens the embedded store in `settings.data_dir` and starts its writer. A store that
-    /// cannot be opened is logged and retried later; requests never fail because of it.
-    /// Also returns what `on_open` read from the freshly opened store (the virtual keys).
-    pub fn open<T: Default>(
-        settings: &AnalyticsSettings,
-        on_open: impl FnOnce(&mut dyn AnalyticsStore) -> Result<T, StoreError>,
-    ) -> (Self, T) {
-        let dir = settings.data_dir.clone();
-        let opener: Opener = Box::new(move || {
-            sqlite::SqliteStore::open(&dir).map(|s| Box::new(s) as Box<dyn AnalyticsStore>)
-        });
-        Self::with_opener(settings, opener, on_open)
-    }
-
-    /// Like [`Analytics::open`] with any backend (tests use failing ones).
+    /// Opens the store with `opener` (the storage layer's choice of backend: see
+    /// `storage::Storage::analytics`; tests use failing ones) and starts its writer. A
+    /// store that cannot be opened is logged and retried later; requests never fail
+    /// because of it. Also returns what `on_open` read from the freshly opened store.
     pub fn with_opener<T: Default>(
         settings: &AnalyticsSettings,
         mut opener: Opener,

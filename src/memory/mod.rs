@@ -1,10 +1,11 @@
-//! Long-term memory and sessions (SPEC §4): storage behind one trait, the embedded
-//! SQLite backend, ranking, the write queue, and the pure functions that build queries,
-//! inject memories and decide what to capture.
+//! Long-term memory and sessions (SPEC §4): storage behind one trait, ranking, the
+//! write queue, and the pure functions that build queries, inject memories and decide
+//! what to capture.
 //!
 //! # Layout
 //! - [`store`]: the [`MemoryStore`] trait and its records; every call is scoped by user.
-//! - [`sqlite`]: the embedded backend (one file, WAL, FTS5, vectors as blobs).
+//! - The backends are in the storage layer: `storage::embedded::memory` (one file, WAL,
+//!   FTS5, vectors as blobs), `storage::postgres::memory`, `storage::supermemory`.
 //! - [`scope`]: memory scopes (user, or user and project) and their store keys.
 //! - [`text`]: the analyzer shared by indexing and querying (stop words, stemming).
 //! - [`retrieve`]: BM25, neighbour context, cosine, rank fusion, the [`Embedder`] trait.
@@ -32,7 +33,6 @@ pub mod quota;
 pub mod recall;
 pub mod retrieve;
 pub mod scope;
-pub mod sqlite;
 pub mod store;
 pub mod text;
 
@@ -49,8 +49,7 @@ pub use store::{
     Session, SessionInfo, SessionMessage, StoreError, WriteOp,
 };
 
-use crate::config::{MemoryBackend, MemorySettings};
-use sqlite::{SqliteOptions, SqliteStore};
+use crate::config::MemorySettings;
 
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 
@@ -72,35 +71,8 @@ pub struct MemoryService {
 }
 
 impl MemoryService {
-    /// Opens the configured backend and starts the write queue. Blocking (opens files):
-    /// call at start-up inside a tokio runtime.
-    pub fn open(
-        settings: &MemorySettings,
-        embedder: Option<Arc<dyn Embedder>>,
-        clock: Arc<dyn Clock>,
-    ) -> Result<Self, StoreError> {
-        let store: Arc<dyn MemoryStore> = match settings.backend {
-            MemoryBackend::Embedded => Arc::new(SqliteStore::open(
-                &settings.data_dir,
-                SqliteOptions {
-                    session_ttl: settings.session_ttl,
-                    session_max_messages: settings.max_context_messages,
-                    clock,
-                    max_memories_per_user: settings.max_memories_per_user,
-                },
-            )?),
-            MemoryBackend::Postgres | MemoryBackend::Supermemory => {
-                return Err(StoreError::Backend(
-                    "the PostgreSQL and Supermemory memory stores are opened by the storage \
-                     layer (storage::Storage::memory_store)"
-                        .into(),
-                ))
-            }
-        };
-        Ok(Self::with_store(store, settings, embedder))
-    }
-
-    /// Uses an already built store.
+    /// Starts the write queue over `store` (the storage layer's choice of backend:
+    /// `storage::Storage::memory_store`).
     pub fn with_store(
         store: Arc<dyn MemoryStore>,
         settings: &MemorySettings,
@@ -300,8 +272,9 @@ mod tests {
         .unwrap();
         let slow = Arc::new(SlowEmbedder(HashEmbedder::new(64), Default::default()));
         let embedder: Arc<dyn Embedder> = slow.clone();
-        let mem = MemoryService::open(&cfg.memory, Some(embedder.clone()), Arc::new(SystemClock))
-            .unwrap();
+        let store =
+            crate::storage::Storage::embedded_memory(&cfg.memory, Arc::new(SystemClock)).unwrap();
+        let mem = MemoryService::with_store(store, &cfg.memory, Some(embedder.clone()));
         let add = |content: String| {
             mem.add(NewMemory {
                 user_id: "u".into(),

@@ -242,9 +242,9 @@ async fn embed(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::sqlite::{SqliteOptions, SqliteStore};
     use crate::memory::store::NewMemory;
     use crate::memory::SystemClock;
+    use crate::storage::embedded::memory::{SqliteOptions, SqliteStore};
 
     fn op(i: usize) -> WriteOp {
         WriteOp::Memory(NewMemory {

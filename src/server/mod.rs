@@ -106,12 +106,12 @@ impl AppState {
         let memory = if config.memory.enabled {
             let embedder = embedder::configured(&config.memory, &router)?;
             let clock = Arc::new(SystemClock);
-            Some(Arc::new(
-                match storage.memory_store(&config.memory, clock.clone())? {
-                    Some(store) => MemoryService::with_store(store, &config.memory, embedder),
-                    None => MemoryService::open(&config.memory, embedder, clock)?,
-                },
-            ))
+            let store = storage.memory_store(&config.memory, clock)?;
+            Some(Arc::new(MemoryService::with_store(
+                store,
+                &config.memory,
+                embedder,
+            )))
         } else {
             None
         };

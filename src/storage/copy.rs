@@ -274,7 +274,7 @@ impl Copier<'_> {
     }
 
     async fn keys(&mut self, db: &Connection) -> Result<Counted, CopyError> {
-        let rows = crate::analytics::sqlite::load_keys(db).map_err(src)?;
+        let rows = crate::storage::embedded::analytics::load_keys(db).map_err(src)?;
         let total = rows.len() as u64;
         if !(self.progress)("keys", 0, total) {
             return Err(CopyError::Stopped);
@@ -315,7 +315,7 @@ impl Copier<'_> {
             .prepare(&format!(
                 "SELECT id, feedback_score, feedback_comment, feedback_ts_ms, {}
                  FROM requests WHERE id > ?1 ORDER BY id LIMIT ?2",
-                crate::analytics::sqlite::RECORD_COLUMNS
+                crate::storage::embedded::analytics::RECORD_COLUMNS
             ))
             .map_err(src)?;
         type Fb = (Option<f64>, Option<String>, Option<i64>);
@@ -328,7 +328,7 @@ impl Copier<'_> {
                     Ok((
                         r.get(0)?,
                         (r.get(1)?, r.get(2)?, r.get(3)?),
-                        crate::analytics::sqlite::record_from_row(r, 4)?,
+                        crate::storage::embedded::analytics::record_from_row(r, 4)?,
                     ))
                 })
                 .and_then(|rows| rows.collect())
@@ -496,7 +496,7 @@ pub async fn run(
     if dir.join("analytics.db").exists() {
         // Bring an older file to this binary's schema first, as starting memproxy on it
         // would (columns added since, such as `client`).
-        crate::analytics::sqlite::SqliteStore::open(dir)
+        crate::storage::embedded::analytics::SqliteStore::open(dir)
             .map_err(|e| src(format!("analytics.db: {e}")))?;
     }
     if let Some(db) = open_source(dir, "analytics.db")? {
@@ -507,7 +507,7 @@ pub async fn run(
             out.push(copier.requests(&db).await?);
         }
     }
-    if let Some(db) = open_source(dir, crate::memory::sqlite::DB_FILE)? {
+    if let Some(db) = open_source(dir, crate::storage::embedded::memory::DB_FILE)? {
         if has_table(&db, "memories")? {
             out.extend(copier.memories(&db).await?);
         }

@@ -3,14 +3,15 @@
 //!
 //! | state | trait | embedded (no `database_url`) | PostgreSQL |
 //! | --- | --- | --- | --- |
-//! | memories, sessions, vectors | [`crate::memory::MemoryStore`] | `memory::sqlite` (`memproxy.db`) | [`postgres::memory`] |
-//! | usage rows, feedback, key spend | [`crate::analytics::AnalyticsStore`] | `analytics::sqlite` (`analytics.db`) | [`postgres::analytics`] |
-//! | virtual keys | [`crate::keys::KeyStore`] | [`embedded::SqliteKeys`] (`analytics.db`) | [`postgres::keys`] |
-//! | stored responses | [`crate::responses_store::ResponseStore`] | `responses_store` (`responses.db`) | [`postgres::responses`] |
+//! | memories, sessions, vectors | [`crate::memory::MemoryStore`] | [`embedded::memory`] (`memproxy.db`) | [`postgres::memory`] |
+//! | usage rows, feedback, key spend | [`crate::analytics::AnalyticsStore`] | [`embedded::analytics`] (`analytics.db`) | [`postgres::analytics`] |
+//! | virtual keys | [`crate::keys::KeyStore`] | [`embedded::keys`] (`analytics.db`) | [`postgres::keys`] |
+//! | stored responses | [`crate::responses_store::ResponseStore`] | [`embedded::responses`] (`responses.db`) | [`postgres::responses`] |
 //!
-//! Nothing outside this module knows which backend it talks to: the server holds the
-//! traits. The embedded stores are today's, unchanged. `memory.backend` may still keep
-//! memories embedded (or elsewhere) while the rest goes to PostgreSQL.
+//! Nothing outside this module knows which backend it talks to: every store is built
+//! here ([`Storage::open`], [`Storage::memory_store`], [`Storage::analytics`]) and the
+//! rest of the program holds the traits. `memory.backend` may still keep memories
+//! embedded (or in Supermemory) while the rest goes to PostgreSQL.
 //!
 //! - [`postgres`]: the pool, TLS, migrations and the PostgreSQL stores.
 //! - [`sqlite`]: how every embedded store opens its file: WAL, its durability settings,
@@ -18,7 +19,8 @@
 //! - [`batch`]: the one batched writer every store that writes in the background uses
 //!   (usage rows, captured memories, stored responses): bounded queue, batches, retries
 //!   while a store is away, loss counted.
-//! - [`embedded`]: the embedded key store.
+//! - [`embedded`]: the embedded backend, SQLite files in the data dir (memories,
+//!   analytics, keys, stored responses).
 //! - [`copy`]: `memproxy storage migrate`, an embedded install copied into PostgreSQL.
 //! - [`supermemory`]: memories in the hosted Supermemory API (`memory.backend:
 //!   supermemory`), sessions kept embedded.
@@ -40,7 +42,7 @@ use crate::analytics::{Analytics, AnalyticsStore, Opener};
 use crate::config::{AnalyticsSettings, Config, MemoryBackend, MemorySettings};
 use crate::keys::{KeyRow, KeyStore, Keys};
 use crate::memory::{Clock, MemoryStore, StoreError as MemoryStoreError};
-use crate::responses_store::{ResponseStore, SqliteResponseStore};
+use crate::responses_store::ResponseStore;
 
 /// Why storage could not be opened at start.
 #[derive(Debug, thiserror::Error)]
@@ -110,7 +112,7 @@ impl Storage {
     /// Once running, the stores ride out an outage (see the store modules).
     pub fn open(config: &Config) -> Result<(Self, Vec<KeyRow>), StorageError> {
         let Some(url) = &config.database_url else {
-            let keys = embedded::SqliteKeys::new(config.analytics.data_dir.clone());
+            let keys = embedded::keys::SqliteKeys::new(config.analytics.data_dir.clone());
             let rows = keys.with_blocking(|s| s.load_keys()).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "cannot read the virtual keys; continuing without them");
                 vec![]
@@ -119,7 +121,9 @@ impl Storage {
                 backend: Backend::Embedded,
                 misses: Default::default(),
                 keys: Arc::new(keys),
-                responses: Arc::new(SqliteResponseStore::new(&config.memory.data_dir)),
+                responses: Arc::new(embedded::responses::SqliteResponseStore::new(
+                    &config.memory.data_dir,
+                )),
                 feed: None,
                 feed_task: Default::default(),
                 feed_subscribed: Default::default(),
@@ -270,7 +274,7 @@ impl Storage {
             Backend::Embedded => {
                 let dir = settings.data_dir.clone();
                 Box::new(move || {
-                    crate::analytics::sqlite::SqliteStore::open(&dir)
+                    embedded::analytics::SqliteStore::open(&dir)
                         .map(|s| Box::new(s) as Box<dyn AnalyticsStore>)
                 })
             }
@@ -285,17 +289,34 @@ impl Storage {
         Analytics::with_opener(settings, opener, |_| Ok(())).0
     }
 
-    /// The memory store when `memory.backend` is one this layer provides beyond the
-    /// embedded default (PostgreSQL); `None` leaves the choice to
-    /// [`crate::memory::MemoryService::open`].
+    /// The embedded memory store in `settings.data_dir` (`memproxy.db`), opened and
+    /// migrated. Blocking: call at start-up.
+    pub fn embedded_memory(
+        settings: &MemorySettings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<dyn MemoryStore>, MemoryStoreError> {
+        Ok(Arc::new(embedded::memory::SqliteStore::open(
+            &settings.data_dir,
+            embedded::memory::SqliteOptions {
+                session_ttl: settings.session_ttl,
+                session_max_messages: settings.max_context_messages,
+                clock,
+                max_memories_per_user: settings.max_memories_per_user,
+            },
+        )?))
+    }
+
+    /// The memory store `memory.backend` names: embedded (the default), PostgreSQL, or
+    /// Supermemory (with sessions kept embedded). Blocking: call at start-up.
     pub fn memory_store(
         &self,
         settings: &MemorySettings,
         clock: Arc<dyn Clock>,
-    ) -> Result<Option<Arc<dyn MemoryStore>>, MemoryStoreError> {
+    ) -> Result<Arc<dyn MemoryStore>, MemoryStoreError> {
         match (&settings.backend, &self.backend) {
+            (MemoryBackend::Embedded, _) => Self::embedded_memory(settings, clock),
             (MemoryBackend::Postgres, Backend::Postgres(pg)) => {
-                Ok(Some(Arc::new(postgres::memory::PgMemoryStore::new(
+                Ok(Arc::new(postgres::memory::PgMemoryStore::new(
                     pg.clone(),
                     postgres::memory::Options {
                         session_ttl: settings.session_ttl,
@@ -303,7 +324,7 @@ impl Storage {
                         clock,
                         max_memories_per_user: settings.max_memories_per_user,
                     },
-                ))))
+                )))
             }
             (MemoryBackend::Postgres, Backend::Embedded) => Err(MemoryStoreError::Backend(
                 "memory.backend is postgres but no database_url is set".into(),
@@ -315,22 +336,10 @@ impl Storage {
                     )
                 })?;
                 // Sessions have no Supermemory equivalent: they stay in the embedded file.
-                let sessions = crate::memory::sqlite::SqliteStore::open(
-                    &settings.data_dir,
-                    crate::memory::sqlite::SqliteOptions {
-                        session_ttl: settings.session_ttl,
-                        session_max_messages: settings.max_context_messages,
-                        clock,
-                        max_memories_per_user: settings.max_memories_per_user,
-                    },
-                )?;
+                let sessions = Self::embedded_memory(settings, clock)?;
                 tracing::info!(base_url = %sm.base_url, "long-term memory is kept in Supermemory");
-                Ok(Some(Arc::new(supermemory::SupermemoryStore::new(
-                    sm,
-                    Arc::new(sessions),
-                )?)))
+                Ok(Arc::new(supermemory::SupermemoryStore::new(sm, sessions)?))
             }
-            _ => Ok(None),
         }
     }
 

@@ -4,12 +4,12 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use memproxy::memory::sqlite::SqliteStore;
 use memproxy::memory::store::BoxFuture;
 use memproxy::memory::{
     Memory, MemoryStore, Page, ScoredMemory, SearchQuery, Session, SessionInfo, SessionMessage,
     StoreError, WriteOp,
 };
+use memproxy::storage::embedded::memory::SqliteStore;
 use mock_upstream::Recorded;
 use serde_json::{json, Value};
 

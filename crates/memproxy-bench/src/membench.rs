@@ -20,10 +20,10 @@ use serde_json::{json, Value};
 
 use memproxy::config::{MemoryBackend, MemorySettings, QueryStrategy};
 use memproxy::memory::inject;
-use memproxy::memory::sqlite::{SqliteOptions, SqliteStore, DB_FILE};
 use memproxy::memory::{
     MemoryService, MemoryStore, Metadata, NewMemory, QueueOptions, SystemClock, WriteOp, WriteQueue,
 };
+use memproxy::storage::embedded::memory::{SqliteOptions, SqliteStore, DB_FILE};
 
 /// Bump when the generated data changes, so that kept data dirs are not reused wrongly.
 const GENERATOR_VERSION: u64 = 1;

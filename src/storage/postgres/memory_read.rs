@@ -24,12 +24,12 @@ use crate::memory::context::{self, Light};
 use crate::memory::retrieve::{
     cosine, dedup, fuse, sort_desc, vector_from_bytes, Bm25, CorpusStats, DENSE_WEIGHT, MIN_COSINE,
 };
-use crate::memory::sqlite::read::{extrapolated_df, MIN_POOL, TERM_SCAN_CAP};
 use crate::memory::store::{
     Memory, Metadata, Page, ScoredMemory, SearchQuery, Session, SessionInfo, SessionMessage,
     StoreError,
 };
 use crate::memory::text::Analyzer;
+use crate::storage::embedded::memory::read::{extrapolated_df, MIN_POOL, TERM_SCAN_CAP};
 
 /// Statements prepared once per pooled connection (a search makes several queries; each
 /// would otherwise cost a second round trip to be prepared).

@@ -8,12 +8,12 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
 use crate::storage::sqlite::{self, Migration, Step};
 
-use super::rollup::{Timeseries, TimeseriesQuery};
-use super::store::{
+use crate::analytics::rollup::{Timeseries, TimeseriesQuery};
+use crate::analytics::store::{
     AnalyticsStore, Feedback, GroupBy, Record, RequestsQuery, StoreError, StoredRecord, UsageGroup,
     UsageQuery,
 };
-use super::timefmt;
+use crate::analytics::timefmt;
 use crate::keys::KeyRow;
 
 /// File name inside the data dir.
@@ -105,8 +105,8 @@ const MIGRATIONS: &[Migration] = &[
                      ALTER TABLE requests ADD COLUMN injected TEXT;",
                 )?;
             }
-            tx.execute_batch(super::sqlite_rollup::SCHEMA)?;
-            super::sqlite_rollup::backfill(tx)
+            tx.execute_batch(super::analytics_rollup::SCHEMA)?;
+            super::analytics_rollup::backfill(tx)
         }),
     },
 ];
@@ -170,7 +170,7 @@ pub(crate) fn record_from_row(r: &Row<'_>, at: usize) -> rusqlite::Result<Record
         attempts: r.get(at + 24)?,
         client: r.get(at + 25)?,
         project: r.get(at + 26)?,
-        injected: super::store::injected_from_json(r.get(at + 27)?),
+        injected: crate::analytics::store::injected_from_json(r.get(at + 27)?),
     })
 }
 
@@ -224,7 +224,7 @@ impl AnalyticsStore for SqliteStore {
                     r.attempts,
                     r.client,
                     r.project,
-                    super::store::injected_to_json(&r.injected),
+                    crate::analytics::store::injected_to_json(&r.injected),
                 ])?;
                 if let (Some(k), Some(c)) = (&r.key_id, r.cost_usd) {
                     *spend.entry(k.as_str()).or_default() += c;
@@ -235,7 +235,7 @@ impl AnalyticsStore for SqliteStore {
             for (key, cost) in spend {
                 upd.execute(params![cost, key])?;
             }
-            super::sqlite_rollup::add(&tx, rows)?;
+            super::analytics_rollup::add(&tx, rows)?;
         }
         tx.commit()?;
         Ok(())
@@ -366,7 +366,7 @@ impl AnalyticsStore for SqliteStore {
     }
 
     fn timeseries(&mut self, q: &TimeseriesQuery) -> Result<Timeseries, StoreError> {
-        super::sqlite_rollup::timeseries(&self.conn, q)
+        super::analytics_rollup::timeseries(&self.conn, q)
     }
 
     fn check(&mut self) -> Result<(), StoreError> {
@@ -599,7 +599,7 @@ mod tests {
 
     #[test]
     fn rows_keep_their_project_and_injected_memories() {
-        use super::super::store::{Injected, StatusFilter};
+        use crate::analytics::store::{Injected, StatusFilter};
         let dir = tempfile::tempdir().unwrap();
         let mut s = SqliteStore::open(dir.path()).unwrap();
         let mut a = row("u", "m", 1, 1.0, 0.1);

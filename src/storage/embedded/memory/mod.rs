@@ -18,11 +18,11 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
-use super::store::{
+use crate::memory::store::{
     BoxFuture, Memory, MemoryStore, Page, ScoredMemory, SearchQuery, Session, SessionInfo,
     SessionMessage, StoreError, WriteOp,
 };
-use super::Clock;
+use crate::memory::Clock;
 
 /// File name of the database inside the data dir.
 pub const DB_FILE: &str = "memproxy.db";

@@ -1,14 +1,14 @@
-//! The embedded store's usage rollups (see [`super::rollup`]): tables `usage_minute`,
+//! The embedded store's usage rollups (see [`crate::analytics::rollup`]): tables `usage_minute`,
 //! `usage_hour` and `usage_day`, kept up to date in the same transaction as the rows they sum, and read
 //! by the timeseries query.
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::rollup::{
+use crate::analytics::rollup::{
     self, Histogram, RollupKey, RollupValue, Timeseries, TimeseriesQuery, DAY_MS, HOUR_MS,
     MINUTE_MS,
 };
-use super::store::{Record, StoreError};
+use crate::analytics::store::{Record, StoreError};
 
 /// The rollup tables as of schema version 4 (the project is a dimension), made afresh
 /// (the tables of version 3 dropped) and then filled from the rows by [`backfill`].
@@ -162,11 +162,14 @@ pub fn backfill(conn: &Connection) -> rusqlite::Result<()> {
     loop {
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT id, {} FROM requests WHERE id > ?1 ORDER BY id LIMIT 20000",
-            super::sqlite::RECORD_COLUMNS
+            super::analytics::RECORD_COLUMNS
         ))?;
         let rows = stmt
             .query_map([after], |r| {
-                Ok((r.get::<_, i64>(0)?, super::sqlite::record_from_row(r, 1)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    super::analytics::record_from_row(r, 1)?,
+                ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
         let Some(last) = rows.last().map(|r| r.0) else {

@@ -1,13 +1,11 @@
-//! Glue for the embedded backend where the store itself lives elsewhere: the virtual keys
-//! kept in the analytics file (`<data_dir>/analytics.db`, [`crate::analytics::sqlite`]),
-//! reached through a connection of their own. Memories, usage rows and stored responses
-//! use their SQLite stores unchanged ([`crate::memory::sqlite`],
-//! [`crate::analytics::sqlite`], [`crate::responses_store`]).
+//! The embedded key store: the virtual keys kept in the analytics file
+//! (`<data_dir>/analytics.db`, [`super::analytics`]), reached through a connection of
+//! their own.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use crate::analytics::sqlite::SqliteStore;
+use super::analytics::SqliteStore;
 use crate::analytics::StoreError;
 use crate::keys::{BoxFuture, KeyRow, KeyStore};
 
