@@ -9,8 +9,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use memproxy::storage::embedded::analytics::SqliteStore;
 use memproxy::analytics::{AnalyticsStore, Record};
+use memproxy::storage::embedded::analytics::SqliteStore;
 
 fn main() {
     let mut args = std::env::args().skip(1);

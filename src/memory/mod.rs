@@ -13,6 +13,7 @@
 //! - [`quota`]: how many memories one user may keep.
 //! - [`inject`]: query strategies, injection strategies, marker stripping, capture,
 //!   session prepend.
+//! - [`vectors`]: the in-memory vector index both stores score semantic searches with.
 //! - [`recall`]: the memory stage of a model request, the one interface the request path
 //!   edits memory through (history, search, injection; capture of the finished exchange).
 //!
@@ -35,6 +36,7 @@ pub mod retrieve;
 pub mod scope;
 pub mod store;
 pub mod text;
+pub mod vectors;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -78,6 +78,10 @@ struct BenchMemoryArgs {
     /// benchmark's question, to profile the search its requests make).
     #[arg(long, value_name = "TEXT")]
     query: Option<String>,
+    /// Hybrid search with the built-in embedding model in this directory (as written by
+    /// scripts/fetch-model.sh): memories are embedded as they are written
+    #[arg(long, value_name = "DIR")]
+    builtin_model: Option<std::path::PathBuf>,
 }
 
 fn env_lookup(name: &str) -> Option<String> {
@@ -149,6 +153,7 @@ fn bench_memory(args: BenchMemoryArgs) -> ExitCode {
         seed: args.seed,
         data_dir: args.keep,
         query: args.query,
+        builtin_model: args.builtin_model,
         ..Default::default()
     };
     let runtime = match tokio::runtime::Runtime::new() {

@@ -21,7 +21,8 @@ use serde_json::{json, Value};
 use memproxy::config::{MemoryBackend, MemorySettings, QueryStrategy};
 use memproxy::memory::inject;
 use memproxy::memory::{
-    MemoryService, MemoryStore, Metadata, NewMemory, QueueOptions, SystemClock, WriteOp, WriteQueue,
+    Embedder, MemoryService, MemoryStore, Metadata, NewMemory, QueueOptions, SystemClock, WriteOp,
+    WriteQueue,
 };
 use memproxy::storage::embedded::memory::{SqliteOptions, SqliteStore, DB_FILE};
 
@@ -391,6 +392,9 @@ pub struct Options {
     /// Search this text every time instead of synthetic conversations' query texts (e.g.
     /// the proxy benchmark's question, to profile the search its requests make).
     pub query: Option<String>,
+    /// Hybrid search with the built-in model in this directory: memories are embedded as
+    /// they are written, queries when they are searched.
+    pub builtin_model: Option<PathBuf>,
     pub vocabulary: usize,
     pub zipf: f64,
 }
@@ -407,6 +411,7 @@ impl Default for Options {
             seed: 42,
             data_dir: None,
             query: None,
+            builtin_model: None,
             vocabulary: 50_000,
             zipf: 1.0,
         }
@@ -594,6 +599,7 @@ fn marker(opts: &Options, size: u64, layout: Layout) -> Value {
         "user": opts.user,
         "vocabulary": opts.vocabulary,
         "zipf": opts.zipf,
+        "embedder": opts.builtin_model.is_some(),
     })
 }
 
@@ -623,6 +629,7 @@ fn open(dir: &Path) -> Result<SqliteStore, BenchError> {
 /// Writes `size` memories through the write queue; returns the time it took.
 async fn load(
     store: Arc<dyn MemoryStore>,
+    embedder: Option<Arc<dyn Embedder>>,
     opts: &Options,
     vocab: &Vocabulary,
     size: u64,
@@ -632,7 +639,7 @@ async fn load(
     let s = settings(Path::new("."));
     let queue = WriteQueue::start(
         store,
-        None,
+        embedder,
         QueueOptions {
             capacity: s.queue_size,
             batch_size: s.batch_size,
@@ -739,6 +746,13 @@ pub async fn run(
 ) -> Result<Vec<CaseReport>, BenchError> {
     let vocab = Vocabulary::new(opts.vocabulary, opts.zipf);
     let io = |e: std::io::Error| BenchError::Io(e.to_string());
+    let embedder: Option<Arc<dyn Embedder>> = match &opts.builtin_model {
+        Some(dir) => Some(
+            memproxy::memory::embed::StaticModel::shared(dir)
+                .map_err(|e| BenchError::Store(e.to_string()))? as Arc<dyn Embedder>,
+        ),
+        None => None,
+    };
     let mut out = Vec::new();
     for &size in &opts.sizes {
         for &layout in &opts.layouts {
@@ -771,12 +785,21 @@ pub async fn run(
                     "{name}: writing {size} memories into {}",
                     dir.display()
                 ));
-                let t = load(shared.clone(), opts, &vocab, size, layout, progress).await;
+                let t = load(
+                    shared.clone(),
+                    embedder.clone(),
+                    opts,
+                    &vocab,
+                    size,
+                    layout,
+                    progress,
+                )
+                .await;
                 std::fs::write(dir.join(MARKER_FILE), want.to_string()).map_err(io)?;
                 progress(format!("{name}: written in {:.1} s", t.as_secs_f64()));
                 Some(size as f64 / t.as_secs_f64())
             };
-            let mem = MemoryService::with_store(shared, &settings(&dir), None);
+            let mem = MemoryService::with_store(shared, &settings(&dir), embedder.clone());
             let (search, by_strategy, mean_hits) = if opts.searches > 0 {
                 progress(format!("{name}: {} searches", opts.searches));
                 searches(&mem, opts, &vocab, size, layout).await

@@ -19,7 +19,7 @@ use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use super::memory_read::{self, VectorCache};
+use super::memory_read;
 use super::{Pg, PgError};
 use crate::memory::quota;
 use crate::memory::retrieve::vector_to_bytes;
@@ -29,6 +29,7 @@ use crate::memory::store::{
     SessionInfo, SessionMessage, StoreError, WriteOp,
 };
 use crate::memory::text::{content_hash, Analyzer};
+use crate::memory::vectors::VectorIndex;
 use crate::memory::Clock;
 
 /// Statements prepared once per pooled connection: a batch of captures runs the same
@@ -73,7 +74,7 @@ pub struct Options {
 pub struct PgMemoryStore {
     pub(super) pg: Pg,
     pub(super) opts: Options,
-    pub(super) vectors: Arc<VectorCache>,
+    pub(super) vectors: Arc<VectorIndex>,
 }
 
 pub(super) fn backend(e: impl Into<PgError>) -> StoreError {
@@ -86,7 +87,7 @@ impl PgMemoryStore {
         Self {
             pg,
             opts,
-            vectors: Arc::default(),
+            vectors: Arc::new(VectorIndex::new(crate::memory::vectors::DEFAULT_LIMIT)),
         }
     }
 

@@ -12,8 +12,6 @@
 //! rank alike.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use deadpool_postgres::ClientWrapper;
 use tokio_postgres::types::ToSql;
@@ -21,14 +19,13 @@ use tokio_postgres::Row;
 
 use super::memory::{backend, uid_of, PgMemoryStore};
 use crate::memory::context::{self, Light};
-use crate::memory::retrieve::{
-    cosine, dedup, fuse, sort_desc, vector_from_bytes, Bm25, CorpusStats, DENSE_WEIGHT, MIN_COSINE,
-};
+use crate::memory::retrieve::{dedup, fuse, vector_from_bytes, Bm25, CorpusStats, DENSE_WEIGHT};
 use crate::memory::store::{
     Memory, Metadata, Page, ScoredMemory, SearchQuery, Session, SessionInfo, SessionMessage,
     StoreError,
 };
 use crate::memory::text::Analyzer;
+use crate::memory::vectors::VectorIndex;
 use crate::storage::embedded::memory::read::{extrapolated_df, MIN_POOL, TERM_SCAN_CAP};
 
 /// Statements prepared once per pooled connection (a search makes several queries; each
@@ -277,11 +274,7 @@ pub(super) async fn search(
     let mut known: HashMap<i64, Light> = HashMap::new();
     let lexical = lexical(&c, &u, &terms, &mut known).await?;
     let semantic = match &query.embedding {
-        Some(e) => {
-            s.vectors
-                .scored(&c, u.uid, &e.model, &e.vector, pool)
-                .await?
-        }
+        Some(e) => scored(&s.vectors, &c, u.uid, &e.model, &e.vector, pool).await?,
         None => vec![],
     };
     let ranked = if semantic.is_empty() {
@@ -332,136 +325,37 @@ pub(super) async fn search(
         .collect())
 }
 
-/// Floats of cached vectors at most (128 MiB); past it the least recently searched users
-/// are evicted (and loaded again on their next semantic search).
-const VECTOR_CACHE_FLOATS: usize = 32 << 20;
-
-/// One user's vectors of one model, as far as `version`.
-#[derive(Default)]
-struct UserVectors {
-    version: i64,
-    vectors: HashMap<i64, Vec<f32>>,
-    floats: usize,
-    used: Option<Instant>,
-}
-
-/// One user's vectors of one model, locked while they are caught up and scored.
-type Shared = Arc<tokio::sync::Mutex<UserVectors>>;
-
-/// The per-user vector index of this process (see the module docs of
-/// [`super::memory`]).
-#[derive(Default)]
-pub struct VectorCache {
-    users: Mutex<HashMap<(i64, String), Shared>>,
-    /// Floats held, over all users (an estimate kept on load and eviction).
-    floats: std::sync::atomic::AtomicUsize,
-}
-
-impl VectorCache {
-    /// Drops one memory's vector (`seq`), or all of a user's.
-    pub fn forget(&self, uid: i64, seq: Option<i64>) {
-        let Ok(mut users) = self.users.lock() else {
-            return;
-        };
-        let keys: Vec<(i64, String)> = users.keys().filter(|k| k.0 == uid).cloned().collect();
-        for k in keys {
-            match seq {
-                None => {
-                    users.remove(&k);
-                }
-                Some(seq) => {
-                    if let Some(u) = users.get(&k) {
-                        if let Ok(mut u) = u.try_lock() {
-                            if let Some(v) = u.vectors.remove(&seq) {
-                                u.floats -= v.len();
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn entry(&self, uid: i64, model: &str) -> Shared {
-        let mut users = match self.users.lock() {
-            Ok(u) => u,
-            Err(p) => p.into_inner(),
-        };
-        users.entry((uid, model.to_string())).or_default().clone()
-    }
-
-    /// Evicts least recently used users until the cache is under its bound.
-    fn evict(&self) {
-        use std::sync::atomic::Ordering;
-        if self.floats.load(Ordering::Relaxed) <= VECTOR_CACHE_FLOATS {
-            return;
-        }
-        let Ok(mut users) = self.users.lock() else {
-            return;
-        };
-        let mut by_use: Vec<((i64, String), Option<Instant>, usize)> = users
-            .iter()
-            .filter_map(|(k, v)| v.try_lock().ok().map(|u| (k.clone(), u.used, u.floats)))
-            .collect();
-        by_use.sort_by_key(|x| x.1);
-        for (k, _, floats) in by_use {
-            if self.floats.load(Ordering::Relaxed) <= VECTOR_CACHE_FLOATS {
-                break;
-            }
-            users.remove(&k);
-            self.floats.fetch_sub(floats, Ordering::Relaxed);
-        }
-    }
-
-    /// The user's memories most similar to `query` (cosine > 0), best first, at most
-    /// `pool`; the index is caught up with PostgreSQL first.
-    async fn scored(
-        &self,
-        c: &ClientWrapper,
-        uid: i64,
-        model: &str,
-        query: &[f32],
-        pool: usize,
-    ) -> Result<Vec<(i64, f64)>, StoreError> {
-        use std::sync::atomic::Ordering;
-        let entry = self.entry(uid, model);
-        let mut u = entry.lock().await;
-        let rows = c
-            .cached(
-                "SELECT seq, vec, version FROM memproxy_memory_vectors
-                 WHERE uid = $1 AND model = $2 AND version > $3 ORDER BY version",
-                &[&uid, &model, &u.version],
-            )
-            .await
-            .map_err(backend)?;
-        let before = u.floats;
+/// Catches the vectors of scope `uid` for `model` up with PostgreSQL (the rows written
+/// since the version held; memories deleted through this process were dropped at once,
+/// those deleted elsewhere drop out when their rows are fetched), then scores them.
+pub(super) async fn scored(
+    index: &VectorIndex,
+    c: &ClientWrapper,
+    uid: i64,
+    model: &str,
+    query: &[f32],
+    pool: usize,
+) -> Result<Vec<(i64, f64)>, StoreError> {
+    let since = index.update(uid, model, |v| v.version);
+    let rows = c
+        .cached(
+            "SELECT seq, vec, version FROM memproxy_memory_vectors
+             WHERE uid = $1 AND model = $2 AND version > $3 ORDER BY version",
+            &[&uid, &model, &since],
+        )
+        .await
+        .map_err(backend)?;
+    Ok(index.update(uid, model, |v| {
         for r in rows {
-            let v = vector_from_bytes(r.get::<_, &[u8]>(1));
-            u.floats += v.len();
-            if let Some(old) = u.vectors.insert(r.get(0), v) {
-                u.floats -= old.len();
+            let version: i64 = r.get(2);
+            // A concurrent search may have applied it already.
+            if version > v.version {
+                v.upsert(r.get(0), &vector_from_bytes(r.get::<_, &[u8]>(1)));
+                v.version = version;
             }
-            u.version = u.version.max(r.get(2));
         }
-        u.used = Some(Instant::now());
-        let grown = u.floats.saturating_sub(before);
-        let mut out: Vec<(i64, f64)> = u
-            .vectors
-            .iter()
-            .filter_map(|(&seq, v)| {
-                let sim = cosine(query, v);
-                (sim >= MIN_COSINE).then_some((seq, f64::from(sim)))
-            })
-            .collect();
-        drop(u);
-        if grown > 0 {
-            self.floats.fetch_add(grown, Ordering::Relaxed);
-            self.evict();
-        }
-        sort_desc(&mut out);
-        out.truncate(pool);
-        Ok(out)
-    }
+        v.scored(query, pool)
+    }))
 }
 
 async fn messages(

@@ -22,6 +22,7 @@ use crate::memory::store::{
     BoxFuture, Memory, MemoryStore, Page, ScoredMemory, SearchQuery, Session, SessionInfo,
     SessionMessage, StoreError, WriteOp,
 };
+use crate::memory::vectors::VectorIndex;
 use crate::memory::Clock;
 
 /// File name of the database inside the data dir.
@@ -64,6 +65,8 @@ struct Inner {
     /// One per read in progress, at most [`MAX_READERS`].
     read_permits: tokio::sync::Semaphore,
     opts: SqliteOptions,
+    /// The scopes' vectors, kept up to date by the writer.
+    vectors: Arc<VectorIndex>,
 }
 
 /// A write request for the writer thread.
@@ -78,6 +81,13 @@ enum Command {
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
     DeleteUser(String, oneshot::Sender<Result<u64, StoreError>>),
+    /// Reads a scope's vectors of a model into the vector index (after the writes
+    /// before it have committed).
+    LoadVectors {
+        uid: i64,
+        model: String,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     DeleteSession {
         user_id: Option<String>,
         session_id: String,
@@ -120,9 +130,13 @@ impl SqliteStore {
 
         let (tx, rx) = mpsc::channel();
         let writer_opts = opts.clone();
+        let vectors = Arc::new(VectorIndex::new(crate::memory::vectors::DEFAULT_LIMIT));
         std::thread::Builder::new()
             .name("memproxy-db-writer".into())
-            .spawn(move || writer_loop(conn, rx, writer_opts))
+            .spawn({
+                let vectors = vectors.clone();
+                move || writer_loop(conn, rx, writer_opts, vectors)
+            })
             .map_err(backend)?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -130,6 +144,7 @@ impl SqliteStore {
                 writer: Mutex::new(Some(tx)),
                 readers: Mutex::new(Vec::new()),
                 read_permits: tokio::sync::Semaphore::new(MAX_READERS),
+                vectors,
                 opts,
             }),
         })
@@ -253,8 +268,13 @@ fn merge_step(conn: &Connection, merging: bool) -> bool {
 /// The writer thread: takes a command, gathers whatever else is waiting, runs them all in
 /// one transaction, and answers each only after the commit. When idle it merges the
 /// full-text index ([`merge_step`]).
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Command>, opts: SqliteOptions) {
-    let mut w = write::Writer::new(opts);
+fn writer_loop(
+    mut conn: Connection,
+    rx: mpsc::Receiver<Command>,
+    opts: SqliteOptions,
+    vectors: Arc<VectorIndex>,
+) {
+    let mut w = write::Writer::new(opts, vectors);
     // Whether the index may need merging (it may, at start: earlier runs wrote it), and
     // whether a merge is under way.
     let (mut check_index, mut merging) = (true, false);
@@ -299,6 +319,7 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Command>, opts: SqliteOp
             replies.push(w.run(&tx, cmd));
         }
         let committed = tx.commit().map_err(backend).err();
+        w.committed(&conn, committed.is_none());
         for reply in replies {
             reply(committed.clone());
         }
@@ -312,6 +333,7 @@ fn fail(cmd: Command, err: StoreError) {
             drop(reply.send(Err(err)))
         }
         Command::DeleteUser(_, r) | Command::Purge(r) => drop(r.send(Err(err))),
+        Command::LoadVectors { reply, .. } => drop(reply.send(Err(err))),
     }
 }
 
@@ -344,8 +366,26 @@ impl MemoryStore for SqliteStore {
         user_id: &'a str,
         query: &'a SearchQuery,
     ) -> BoxFuture<'a, Result<Vec<ScoredMemory>, StoreError>> {
-        let (user_id, query) = (user_id.to_string(), query.clone());
-        Box::pin(self.read(move |c, _| read::search(c, &user_id, &query)))
+        let (user_id, query) = (Arc::<str>::from(user_id), Arc::new(query.clone()));
+        Box::pin(async move {
+            // A semantic search needs the scope's vectors in the index: the writer loads
+            // them (after the writes before), then the search runs again.
+            let mut may_load = query.embedding.is_some();
+            loop {
+                let (u, q, index) = (user_id.clone(), query.clone(), self.inner.vectors.clone());
+                match self
+                    .read(move |c, _| read::search(c, &u, &q, &index, may_load))
+                    .await?
+                {
+                    read::Searched::Done(hits) => return Ok(hits),
+                    read::Searched::Load(uid, model) => {
+                        self.write(|reply| Command::LoadVectors { uid, model, reply })
+                            .await?;
+                        may_load = false;
+                    }
+                }
+            }
+        })
     }
 
     fn delete<'a>(

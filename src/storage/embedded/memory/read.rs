@@ -8,14 +8,13 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::schema::rid_range;
 use super::{backend, SqliteOptions};
 use crate::memory::context::{self, Light};
-use crate::memory::retrieve::{
-    cosine, dedup, fuse, sort_desc, vector_from_bytes, Bm25, CorpusStats, DENSE_WEIGHT, MIN_COSINE,
-};
+use crate::memory::retrieve::{dedup, fuse, Bm25, CorpusStats, DENSE_WEIGHT};
 use crate::memory::store::{
     Memory, Metadata, Page, ScoredMemory, SearchQuery, Session, SessionInfo, SessionMessage,
     StoreError,
 };
 use crate::memory::text::Analyzer;
+use crate::memory::vectors::{self, VectorIndex};
 
 /// Lexical candidates taken from FTS5 before re-ranking (and vector candidates kept).
 pub(crate) const MIN_POOL: usize = 50;
@@ -283,52 +282,44 @@ fn lexical(
     Ok(context::rank(&bm25, terms, &df, u.stats, &own, known))
 }
 
-fn semantic(
-    conn: &Connection,
-    u: &User,
-    model: &str,
-    vector: &[f32],
-    pool: usize,
-) -> Result<Vec<(i64, f64)>, StoreError> {
-    let (lo, hi) = rid_range(u.uid);
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT rid, vec FROM embeddings WHERE rid BETWEEN ?1 AND ?2 AND model = ?3",
-        )
-        .map_err(backend)?;
-    let mut rows = stmt.query(params![lo, hi, model]).map_err(backend)?;
-    let mut out = Vec::new();
-    while let Some(r) = rows.next().map_err(backend)? {
-        let rid: i64 = r.get(0).map_err(backend)?;
-        let blob = r.get_ref(1).map_err(backend)?;
-        let v = vector_from_bytes(blob.as_blob().map_err(backend)?);
-        let sim = cosine(vector, &v);
-        if sim >= MIN_COSINE {
-            out.push((rid, f64::from(sim)));
-        }
-    }
-    sort_desc(&mut out);
-    out.truncate(pool);
-    Ok(out)
+/// What a search came to: its hits, or the scope whose vectors the index must load first.
+pub enum Searched {
+    Done(Vec<ScoredMemory>),
+    Load(i64, String),
 }
 
+/// A search; a semantic one scores the scope's vectors in `index`. When they are not
+/// loaded there it asks for them (`may_load`) or, on the second try (evicted meanwhile),
+/// goes on lexically.
 pub fn search(
     conn: &Connection,
     user_id: &str,
     query: &SearchQuery,
-) -> Result<Vec<ScoredMemory>, StoreError> {
+    index: &VectorIndex,
+    may_load: bool,
+) -> Result<Searched, StoreError> {
     let limit = query.limit.clamp(1, 100);
     let Some(u) = user(conn, user_id)? else {
-        return Ok(vec![]);
+        return Ok(Searched::Done(vec![]));
     };
     let pool = MIN_POOL.max(limit * 5);
+    let semantic = match &query.embedding {
+        Some(e) => {
+            let scored = index.get(u.uid, &e.model).and_then(|v| {
+                let mut g = vectors::lock(&v);
+                g.loaded.then(|| g.scored(&e.vector, pool))
+            });
+            match scored {
+                Some(s) => s,
+                None if may_load => return Ok(Searched::Load(u.uid, e.model.clone())),
+                None => vec![],
+            }
+        }
+        None => vec![],
+    };
     let terms = Analyzer::default().query_terms(&query.text);
     let mut known: HashMap<i64, Light> = HashMap::new();
     let lexical = lexical(conn, &u, &terms, &mut known)?;
-    let semantic = match &query.embedding {
-        Some(e) => semantic(conn, &u, &e.model, &e.vector, pool)?,
-        None => vec![],
-    };
     let ranked = if semantic.is_empty() {
         lexical
     } else {
@@ -367,7 +358,7 @@ pub fn search(
             out.push(ScoredMemory { memory, score });
         }
     }
-    Ok(out)
+    Ok(Searched::Done(out))
 }
 
 fn live_cutoff(opts: &SqliteOptions) -> i64 {

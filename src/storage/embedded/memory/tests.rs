@@ -327,6 +327,68 @@ async fn hybrid_search_fuses_vectors_of_the_same_model() {
 }
 
 #[tokio::test]
+async fn the_vector_index_follows_writes_and_deletions_after_it_is_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let e = HashEmbedder::new(64);
+    let embed = |s: &SqliteStore, ms: Vec<crate::memory::Memory>| {
+        let vectors = ms
+            .iter()
+            .map(|m| (m.id.clone(), e.vector(&m.content)))
+            .collect();
+        let s = s.clone();
+        async move {
+            s.apply(vec![WriteOp::Embeddings {
+                user_id: "u".into(),
+                model: "hash-64".into(),
+                vectors,
+            }])
+            .await
+            .unwrap()
+        }
+    };
+    // Only the vector can find these: "zzz" matches no term.
+    let semantic = |text: &str| {
+        let mut q = query("zzz", 5);
+        q.embedding = Some(QueryEmbedding {
+            model: "hash-64".into(),
+            vector: e.vector(text),
+        });
+        q
+    };
+    let first = s.add(vec![new("u", "tabs are better")]).await.unwrap();
+    embed(&s, first.clone()).await;
+    // The first semantic search loads the scope's vectors into the index.
+    let hits = s.search("u", &semantic("tabs are better")).await.unwrap();
+    assert_eq!(hits[0].memory.content, "tabs are better");
+    // Written after the load: found through the index, which the writer keeps current.
+    let second = s.add(vec![new("u", "cats and dogs")]).await.unwrap();
+    embed(&s, second.clone()).await;
+    let hits = s.search("u", &semantic("cats and dogs")).await.unwrap();
+    assert_eq!(hits[0].memory.content, "cats and dogs");
+    // A deleted memory leaves the index at once; so does a deleted user's every vector.
+    s.delete("u", &second[0].id).await.unwrap();
+    let hits = s.search("u", &semantic("cats and dogs")).await.unwrap();
+    assert!(hits.iter().all(|h| h.memory.content != "cats and dogs"));
+    s.delete_user("u").await.unwrap();
+    assert!(s
+        .search("u", &semantic("tabs are better"))
+        .await
+        .unwrap()
+        .is_empty());
+    // Another store on the same file loads what is stored.
+    let third = s.add(vec![new("u", "vim over emacs")]).await.unwrap();
+    embed(&s, third).await;
+    s.close();
+    let reopened = open(dir.path());
+    let hits = reopened
+        .search("u", &semantic("vim over emacs"))
+        .await
+        .unwrap();
+    assert_eq!(hits[0].memory.content, "vim over emacs");
+}
+
+#[tokio::test]
 async fn sessions_keep_the_newest_messages_and_expire() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::at(T0));

@@ -4,22 +4,49 @@
 use rusqlite::{params, OptionalExtension, Transaction};
 use tokio::sync::oneshot;
 
+use std::sync::Arc;
+
 use super::schema::rid_range;
 use super::{backend, Command, SqliteOptions};
 use crate::memory::quota;
+use crate::memory::retrieve::vector_from_bytes;
 use crate::memory::retrieve::vector_to_bytes;
 use crate::memory::scope::parse_key;
 use crate::memory::store::{Memory, NewMemory, StoreError, WriteOp};
 use crate::memory::text::{content_hash, Analyzer};
+use crate::memory::vectors::VectorIndex;
 
 /// Sends a command's result once the transaction's fate is known.
 type Reply = Box<dyn FnOnce(Option<StoreError>) + Send>;
+
+/// What a command changed in the vector index, applied once its transaction committed.
+pub enum Effect {
+    Put {
+        uid: i64,
+        rid: i64,
+        model: String,
+        vector: Vec<f32>,
+    },
+    Remove {
+        uid: i64,
+        rid: i64,
+    },
+    RemoveScope(i64),
+}
 
 /// The writer thread's state.
 pub struct Writer {
     analyzer: Analyzer,
     opts: SqliteOptions,
+    vectors: Arc<VectorIndex>,
+    /// Vector index changes of the transaction under way.
+    effects: Vec<Effect>,
+    /// Scopes whose vectors to load into the index after the transaction.
+    loads: Vec<Load>,
 }
+
+/// A scope (uid) and model whose vectors are to be loaded, and who waits for it.
+type Load = (i64, String, oneshot::Sender<Result<(), StoreError>>);
 
 fn reply<T: Send + 'static>(
     tx: oneshot::Sender<Result<T, StoreError>>,
@@ -94,34 +121,100 @@ fn ensure_uid(tx: &Transaction<'_>, user_id: &str) -> Result<i64, StoreError> {
 }
 
 impl Writer {
-    pub fn new(opts: SqliteOptions) -> Self {
+    pub fn new(opts: SqliteOptions, vectors: Arc<VectorIndex>) -> Self {
         Self {
             analyzer: Analyzer::default(),
             opts,
+            vectors,
+            effects: Vec::new(),
+            loads: Vec::new(),
         }
     }
 
     /// Runs one command in `tx` and returns how to answer it.
     pub fn run(&mut self, tx: &Transaction<'_>, cmd: Command) -> Reply {
+        let mark = self.effects.len();
+        let answer = self.run_one(tx, cmd);
+        if answer.1 {
+            // Rolled back: what it would have changed in the index is not done.
+            self.effects.truncate(mark);
+        }
+        answer.0
+    }
+
+    /// After the transaction: its changes go to the vector index when it committed, then
+    /// the scopes asked for are loaded (from committed data: nothing is written between).
+    pub fn committed(&mut self, conn: &rusqlite::Connection, ok: bool) {
+        for e in self.effects.drain(..) {
+            if !ok {
+                continue;
+            }
+            match e {
+                Effect::Put {
+                    uid,
+                    rid,
+                    model,
+                    vector,
+                } => {
+                    // Only into a loaded scope: one not held is read whole when searched.
+                    if let Some(v) = self.vectors.get(uid, &model) {
+                        let mut g = crate::memory::vectors::lock(&v);
+                        if g.loaded {
+                            g.upsert(rid, &vector);
+                        }
+                    }
+                }
+                Effect::Remove { uid, rid } => self.vectors.forget(uid, Some(rid)),
+                Effect::RemoveScope(uid) => self.vectors.forget(uid, None),
+            }
+        }
+        for (uid, model, r) in std::mem::take(&mut self.loads) {
+            let _ = r.send(load_vectors(conn, &self.vectors, uid, &model));
+        }
+    }
+
+    /// Runs one command; whether its changes were rolled back.
+    fn run_one(&mut self, tx: &Transaction<'_>, cmd: Command) -> (Reply, bool) {
+        fn done<T: Send + 'static>(
+            r: oneshot::Sender<Result<T, StoreError>>,
+            result: Result<T, StoreError>,
+        ) -> (Reply, bool) {
+            let failed = result.is_err();
+            (reply(r, result), failed)
+        }
         match cmd {
-            Command::Apply(ops, r) => reply(r, isolated(tx, |tx| self.apply(tx, ops))),
+            Command::Apply(ops, r) => {
+                let result = isolated(tx, |tx| self.apply(tx, ops));
+                done(r, result)
+            }
             Command::Delete {
                 user_id,
                 id,
                 reply: r,
-            } => reply(r, isolated(tx, |tx| delete(tx, &user_id, &id))),
-            Command::DeleteUser(user_id, r) => {
-                reply(r, isolated(tx, |tx| delete_user(tx, &user_id)))
+            } => done(
+                r,
+                isolated(tx, |tx| delete(tx, &user_id, &id, &mut self.effects)),
+            ),
+            Command::DeleteUser(user_id, r) => done(
+                r,
+                isolated(tx, |tx| delete_user(tx, &user_id, &mut self.effects)),
+            ),
+            Command::LoadVectors { uid, model, reply } => {
+                self.loads.push((uid, model, reply));
+                (Box::new(|_| {}), false)
             }
             Command::DeleteSession {
                 user_id,
                 session_id,
                 reply: r,
-            } => reply(
+            } => done(
                 r,
                 isolated(tx, |tx| delete_session(tx, user_id.as_deref(), &session_id)),
             ),
-            Command::Purge(r) => reply(r, isolated(tx, |tx| self.purge(tx))),
+            Command::Purge(r) => {
+                let result = isolated(tx, |tx| self.purge(tx));
+                done(r, result)
+            }
         }
     }
 
@@ -160,7 +253,7 @@ impl Writer {
                     user_id,
                     model,
                     vectors,
-                } => put_embeddings(tx, &user_id, &model, &vectors)?,
+                } => put_embeddings(tx, &user_id, &model, vectors, &mut self.effects)?,
             }
         }
         Ok(created)
@@ -317,7 +410,8 @@ fn put_embeddings(
     tx: &Transaction<'_>,
     user_id: &str,
     model: &str,
-    vectors: &[(String, Vec<f32>)],
+    vectors: Vec<(String, Vec<f32>)>,
+    effects: &mut Vec<Effect>,
 ) -> Result<(), StoreError> {
     let Some(uid) = user_uid(tx, user_id)? else {
         return Ok(());
@@ -331,14 +425,27 @@ fn put_embeddings(
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO embeddings (rid, model, vec) VALUES (?1, ?2, ?3)",
             )
-            .and_then(|mut s| s.execute(params![rid, model, vector_to_bytes(v)]))
+            .and_then(|mut s| s.execute(params![rid, model, vector_to_bytes(&v)]))
             .map_err(backend)?;
+            effects.push(Effect::Put {
+                uid,
+                rid,
+                model: model.to_string(),
+                vector: v,
+            });
         }
     }
     Ok(())
 }
 
-fn remove_memory(tx: &Transaction<'_>, uid: i64, rid: i64, nterms: i64) -> Result<(), StoreError> {
+fn remove_memory(
+    tx: &Transaction<'_>,
+    uid: i64,
+    rid: i64,
+    nterms: i64,
+    effects: &mut Vec<Effect>,
+) -> Result<(), StoreError> {
+    effects.push(Effect::Remove { uid, rid });
     for sql in [
         "DELETE FROM memories WHERE rid = ?1",
         "DELETE FROM memories_fts WHERE rowid = ?1",
@@ -356,7 +463,12 @@ fn remove_memory(tx: &Transaction<'_>, uid: i64, rid: i64, nterms: i64) -> Resul
     Ok(())
 }
 
-fn delete(tx: &Transaction<'_>, user_id: &str, id: &str) -> Result<(), StoreError> {
+fn delete(
+    tx: &Transaction<'_>,
+    user_id: &str,
+    id: &str,
+    effects: &mut Vec<Effect>,
+) -> Result<(), StoreError> {
     let uid = user_uid(tx, user_id)?.ok_or(StoreError::NotFound)?;
     let (rid, nterms): (i64, i64) = tx
         .query_row(
@@ -367,10 +479,14 @@ fn delete(tx: &Transaction<'_>, user_id: &str, id: &str) -> Result<(), StoreErro
         .optional()
         .map_err(backend)?
         .ok_or(StoreError::NotFound)?;
-    remove_memory(tx, uid, rid, nterms)
+    remove_memory(tx, uid, rid, nterms, effects)
 }
 
-fn delete_user(tx: &Transaction<'_>, user_id: &str) -> Result<u64, StoreError> {
+fn delete_user(
+    tx: &Transaction<'_>,
+    user_id: &str,
+    effects: &mut Vec<Effect>,
+) -> Result<u64, StoreError> {
     let Some(uid) = user_uid(tx, user_id)? else {
         return Ok(0);
     };
@@ -383,8 +499,9 @@ fn delete_user(tx: &Transaction<'_>, user_id: &str) -> Result<u64, StoreError> {
         })
         .map_err(backend)?;
     for &(rid, nterms) in &rows {
-        remove_memory(tx, uid, rid, nterms)?;
+        remove_memory(tx, uid, rid, nterms, effects)?;
     }
+    effects.push(Effect::RemoveScope(uid));
     tx.execute(
         "DELETE FROM session_messages WHERE sid IN (SELECT sid FROM sessions WHERE uid = ?1)",
         [uid],
@@ -429,4 +546,32 @@ fn delete_session(
         }
         _ => Err(StoreError::Ambiguous(session_id.to_string())),
     }
+}
+
+/// Reads every vector of scope `uid` for `model` into the index (marked loaded).
+fn load_vectors(
+    conn: &rusqlite::Connection,
+    index: &VectorIndex,
+    uid: i64,
+    model: &str,
+) -> Result<(), StoreError> {
+    let (lo, hi) = rid_range(uid);
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT rid, vec FROM embeddings WHERE rid BETWEEN ?1 AND ?2 AND model = ?3",
+        )
+        .map_err(backend)?;
+    let mut rows = stmt.query(params![lo, hi, model]).map_err(backend)?;
+    index.update(uid, model, |v| {
+        if v.loaded {
+            return Ok(());
+        }
+        while let Some(r) = rows.next().map_err(backend)? {
+            let rid: i64 = r.get(0).map_err(backend)?;
+            let blob = r.get_ref(1).map_err(backend)?;
+            v.upsert(rid, &vector_from_bytes(blob.as_blob().map_err(backend)?));
+        }
+        v.loaded = true;
+        Ok(())
+    })
 }

@@ -1,0 +1,356 @@
+//! The process's in-memory vector index, shared by the memory backends: per memory scope
+//! (a store's numeric user id) and embedding model, the vectors of its memories, so a
+//! semantic search scores them in memory instead of reading and decoding every vector of
+//! the scope from the database.
+//!
+//! Vectors are held as int8 (each scaled by its largest component, with its norm kept):
+//! a quarter of the memory of f32 (a 256-dimension vector is 256 bytes), and cosine
+//! similarity within ±0.01 of the exact one. The index is bounded ([`VectorIndex::new`]):
+//! past its bound the least recently searched scopes are dropped and loaded again on
+//! their next semantic search. Each backend keeps it consistent with its store: the
+//! embedded store applies its own committed writes and deletions, PostgreSQL catches a
+//! scope up by version before scoring it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use super::retrieve::MIN_COSINE;
+
+/// The bytes an index holds at most by default (64 MiB: 256k vectors of 256 dimensions).
+pub const DEFAULT_LIMIT: usize = 64 << 20;
+
+/// One scope's vectors of one model.
+#[derive(Default)]
+pub struct Vectors {
+    /// The store's version of the newest vector held (PostgreSQL's catch-up point).
+    pub version: i64,
+    /// Every vector of the scope in the store is here (the embedded store loads a scope
+    /// whole before it scores it).
+    pub loaded: bool,
+    dims: usize,
+    keys: Vec<i64>,
+    /// Per vector: its scale (largest |component| / 127) divided by its norm.
+    factors: Vec<f32>,
+    data: Vec<i8>,
+    slot: HashMap<i64, usize>,
+    used: Option<Instant>,
+}
+
+impl Vectors {
+    /// Bytes held (approximately: data, keys, factors and the slot map).
+    fn bytes(&self) -> usize {
+        self.data.len() + self.keys.len() * 32
+    }
+
+    /// Vectors held.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether none are held.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Adds or replaces the vector of memory `key`. A vector of another length than the
+    /// scope's first (a model change under the same name) replaces them all.
+    pub fn upsert(&mut self, key: i64, v: &[f32]) {
+        if v.is_empty() {
+            return;
+        }
+        if self.dims != v.len() {
+            if !self.keys.is_empty() {
+                let (version, loaded) = (self.version, self.loaded);
+                *self = Vectors {
+                    version,
+                    loaded,
+                    ..Default::default()
+                };
+            }
+            self.dims = v.len();
+        }
+        let (max, norm) = v
+            .iter()
+            .fold((0f32, 0f32), |(m, n), x| (m.max(x.abs()), n + x * x));
+        let norm = norm.sqrt();
+        let (scale, factor) = if max > 0.0 && norm > 0.0 {
+            (127.0 / max, max / 127.0 / norm)
+        } else {
+            (0.0, 0.0)
+        };
+        let quantized = v
+            .iter()
+            .map(|x| (x * scale).round().clamp(-127.0, 127.0) as i8);
+        match self.slot.get(&key) {
+            Some(&i) => {
+                let row = &mut self.data[i * self.dims..(i + 1) * self.dims];
+                row.iter_mut().zip(quantized).for_each(|(d, q)| *d = q);
+                self.factors[i] = factor;
+            }
+            None => {
+                self.slot.insert(key, self.keys.len());
+                self.keys.push(key);
+                self.factors.push(factor);
+                self.data.extend(quantized);
+            }
+        }
+    }
+
+    /// Drops the vector of memory `key`, if held.
+    pub fn remove(&mut self, key: i64) {
+        let Some(i) = self.slot.remove(&key) else {
+            return;
+        };
+        let last = self.keys.len() - 1;
+        if i != last {
+            let moved = self.keys[last];
+            self.keys[i] = moved;
+            self.factors[i] = self.factors[last];
+            self.data
+                .copy_within(last * self.dims..(last + 1) * self.dims, i * self.dims);
+            self.slot.insert(moved, i);
+        }
+        self.keys.pop();
+        self.factors.pop();
+        self.data.truncate(last * self.dims);
+    }
+
+    /// The memories most similar to `query` (cosine ≥ [`MIN_COSINE`]), best first, at
+    /// most `pool`.
+    pub fn scored(&mut self, query: &[f32], pool: usize) -> Vec<(i64, f64)> {
+        self.used = Some(Instant::now());
+        if query.len() != self.dims || self.keys.is_empty() || pool == 0 {
+            return vec![];
+        }
+        let qnorm = query.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if qnorm == 0.0 {
+            return vec![];
+        }
+        let q: Vec<f32> = query.iter().map(|x| x / qnorm).collect();
+        let mut out: Vec<(i64, f64)> = self
+            .data
+            .chunks_exact(self.dims)
+            .zip(&self.factors)
+            .zip(&self.keys)
+            .filter_map(|((row, &f), &key)| {
+                let dot: f32 = row.iter().zip(&q).map(|(&a, &b)| f32::from(a) * b).sum();
+                let sim = dot * f;
+                (sim >= MIN_COSINE).then_some((key, f64::from(sim)))
+            })
+            .collect();
+        if out.len() > pool {
+            out.select_nth_unstable_by(pool - 1, |a, b| {
+                b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0))
+            });
+            out.truncate(pool);
+        }
+        super::retrieve::sort_desc(&mut out);
+        out
+    }
+}
+
+/// One scope's vectors, locked while they are changed or scored.
+pub type Shared = Arc<Mutex<Vectors>>;
+
+/// Locks a scope's vectors (a poisoned lock is taken over: the vectors stay usable).
+pub fn lock(v: &Shared) -> MutexGuard<'_, Vectors> {
+    v.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The index (see the module docs).
+pub struct VectorIndex {
+    scopes: Mutex<HashMap<(i64, String), Shared>>,
+    /// Bytes held over all scopes, as of their last change.
+    bytes: AtomicUsize,
+    limit: usize,
+}
+
+impl VectorIndex {
+    /// An index holding about `limit` bytes at most.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            scopes: Mutex::default(),
+            bytes: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    fn scopes(&self) -> MutexGuard<'_, HashMap<(i64, String), Shared>> {
+        self.scopes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The vectors of scope `uid` for `model`, made empty when not held.
+    pub fn entry(&self, uid: i64, model: &str) -> Shared {
+        self.scopes()
+            .entry((uid, model.to_string()))
+            .or_default()
+            .clone()
+    }
+
+    /// The vectors of scope `uid` for `model`, if held.
+    pub fn get(&self, uid: i64, model: &str) -> Option<Shared> {
+        self.scopes().get(&(uid, model.to_string())).cloned()
+    }
+
+    /// Runs `f` on every held vector set of scope `uid` (one per model).
+    pub fn each(&self, uid: i64, mut f: impl FnMut(&mut Vectors)) {
+        let held: Vec<Shared> = self
+            .scopes()
+            .iter()
+            .filter(|(k, _)| k.0 == uid)
+            .map(|(_, v)| v.clone())
+            .collect();
+        for v in held {
+            let mut g = lock(&v);
+            let before = g.bytes();
+            f(&mut g);
+            self.resized(before, g.bytes());
+        }
+    }
+
+    /// Drops the vector of memory `key` of scope `uid` (every model), or, with `None`,
+    /// all of the scope's.
+    pub fn forget(&self, uid: i64, key: Option<i64>) {
+        match key {
+            Some(k) => self.each(uid, |v| v.remove(k)),
+            None => {
+                let gone: Vec<Shared> = {
+                    let mut scopes = self.scopes();
+                    let keys: Vec<(i64, String)> =
+                        scopes.keys().filter(|k| k.0 == uid).cloned().collect();
+                    keys.into_iter().filter_map(|k| scopes.remove(&k)).collect()
+                };
+                for v in gone {
+                    let bytes = lock(&v).bytes();
+                    self.resized(bytes, 0);
+                }
+            }
+        }
+    }
+
+    /// Records that a scope's vectors went from `before` to `after` bytes, and evicts the
+    /// least recently searched scopes while the index is over its bound.
+    pub fn resized(&self, before: usize, after: usize) {
+        if after >= before {
+            let total = self.bytes.fetch_add(after - before, Ordering::Relaxed) + after - before;
+            if total > self.limit {
+                self.evict();
+            }
+        } else {
+            self.bytes.fetch_sub(before - after, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs `f` on the vectors of scope `uid` for `model` (made when not held), keeping
+    /// the index's size up to date.
+    pub fn update<R>(&self, uid: i64, model: &str, f: impl FnOnce(&mut Vectors) -> R) -> R {
+        let v = self.entry(uid, model);
+        let mut g = lock(&v);
+        g.used = Some(Instant::now());
+        let before = g.bytes();
+        let r = f(&mut g);
+        let after = g.bytes();
+        drop(g);
+        self.resized(before, after);
+        r
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    fn evict(&self) {
+        let mut scopes = self.scopes();
+        let mut by_use: Vec<((i64, String), Option<Instant>, usize)> = scopes
+            .iter()
+            .filter_map(|(k, v)| v.try_lock().ok().map(|g| (k.clone(), g.used, g.bytes())))
+            .collect();
+        by_use.sort_by_key(|x| x.1);
+        for (k, _, bytes) in by_use {
+            if self.bytes.load(Ordering::Relaxed) <= self.limit {
+                break;
+            }
+            scopes.remove(&k);
+            self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(v: &[f32]) -> Vec<f32> {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect()
+    }
+
+    #[test]
+    fn scores_match_exact_cosine_closely_and_best_come_first() {
+        let mut v = Vectors::default();
+        let rows: Vec<Vec<f32>> = (0..50)
+            .map(|i| {
+                (0..64)
+                    .map(|d| (((i * 7 + d * 13) % 17) as f32 - 8.0) * 0.1)
+                    .collect()
+            })
+            .collect();
+        for (i, r) in rows.iter().enumerate() {
+            v.upsert(i as i64, r);
+        }
+        let q = rows[3].clone();
+        let got = v.scored(&q, 10);
+        assert_eq!(got[0].0, 3);
+        for (k, s) in &got {
+            let exact = super::super::retrieve::cosine(&q, &rows[*k as usize]);
+            assert!((*s as f32 - exact).abs() < 0.01, "{s} vs {exact}");
+        }
+        assert!(got.windows(2).all(|w| w[0].1 >= w[1].1));
+        assert!(got.len() <= 10);
+    }
+
+    #[test]
+    fn replace_and_remove_keep_the_rest_intact() {
+        let mut v = Vectors::default();
+        v.upsert(1, &unit(&[1.0, 0.0, 0.0]));
+        v.upsert(2, &unit(&[0.0, 1.0, 0.0]));
+        v.upsert(3, &unit(&[0.0, 0.0, 1.0]));
+        v.upsert(1, &unit(&[0.0, 1.0, 0.1]));
+        v.remove(2);
+        assert_eq!(v.len(), 2);
+        let got = v.scored(&[0.0, 1.0, 0.0], 5);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, 1);
+        assert_eq!(v.scored(&[0.0, 0.0, 1.0], 5)[0].0, 3);
+        v.remove(3);
+        v.remove(1);
+        assert!(v.is_empty());
+        assert!(v.scored(&[0.0, 1.0, 0.0], 5).is_empty());
+    }
+
+    #[test]
+    fn forgetting_and_the_bound() {
+        // Three scopes of 3,200 bytes each: the third one passes the bound.
+        let index = VectorIndex::new(7_000);
+        for uid in 0..3 {
+            index.update(uid, "m", |v| {
+                for k in 0..20 {
+                    v.upsert(k, &[1.0; 128]);
+                }
+            });
+        }
+        assert!(index.bytes() <= 7_000, "{}", index.bytes());
+        assert!(
+            index.get(0, "m").is_none(),
+            "the least recently searched went first"
+        );
+        assert!(index.get(2, "m").is_some());
+        index.forget(2, Some(5));
+        assert_eq!(lock(&index.get(2, "m").unwrap()).len(), 19);
+        index.forget(2, None);
+        assert!(index.get(2, "m").is_none());
+    }
+}
