@@ -51,12 +51,17 @@ pub fn default_dir(lookup: &dyn Fn(&str) -> Option<String>) -> PathBuf {
     cache.join("memproxy").join("models").join(MODEL_NAME)
 }
 
-/// A static embedding model in memory.
+/// A static embedding model in memory. Each token's vector is held as int8 scaled by its
+/// largest component (7.8 MB for the shipped model instead of 31 MB of f32; a text's
+/// vector moves by less than 0.01 in cosine).
 pub struct StaticModel {
     id: String,
     vocab: WordPiece,
     dims: usize,
-    vectors: Vec<f32>,
+    /// Per token: `dims` quantized components.
+    rows: Vec<i8>,
+    /// Per token: the factor that turns its quantized components back into floats.
+    scales: Vec<f32>,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -117,12 +122,33 @@ impl StaticModel {
                 vocab.len()
             )));
         }
-        let vectors = super::retrieve::vector_from_bytes(&bytes[16..]);
+        let mut rows_i8 = Vec::with_capacity(rows * dims);
+        let mut scales = Vec::with_capacity(rows);
+        let mut row = Vec::with_capacity(dims);
+        for chunk in bytes[16..].chunks_exact(dims * 4) {
+            row.clear();
+            row.extend(
+                chunk
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            );
+            let max = row.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let scale = if max > 0.0 { max / 127.0 } else { 0.0 };
+            scales.push(scale);
+            rows_i8.extend(row.iter().map(|x| {
+                if scale > 0.0 {
+                    (x / scale).round().clamp(-127.0, 127.0) as i8
+                } else {
+                    0
+                }
+            }));
+        }
         Ok(Self {
             id: format!("builtin:{MODEL_NAME}@{}", &vectors_sha[..12]),
             vocab,
             dims,
-            vectors,
+            rows: rows_i8,
+            scales,
         })
     }
 
@@ -164,8 +190,14 @@ impl StaticModel {
             if skip.contains(&Some(id)) {
                 continue;
             }
-            let row = &self.vectors[id as usize * self.dims..(id as usize + 1) * self.dims];
-            v.iter_mut().zip(row).for_each(|(a, b)| *a += b);
+            let i = id as usize;
+            let (row, scale) = (
+                &self.rows[i * self.dims..(i + 1) * self.dims],
+                self.scales[i],
+            );
+            v.iter_mut()
+                .zip(row)
+                .for_each(|(a, &b)| *a += f32::from(b) * scale);
         }
         let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
         if n > 0.0 {
