@@ -105,7 +105,7 @@ if [[ ${BENCH_OHA:-1} == 1 && -z ${BENCH_REPORT:-} ]]; then
     if [[ -x $OHA ]]; then
         HAVE_OHA=1
     else
-        say "oha not found: measuring with the in-repo load generator only (cargo install oha --locked)"
+        printf '%s\n' "oha not found: measuring with the in-repo load generator only (cargo install oha --locked)" >&2
     fi
 fi
 NOISE_PCT=10
