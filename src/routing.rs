@@ -210,7 +210,11 @@ impl ModelRouter {
     /// Whether every deployment of `model` is a Supermemory router, which keeps memory
     /// itself (so memproxy injects none).
     pub fn memory_upstream(&self, model: &str) -> bool {
-        let deps = self.deployments(model);
+        // Read in place: this is asked on every request with memory on.
+        let deps: &[Arc<Deployment>] = match &self.upstream {
+            Some(up) => &up.deployments,
+            None => self.lookup(model).map_or(&[], |(g, _)| &g.deployments),
+        };
         !deps.is_empty() && deps.iter().all(|d| d.config.supermemory_router)
     }
 

@@ -62,7 +62,8 @@ pub async fn run(
         session_id: ctx.session_id.as_deref(),
         request_id: &ctx.request_id,
         arrived_ms: ctx.arrived_ms,
-        memory_upstream: state.router.memory_upstream(req.model()),
+        // Asked only when there is memory to keep from it.
+        memory_upstream: state.memory.is_some() && state.router.memory_upstream(req.model()),
     };
     let mut recalled = match &state.memory {
         Some(mem) => {
