@@ -29,10 +29,10 @@ pub enum EvalError {
 }
 
 /// One conversation: its turns (dia_id, text, LoCoMo session number) and questions.
-struct Conversation {
+pub(crate) struct Conversation {
     id: String,
-    turns: Vec<(String, String, u32)>,
-    questions: Vec<(String, Vec<String>, usize)>,
+    pub(crate) turns: Vec<(String, String, u32)>,
+    pub(crate) questions: Vec<(String, Vec<String>, usize)>,
 }
 
 /// LoCoMo's question categories 1-4, in order.
@@ -48,7 +48,7 @@ fn evidence_ids(raw: &[Value]) -> Vec<String> {
         .collect()
 }
 
-fn parse(path: &str) -> Result<Vec<Conversation>, EvalError> {
+pub(crate) fn parse(path: &str) -> Result<Vec<Conversation>, EvalError> {
     let err = |message: String| EvalError::Data {
         path: path.to_string(),
         message,

@@ -1,10 +1,12 @@
 //! `memproxy-bench`: memproxy's benchmarks and evaluations, kept out of the proxy binary.
 //! `eval-locomo` measures retrieval recall on a LoCoMo-format file through the memory API
 //! (of a running memproxy, or of one started in-process); `bench-memory` measures the
-//! embedded memory store on synthetic memories.
+//! embedded memory store on synthetic memories; `bench-vectors` measures the vector
+//! index's two-pass search against its exact scan.
 
 mod eval;
 mod membench;
+mod vectors;
 
 use std::process::ExitCode;
 
@@ -45,6 +47,29 @@ enum Command {
     /// Benchmark the embedded memory store on synthetic memories: write throughput through
     /// the write queue, search latency (p50/p99) per size and layout.
     BenchMemory(BenchMemoryArgs),
+    /// Measure the vector index's two-pass search against its exact full scan with the
+    /// built-in embedding model: recall of the exact best, and latency of both.
+    BenchVectors {
+        /// The built-in model's directory (as written by scripts/fetch-model.sh).
+        #[arg(long, value_name = "DIR")]
+        builtin_model: std::path::PathBuf,
+        /// A LoCoMo-format file: its turns are the first memories, its questions the
+        /// queries (synthetic ones make up the rest).
+        #[arg(long)]
+        file: Option<String>,
+        /// Numbers of vectors, comma separated (10k, 100k, 1m, or plain numbers).
+        #[arg(long, value_delimiter = ',', default_value = "20k,100k", value_parser = membench::parse_size)]
+        sizes: Vec<u64>,
+        /// Queries per size.
+        #[arg(long, default_value_t = 500)]
+        queries: usize,
+        /// Best vectors asked for per query (a hybrid search's dense pool).
+        #[arg(long, default_value_t = 50)]
+        pool: usize,
+        /// Seed of the synthetic memories and queries.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
 }
 
 #[derive(Args)]
@@ -97,6 +122,41 @@ fn main() -> ExitCode {
             config,
         } => eval_locomo(&file, url, key, config.as_deref()),
         Command::BenchMemory(args) => bench_memory(args),
+        Command::BenchVectors {
+            builtin_model,
+            file,
+            sizes,
+            queries,
+            pool,
+            seed,
+        } => {
+            let opts = vectors::Options {
+                model: &builtin_model,
+                file: file.as_deref(),
+                sizes: &sizes,
+                queries: queries.max(1),
+                pool: pool.max(1),
+                seed,
+            };
+            println!(
+                "vector index: two passes (head of {} dimensions, {} candidates) against \
+                 the exact scan, pool {}, 1 search at a time",
+                memproxy::memory::vectors::HEAD,
+                memproxy::memory::vectors::candidates(opts.pool),
+                opts.pool
+            );
+            println!("{}", vectors::header());
+            match vectors::run(&opts, &mut |line| eprintln!("{line}")) {
+                Ok(reports) => {
+                    reports.iter().for_each(|r| println!("{r}"));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 
