@@ -446,6 +446,61 @@ async fn memory_hybrid_search_uses_vectors_of_one_model(s: Stores) {
     assert!(m.search("v", &q).await.unwrap().is_empty());
 }
 
+/// The re-embedding's walk: every memory without a vector of the model, of every user,
+/// once, page by page; those with one (of that model) are skipped.
+async fn memory_unembedded_walks_every_user_once(s: Stores) {
+    let m = &s.memory;
+    let mut made = m
+        .add(vec![new("u", "one"), new("v", "two"), new("u", "three")])
+        .await
+        .unwrap();
+    made.extend(
+        m.add(vec![new("v", "four"), new("w", "five")])
+            .await
+            .unwrap(),
+    );
+    let e = HashEmbedder::new(8);
+    let embed = |i: usize, model: &str| WriteOp::Embeddings {
+        user_id: made[i].user_id.clone(),
+        model: model.into(),
+        vectors: vec![(made[i].id.clone(), e.vector(&made[i].content))],
+    };
+    m.apply(vec![embed(0, "m1"), embed(1, "m0")]).await.unwrap();
+    assert_eq!(m.count_unembedded("m1").await.unwrap(), 4);
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = m.unembedded("m1", cursor.as_deref(), 2).await.unwrap();
+        assert!(page.items.len() <= 2);
+        seen.extend(
+            page.items
+                .iter()
+                .map(|x| (x.user_id.clone(), x.content.clone())),
+        );
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    seen.sort();
+    let want: Vec<(String, String)> = [("u", "three"), ("v", "four"), ("v", "two"), ("w", "five")]
+        .iter()
+        .map(|(u, c)| (u.to_string(), c.to_string()))
+        .collect();
+    assert_eq!(seen, want);
+    assert!(m.unembedded("m1", Some("bad cursor"), 2).await.is_err());
+    m.apply(vec![
+        embed(1, "m1"),
+        embed(2, "m1"),
+        embed(3, "m1"),
+        embed(4, "m1"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(m.count_unembedded("m1").await.unwrap(), 0);
+    assert!(m.unembedded("m1", None, 10).await.unwrap().items.is_empty());
+}
+
 async fn memory_sessions_keep_the_newest_and_expire(s: Stores) {
     let m = &s.memory;
     let turns = |n: usize| WriteOp::Turns {
@@ -811,6 +866,7 @@ suite!(
     memory_search_stems_dedups_and_uses_neighbours,
     memory_common_terms_do_not_hide_rare_ones,
     memory_hybrid_search_uses_vectors_of_one_model,
+    memory_unembedded_walks_every_user_once,
     memory_sessions_keep_the_newest_and_expire,
     memory_shared_session_ids_need_a_user,
     keys_round_trip,

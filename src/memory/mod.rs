@@ -32,6 +32,7 @@ pub mod inject;
 pub mod queue;
 pub mod quota;
 pub mod recall;
+pub mod reembed;
 pub mod retrieve;
 pub mod scope;
 pub mod store;
@@ -96,6 +97,13 @@ impl MemoryService {
             embedder,
             settings: settings.clone(),
         }
+    }
+
+    /// Starts [`reembed::run`] in the background when an embedder is configured: the
+    /// memories stored without a vector of its model get one.
+    pub fn start_reembedding(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<u64>> {
+        self.embedder.as_ref()?;
+        Some(tokio::spawn(reembed::run(Arc::downgrade(self))))
     }
 
     /// The store, for the memory API.
@@ -258,6 +266,80 @@ mod tests {
                 self.0.embed(texts).await
             })
         }
+    }
+
+    #[tokio::test]
+    async fn memories_stored_before_vectors_were_on_are_embedded_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::config::load(
+            None,
+            &crate::config::Overrides {
+                data_dir: Some(dir.path().to_string_lossy().into_owned()),
+                ..Default::default()
+            },
+            &|_| None,
+        )
+        .unwrap();
+        let store =
+            crate::storage::Storage::embedded_memory(&cfg.memory, Arc::new(SystemClock)).unwrap();
+        // Lexical only: 300 memories of two users, stored without vectors.
+        let lexical = Arc::new(MemoryService::with_store(store.clone(), &cfg.memory, None));
+        assert!(
+            lexical.start_reembedding().is_none(),
+            "nothing to embed with"
+        );
+        for i in 0..300 {
+            let user = if i % 2 == 0 { "u" } else { "v" };
+            let content = match i {
+                100 => "I prefer tabs over spaces".to_string(),
+                i => format!("filler number {i}"),
+            };
+            lexical
+                .add(NewMemory {
+                    user_id: user.into(),
+                    content,
+                    metadata: Metadata::new(),
+                    session_id: None,
+                })
+                .await
+                .unwrap();
+        }
+        lexical.shutdown().await;
+        // Vectors turned on: the walk embeds every one of them, page by page.
+        let embedder: Arc<dyn Embedder> = Arc::new(HashEmbedder::new(64));
+        let model = embedder.model().to_string();
+        assert_eq!(store.count_unembedded(&model).await.unwrap(), 300);
+        let hybrid = Arc::new(MemoryService::with_store(
+            store.clone(),
+            &cfg.memory,
+            Some(embedder),
+        ));
+        let walked = hybrid.start_reembedding().unwrap().await.unwrap();
+        assert_eq!(walked, 300);
+        assert_eq!(store.count_unembedded(&model).await.unwrap(), 0);
+        let q = SearchQuery {
+            text: "zzz".into(),
+            limit: 5,
+            embedding: Some(QueryEmbedding {
+                model: model.clone(),
+                vector: HashEmbedder::new(64).vector("tabs spaces prefer"),
+            }),
+        };
+        let hits = hybrid.store().search("u", &q).await.unwrap();
+        assert!(
+            hits.iter().any(|h| h.memory.content.contains("tabs")),
+            "found through the vector it was given"
+        );
+        assert!(hybrid
+            .store()
+            .search("v", &q)
+            .await
+            .unwrap()
+            .iter()
+            .all(|h| !h.memory.content.contains("tabs")));
+        // A second start finds nothing left to do.
+        assert_eq!(hybrid.start_reembedding().unwrap().await.unwrap(), 0);
+        hybrid.shutdown().await;
     }
 
     #[tokio::test]

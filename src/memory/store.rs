@@ -241,6 +241,29 @@ pub trait MemoryStore: Send + Sync {
         })
     }
 
+    /// Memories of every user without a vector of `model` (none, or another model's), in
+    /// the store's order after `cursor` (the previous page's `next_cursor`), at most
+    /// `limit`: what the background re-embedding walks after the model changes or vectors
+    /// are turned on. A store that keeps no vectors has none.
+    fn unembedded<'a>(
+        &'a self,
+        _model: &'a str,
+        _cursor: Option<&'a str>,
+        _limit: usize,
+    ) -> BoxFuture<'a, Result<Page, StoreError>> {
+        Box::pin(async {
+            Ok(Page {
+                items: vec![],
+                next_cursor: None,
+            })
+        })
+    }
+
+    /// How many memories [`Self::unembedded`] walks for `model`.
+    fn count_unembedded<'a>(&'a self, _model: &'a str) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async { Ok(0) })
+    }
+
     /// Removes expired sessions; returns how many.
     fn purge_expired(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
 

@@ -107,11 +107,9 @@ impl AppState {
             let embedder = embedder::configured(&config.memory, &router)?;
             let clock = Arc::new(SystemClock);
             let store = storage.memory_store(&config.memory, clock)?;
-            Some(Arc::new(MemoryService::with_store(
-                store,
-                &config.memory,
-                embedder,
-            )))
+            let memory = Arc::new(MemoryService::with_store(store, &config.memory, embedder));
+            memory.start_reembedding();
+            Some(memory)
         } else {
             None
         };

@@ -593,6 +593,19 @@ impl MemoryStore for PgMemoryStore {
         Box::pin(memory_read::list(self, user_id, limit, cursor))
     }
 
+    fn unembedded<'a>(
+        &'a self,
+        model: &'a str,
+        cursor: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Page, StoreError>> {
+        Box::pin(memory_read::unembedded(self, model, cursor, limit))
+    }
+
+    fn count_unembedded<'a>(&'a self, model: &'a str) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(memory_read::count_unembedded(self, model))
+    }
+
     fn search<'a>(
         &'a self,
         user_id: &'a str,

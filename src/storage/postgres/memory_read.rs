@@ -441,6 +441,64 @@ pub(super) async fn user_ids_with_prefix(
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// Memories of every user without a vector of `model`, by `(uid, seq)` after `cursor`
+/// (`uid:seq` of the previous page's last), at most `limit` (the background re-embedding).
+pub(super) async fn unembedded(
+    s: &PgMemoryStore,
+    model: &str,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<Page, StoreError> {
+    let (uid, seq): (i64, i64) = match cursor {
+        None => (i64::MIN, i64::MIN),
+        Some(c) => c
+            .split_once(':')
+            .and_then(|(u, q)| Some((u.parse().ok()?, q.parse().ok()?)))
+            .ok_or_else(|| StoreError::Invalid(format!("invalid cursor `{c}`")))?,
+    };
+    let c = s.pg.get().await.map_err(backend)?;
+    let rows = c
+        .cached(
+            "SELECT m.id, m.content, m.metadata, m.session_id, m.created_at, m.uid, m.seq,
+                    u.user_id
+             FROM memproxy_memories m JOIN memproxy_memory_users u ON u.uid = m.uid
+             LEFT JOIN memproxy_memory_vectors v ON v.uid = m.uid AND v.seq = m.seq
+             WHERE (m.uid, m.seq) > ($1, $2) AND (v.seq IS NULL OR v.model <> $3)
+             ORDER BY m.uid, m.seq LIMIT $4",
+            &[&uid, &seq, &model, &(limit as i64)],
+        )
+        .await
+        .map_err(backend)?;
+    let next_cursor = (rows.len() == limit)
+        .then(|| {
+            rows.last()
+                .map(|r| format!("{}:{}", r.get::<_, i64>(5), r.get::<_, i64>(6)))
+        })
+        .flatten();
+    Ok(Page {
+        items: rows
+            .iter()
+            .map(|r| memory_from_row(r, r.get::<_, &str>(7)))
+            .collect(),
+        next_cursor,
+    })
+}
+
+/// How many memories [`unembedded`] walks for `model`.
+pub(super) async fn count_unembedded(s: &PgMemoryStore, model: &str) -> Result<u64, StoreError> {
+    let c = s.pg.get().await.map_err(backend)?;
+    let row = c
+        .cached(
+            "SELECT count(*) FROM memproxy_memories m
+             LEFT JOIN memproxy_memory_vectors v ON v.uid = m.uid AND v.seq = m.seq
+             WHERE v.seq IS NULL OR v.model <> $1",
+            &[&model],
+        )
+        .await
+        .map_err(backend)?;
+    Ok(row.first().map_or(0, |r| r.get::<_, i64>(0).max(0) as u64))
+}
+
 pub(super) async fn list_sessions(
     s: &PgMemoryStore,
     user_id: Option<&str>,

@@ -402,6 +402,21 @@ impl MemoryStore for SqliteStore {
         Box::pin(self.write(move |r| Command::DeleteUser(user_id, r)))
     }
 
+    fn unembedded<'a>(
+        &'a self,
+        model: &'a str,
+        cursor: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Page, StoreError>> {
+        let (model, cursor) = (model.to_string(), cursor.map(str::to_string));
+        Box::pin(self.read(move |c, _| read::unembedded(c, &model, cursor.as_deref(), limit)))
+    }
+
+    fn count_unembedded<'a>(&'a self, model: &'a str) -> BoxFuture<'a, Result<u64, StoreError>> {
+        let model = model.to_string();
+        Box::pin(self.read(move |c, _| read::count_unembedded(c, &model)))
+    }
+
     fn user_ids_with_prefix<'a>(
         &'a self,
         prefix: &'a str,

@@ -361,6 +361,56 @@ pub fn search(
     Ok(Searched::Done(out))
 }
 
+/// Memories of every user without a vector of `model`, by row id after `cursor` (the
+/// previous page's last row id), at most `limit` (the background re-embedding's walk).
+pub fn unembedded(
+    conn: &Connection,
+    model: &str,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<Page, StoreError> {
+    let after: i64 = match cursor {
+        Some(c) => c
+            .parse()
+            .map_err(|_| StoreError::Invalid(format!("bad cursor `{c}`")))?,
+        None => 0,
+    };
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT m.id, m.content, m.metadata, m.session_id, m.created_at, m.rid, u.user_id
+             FROM memories m JOIN users u ON u.uid = m.uid
+             LEFT JOIN embeddings e ON e.rid = m.rid
+             WHERE m.rid > ?1 AND (e.rid IS NULL OR e.model <> ?2)
+             ORDER BY m.rid LIMIT ?3",
+        )
+        .map_err(backend)?;
+    let rows: Vec<(Memory, i64)> = stmt
+        .query_map(params![after, model, limit as i64], |r| {
+            let user_id: String = r.get(6)?;
+            Ok((memory_from_row(r, &user_id)?, r.get(5)?))
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(backend)?;
+    let next_cursor = (rows.len() == limit)
+        .then(|| rows.last().map(|(_, rid)| rid.to_string()))
+        .flatten();
+    Ok(Page {
+        items: rows.into_iter().map(|(m, _)| m).collect(),
+        next_cursor,
+    })
+}
+
+/// How many memories [`unembedded`] walks through for `model`.
+pub fn count_unembedded(conn: &Connection, model: &str) -> Result<u64, StoreError> {
+    conn.prepare_cached(
+        "SELECT count(*) FROM memories m LEFT JOIN embeddings e ON e.rid = m.rid
+         WHERE e.rid IS NULL OR e.model <> ?1",
+    )
+    .and_then(|mut s| s.query_row([model], |r| r.get::<_, i64>(0)))
+    .map(|n| n.max(0) as u64)
+    .map_err(backend)
+}
+
 fn live_cutoff(opts: &SqliteOptions) -> i64 {
     let ttl = opts.session_ttl.as_millis() as i64;
     if ttl == 0 {
