@@ -106,6 +106,10 @@ fn describe() {
         "Requests refused by a rate limit, by scope and dimension"
     );
     describe_gauge!(
+        "memproxy_memory_reembed_pending",
+        "Memories still to be embedded by the background re-embedding"
+    );
+    describe_gauge!(
         "memproxy_analytics_queue_depth",
         "Analytics rows waiting to be written"
     );
