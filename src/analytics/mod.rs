@@ -14,6 +14,7 @@
 //! - `writer`: the store's write side on the batched writer ([`crate::storage::batch`]).
 
 pub mod pricing;
+pub mod record;
 pub mod rollup;
 pub mod store;
 pub mod timefmt;

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::store::Record;
+use super::record::Record;
 
 /// Histogram bins: bin 0 holds values below 1 ms, bin `i` values in
 /// `[GROWTH^(i-1), GROWTH^i)` ms, the last bin everything above.

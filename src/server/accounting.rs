@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::error::ApiError;
-use super::middleware::RequestCtx;
 use super::respond::Exchange;
 use super::AppState;
 use crate::analytics::pricing::{self, Price};
@@ -89,7 +88,7 @@ pub struct Arrival<'a> {
 }
 
 /// The row of a model request while nobody has taken it over: the gateway middleware
-/// opens it, the pipeline [`takes it over`](take_over), and whatever is still here when
+/// opens it, the pipeline takes it over (`RequestCtx::take_row`), and whatever is still here when
 /// the handler has answered was refused before the pipeline ([`Accounting::refuse`]).
 /// Either way the row is written once, by its [`Accounting`].
 #[derive(Clone, Default)]
@@ -111,42 +110,33 @@ impl std::fmt::Debug for RowSlot {
     }
 }
 
-/// The pipeline takes a request's row over (opening one if the request came another way,
-/// e.g. MCP), for `model` spoken in `format`.
-pub fn take_over(
-    state: &Arc<AppState>,
-    ctx: &RequestCtx,
-    format: Format,
-    model: &str,
-    stream: bool,
-) -> Accounting {
-    let mut acct = ctx.row.take().unwrap_or_else(|| {
-        let arrival = Arrival {
-            request_id: &ctx.request_id,
-            endpoint: endpoint_name(format),
-            client: &ctx.client,
-            started: ctx.started,
-        };
-        Accounting::open(state, Some(ctx), arrival)
-    });
-    acct.begin(format, model, stream);
-    acct
+/// Who made a model request, as the gateway admitted it.
+#[derive(Clone, Copy)]
+pub struct Caller<'a> {
+    /// Wall-clock arrival time, Unix milliseconds (the row's time).
+    pub arrived_ms: i64,
+    pub user_id: &'a str,
+    pub key: Option<&'a Arc<VirtualKey>>,
+    pub project: Option<&'a str>,
 }
 
 impl Accounting {
-    /// Opens the row of a model request: who asked (`ctx`, when the request was admitted)
-    /// and how it arrived.
-    pub fn open(state: &Arc<AppState>, ctx: Option<&RequestCtx>, a: Arrival<'_>) -> Self {
-        let key = ctx.and_then(|c| c.principal.key().cloned());
+    /// Opens the row of a model request: who asked (`caller`, when the request was
+    /// admitted) and how it arrived.
+    pub fn open(state: &Arc<AppState>, caller: Option<Caller<'_>>, a: Arrival<'_>) -> Self {
+        let key = caller.and_then(|c| c.key.cloned());
         Self {
             record: Record {
-                ts_ms: ctx.map_or_else(crate::analytics::timefmt::now_ms, |c| c.arrived_ms),
+                ts_ms: caller.map_or_else(crate::analytics::timefmt::now_ms, |c| c.arrived_ms),
                 request_id: a.request_id.to_string(),
-                user_id: ctx.map(|c| c.identity.user_id.clone()).unwrap_or_default(),
+                user_id: caller.map(|c| c.user_id.to_string()).unwrap_or_default(),
                 client: a.client.to_string(),
                 key_id: key.as_ref().map(|k| k.row.hash.clone()),
                 key_alias: key.as_ref().and_then(|k| k.row.alias.clone()),
-                project: ctx.and_then(|c| c.project.clone()).unwrap_or_default(),
+                project: caller
+                    .and_then(|c| c.project)
+                    .unwrap_or_default()
+                    .to_string(),
                 endpoint: a.endpoint.to_string(),
                 ..Default::default()
             },
@@ -162,7 +152,7 @@ impl Accounting {
     }
 
     /// The pipeline has the request: `model` spoken in `format`.
-    fn begin(&mut self, format: Format, model: &str, stream: bool) {
+    pub fn begin(&mut self, format: Format, model: &str, stream: bool) {
         let endpoint = endpoint_name(format);
         if self.record.endpoint != endpoint {
             self.record.endpoint = endpoint.to_string();

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tracing::Instrument;
 
-use super::accounting::{self, Accounting, Arrival, RoutedGroup, RowSlot};
+use super::accounting::{self, Accounting, Arrival, Caller, RoutedGroup, RowSlot};
 use super::error::{ApiError, ErrorKind};
 use super::AppState;
 use crate::analytics::timefmt;
@@ -59,6 +59,38 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// Who made the request, for its usage row.
+    pub fn caller(&self) -> Caller<'_> {
+        Caller {
+            arrived_ms: self.arrived_ms,
+            user_id: &self.identity.user_id,
+            key: self.principal.key(),
+            project: self.project.as_deref(),
+        }
+    }
+
+    /// The pipeline takes the request's row over (opening one if the request came another
+    /// way, e.g. MCP), for `model` spoken in `format`.
+    pub fn take_row(
+        &self,
+        state: &Arc<AppState>,
+        format: Format,
+        model: &str,
+        stream: bool,
+    ) -> Accounting {
+        let mut acct = self.row.take().unwrap_or_else(|| {
+            let arrival = Arrival {
+                request_id: &self.request_id,
+                endpoint: accounting::endpoint_name(format),
+                client: &self.client,
+                started: self.started,
+            };
+            Accounting::open(state, Some(self.caller()), arrival)
+        });
+        acct.begin(format, model, stream);
+        acct
+    }
+
     /// The memory scope of the request: its user, and its project if it names one.
     pub fn scope(&self) -> Scope {
         Scope {
@@ -257,7 +289,8 @@ pub async fn gateway(State(state): State<Arc<AppState>>, mut req: Request, next:
                     project,
                 };
                 if let Some(arrival) = arrival {
-                    c.row.put(Accounting::open(&state, Some(&c), arrival));
+                    c.row
+                        .put(Accounting::open(&state, Some(c.caller()), arrival));
                 }
                 if endpoint.is_some() {
                     match limit(&state, &c).await {

@@ -32,7 +32,7 @@ pub async fn run(
     mut req: LlmRequest<'_>,
     mut client: ClientSpec,
 ) -> Result<Response, ApiError> {
-    let mut acct = accounting::take_over(state, ctx, client.format, req.model(), req.stream());
+    let mut acct = ctx.take_row(state, client.format, req.model(), req.stream());
     let key = ctx.principal.key().map(|k| &**k);
     if let Some(k) = key {
         if let Err(e) = k.check_model(req.model()) {

@@ -23,7 +23,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
 
-use crate::ratelimit::{Denied, Dimension, LocalBuckets, Quota, RateLimiter, Scope};
+use crate::ratelimit::buckets::{Denied, Dimension, LocalBuckets, Quota, RateLimiter, Scope};
 
 /// The longest a rate-limit check waits for Redis before the fallback decides.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_millis(250);

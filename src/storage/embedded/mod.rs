@@ -4,12 +4,11 @@
 //! - [`memory`]: memories, sessions and vectors (`<data_dir>/memproxy.db`: WAL, FTS5,
 //!   vectors as blobs).
 //! - [`analytics`]: usage rows, rollups, feedback and key spend (`analytics.db`), with
-//!   `analytics_rollup` (its per-minute/hour/day tables).
+//!   `analytics/rollup.rs` (its per-minute/hour/day tables).
 //! - [`keys`]: the virtual keys, in the analytics file.
 //! - [`responses`]: stored Responses API answers (`responses.db`).
 
 pub mod analytics;
-mod analytics_rollup;
 pub mod keys;
 pub mod memory;
 pub mod responses;

@@ -14,7 +14,6 @@
 pub mod analytics;
 pub mod keys;
 pub mod memory;
-mod memory_read;
 pub mod responses;
 mod rollup;
 pub mod schema;

@@ -1,4 +1,4 @@
-//! Reads of [`super::memory::PgMemoryStore`]: memories by id and by page, search, and
+//! Reads of [`super::PgMemoryStore`]: memories by id and by page, search, and
 //! sessions.
 //!
 //! Search is the embedded store's algorithm over PostgreSQL: each query term's newest
@@ -17,7 +17,7 @@ use deadpool_postgres::ClientWrapper;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use super::memory::{backend, uid_of, PgMemoryStore};
+use super::{backend, uid_of, PgMemoryStore};
 use crate::memory::context::{self, Light};
 use crate::memory::retrieve::{dedup, fuse, vector_from_bytes, Bm25, CorpusStats, DENSE_WEIGHT};
 use crate::memory::store::{
@@ -207,7 +207,7 @@ async fn lights(
 }
 
 /// Each term's newest matches among the user's memories, in one statement
-/// ([`super::schema::SCAN_TERMS_FN`]: a backward scan of the posting table's primary key
+/// ([`crate::storage::postgres::schema::SCAN_TERMS_FN`]: a backward scan of the posting table's primary key
 /// `(uid, term, seq)` per term, which stops after 251 rows). (The GIN index over `lexemes`
 /// that this replaced cannot return a term's matches in order: it fetched and sorted every
 /// match, 34 ms for the benchmark's question and 129 ms for common terms over 100k

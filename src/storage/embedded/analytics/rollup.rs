@@ -162,14 +162,11 @@ pub fn backfill(conn: &Connection) -> rusqlite::Result<()> {
     loop {
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT id, {} FROM requests WHERE id > ?1 ORDER BY id LIMIT 20000",
-            super::analytics::RECORD_COLUMNS
+            super::RECORD_COLUMNS
         ))?;
         let rows = stmt
             .query_map([after], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    super::analytics::record_from_row(r, 1)?,
-                ))
+                Ok((r.get::<_, i64>(0)?, super::record_from_row(r, 1)?))
             })?
             .collect::<Result<Vec<_>, _>>()?;
         let Some(last) = rows.last().map(|r| r.0) else {

@@ -1,6 +1,8 @@
 //! The embedded backend of the operations store: one SQLite file (`analytics.db` in the
 //! data dir) in WAL mode, holding the `requests` rows and the virtual `keys`.
 
+mod rollup;
+
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -105,8 +107,8 @@ const MIGRATIONS: &[Migration] = &[
                      ALTER TABLE requests ADD COLUMN injected TEXT;",
                 )?;
             }
-            tx.execute_batch(super::analytics_rollup::SCHEMA)?;
-            super::analytics_rollup::backfill(tx)
+            tx.execute_batch(rollup::SCHEMA)?;
+            rollup::backfill(tx)
         }),
     },
 ];
@@ -235,7 +237,7 @@ impl AnalyticsStore for SqliteStore {
             for (key, cost) in spend {
                 upd.execute(params![cost, key])?;
             }
-            super::analytics_rollup::add(&tx, rows)?;
+            rollup::add(&tx, rows)?;
         }
         tx.commit()?;
         Ok(())
@@ -366,7 +368,7 @@ impl AnalyticsStore for SqliteStore {
     }
 
     fn timeseries(&mut self, q: &TimeseriesQuery) -> Result<Timeseries, StoreError> {
-        super::analytics_rollup::timeseries(&self.conn, q)
+        rollup::timeseries(&self.conn, q)
     }
 
     fn check(&mut self) -> Result<(), StoreError> {

@@ -5,7 +5,7 @@
 //! memories are numbered in write order (`seq`), and each memory keeps the terms of the
 //! gateway's own analyzer (the same stop words and Snowball stemmer as the embedded
 //! store), indexed as a `tsvector` under GIN. Ranking runs in the gateway on candidates
-//! PostgreSQL finds ([`super::memory_read`]). Every statement names the user's `uid`,
+//! PostgreSQL finds ([`read`]). Every statement names the user's `uid`,
 //! resolved from the scope key it was given, so no query reaches another user's rows.
 //!
 //! Vectors are stored per memory (`bytea`, little-endian f32) and scored in the gateway
@@ -19,7 +19,8 @@ use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use super::memory_read;
+mod read;
+
 use super::{Pg, PgError};
 use crate::memory::quota;
 use crate::memory::retrieve::vector_to_bytes;
@@ -581,7 +582,7 @@ impl MemoryStore for PgMemoryStore {
         user_id: &'a str,
         id: &'a str,
     ) -> BoxFuture<'a, Result<Memory, StoreError>> {
-        Box::pin(memory_read::get(self, user_id, id))
+        Box::pin(read::get(self, user_id, id))
     }
 
     fn list<'a>(
@@ -590,7 +591,7 @@ impl MemoryStore for PgMemoryStore {
         limit: usize,
         cursor: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Page, StoreError>> {
-        Box::pin(memory_read::list(self, user_id, limit, cursor))
+        Box::pin(read::list(self, user_id, limit, cursor))
     }
 
     fn unembedded<'a>(
@@ -599,11 +600,11 @@ impl MemoryStore for PgMemoryStore {
         cursor: Option<&'a str>,
         limit: usize,
     ) -> BoxFuture<'a, Result<Page, StoreError>> {
-        Box::pin(memory_read::unembedded(self, model, cursor, limit))
+        Box::pin(read::unembedded(self, model, cursor, limit))
     }
 
     fn count_unembedded<'a>(&'a self, model: &'a str) -> BoxFuture<'a, Result<u64, StoreError>> {
-        Box::pin(memory_read::count_unembedded(self, model))
+        Box::pin(read::count_unembedded(self, model))
     }
 
     fn search<'a>(
@@ -611,7 +612,7 @@ impl MemoryStore for PgMemoryStore {
         user_id: &'a str,
         query: &'a SearchQuery,
     ) -> BoxFuture<'a, Result<Vec<ScoredMemory>, StoreError>> {
-        Box::pin(memory_read::search(self, user_id, query))
+        Box::pin(read::search(self, user_id, query))
     }
 
     fn delete<'a>(
@@ -640,7 +641,7 @@ impl MemoryStore for PgMemoryStore {
         &'a self,
         prefix: &'a str,
     ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
-        Box::pin(memory_read::user_ids_with_prefix(self, prefix))
+        Box::pin(read::user_ids_with_prefix(self, prefix))
     }
 
     fn session_messages<'a>(
@@ -648,14 +649,14 @@ impl MemoryStore for PgMemoryStore {
         user_id: &'a str,
         session_id: &'a str,
     ) -> BoxFuture<'a, Result<Vec<SessionMessage>, StoreError>> {
-        Box::pin(memory_read::session_messages(self, user_id, session_id))
+        Box::pin(read::session_messages(self, user_id, session_id))
     }
 
     fn list_sessions<'a>(
         &'a self,
         user_id: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Vec<SessionInfo>, StoreError>> {
-        Box::pin(memory_read::list_sessions(self, user_id))
+        Box::pin(read::list_sessions(self, user_id))
     }
 
     fn get_session<'a>(
@@ -663,7 +664,7 @@ impl MemoryStore for PgMemoryStore {
         user_id: Option<&'a str>,
         session_id: &'a str,
     ) -> BoxFuture<'a, Result<Session, StoreError>> {
-        Box::pin(memory_read::get_session(self, user_id, session_id))
+        Box::pin(read::get_session(self, user_id, session_id))
     }
 
     fn delete_session<'a>(
