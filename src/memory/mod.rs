@@ -268,8 +268,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn memories_stored_before_vectors_were_on_are_embedded_in_the_background() {
+    /// The built-in defaults with a data dir of their own (kept while the dir lives).
+    fn defaults() -> (tempfile::TempDir, crate::config::Config) {
         let dir = tempfile::tempdir().unwrap();
         let cfg = crate::config::load(
             None,
@@ -280,6 +280,12 @@ mod tests {
             &|_| None,
         )
         .unwrap();
+        (dir, cfg)
+    }
+
+    #[tokio::test]
+    async fn memories_stored_before_vectors_were_on_are_embedded_in_the_background() {
+        let (_dir, cfg) = defaults();
         let store =
             crate::storage::Storage::embedded_memory(&cfg.memory, Arc::new(SystemClock)).unwrap();
         // Lexical only: 300 memories of two users, stored without vectors.
@@ -344,16 +350,7 @@ mod tests {
 
     #[tokio::test]
     async fn added_memories_are_embedded_in_batches_and_flush_waits_for_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = crate::config::load(
-            None,
-            &crate::config::Overrides {
-                data_dir: Some(dir.path().to_string_lossy().into_owned()),
-                ..Default::default()
-            },
-            &|_| None,
-        )
-        .unwrap();
+        let (_dir, cfg) = defaults();
         let slow = Arc::new(SlowEmbedder(HashEmbedder::new(64), Default::default()));
         let embedder: Arc<dyn Embedder> = slow.clone();
         let store =
