@@ -423,16 +423,45 @@ impl VectorIndex {
         }
     }
 
+    /// Adds or replaces the vector of memory `key` in scope `uid`'s vectors of `model`
+    /// when they are held and loaded whole (a scope not held is read whole when it is
+    /// next searched), keeping the index's size up to date.
+    pub fn put_if_loaded(&self, uid: i64, model: &str, key: i64, vector: &[f32]) {
+        let Some(held) = self.get(uid, model) else {
+            return;
+        };
+        let mut g = lock(&held);
+        if !g.loaded {
+            return;
+        }
+        let before = g.bytes();
+        g.upsert(key, vector);
+        let after = g.bytes();
+        drop(g);
+        self.resized(before, after);
+    }
+
     /// Records that a scope's vectors went from `before` to `after` bytes, and evicts the
-    /// least recently searched scopes while the index is over its bound.
+    /// least recently searched scopes while the index is over its bound. The count never
+    /// goes below zero, and eviction recounts what is held (a scope changed after it was
+    /// evicted, through a handle taken before, is not counted twice).
     pub fn resized(&self, before: usize, after: usize) {
         if after >= before {
-            let total = self.bytes.fetch_add(after - before, Ordering::Relaxed) + after - before;
+            let grown = after - before;
+            let total = self
+                .bytes
+                .fetch_add(grown, Ordering::Relaxed)
+                .saturating_add(grown);
             if total > self.limit {
                 self.evict();
             }
         } else {
-            self.bytes.fetch_sub(before - after, Ordering::Relaxed);
+            let shrunk = before - after;
+            let _ = self
+                .bytes
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                    Some(b.saturating_sub(shrunk))
+                });
         }
     }
 
@@ -461,6 +490,10 @@ impl VectorIndex {
             .iter()
             .filter_map(|(k, v)| v.try_lock().ok().map(|g| (k.clone(), g.used, g.bytes())))
             .collect();
+        // Recounted from what is held (a scope locked right now counts as empty until
+        // its holder reports its change).
+        self.bytes
+            .store(by_use.iter().map(|x| x.2).sum(), Ordering::Relaxed);
         by_use.sort_by_key(|x| x.1);
         for (k, _, bytes) in by_use {
             if self.bytes.load(Ordering::Relaxed) <= self.limit {
@@ -618,6 +651,37 @@ mod tests {
         assert_eq!(of(3, 0.2), vec![1, 3, 5]);
         assert_eq!(of(10, 0.6).len(), 3);
         assert!(of(0, 0.0).is_empty());
+    }
+
+    #[test]
+    fn the_size_follows_puts_and_removals_of_a_loaded_scope() {
+        let index = VectorIndex::new(1 << 20);
+        let row = [0.5f32; 128];
+        // Not held: a put is left for the load.
+        index.put_if_loaded(1, "m", 10, &row);
+        assert!(index.get(1, "m").is_none());
+        index.update(1, "m", |v| {
+            v.upsert(1, &row);
+            v.loaded = true;
+        });
+        let one = index.bytes();
+        assert!(one > 0);
+        for k in 2..=50 {
+            index.put_if_loaded(1, "m", k, &row);
+        }
+        assert_eq!(index.bytes(), 50 * one);
+        for k in 1..=50 {
+            index.forget(1, Some(k));
+        }
+        assert_eq!(index.bytes(), 0);
+        // Forgetting what is not held, or twice, never takes the count below zero.
+        index.forget(1, Some(7));
+        index.forget(1, None);
+        index.forget(1, None);
+        index.resized(1_000, 0);
+        assert_eq!(index.bytes(), 0);
+        index.update(2, "m", |v| v.upsert(1, &row));
+        assert_eq!(index.bytes(), one);
     }
 
     #[test]

@@ -157,12 +157,7 @@ impl Writer {
                     vector,
                 } => {
                     // Only into a loaded scope: one not held is read whole when searched.
-                    if let Some(v) = self.vectors.get(uid, &model) {
-                        let mut g = crate::memory::vectors::lock(&v);
-                        if g.loaded {
-                            g.upsert(rid, &vector);
-                        }
-                    }
+                    self.vectors.put_if_loaded(uid, &model, rid, &vector);
                 }
                 Effect::Remove { uid, rid } => self.vectors.forget(uid, Some(rid)),
                 Effect::RemoveScope(uid) => self.vectors.forget(uid, None),
