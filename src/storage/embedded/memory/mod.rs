@@ -274,7 +274,7 @@ fn writer_loop(
     opts: SqliteOptions,
     vectors: Arc<VectorIndex>,
 ) {
-    let mut w = write::Writer::new(opts, vectors);
+    let mut w = write::Writer::new(opts.clone(), vectors.clone());
     // Whether the index may need merging (it may, at start: earlier runs wrote it), and
     // whether a merge is under way.
     let (mut check_index, mut merging) = (true, false);
@@ -303,25 +303,38 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
-            Ok(tx) => tx,
-            Err(e) => {
-                let err = backend(e);
-                for c in group {
-                    fail(c, err.clone());
+        // A bug in a write (a panic) fails that group's writes, not the store: the
+        // transaction rolls back as it unwinds, its callers get an error, the writer goes on.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            {
+                Ok(tx) => tx,
+                Err(e) => {
+                    let err = backend(e);
+                    for c in group {
+                        fail(c, err.clone());
+                    }
+                    return;
                 }
-                continue;
+            };
+            let mut replies: Vec<Box<dyn FnOnce(Option<StoreError>) + Send>> =
+                Vec::with_capacity(group.len());
+            for cmd in group {
+                replies.push(w.run(&tx, cmd));
             }
-        };
-        let mut replies: Vec<Box<dyn FnOnce(Option<StoreError>) + Send>> =
-            Vec::with_capacity(group.len());
-        for cmd in group {
-            replies.push(w.run(&tx, cmd));
-        }
-        let committed = tx.commit().map_err(backend).err();
-        w.committed(&conn, committed.is_none());
-        for reply in replies {
-            reply(committed.clone());
+            let committed = tx.commit().map_err(backend).err();
+            w.committed(&conn, committed.is_none());
+            for reply in replies {
+                reply(committed.clone());
+            }
+        }));
+        if outcome.is_err() {
+            tracing::error!(
+                "the memory writer failed on a group of writes (a bug): they are refused, \
+                 the writer goes on"
+            );
+            metrics::counter!("memproxy_memory_writer_panics_total").increment(1);
+            w = write::Writer::new(opts.clone(), vectors.clone());
         }
     }
 }
