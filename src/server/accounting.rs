@@ -4,7 +4,7 @@
 //! ended the request); an accounting dropped unfinished still writes its row. Every row
 //! is written by an [`Accounting`], once: the gateway middleware opens it when a model
 //! request arrives ([`RowSlot`] in the request's context), the pipeline takes it over
-//! ([`take_over`]), and one nobody took over was refused before the pipeline
+//! (`RequestCtx::take_row` in the middleware), and one nobody took over was refused before the pipeline
 //! ([`Accounting::refuse`], by the middleware).
 
 use std::sync::Arc;
