@@ -110,12 +110,11 @@ pub struct SupermemorySettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EmbedderKind {
-    /// The built-in static model (weights from `scripts/fetch-model.sh`); the default
-    /// without `embedding_model`.
+    /// The built-in static model (weights from `scripts/fetch-model.sh`).
     Builtin,
     /// The `/embeddings` of `memory.embedding_model` (the default when that is set).
     External,
-    /// No vectors: lexical retrieval only.
+    /// No vectors: lexical retrieval only (the default without `embedding_model`).
     None,
 }
 
@@ -338,11 +337,12 @@ pub fn memory(
     }
     let embedder = match raw.embedder.as_deref() {
         None if raw.embedding_model.is_some() => EmbedderKind::External,
-        // Hybrid by default: the built-in model (with lexical retrieval and a loud warning
-        // while its weights are missing, unless `embedder_fallback: fail`).
-        None | Some("builtin") => EmbedderKind::Builtin,
+        Some("builtin") => EmbedderKind::Builtin,
         Some("external") => EmbedderKind::External,
-        Some("none") => EmbedderKind::None,
+        // Lexical by default until dense-only hits have a calibrated floor: at cosine
+        // 0.2 the built-in model lets unrelated memories of a user with few into the
+        // injected context (docs/memory-embeddings.md).
+        None | Some("none") => EmbedderKind::None,
         Some(other) => {
             return Err(invalid(
                 "memory.embedder",
