@@ -270,6 +270,49 @@ async fn memory_captures_are_not_stored_twice(s: Stores) {
     );
 }
 
+/// Captures of several users in one batch, among other writes (the PostgreSQL store
+/// writes a batch's captures together): each user's memories are numbered in the order
+/// they were written, a text stored earlier in the batch is not stored again, and every
+/// memory is found by search.
+async fn memory_batched_captures_keep_each_users_order(s: Stores) {
+    let m = &s.memory;
+    let capture = |user: &str, text: &str| WriteOp::Capture(new(user, text));
+    let made = m
+        .apply(vec![
+            capture("a", "alpha one"),
+            capture("b", "beta one"),
+            WriteOp::Turns {
+                user_id: "a".into(),
+                session_id: "s".into(),
+                messages: vec![("user".into(), "hello".into())],
+            },
+            capture("a", "alpha two"),
+            WriteOp::Memory(new("a", "alpha three")),
+            capture("a", "alpha three"),
+            capture("a", "alpha four"),
+            capture("b", "beta two"),
+            capture("b", "beta one"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(made.len(), 6);
+    let listed = |user: &'static str| async move {
+        let page = m.list(user, 10, None).await.unwrap();
+        page.items
+            .into_iter()
+            .map(|x| x.content)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        listed("a").await,
+        ["alpha four", "alpha three", "alpha two", "alpha one"]
+    );
+    assert_eq!(listed("b").await, ["beta two", "beta one"]);
+    assert_eq!(m.search("a", &query("alpha", 10)).await.unwrap().len(), 4);
+    assert_eq!(m.search("b", &query("beta", 10)).await.unwrap().len(), 2);
+    assert_eq!(m.session_messages("a", "s").await.unwrap().len(), 1);
+}
+
 async fn memory_lists_newest_first_by_cursor(s: Stores) {
     let m = &s.memory;
     m.add((0..5).map(|i| new("u", &format!("note {i}"))).collect())
@@ -862,6 +905,7 @@ suite!(
     memory_project_scopes_are_listed,
     memory_records_come_back_unchanged,
     memory_captures_are_not_stored_twice,
+    memory_batched_captures_keep_each_users_order,
     memory_lists_newest_first_by_cursor,
     memory_search_stems_dedups_and_uses_neighbours,
     memory_common_terms_do_not_hide_rare_ones,

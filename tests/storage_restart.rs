@@ -127,8 +127,20 @@ context_retrieval: {{enabled: true, max_results: 3}}
     );
 
     // Everything queued is written once PostgreSQL is back.
+    let t = Instant::now();
     proxy.state.analytics.flush().await;
     proxy.flush_memory().await;
+    let mem = proxy.state.memory.as_ref().unwrap();
+    eprintln!("flushed in {:?}", t.elapsed());
+    assert_eq!(
+        mem.dropped_writes(),
+        0,
+        "the memory writer's queue was full: it did not keep up with the captures"
+    );
+    assert!(
+        mem.writes_ok(),
+        "memory writes still fail after the restart"
+    );
     let (c, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
         .await
         .unwrap();

@@ -19,6 +19,7 @@ use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
+mod capture;
 mod read;
 
 use super::{Pg, PgError};
@@ -39,6 +40,7 @@ trait Cached {
     async fn cexec(&self, sql: &str, p: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError>;
     async fn cone(&self, sql: &str, p: &[&(dyn ToSql + Sync)]) -> Result<Row, StoreError>;
     async fn copt(&self, sql: &str, p: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>, StoreError>;
+    async fn cquery(&self, sql: &str, p: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError>;
 }
 
 impl Cached for Transaction<'_> {
@@ -55,6 +57,11 @@ impl Cached for Transaction<'_> {
     async fn copt(&self, sql: &str, p: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>, StoreError> {
         let st = self.prepare_cached(sql).await.map_err(backend)?;
         self.query_opt(&st, p).await.map_err(backend)
+    }
+
+    async fn cquery(&self, sql: &str, p: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
+        let st = self.prepare_cached(sql).await.map_err(backend)?;
+        self.query(&st, p).await.map_err(backend)
     }
 }
 
@@ -264,20 +271,10 @@ async fn owner_count(tx: &Transaction<'_>, user_id: &str) -> Result<u64, StoreEr
     Ok(row.get::<_, i64>(0).max(0) as u64)
 }
 
-async fn has_content(tx: &Transaction<'_>, user_id: &str, hash: i64) -> Result<bool, StoreError> {
-    let Some(uid) = uid_in(tx, user_id).await? else {
-        return Ok(false);
-    };
-    let row = tx
-        .copt(
-            "SELECT 1 FROM memproxy_memories WHERE uid = $1 AND hash = $2 LIMIT 1",
-            &[&uid, &hash],
-        )
-        .await?;
-    Ok(row.is_some())
-}
-
 impl PgMemoryStore {
+    /// Applies a write batch in order, except that the captures between two other
+    /// memory writes are written together ([`capture`]); session turns, which no
+    /// memory depends on, are written as they come.
     async fn apply_ops(
         &self,
         tx: &Transaction<'_>,
@@ -285,21 +282,18 @@ impl PgMemoryStore {
     ) -> Result<Vec<Memory>, StoreError> {
         let analyzer = Analyzer::default();
         let mut created = Vec::new();
+        let mut run = Vec::new();
         for op in ops {
+            if !matches!(op, WriteOp::Capture(_) | WriteOp::Turns { .. }) {
+                self.write_captures(tx, &analyzer, &mut run, &mut created)
+                    .await?;
+            }
             match op {
+                WriteOp::Capture(m) => run.push(m),
                 WriteOp::Memory(m) => {
                     let kept = owner_count(tx, &m.user_id).await?;
                     quota::check(self.opts.max_memories_per_user, &m.user_id, kept)?;
                     created.push(self.new_memory(tx, &analyzer, m).await?)
-                }
-                WriteOp::Capture(m) => {
-                    if !has_content(tx, &m.user_id, content_hash(&m.content)).await? {
-                        let kept = owner_count(tx, &m.user_id).await?;
-                        if quota::admits_capture(self.opts.max_memories_per_user, &m.user_id, kept)
-                        {
-                            created.push(self.new_memory(tx, &analyzer, m).await?);
-                        }
-                    }
                 }
                 WriteOp::Turns {
                     user_id,
@@ -316,7 +310,24 @@ impl PgMemoryStore {
                 } => put_vectors(tx, &user_id, &model, &vectors).await?,
             }
         }
+        self.write_captures(tx, &analyzer, &mut run, &mut created)
+            .await?;
         Ok(created)
+    }
+
+    async fn write_captures(
+        &self,
+        tx: &Transaction<'_>,
+        analyzer: &Analyzer,
+        run: &mut Vec<NewMemory>,
+        created: &mut Vec<Memory>,
+    ) -> Result<(), StoreError> {
+        if run.is_empty() {
+            return Ok(());
+        }
+        let max = self.opts.max_memories_per_user;
+        let now = self.opts.clock.now_ms();
+        capture::write_run(tx, analyzer, max, now, std::mem::take(run), created).await
     }
 
     async fn new_memory(
