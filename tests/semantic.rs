@@ -81,6 +81,46 @@ async fn search(addr: SocketAddr, user: &str, q: &str) -> Vec<Value> {
     v["results"].as_array().unwrap().clone()
 }
 
+/// A user with one relevant memory and captured small talk: the question brings the
+/// relevant memory only (small talk scores below the floor of a match by meaning alone),
+/// and a question nothing answers brings nothing.
+#[tokio::test]
+async fn small_talk_is_not_found_by_meaning_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = model_dir();
+    let st = state(
+        dir.path(),
+        &format!("{{embedder: builtin, embedder_path: '{}'}}", path.display()),
+    )
+    .unwrap();
+    let memory = st.memory.clone().unwrap();
+    let (addr, stop, handle) = serve(st).await;
+    for content in [
+        "Alice's favourite gemstone is turquoise",
+        "user: hello\nassistant: mock reply to: hello",
+        "user: hi there\nassistant: Hi, I am a mock.",
+        "user: hello again\nassistant: mock reply to: hello again",
+    ] {
+        let r = common::client()
+            .post(format!("http://{addr}/v1/memories"))
+            .bearer_auth(KEY)
+            .json(&json!({"user_id": "alice", "content": content}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    memory.flush().await;
+    let hits = search(addr, "alice", "which gemstone do I like?").await;
+    let found: Vec<&str> = hits.iter().filter_map(|h| h["content"].as_str()).collect();
+    assert_eq!(found, ["Alice's favourite gemstone is turquoise"]);
+    assert!(search(addr, "alice", "what is the capital of Peru?")
+        .await
+        .is_empty());
+    let _ = stop.send(());
+    handle.await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn a_paraphrase_finds_its_memory_for_its_user_only_and_deletion_is_immediate() {
     let dir = tempfile::tempdir().unwrap();

@@ -461,6 +461,7 @@ async fn memory_hybrid_search_uses_vectors_of_one_model(s: Stores) {
     q.embedding = Some(QueryEmbedding {
         model: e.model().into(),
         vector: e.vector("dogs"),
+        alone_floor: memproxy::memory::retrieve::MIN_COSINE,
     });
     let hits = m.search("u", &q).await.unwrap();
     assert_eq!(
@@ -1010,6 +1011,7 @@ async fn both_backends_rank_alike() {
                 sq.embedding = Some(QueryEmbedding {
                     model: e.model().into(),
                     vector: e.vector(q),
+                    alone_floor: memproxy::memory::retrieve::MIN_COSINE,
                 });
             }
             let x = a.memory.search("u", &sq).await.unwrap();

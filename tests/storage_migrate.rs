@@ -221,6 +221,7 @@ async fn an_embedded_install_is_copied_resumably_and_searches_alike() {
                 embedding: semantic.then(|| QueryEmbedding {
                     model: e.model().into(),
                     vector: e.vector(q),
+                    alone_floor: memproxy::memory::retrieve::MIN_COSINE,
                 }),
             };
             let a = embedded.search(user, &query).await.unwrap();

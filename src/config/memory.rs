@@ -110,11 +110,12 @@ pub struct SupermemorySettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EmbedderKind {
-    /// The built-in static model (weights from `scripts/fetch-model.sh`).
+    /// The built-in static model (weights from `scripts/fetch-model.sh`); the default
+    /// without `embedding_model`.
     Builtin,
     /// The `/embeddings` of `memory.embedding_model` (the default when that is set).
     External,
-    /// No vectors: lexical retrieval only (the default without `embedding_model`).
+    /// No vectors: lexical retrieval only.
     None,
 }
 
@@ -337,12 +338,11 @@ pub fn memory(
     }
     let embedder = match raw.embedder.as_deref() {
         None if raw.embedding_model.is_some() => EmbedderKind::External,
-        Some("builtin") => EmbedderKind::Builtin,
+        // Hybrid by default: the built-in model (with lexical retrieval and a loud warning
+        // while its weights are missing, unless `embedder_fallback: fail`).
+        None | Some("builtin") => EmbedderKind::Builtin,
         Some("external") => EmbedderKind::External,
-        // Lexical by default until dense-only hits have a calibrated floor: at cosine
-        // 0.2 the built-in model lets unrelated memories of a user with few into the
-        // injected context (docs/memory-embeddings.md).
-        None | Some("none") => EmbedderKind::None,
+        Some("none") => EmbedderKind::None,
         Some(other) => {
             return Err(invalid(
                 "memory.embedder",

@@ -149,6 +149,7 @@ impl MemoryService {
                     Ok(Ok(mut v)) if v.len() == 1 => Some(QueryEmbedding {
                         model: e.model().to_string(),
                         vector: v.remove(0),
+                        alone_floor: e.alone_floor(),
                     }),
                     Ok(Ok(_)) | Ok(Err(_)) | Err(_) => {
                         tracing::warn!("query embedding failed; searching lexically only");
@@ -329,6 +330,7 @@ mod tests {
             embedding: Some(QueryEmbedding {
                 model: model.clone(),
                 vector: HashEmbedder::new(64).vector("tabs spaces prefer"),
+                alone_floor: crate::memory::retrieve::MIN_COSINE,
             }),
         };
         let hits = hybrid.store().search("u", &q).await.unwrap();
@@ -376,6 +378,7 @@ mod tests {
                 embedding: Some(QueryEmbedding {
                     model: embedder.model().to_string(),
                     vector: HashEmbedder::new(64).vector("tabs spaces prefer"),
+                    alone_floor: crate::memory::retrieve::MIN_COSINE,
                 }),
             };
             let hits = mem.store().search("u", &q).await.unwrap();

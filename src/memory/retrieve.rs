@@ -52,11 +52,14 @@ pub const MIN_COSINE: f32 = 0.2;
 /// candidate pool): each list's scores are min-max normalised over the list (lexical:
 /// divided by the best, since BM25 has a natural zero), a memory missing from a list
 /// scores 0 there, and the fused score is `(1 - DENSE_WEIGHT) * lexical + DENSE_WEIGHT * dense`.
-/// Unlike rank fusion, a clearly better match in one list keeps its lead.
+/// Unlike rank fusion, a clearly better match in one list keeps its lead. A memory only
+/// the dense ranking found is left out below `alone_floor` (its cosine): a dense match
+/// alone must be a strong one.
 pub fn fuse<K: Copy + Eq + Hash + Ord>(
     lexical: &[(K, f64)],
     dense: &[(K, f64)],
     dense_weight: f64,
+    alone_floor: f32,
 ) -> Vec<(K, f64)> {
     let mut total: HashMap<K, f64> = HashMap::with_capacity(lexical.len() + dense.len());
     let lex_max = lexical.iter().map(|x| x.1).fold(0.0, f64::max);
@@ -69,6 +72,10 @@ pub fn fuse<K: Copy + Eq + Hash + Ord>(
         (lo.min(x.1), hi.max(x.1))
     });
     for &(k, s) in dense {
+        // Dense keys are distinct: a key held already is a lexical match.
+        if s < f64::from(alone_floor) && !total.contains_key(&k) {
+            continue;
+        }
         // One hit, or all equal: each counts in full (a lone dense match is still a match).
         let norm = if hi > lo { (s - lo) / (hi - lo) } else { 1.0 };
         *total.entry(k).or_default() += dense_weight * norm;
@@ -230,6 +237,11 @@ pub trait Embedder: Send + Sync {
     /// Embeds `texts`.
     fn embed<'a>(&'a self, texts: &'a [String])
         -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>>;
+    /// Least cosine for a memory found by meaning alone (none of the query's terms in
+    /// it) to be returned; [`MIN_COSINE`] unless the model is calibrated.
+    fn alone_floor(&self) -> f32 {
+        MIN_COSINE
+    }
 }
 
 /// An offline embedder for tests: hashed bag of analyzed terms (feature hashing),
@@ -315,18 +327,29 @@ mod tests {
         // 1 is best lexically, 3 best densely, 2 good in both.
         let lexical = [(1, 10.0), (2, 8.0)];
         let dense = [(3, 0.9), (2, 0.85), (4, 0.5)];
-        let fused = fuse(&lexical, &dense, 0.5);
+        let fused = fuse(&lexical, &dense, 0.5, MIN_COSINE);
         assert_eq!(fused[0].0, 2);
         assert_eq!(fused.len(), 4);
         // The lowest dense score normalises to 0; no dense list leaves lexical order.
         assert_eq!(fused[3], (4, 0.0));
-        let only = fuse(&lexical, &[], DENSE_WEIGHT);
+        let only = fuse(&lexical, &[], DENSE_WEIGHT, MIN_COSINE);
         assert_eq!(only.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 2]);
         // A lone dense match (nothing lexical) is still found.
         assert_eq!(
-            fuse::<i32>(&[], &[(5, 0.6)], DENSE_WEIGHT),
+            fuse::<i32>(&[], &[(5, 0.6)], DENSE_WEIGHT, MIN_COSINE),
             vec![(5, DENSE_WEIGHT)]
         );
+    }
+
+    #[test]
+    fn a_dense_match_alone_needs_the_floor() {
+        let lexical = [(1, 4.0)];
+        let dense = [(2, 0.5), (1, 0.3), (3, 0.3)];
+        let fused = fuse(&lexical, &dense, 0.5, 0.45);
+        // 3 is a dense match alone below the floor; 1 keeps its dense part (normalised 0).
+        assert_eq!(fused.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(fused[1], (2, 0.5));
+        assert!(fuse::<i32>(&[], &[(5, 0.44)], DENSE_WEIGHT, 0.45).is_empty());
     }
 
     #[test]

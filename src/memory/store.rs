@@ -85,6 +85,9 @@ pub struct ScoredMemory {
 pub struct QueryEmbedding {
     pub model: String,
     pub vector: Vec<f32>,
+    /// Least cosine for a memory that only the dense ranking found (no query term in it)
+    /// to be returned: the embedder's [`super::retrieve::Embedder::alone_floor`].
+    pub alone_floor: f32,
 }
 
 /// A search request.
@@ -94,6 +97,15 @@ pub struct SearchQuery {
     pub limit: usize,
     /// Present when an embedding model is configured: adds semantic ranking.
     pub embedding: Option<QueryEmbedding>,
+}
+
+impl SearchQuery {
+    /// The least cosine of a memory found by meaning alone ([`QueryEmbedding::alone_floor`]).
+    pub fn alone_floor(&self) -> f32 {
+        self.embedding
+            .as_ref()
+            .map_or(super::retrieve::MIN_COSINE, |e| e.alone_floor)
+    }
 }
 
 /// One page of a user's memories, newest first.

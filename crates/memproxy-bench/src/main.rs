@@ -4,6 +4,7 @@
 //! embedded memory store on synthetic memories; `bench-vectors` measures the vector
 //! index's two-pass search against its exact scan.
 
+mod calibrate;
 mod eval;
 mod membench;
 mod vectors;
@@ -70,6 +71,17 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// Where the built-in model's cosine separates a question's evidence from unrelated
+    /// text (LoCoMo questions against their evidence and against other conversations):
+    /// the data behind the floor of memories found by meaning alone.
+    CalibrateDense {
+        /// The built-in model's directory (as written by scripts/fetch-model.sh).
+        #[arg(long, value_name = "DIR")]
+        builtin_model: std::path::PathBuf,
+        /// The LoCoMo-format file.
+        #[arg(long)]
+        file: String,
+    },
 }
 
 #[derive(Args)]
@@ -122,6 +134,16 @@ fn main() -> ExitCode {
             config,
         } => eval_locomo(&file, url, key, config.as_deref()),
         Command::BenchMemory(args) => bench_memory(args),
+        Command::CalibrateDense {
+            builtin_model,
+            file,
+        } => match calibrate::run(&builtin_model, &file) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::BenchVectors {
             builtin_model,
             file,

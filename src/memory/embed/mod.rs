@@ -207,9 +207,24 @@ impl StaticModel {
     }
 }
 
+/// The built-in model's least cosine for a memory found by meaning alone
+/// ([`Embedder::alone_floor`]). `memproxy-bench calibrate-dense` on the LoCoMo dev file:
+/// a question's evidence turns score 0.48 / 0.60 / 0.73 (p10 / p50 / p90), and at 0.45
+/// 94.8 % of them would pass; small talk against a question scores far lower ("which
+/// gemstone do I like?" against a captured "hello" exchange 0.24, "hi there" 0.30), a
+/// paraphrase above ("does she own a dog?" against "I adopted a puppy" 0.49). Texts of
+/// the same kind still pass it (the best turn of another LoCoMo conversation scores 0.65
+/// at the median): the floor keeps chatter out, it does not make dense scores a
+/// relevance test.
+pub const ALONE_FLOOR: f32 = 0.45;
+
 impl Embedder for StaticModel {
     fn model(&self) -> &str {
         &self.id
+    }
+
+    fn alone_floor(&self) -> f32 {
+        ALONE_FLOOR
     }
 
     fn embed<'a>(

@@ -324,7 +324,7 @@ pub fn search(
         lexical
     } else {
         let lexical = &lexical[..lexical.len().min(pool)];
-        fuse(lexical, &semantic, DENSE_WEIGHT)
+        fuse(lexical, &semantic, DENSE_WEIGHT, query.alone_floor())
     };
     // De-duplicate identical contents (hashes of semantic-only hits are looked up).
     let mut ranked_known = Vec::with_capacity(ranked.len());

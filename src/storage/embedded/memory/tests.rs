@@ -317,6 +317,7 @@ async fn hybrid_search_fuses_vectors_of_the_same_model() {
     q.embedding = Some(QueryEmbedding {
         model: e.model().into(),
         vector: e.vector("dogs"),
+        alone_floor: crate::memory::retrieve::MIN_COSINE,
     });
     let hits = s.search("u", &q).await.unwrap();
     assert_eq!(hits[0].memory.content, "cats and dogs");
@@ -353,6 +354,7 @@ async fn the_vector_index_follows_writes_and_deletions_after_it_is_loaded() {
         q.embedding = Some(QueryEmbedding {
             model: "hash-64".into(),
             vector: e.vector(text),
+            alone_floor: crate::memory::retrieve::MIN_COSINE,
         });
         q
     };

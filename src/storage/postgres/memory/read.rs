@@ -281,7 +281,7 @@ pub(super) async fn search(
         lexical
     } else {
         let lexical = &lexical[..lexical.len().min(pool)];
-        fuse(lexical, &semantic, DENSE_WEIGHT)
+        fuse(lexical, &semantic, DENSE_WEIGHT, query.alone_floor())
     };
     // De-duplicate identical contents; memories deleted since (a stale vector) drop out.
     let want = limit * 4;
