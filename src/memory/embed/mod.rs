@@ -65,22 +65,37 @@ pub struct StaticModel {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A reader that hashes what it reads.
+struct HashingReader<R> {
+    inner: R,
+    hash: Sha256,
+}
+
+impl<R: std::io::Read> HashingReader<R> {
+    fn read_exact(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read_exact(buf)?;
+        self.hash.update(&*buf);
+        Ok(())
+    }
 }
 
 impl StaticModel {
-    /// Loads and verifies the weights in `dir` (blocking: reads ~30 MB).
+    /// Loads and verifies the weights in `dir` (blocking: reads ~30 MB). `vectors.bin` is
+    /// read a row at a time, hashed and quantized as it comes: the file is never held
+    /// whole (the allocator kept the 31 MB buffer of a whole read, ~30 MB of RSS).
     pub fn load(dir: &Path) -> Result<Self, ModelError> {
-        let read = |name: &str| {
-            let path = dir.join(name);
-            std::fs::read(&path).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => ModelError::Missing(path),
-                _ => ModelError::Corrupt(dir.into(), format!("cannot read {name}: {e}")),
-            })
+        let open_error = |name: &str, e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::NotFound => ModelError::Missing(dir.join(name)),
+            _ => ModelError::Corrupt(dir.into(), format!("cannot read {name}: {e}")),
         };
+        let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| open_error(name, e));
         let corrupt = |why: String| ModelError::Corrupt(dir.into(), why);
         let sums = String::from_utf8(read("SHA256SUMS")?)
             .map_err(|_| corrupt("SHA256SUMS is not text".into()))?;
@@ -91,45 +106,56 @@ impl StaticModel {
                 .map(|(h, _)| h.to_ascii_lowercase())
                 .ok_or_else(|| corrupt(format!("SHA256SUMS has no line for {name}")))
         };
-        let mut files = Vec::new();
-        for name in ["vectors.bin", "vocab.txt"] {
-            let bytes = read(name)?;
+        let check = |name: &str, got: String| {
             let want = expected(name)?;
-            let got = sha256_hex(&bytes);
-            if got != want {
-                return Err(corrupt(format!(
+            if got == want {
+                Ok(got)
+            } else {
+                Err(corrupt(format!(
                     "{name} has sha256 {got}, SHA256SUMS says {want}"
-                )));
+                )))
             }
-            files.push((bytes, got));
-        }
-        let (vocab_bytes, _) = files.pop().expect("two files");
-        let (bytes, vectors_sha) = files.pop().expect("two files");
+        };
+        let vocab_bytes = read("vocab.txt")?;
+        check("vocab.txt", sha256_hex(&vocab_bytes))?;
         let vocab = WordPiece::from_vocab(
             std::str::from_utf8(&vocab_bytes)
                 .map_err(|_| corrupt("vocab.txt is not UTF-8".into()))?,
         );
-        if bytes.len() < 16 || &bytes[..8] != MAGIC {
+        drop(vocab_bytes);
+
+        let file = std::fs::File::open(dir.join("vectors.bin"))
+            .map_err(|e| open_error("vectors.bin", e))?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0) as usize;
+        let mut file = HashingReader {
+            inner: std::io::BufReader::with_capacity(1 << 16, file),
+            hash: Sha256::new(),
+        };
+        let short = |e: std::io::Error| corrupt(format!("vectors.bin: {e}"));
+        let mut header = [0u8; 16];
+        file.read_exact(&mut header)
+            .map_err(|_| corrupt("vectors.bin has no MPXSTAT1 header".into()))?;
+        if &header[..8] != MAGIC {
             return Err(corrupt("vectors.bin has no MPXSTAT1 header".into()));
         }
         let word =
-            |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+            |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
         let (rows, dims) = (word(8) as usize, word(12) as usize);
-        if rows != vocab.len() || dims == 0 || bytes.len() != 16 + rows * dims * 4 {
+        if rows != vocab.len() || dims == 0 || size != 16 + rows * dims * 4 {
             return Err(corrupt(format!(
-                "vectors.bin holds {rows}x{dims} in {} bytes for a vocabulary of {}",
-                bytes.len(),
+                "vectors.bin holds {rows}x{dims} in {size} bytes for a vocabulary of {}",
                 vocab.len()
             )));
         }
         let mut rows_i8 = Vec::with_capacity(rows * dims);
         let mut scales = Vec::with_capacity(rows);
+        let mut raw = vec![0u8; dims * 4];
         let mut row = Vec::with_capacity(dims);
-        for chunk in bytes[16..].chunks_exact(dims * 4) {
+        for _ in 0..rows {
+            file.read_exact(&mut raw).map_err(short)?;
             row.clear();
             row.extend(
-                chunk
-                    .chunks_exact(4)
+                raw.chunks_exact(4)
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
             );
             let max = row.iter().fold(0f32, |m, x| m.max(x.abs()));
@@ -143,6 +169,7 @@ impl StaticModel {
                 }
             }));
         }
+        let vectors_sha = check("vectors.bin", hex(&file.hash.finalize()))?;
         Ok(Self {
             id: format!("builtin:{MODEL_NAME}@{}", &vectors_sha[..12]),
             vocab,
