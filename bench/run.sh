@@ -506,8 +506,13 @@ MEM_NOTE=
 if ((PRELOAD > 0)); then
     [[ $MEMORY == off* ]] && die "BENCH_MEMORY_PRELOAD needs memory on (BENCH_MEMORY=default or retrieval)"
     say "== preloading $PRELOAD memories, layout $MEM_LAYOUT, user $MEM_USER (cache $MEM_CACHE)"
+    # With the built-in model in place memproxy's default config is hybrid: the preloaded
+    # memories get their vectors now, or memproxy would spend the run re-embedding them.
+    model_dir=${MEMPROXY_MODEL_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/memproxy/models/minilm-l6-static-256}
+    embed_args=()
+    [[ -f $model_dir/SHA256SUMS ]] && embed_args=(--builtin-model "$model_dir")
     "$BIN/memproxy-bench" bench-memory --sizes "$PRELOAD" --layouts "$MEM_LAYOUT" --user "$MEM_USER" --searches 0 \
-        --keep "$MEM_CACHE" >"$OUT/preload.log" 2>&1 || die "preloading failed: $(tail -3 "$OUT/preload.log")"
+        --keep "$MEM_CACHE" "${embed_args[@]}" >"$OUT/preload.log" 2>&1 || die "preloading failed: $(tail -3 "$OUT/preload.log")"
     mkdir -p "$OUT/data"
     if [[ $MEM_LAYOUT == one ]]; then
         cp "$MEM_CACHE/$PRELOAD-one-$MEM_USER"/memproxy.db* "$OUT/data/"
