@@ -313,6 +313,40 @@ async fn memory_batched_captures_keep_each_users_order(s: Stores) {
     assert_eq!(m.session_messages("a", "s").await.unwrap().len(), 1);
 }
 
+/// A NUL in a client's text (JSON `"\u0000"`, which PostgreSQL's text cannot hold) does
+/// not fail the write it is in: the memory, its metadata and its session turn are stored
+/// (PostgreSQL keeps U+FFFD in its place), and the other writes of the batch with it.
+async fn memory_texts_with_nul_are_stored(s: Stores) {
+    let m = &s.memory;
+    let mut odd = new("n", "my secret is a\0b");
+    odd.metadata
+        .insert("model".into(), serde_json::json!("gpt\0x"));
+    odd.session_id = Some("s\0".into());
+    let made = m
+        .apply(vec![
+            WriteOp::Capture(new("n", "a plain memory")),
+            WriteOp::Capture(odd),
+            WriteOp::Turns {
+                user_id: "n".into(),
+                session_id: "s".into(),
+                messages: vec![("user".into(), "hello \0 there".into())],
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(made.len(), 2);
+    let same = |stored: &str, sent: &str| stored.replace('\u{FFFD}', "\0") == sent;
+    let listed = m.list("n", 10, None).await.unwrap().items;
+    assert_eq!(listed.len(), 2);
+    assert!(same(&listed[0].content, "my secret is a\0b"), "{listed:?}");
+    assert!(same(
+        listed[0].metadata["model"].as_str().unwrap(),
+        "gpt\0x"
+    ));
+    let turns = m.session_messages("n", "s").await.unwrap();
+    assert!(same(&turns[0].content, "hello \0 there"), "{turns:?}");
+}
+
 async fn memory_lists_newest_first_by_cursor(s: Stores) {
     let m = &s.memory;
     m.add((0..5).map(|i| new("u", &format!("note {i}"))).collect())
@@ -731,6 +765,34 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.unwrap()
 }
 
+/// A usage row whose texts hold a NUL (a client's model name `"x\u0000y"`) is written,
+/// and so are the rows of its batch.
+async fn analytics_rows_with_nul_are_written(s: Stores) {
+    let open = s.analytics;
+    blocking(move || {
+        let mut a = open();
+        let mut odd = row(1, "u1", "x\0y", None, 1.0, 0.0);
+        odd.client = "cli\0".into();
+        odd.error_type = Some("unknown_model\0".into());
+        a.insert_records(&[row(0, "u1", "m", None, 1.0, 0.0), odd])
+            .unwrap();
+        let groups = a
+            .usage(&UsageQuery {
+                group_by: GroupBy::Model,
+                from_ms: None,
+                to_ms: None,
+            })
+            .unwrap();
+        let mut models: Vec<String> = groups
+            .iter()
+            .map(|g| g.group.replace('\u{FFFD}', "\0"))
+            .collect();
+        models.sort();
+        assert_eq!(models, ["m", "x\0y"]);
+    })
+    .await
+}
+
 async fn analytics_totals_pages_feedback_and_spend(s: Stores) {
     s.keys.insert(&key("kh", 1)).await.unwrap();
     let open = s.analytics;
@@ -907,6 +969,7 @@ suite!(
     memory_records_come_back_unchanged,
     memory_captures_are_not_stored_twice,
     memory_batched_captures_keep_each_users_order,
+    memory_texts_with_nul_are_stored,
     memory_lists_newest_first_by_cursor,
     memory_search_stems_dedups_and_uses_neighbours,
     memory_common_terms_do_not_hide_rare_ones,
@@ -917,6 +980,7 @@ suite!(
     keys_round_trip,
     responses_scoped_and_durable,
     analytics_totals_pages_feedback_and_spend,
+    analytics_rows_with_nul_are_written,
 );
 
 /// `max_memories_per_user`, counted over the user's own and project scopes, inside the

@@ -268,6 +268,16 @@ pub async fn insert_rows(
     rows: &[Record],
     spend: bool,
 ) -> Result<(), tokio_postgres::Error> {
+    let fixed: Vec<Record>;
+    let rows = if rows
+        .iter()
+        .any(|r| texts_of(r).iter().any(|t| t.contains('\0')))
+    {
+        fixed = rows.iter().map(without_nul).collect();
+        &fixed
+    } else {
+        rows
+    };
     let tx = client.transaction().await?;
     let cols = Columns::of(rows);
     tx.execute(insert, &cols.params()).await?;
@@ -277,6 +287,62 @@ pub async fn insert_rows(
     }
     super::rollup::add(&tx, rows).await?;
     tx.commit().await
+}
+
+/// A row's free texts (a client's model name, its `x-memproxy-client`, …).
+fn texts_of(r: &Record) -> Vec<&str> {
+    let mut t = vec![
+        r.request_id.as_str(),
+        &r.user_id,
+        &r.client,
+        &r.endpoint,
+        &r.model,
+        &r.project,
+    ];
+    t.extend(
+        [
+            &r.key_id,
+            &r.key_alias,
+            &r.deployment,
+            &r.upstream_model,
+            &r.provider,
+            &r.error_type,
+        ]
+        .into_iter()
+        .flatten()
+        .map(String::as_str),
+    );
+    t
+}
+
+/// `r` with U+FFFD for each NUL of its texts (PostgreSQL cannot store one:
+/// [`super::text`]).
+fn without_nul(r: &Record) -> Record {
+    let mut r = r.clone();
+    for s in [
+        &mut r.request_id,
+        &mut r.user_id,
+        &mut r.client,
+        &mut r.endpoint,
+        &mut r.model,
+        &mut r.project,
+    ] {
+        super::fix_text(s);
+    }
+    for s in [
+        &mut r.key_id,
+        &mut r.key_alias,
+        &mut r.deployment,
+        &mut r.upstream_model,
+        &mut r.provider,
+        &mut r.error_type,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        super::fix_text(s);
+    }
+    r
 }
 
 /// The prepared statements [`insert_rows`] takes.
@@ -474,7 +540,11 @@ impl AnalyticsStore for PgAnalytics {
     }
 
     fn set_feedback(&mut self, fb: &Feedback) -> Result<bool, StoreError> {
-        let fb = fb.clone();
+        let mut fb = fb.clone();
+        super::fix_text(&mut fb.request_id);
+        if let Some(c) = &mut fb.comment {
+            super::fix_text(c);
+        }
         self.run(move |c| {
             Box::pin(async move {
                 let n = c

@@ -89,6 +89,40 @@ impl std::fmt::Debug for PgUrl {
     }
 }
 
+/// PostgreSQL's text and jsonb cannot hold U+0000 (SQLSTATE 22021, 22P05), which a
+/// client can send in any JSON string (`"\u0000"`): a text bound for PostgreSQL carries
+/// U+FFFD in its place, so that one request's stray NUL cannot fail the batch it is
+/// written in (the other requests' usage rows and memories with it).
+pub(crate) fn text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        std::borrow::Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
+/// [`text`] for an owned string, in place.
+pub(crate) fn fix_text(s: &mut String) {
+    if s.contains('\0') {
+        *s = s.replace('\0', "\u{FFFD}");
+    }
+}
+
+/// [`text`] for every string and key of a JSON value.
+pub(crate) fn json(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => Value::String(text(s).into_owned()),
+        Value::Array(a) => Value::Array(a.iter().map(json).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (text(k).into_owned(), json(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 /// Whether a `database_url` names PostgreSQL.
 pub fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")

@@ -9,6 +9,7 @@
 //! user keeps already (stored, or earlier in the batch) is skipped, the quota is applied
 //! in order, and each user's memories are numbered in the order they were captured.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use deadpool_postgres::Transaction;
@@ -17,6 +18,7 @@ use super::{owner_count, uid_in, Cached};
 use crate::memory::quota;
 use crate::memory::store::{Memory, NewMemory, StoreError};
 use crate::memory::text::{content_hash, Analyzer};
+use crate::storage::postgres::{json, text};
 
 /// A capture that will be stored, with what is computed once for it.
 struct Fresh {
@@ -133,14 +135,14 @@ async fn insert(
     let (uid, last): (i64, i64) = (row.get(0), row.get(1));
     let seqs: Vec<i64> = (last - n + 1..=last).collect();
     let ids: Vec<&str> = fresh.iter().map(|f| f.id.as_str()).collect();
-    let contents: Vec<&str> = fresh.iter().map(|f| f.memory.content.as_str()).collect();
+    let contents: Vec<Cow<'_, str>> = fresh.iter().map(|f| text(&f.memory.content)).collect();
     let metadata: Vec<serde_json::Value> = fresh
         .iter()
-        .map(|f| serde_json::Value::Object(f.memory.metadata.clone()))
+        .map(|f| json(&serde_json::Value::Object(f.memory.metadata.clone())))
         .collect();
-    let sessions: Vec<Option<&str>> = fresh
+    let sessions: Vec<Option<Cow<'_, str>>> = fresh
         .iter()
-        .map(|f| f.memory.session_id.as_deref())
+        .map(|f| f.memory.session_id.as_deref().map(text))
         .collect();
     let terms: Vec<String> = fresh.iter().map(|f| f.terms.join(" ")).collect();
     let counts: Vec<i32> = fresh.iter().map(|f| f.terms.len() as i32).collect();

@@ -198,7 +198,8 @@ pub(crate) async fn insert_memory(
         )
         .await?;
     let (uid, seq): (i64, i64) = (row.get(0), row.get(1));
-    let metadata = serde_json::Value::Object(m.metadata.clone());
+    let metadata = super::json(&serde_json::Value::Object(m.metadata.clone()));
+    let (content, session_id) = (super::text(m.content), m.session_id.map(super::text));
     let inserted = tx
         .cexec(
             "INSERT INTO memproxy_memories
@@ -209,9 +210,9 @@ pub(crate) async fn insert_memory(
                 &uid,
                 &seq,
                 &m.id,
-                &m.content,
+                &content,
                 &metadata,
-                &m.session_id,
+                &session_id,
                 &m.created_at_ms,
                 &terms.join(" "),
                 &(nterms as i32),
@@ -370,6 +371,7 @@ impl PgMemoryStore {
         messages: &[(String, String)],
     ) -> Result<(), StoreError> {
         let now = self.opts.clock.now_ms();
+        let session_id = &*super::text(session_id);
         let uid = ensure_uid(tx, user_id).await?;
         let created = tx
             .cexec(
@@ -409,7 +411,8 @@ impl PgMemoryStore {
             }
         }
         let roles: Vec<&str> = messages.iter().map(|m| m.0.as_str()).collect();
-        let contents: Vec<&str> = messages.iter().map(|m| m.1.as_str()).collect();
+        let contents: Vec<std::borrow::Cow<'_, str>> =
+            messages.iter().map(|m| super::text(&m.1)).collect();
         tx.cexec(
             "INSERT INTO memproxy_session_messages (sid, role, content, created_at)
              SELECT $1, r, c, $4 FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS t(r, c, i)
