@@ -64,6 +64,29 @@ async fn serve(
     (addr, stop, handle)
 }
 
+/// A server state on the built-in model in `data_dir`.
+fn with_builtin(data_dir: &Path) -> Arc<AppState> {
+    let path = model_dir();
+    state(
+        data_dir,
+        &format!("{{embedder: builtin, embedder_path: '{}'}}", path.display()),
+    )
+    .unwrap()
+}
+
+/// Adds a memory through the API; its JSON.
+async fn add(addr: SocketAddr, user: &str, content: &str) -> Value {
+    let r = common::client()
+        .post(format!("http://{addr}/v1/memories"))
+        .bearer_auth(KEY)
+        .json(&json!({"user_id": user, "content": content}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    r.json().await.unwrap()
+}
+
 async fn search(addr: SocketAddr, user: &str, q: &str) -> Vec<Value> {
     let url = reqwest::Url::parse_with_params(
         &format!("http://{addr}/v1/memories/search"),
@@ -87,12 +110,7 @@ async fn search(addr: SocketAddr, user: &str, q: &str) -> Vec<Value> {
 #[tokio::test]
 async fn small_talk_is_not_found_by_meaning_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let path = model_dir();
-    let st = state(
-        dir.path(),
-        &format!("{{embedder: builtin, embedder_path: '{}'}}", path.display()),
-    )
-    .unwrap();
+    let st = with_builtin(dir.path());
     let memory = st.memory.clone().unwrap();
     let (addr, stop, handle) = serve(st).await;
     for content in [
@@ -101,14 +119,7 @@ async fn small_talk_is_not_found_by_meaning_alone() {
         "user: hi there\nassistant: Hi, I am a mock.",
         "user: hello again\nassistant: mock reply to: hello again",
     ] {
-        let r = common::client()
-            .post(format!("http://{addr}/v1/memories"))
-            .bearer_auth(KEY)
-            .json(&json!({"user_id": "alice", "content": content}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
+        add(addr, "alice", content).await;
     }
     memory.flush().await;
     let hits = search(addr, "alice", "which gemstone do I like?").await;
@@ -124,12 +135,7 @@ async fn small_talk_is_not_found_by_meaning_alone() {
 #[tokio::test]
 async fn a_paraphrase_finds_its_memory_for_its_user_only_and_deletion_is_immediate() {
     let dir = tempfile::tempdir().unwrap();
-    let path = model_dir();
-    let st = state(
-        dir.path(),
-        &format!("{{embedder: builtin, embedder_path: '{}'}}", path.display()),
-    )
-    .unwrap();
+    let st = with_builtin(dir.path());
     let memory = st.memory.clone().unwrap();
     let (addr, stop, handle) = serve(st).await;
     let c = common::client();
@@ -140,15 +146,7 @@ async fn a_paraphrase_finds_its_memory_for_its_user_only_and_deletion_is_immedia
         "My favourite programming language is Rust",
         "We painted the kitchen walls yellow",
     ] {
-        let r = c
-            .post(format!("http://{addr}/v1/memories"))
-            .bearer_auth(KEY)
-            .json(&json!({"user_id": "alice", "content": content}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-        let v: Value = r.json().await.unwrap();
+        let v = add(addr, "alice", content).await;
         if content.contains("puppy") {
             target = v["id"].as_str().unwrap().to_string();
         }

@@ -10,6 +10,7 @@
 use std::path::Path;
 
 use memproxy::memory::embed::StaticModel;
+use memproxy::memory::retrieve::cosine as cos;
 
 /// Pairs worth seeing by name: the semantic test's paraphrase, and a dashboard test's
 /// relevant memory beside captured small talk.
@@ -37,20 +38,6 @@ const PAIRS: &[(&str, &str)] = &[
 ];
 
 const FLOORS: &[f32] = &[0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6];
-
-fn cos(a: &[f32], b: &[f32]) -> f32 {
-    let (mut d, mut na, mut nb) = (0.0f32, 0.0f32, 0.0f32);
-    for (x, y) in a.iter().zip(b) {
-        d += x * y;
-        na += x * x;
-        nb += y * y;
-    }
-    if na == 0.0 || nb == 0.0 {
-        0.0
-    } else {
-        d / (na.sqrt() * nb.sqrt())
-    }
-}
 
 fn pct(sorted: &[f32], p: f64) -> f32 {
     if sorted.is_empty() {
