@@ -77,11 +77,8 @@ pub fn open(
     }
     let mut conn = Connection::open(path).map_err(|e| unavailable(e.to_string()))?;
     configure(&conn, settings).map_err(|e| unavailable(e.to_string()))?;
-    // The busy timeout is set: a second connection switching the same new file to WAL
-    // waits for the first.
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-        .map_err(|e| unavailable(e.to_string()))?;
+    let mode =
+        switch_to_wal(&conn, settings.busy_timeout).map_err(|e| unavailable(e.to_string()))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(unavailable(format!(
             "the file cannot use WAL mode (got {mode})"
@@ -92,6 +89,27 @@ pub fn open(
         message,
     })?;
     Ok(conn)
+}
+
+/// `PRAGMA journal_mode = WAL`, waiting up to `patience` for other connections: the
+/// switch needs the file to itself, and SQLite answers "database is locked" at once,
+/// without its busy handler, when another connection opening the same new file holds a
+/// lock (it would otherwise risk a deadlock), so the wait is here.
+fn switch_to_wal(conn: &Connection, patience: Duration) -> rusqlite::Result<String> {
+    let started = std::time::Instant::now();
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && started.elapsed() < patience =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// The per-connection settings (also for a store's extra read-only connections).
@@ -217,9 +235,15 @@ mod tests {
 
     #[test]
     fn concurrent_opens_of_a_new_file_migrate_it_once() {
+        for _ in 0..20 {
+            concurrent_opens_once();
+        }
+    }
+
+    fn concurrent_opens_once() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.db");
-        let threads: Vec<_> = (0..4)
+        let threads: Vec<_> = (0..8)
             .map(|_| {
                 let path = path.clone();
                 std::thread::spawn(move || open(&path, Settings::default(), STEPS).map(|_| ()))
