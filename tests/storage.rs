@@ -524,6 +524,68 @@ async fn memory_hybrid_search_uses_vectors_of_one_model(s: Stores) {
     assert!(m.search("v", &q).await.unwrap().is_empty());
 }
 
+/// A scope large enough for its vectors to be scored apart from the lexical part of a
+/// search (another thread, or the blocking pool): the same hits, deletions seen, and
+/// still one user's vectors only.
+async fn memory_large_scopes_are_scored_apart(s: Stores) {
+    let m = &s.memory;
+    let e = HashEmbedder::new(64);
+    let n = memproxy::memory::vectors::SCORE_APART_FROM + 100;
+    let text = |i: usize| format!("note {i} about subject{i} and word{}", i % 97);
+    // Written as captures: one batched write on both backends.
+    let created = m
+        .apply(
+            (0..n)
+                .map(|i| WriteOp::Capture(new("big", &text(i))))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.len(), n);
+    let vectors = created
+        .iter()
+        .map(|x| (x.id.clone(), e.vector(&x.content)))
+        .collect();
+    m.apply(vec![WriteOp::Embeddings {
+        user_id: "big".into(),
+        model: e.model().into(),
+        vectors,
+    }])
+    .await
+    .unwrap();
+    let semantic = |words: &str, vector_of: &str| {
+        let mut q = query(words, 5);
+        q.embedding = Some(QueryEmbedding {
+            model: e.model().into(),
+            vector: e.vector(vector_of),
+            alone_floor: memproxy::memory::retrieve::MIN_COSINE,
+        });
+        q
+    };
+    // Through the vector only, and through both parts.
+    let q = semantic("zzz", &text(4321));
+    assert_eq!(
+        m.search("big", &q).await.unwrap()[0].memory.content,
+        text(4321)
+    );
+    let q = semantic("subject77", &text(77));
+    assert_eq!(
+        m.search("big", &q).await.unwrap()[0].memory.content,
+        text(77)
+    );
+    // A deleted memory is gone from the next search; another user finds nothing.
+    m.delete("big", &created[4321].id).await.unwrap();
+    let q = semantic("zzz", &text(4321));
+    assert!(!contents(&m.search("big", &q).await.unwrap()).contains(&text(4321).as_str()));
+    m.add(vec![new("small", "hello there")]).await.unwrap();
+    let theirs = m.search("small", &q).await.unwrap();
+    assert!(
+        contents(&theirs).iter().all(|c| *c == "hello there"),
+        "{:?}",
+        contents(&theirs)
+    );
+}
+
 /// The re-embedding's walk: every memory without a vector of the model, of every user,
 /// once, page by page; those with one (of that model) are skipped.
 async fn memory_unembedded_walks_every_user_once(s: Stores) {
@@ -974,6 +1036,7 @@ suite!(
     memory_search_stems_dedups_and_uses_neighbours,
     memory_common_terms_do_not_hide_rare_ones,
     memory_hybrid_search_uses_vectors_of_one_model,
+    memory_large_scopes_are_scored_apart,
     memory_unembedded_walks_every_user_once,
     memory_sessions_keep_the_newest_and_expire,
     memory_shared_session_ids_need_a_user,
@@ -1090,5 +1153,65 @@ async fn both_backends_rank_alike() {
                 );
             }
         }
+    }
+}
+
+/// Two PostgreSQL stores on one database, as two instances: what one deletes is never
+/// returned by the other's next search, although that one keeps what its searches read
+/// of each memory; the search still fills its limit from the memories left.
+#[tokio::test]
+async fn postgres_deletions_on_another_instance_leave_searches_full() {
+    use memproxy::storage::postgres::{self as pg, memory::Options};
+    let db = TestDb::create().await;
+    let clock = Arc::new(ManualClock::at(T0));
+    let store = || {
+        let (session_ttl, session_max_messages, c) = memory_opts(clock.clone());
+        pg::memory::PgMemoryStore::new(
+            db.pool(),
+            Options {
+                session_ttl,
+                session_max_messages,
+                clock: c,
+                max_memories_per_user: 0,
+            },
+        )
+    };
+    let (a, b) = (store(), store());
+    let created = a
+        .add(
+            (0..8)
+                .map(|i| new("u", &format!("garden note {i}")))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let e = HashEmbedder::new(64);
+    a.apply(vec![WriteOp::Embeddings {
+        user_id: "u".into(),
+        model: e.model().into(),
+        vectors: created
+            .iter()
+            .map(|x| (x.id.clone(), e.vector(&x.content)))
+            .collect(),
+    }])
+    .await
+    .unwrap();
+    // Found by their vectors, which `a` keeps in its index, as it keeps their lights.
+    let mut q = query("zzz", 3);
+    q.embedding = Some(QueryEmbedding {
+        model: e.model().into(),
+        vector: e.vector("garden note"),
+        alone_floor: memproxy::memory::retrieve::MIN_COSINE,
+    });
+    let before = a.search("u", &q).await.unwrap();
+    assert_eq!(before.len(), 3);
+    for hit in &before {
+        b.delete("u", &hit.memory.id).await.unwrap();
+    }
+    let after = a.search("u", &q).await.unwrap();
+    assert_eq!(after.len(), 3, "{:?}", contents(&after));
+    for hit in &after {
+        assert!(before.iter().all(|g| g.memory.id != hit.memory.id));
+        assert!(created.iter().any(|c| c.id == hit.memory.id));
     }
 }

@@ -37,6 +37,12 @@ pub const HEAD: usize = 32;
 /// scanned whole (at 16k vectors of 256 dimensions a full scan is ~0.5 ms).
 pub const TWO_PASSES_FROM: usize = 16_384;
 
+/// Vectors of a scope from which a search scores them apart from its lexical part: the
+/// embedded store on a second thread beside its FTS5 reads, PostgreSQL on the blocking
+/// pool while its term scans run. Below, handing the work over costs more than it saves
+/// (a full scan of 8k vectors takes ~0.25 ms).
+pub const SCORE_APART_FROM: usize = 8_192;
+
 /// Candidates the first pass keeps for a search asking for `pool`. With the built-in
 /// model, 100k memories and LoCoMo's questions (`memproxy-bench bench-vectors`), the two
 /// passes found 98.2 % of the exact best 50 (98.6 % of the best 10) in 0.48 ms, where the

@@ -303,23 +303,39 @@ pub fn search(
         return Ok(Searched::Done(vec![]));
     };
     let pool = MIN_POOL.max(limit * 5);
-    let semantic = match &query.embedding {
-        Some(e) => {
-            let scored = index.get(u.uid, &e.model).and_then(|v| {
-                let mut g = vectors::lock(&v);
-                g.loaded.then(|| g.scored(&e.vector, pool))
-            });
-            match scored {
-                Some(s) => s,
-                None if may_load => return Ok(Searched::Load(u.uid, e.model.clone())),
-                None => vec![],
-            }
+    let scope = match &query.embedding {
+        Some(e) => match index.get(u.uid, &e.model) {
+            Some(v) if vectors::lock(&v).loaded => Some((v, &e.vector)),
+            _ if may_load => return Ok(Searched::Load(u.uid, e.model.clone())),
+            _ => None,
+        },
+        None => None,
+    };
+    // Scored under the scope's lock; evicted meanwhile, the search goes on lexically.
+    let dense = |v: &vectors::Shared, q: &[f32]| {
+        let mut g = vectors::lock(v);
+        if g.loaded {
+            g.scored(q, pool)
+        } else {
+            vec![]
         }
-        None => vec![],
     };
     let terms = Analyzer::default().query_terms(&query.text);
     let mut known: HashMap<i64, Light> = HashMap::new();
-    let lexical = lexical(conn, &u, &terms, &mut known)?;
+    let (semantic, lexical) = match scope {
+        // A large scope's vectors are scored on a second thread while this one reads the
+        // lexical candidates (at 100k vectors each part takes ~0.5 ms and more).
+        Some((v, q)) if vectors::lock(&v).len() >= vectors::SCORE_APART_FROM => {
+            std::thread::scope(|s| {
+                let semantic = s.spawn(|| dense(&v, q));
+                let lexical = lexical(conn, &u, &terms, &mut known);
+                (semantic.join().unwrap_or_default(), lexical)
+            })
+        }
+        Some((v, q)) => (dense(&v, q), lexical(conn, &u, &terms, &mut known)),
+        None => (vec![], lexical(conn, &u, &terms, &mut known)),
+    };
+    let lexical = lexical?;
     let ranked = if semantic.is_empty() {
         lexical
     } else {

@@ -83,6 +83,8 @@ pub struct PgMemoryStore {
     pub(super) pg: Pg,
     pub(super) opts: Options,
     pub(super) vectors: Arc<VectorIndex>,
+    /// What searches read of each memory they rank (see [`read::Lights`]).
+    lights: Arc<read::Lights>,
 }
 
 pub(super) fn backend(e: impl Into<PgError>) -> StoreError {
@@ -96,6 +98,7 @@ impl PgMemoryStore {
             pg,
             opts,
             vectors: Arc::new(VectorIndex::new(crate::memory::vectors::DEFAULT_LIMIT)),
+            lights: Arc::new(read::lights_cache()),
         }
     }
 
@@ -637,6 +640,7 @@ impl MemoryStore for PgMemoryStore {
         Box::pin(async move {
             let (uid, seq) = in_tx!(self, tx => delete_one(&tx, user_id, id).await);
             self.vectors.forget(uid, Some(seq));
+            self.lights.remove(&(uid, seq));
             Ok(())
         })
     }

@@ -12,6 +12,7 @@
 //! rank alike.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use deadpool_postgres::ClientWrapper;
 use tokio_postgres::types::ToSql;
@@ -25,7 +26,7 @@ use crate::memory::store::{
     StoreError,
 };
 use crate::memory::text::Analyzer;
-use crate::memory::vectors::VectorIndex;
+use crate::memory::vectors::{self, VectorIndex, Vectors};
 use crate::storage::embedded::memory::read::{extrapolated_df, MIN_POOL, TERM_SCAN_CAP};
 
 /// Statements prepared once per pooled connection (a search makes several queries; each
@@ -170,17 +171,51 @@ pub(super) async fn list(
     })
 }
 
-/// [`Light`]s of the given memories of `uid` not known yet, into `known`.
+/// The [`Light`]s a store's searches have read, by `(uid, seq)`, kept between searches: a
+/// memory's light never changes and its number is never reused, so a kept one is never
+/// wrong; one of a memory deleted on another instance leads to no row when the hits are
+/// fetched. Bounded by bytes ([`LIGHTS_BYTES`]).
+pub(super) type Lights = quick_cache::sync::Cache<(i64, i64), Light, LightWeight>;
+
+/// What the kept lights may take (their texts and a fixed overhead each): 8 MiB, ~40k
+/// lights of LoCoMo-sized turns.
+const LIGHTS_BYTES: u64 = 8 << 20;
+
+/// A light's weight in [`LIGHTS_BYTES`].
+#[derive(Clone)]
+pub(super) struct LightWeight;
+
+impl quick_cache::Weighter<(i64, i64), Light> for LightWeight {
+    fn weight(&self, _: &(i64, i64), l: &Light) -> u64 {
+        (l.terms.len() + l.session_id.as_ref().map_or(0, String::len) + 64) as u64
+    }
+}
+
+pub(super) fn lights_cache() -> Lights {
+    Lights::with_weighter((LIGHTS_BYTES / 200) as usize, LIGHTS_BYTES, LightWeight)
+}
+
+/// [`Light`]s of the given memories of `uid` not known yet, into `known`: from the kept
+/// ones, the others in one query (and kept).
 async fn lights(
     c: &ClientWrapper,
+    kept: &Lights,
     uid: i64,
     seqs: impl IntoIterator<Item = i64>,
     known: &mut HashMap<i64, Light>,
 ) -> Result<(), StoreError> {
-    let wanted: Vec<i64> = seqs
-        .into_iter()
-        .filter(|s| !known.contains_key(s))
-        .collect();
+    let mut wanted: Vec<i64> = Vec::new();
+    for seq in seqs {
+        if known.contains_key(&seq) {
+            continue;
+        }
+        match kept.get(&(uid, seq)) {
+            Some(l) => {
+                known.insert(seq, l);
+            }
+            None => wanted.push(seq),
+        }
+    }
     if wanted.is_empty() {
         return Ok(());
     }
@@ -193,15 +228,14 @@ async fn lights(
         .await
         .map_err(backend)?;
     for r in rows {
-        known.insert(
-            r.get(0),
-            Light {
-                session_id: r.get(1),
-                hash: r.get(2),
-                terms: r.get(3),
-                len: r.get::<_, i32>(4).max(0) as u32,
-            },
-        );
+        let light = Light {
+            session_id: r.get(1),
+            hash: r.get(2),
+            terms: r.get(3),
+            len: r.get::<_, i32>(4).max(0) as u32,
+        };
+        kept.insert((uid, r.get(0)), light.clone());
+        known.insert(r.get(0), light);
     }
     Ok(())
 }
@@ -217,6 +251,7 @@ const _: () = assert!(TERM_SCAN_CAP + 1 == 251, "SCAN_TERMS_SQL's LIMIT");
 
 async fn lexical(
     c: &ClientWrapper,
+    kept: &Lights,
     u: &User,
     terms: &[String],
     known: &mut HashMap<i64, Light>,
@@ -249,13 +284,13 @@ async fn lexical(
         df.insert(t.clone(), d);
     }
     let seqs = context::preselect(&matches);
-    lights(c, u.uid, seqs.iter().copied(), known).await?;
+    lights(c, kept, u.uid, seqs.iter().copied(), known).await?;
     let bm25 = Bm25::default();
     let own = context::own_scores(&bm25, terms, &df, u.stats, &seqs, known);
     let around = context::window_keys(&own, known)
         .into_iter()
         .filter(|n| *n >= 1);
-    lights(c, u.uid, around, known).await?;
+    lights(c, kept, u.uid, around, known).await?;
     Ok(context::rank(&bm25, terms, &df, u.stats, &own, known))
 }
 
@@ -272,22 +307,27 @@ pub(super) async fn search(
     let pool = MIN_POOL.max(limit * 5);
     let terms = Analyzer::default().query_terms(&query.text);
     let mut known: HashMap<i64, Light> = HashMap::new();
-    let lexical = lexical(&c, &u, &terms, &mut known).await?;
-    let semantic = match &query.embedding {
-        Some(e) => scored(&s.vectors, &c, u.uid, &e.model, &e.vector, pool).await?,
-        None => vec![],
+    // The term scans and the vectors' catch-up are pipelined on the connection.
+    let dense = async {
+        match &query.embedding {
+            Some(e) => scored(&s.vectors, &c, u.uid, &e.model, &e.vector, pool).await,
+            None => Ok(vec![]),
+        }
     };
+    let (lexical, semantic) = tokio::join!(lexical(&c, &s.lights, &u, &terms, &mut known), dense);
+    let (lexical, semantic) = (lexical?, semantic?);
     let ranked = if semantic.is_empty() {
         lexical
     } else {
         let lexical = &lexical[..lexical.len().min(pool)];
         fuse(lexical, &semantic, DENSE_WEIGHT, query.alone_floor())
     };
-    // De-duplicate identical contents; memories deleted since (a stale vector) drop out.
+    // De-duplicate identical contents. Memories deleted on another instance since (a
+    // stale vector or kept light) have no row: twice the limit is fetched, in order.
     let want = limit * 4;
     let mut ranked_known = Vec::with_capacity(want);
     for chunk in ranked.chunks(want) {
-        lights(&c, u.uid, chunk.iter().map(|x| x.0), &mut known).await?;
+        lights(&c, &s.lights, u.uid, chunk.iter().map(|x| x.0), &mut known).await?;
         for &(seq, score) in chunk {
             if known.contains_key(&seq) && ranked_known.len() < want {
                 ranked_known.push((seq, score));
@@ -299,7 +339,7 @@ pub(super) async fn search(
     }
     let top: Vec<(i64, f64)> = dedup(ranked_known, |seq| known.get(seq).map(|l| l.hash))
         .into_iter()
-        .take(limit)
+        .take(limit * 2)
         .collect();
     let seqs: Vec<i64> = top.iter().map(|x| x.0).collect();
     let rows = c
@@ -322,6 +362,7 @@ pub(super) async fn search(
                 .remove(&seq)
                 .map(|memory| ScoredMemory { memory, score })
         })
+        .take(limit)
         .collect())
 }
 
@@ -329,7 +370,7 @@ pub(super) async fn search(
 /// since the version held; memories deleted through this process were dropped at once,
 /// those deleted elsewhere drop out when their rows are fetched), then scores them.
 pub(super) async fn scored(
-    index: &VectorIndex,
+    index: &Arc<VectorIndex>,
     c: &ClientWrapper,
     uid: i64,
     model: &str,
@@ -345,7 +386,7 @@ pub(super) async fn scored(
         )
         .await
         .map_err(backend)?;
-    Ok(index.update(uid, model, |v| {
+    let catch_up_and_score = move |v: &mut Vectors, query: &[f32]| {
         for r in rows {
             let version: i64 = r.get(2);
             // A concurrent search may have applied it already.
@@ -355,7 +396,20 @@ pub(super) async fn scored(
             }
         }
         v.scored(query, pool)
-    }))
+    };
+    let large = index
+        .get(uid, model)
+        .is_some_and(|v| vectors::lock(&v).len() >= vectors::SCORE_APART_FROM);
+    if !large {
+        return Ok(index.update(uid, model, |v| catch_up_and_score(v, query)));
+    }
+    // Off the async thread, while the term scans' answer comes in.
+    let (index, model, query) = (index.clone(), model.to_string(), query.to_vec());
+    tokio::task::spawn_blocking(move || {
+        index.update(uid, &model, |v| catch_up_and_score(v, &query))
+    })
+    .await
+    .map_err(|e| StoreError::Backend(format!("vector scoring failed: {e}")))
 }
 
 async fn messages(
