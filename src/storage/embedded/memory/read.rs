@@ -342,7 +342,9 @@ pub fn search(
         let lexical = &lexical[..lexical.len().min(pool)];
         fuse(lexical, &semantic, DENSE_WEIGHT, query.alone_floor())
     };
-    // De-duplicate identical contents (hashes of semantic-only hits are looked up).
+    // De-duplicate identical contents (hashes of semantic-only hits are looked up: those
+    // of the best in one statement, any further one by one).
+    lights(conn, ranked.iter().take(limit * 4).map(|x| x.0), &mut known)?;
     let mut ranked_known = Vec::with_capacity(ranked.len());
     for (rid, s) in ranked {
         if let std::collections::hash_map::Entry::Vacant(slot) = known.entry(rid) {
