@@ -19,11 +19,16 @@ const OK: u8 = 0;
 const FAIL: u8 = 1;
 const HANG: u8 = 2;
 
-/// The embedded store, whose reads fail or hang on demand.
+/// The embedded store, whose reads fail or hang on demand; its writes wait for
+/// `release` in mode [`HOLD`], and a batch holding a memory that says "REFUSED" is
+/// refused as PostgreSQL refuses a value it cannot store.
 struct Faulty {
     inner: SqliteStore,
     mode: AtomicU8,
+    release: tokio::sync::Notify,
 }
+
+const HOLD: u8 = 3;
 
 impl Faulty {
     fn read<'a, T: Send + 'a>(
@@ -42,7 +47,18 @@ impl Faulty {
 
 impl MemoryStore for Faulty {
     fn apply(&self, ops: Vec<WriteOp>) -> BoxFuture<'_, Result<Vec<Memory>, StoreError>> {
-        self.inner.apply(ops)
+        Box::pin(async move {
+            if self.mode.load(Ordering::SeqCst) == HOLD {
+                self.release.notified().await;
+            }
+            let refused = ops.iter().any(|op| {
+                matches!(op, WriteOp::Capture(m) | WriteOp::Memory(m) if m.content.contains("REFUSED"))
+            });
+            if refused {
+                return Err(StoreError::Backend("invalid byte sequence".into()));
+            }
+            self.inner.apply(ops).await
+        })
     }
     fn get<'a>(&'a self, u: &'a str, id: &'a str) -> BoxFuture<'a, Result<Memory, StoreError>> {
         self.inner.get(u, id)
@@ -133,6 +149,7 @@ async fn a_failing_or_hanging_memory_store_skips_retrieval_not_the_request() {
         )
         .unwrap(),
         mode: AtomicU8::new(OK),
+        release: tokio::sync::Notify::new(),
     });
     let mut state = memproxy::AppState::new(cfg).unwrap();
     let st = Arc::get_mut(&mut state).unwrap();
@@ -185,4 +202,62 @@ async fn a_failing_or_hanging_memory_store_skips_retrieval_not_the_request() {
         metrics.contains("memproxy_memory_retrieval_skipped_total 2"),
         "{metrics}"
     );
+}
+
+/// A write the store refuses (its data, not an outage) is lost alone: the batch it
+/// shared with other users' captures is written again one write at a time.
+#[tokio::test]
+async fn a_refused_write_is_lost_alone_not_with_its_batch() {
+    use memproxy::memory::{NewMemory, QueueOptions, WriteQueue};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Faulty {
+        inner: SqliteStore::open(
+            dir.path(),
+            SqliteOptions {
+                session_ttl: Duration::ZERO,
+                session_max_messages: 10,
+                clock: Arc::new(SystemClock),
+                max_memories_per_user: 0,
+            },
+        )
+        .unwrap(),
+        mode: AtomicU8::new(HOLD),
+        release: tokio::sync::Notify::new(),
+    });
+    let q = WriteQueue::start(
+        store.clone(),
+        None,
+        QueueOptions {
+            capacity: 100,
+            batch_size: 64,
+            purge_every: Duration::from_secs(3600),
+            embed_timeout: Duration::from_secs(1),
+        },
+    );
+    let capture = |user: &str, content: &str| {
+        WriteOp::Capture(NewMemory {
+            user_id: user.into(),
+            content: content.into(),
+            metadata: Default::default(),
+            session_id: None,
+        })
+    };
+    // The writer waits in its first write while the others queue up behind it: they
+    // are written together, in one batch.
+    assert!(q.push(capture("u1", "first")));
+    for (user, content) in [("u2", "kept"), ("u3", "REFUSED"), ("u4", "kept too")] {
+        assert!(q.push(capture(user, content)));
+    }
+    store.mode.store(OK, Ordering::SeqCst);
+    store.release.notify_one();
+    q.flush().await;
+    let count = |user: &'static str| {
+        let store = store.clone();
+        async move { store.list(user, 10, None).await.unwrap().items.len() }
+    };
+    assert_eq!(count("u1").await, 1);
+    assert_eq!(count("u2").await, 1);
+    assert_eq!(count("u3").await, 0, "the refused write is lost");
+    assert_eq!(count("u4").await, 1, "the writes of its batch are not");
+    q.shutdown().await;
 }

@@ -6,11 +6,14 @@
 //! and then.
 //!
 //! A full queue never blocks a request: the write is dropped, counted
-//! ([`WriteQueue::dropped`]) and logged. A batch the store fails to write
-//! ([`StoreError::Backend`] or [`StoreError::Unavailable`]: PostgreSQL restarting, a full
-//! disk) is kept and written again with backoff, while new writes wait in the queue up to
+//! ([`WriteQueue::dropped`]) and logged. A batch the store cannot write for now
+//! ([`StoreError::Unavailable`]: PostgreSQL restarting, a full or read-only disk, a locked
+//! file) is kept and written again with backoff, while new writes wait in the queue up to
 //! its bound; only a batch that still fails after [`RETRY_FOR`] is lost (counted in
-//! `memproxy_memory_write_failures_total` and logged). [`WriteQueue::flush`] waits until
+//! `memproxy_memory_write_failures_total` and logged). A batch the store refuses
+//! ([`StoreError::Backend`]: a statement or a value it rejects) is written again one
+//! write at a time, so that only the writes refused alone are lost (counted, logged),
+//! never the other users' writes that shared their batch. [`WriteQueue::flush`] waits until
 //! everything queued before it is committed or, while the store fails, until the failing
 //! batch's next attempt; [`WriteQueue::shutdown`] writes what is left and stops.
 
@@ -146,15 +149,14 @@ impl Sink for MemorySink {
             .collect();
         let mut created = Vec::new();
         if !ops.is_empty() {
-            created = self
-                .runtime
-                .block_on(self.store.apply(ops))
-                .map_err(|e| match e {
-                    StoreError::Backend(_) | StoreError::Unavailable(_) => {
-                        Failure::Retry(e.to_string())
-                    }
-                    e => Failure::Lost(e.to_string()),
-                })?;
+            created = match self.runtime.block_on(self.store.apply(ops.clone())) {
+                Ok(c) => c,
+                // The store refused the batch's statements or data: one of its writes may
+                // be at fault, so each is tried alone and only those refused are lost.
+                Err(StoreError::Backend(e)) if ops.len() > 1 => self.one_by_one(ops, &e)?,
+                Err(e @ StoreError::Unavailable(_)) => return Err(Failure::Retry(e.to_string())),
+                Err(e) => return Err(Failure::Lost(e.to_string())),
+            };
         }
         for q in batch {
             if let Queued::Embed(ms) = q {
@@ -180,6 +182,32 @@ impl Sink for MemorySink {
         if let Err(e) = self.runtime.block_on(self.store.purge_expired()) {
             tracing::warn!(error = %e, "purging expired sessions failed");
         }
+    }
+}
+
+impl MemorySink {
+    /// Writes `ops` one at a time after the store refused them together (`why`): a write
+    /// refused alone is lost (counted and logged), the others are kept. A store that
+    /// becomes unavailable meanwhile gets the whole batch again later (a capture already
+    /// written is then skipped as a duplicate; session turns may be appended twice).
+    fn one_by_one(&self, ops: Vec<WriteOp>, why: &str) -> Result<Vec<Memory>, Failure> {
+        tracing::warn!(
+            error = why,
+            writes = ops.len(),
+            "the memory store refused a batch; writing its writes one at a time"
+        );
+        let mut created = Vec::new();
+        for op in ops {
+            match self.runtime.block_on(self.store.apply(vec![op])) {
+                Ok(c) => created.extend(c),
+                Err(e @ StoreError::Unavailable(_)) => return Err(Failure::Retry(e.to_string())),
+                Err(e) => {
+                    metrics::counter!("memproxy_memory_write_failures_total").increment(1);
+                    tracing::error!(error = %e, "a memory write was refused and is lost");
+                }
+            }
+        }
+        Ok(created)
     }
 }
 

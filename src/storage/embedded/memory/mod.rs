@@ -107,6 +107,9 @@ fn backend<E: std::fmt::Display + 'static>(e: E) -> StoreError {
         Some(DiskFull | ReadOnly | SystemIoFailure | CannotOpen) => {
             StoreError::Unavailable(format!("the disk refuses writes ({e})"))
         }
+        Some(DatabaseBusy | DatabaseLocked) => {
+            StoreError::Unavailable(format!("another process holds the database ({e})"))
+        }
         _ => StoreError::Backend(e.to_string()),
     }
 }

@@ -87,8 +87,17 @@ pub struct PgMemoryStore {
     lights: Arc<read::Lights>,
 }
 
+/// A PostgreSQL failure as the memory layer sees it: one that may pass (the connection,
+/// a restart, resources: [`PgError::is_transient`]) is [`StoreError::Unavailable`] (the
+/// write queue keeps the batch and tries again, the memory API answers 503); a refusal of
+/// the statement or its data is [`StoreError::Backend`].
 pub(super) fn backend(e: impl Into<PgError>) -> StoreError {
-    StoreError::Backend(e.into().to_string())
+    let e = e.into();
+    if e.is_transient() {
+        StoreError::Unavailable(e.to_string())
+    } else {
+        StoreError::Backend(e.to_string())
+    }
 }
 
 impl PgMemoryStore {
