@@ -248,6 +248,7 @@ async fn lights(
 /// memories of one user.)
 const SCAN_TERMS_SQL: &str = "SELECT i, seq FROM memproxy_scan_terms($1, $2, 251)";
 const _: () = assert!(TERM_SCAN_CAP + 1 == 251, "SCAN_TERMS_SQL's LIMIT");
+const _: () = assert!(CATCH_UP_PAGE == 4096, "the catch-up query's LIMIT");
 
 async fn lexical(
     c: &ClientWrapper,
@@ -366,9 +367,27 @@ pub(super) async fn search(
         .collect())
 }
 
+/// Vector rows read per catch-up query: a scope's first search reads its vectors page by
+/// page, each applied (quantized) before the next is read, instead of holding every row
+/// of a large scope at once (100k vectors of 256 dimensions: ~100 MB of rows).
+const CATCH_UP_PAGE: usize = 4096;
+
+/// Applies vector rows (in version order) to a scope; rows a concurrent search applied
+/// already are skipped.
+fn apply(v: &mut Vectors, rows: Vec<Row>) {
+    for r in rows {
+        let version: i64 = r.get(2);
+        if version > v.version {
+            v.upsert(r.get(0), &vector_from_bytes(r.get::<_, &[u8]>(1)));
+            v.version = version;
+        }
+    }
+}
+
 /// Catches the vectors of scope `uid` for `model` up with PostgreSQL (the rows written
-/// since the version held; memories deleted through this process were dropped at once,
-/// those deleted elsewhere drop out when their rows are fetched), then scores them.
+/// since the version held, [`CATCH_UP_PAGE`] at a time; memories deleted through this
+/// process were dropped at once, those deleted elsewhere drop out when their rows are
+/// fetched), then scores them.
 pub(super) async fn scored(
     index: &Arc<VectorIndex>,
     c: &ClientWrapper,
@@ -377,24 +396,23 @@ pub(super) async fn scored(
     query: &[f32],
     pool: usize,
 ) -> Result<Vec<(i64, f64)>, StoreError> {
-    let since = index.update(uid, model, |v| v.version);
-    let rows = c
-        .cached(
-            "SELECT seq, vec, version FROM memproxy_memory_vectors
-             WHERE uid = $1 AND model = $2 AND version > $3 ORDER BY version",
-            &[&uid, &model, &since],
-        )
-        .await
-        .map_err(backend)?;
-    let catch_up_and_score = move |v: &mut Vectors, query: &[f32]| {
-        for r in rows {
-            let version: i64 = r.get(2);
-            // A concurrent search may have applied it already.
-            if version > v.version {
-                v.upsert(r.get(0), &vector_from_bytes(r.get::<_, &[u8]>(1)));
-                v.version = version;
-            }
+    let rows = loop {
+        let since = index.update(uid, model, |v| v.version);
+        let rows = c
+            .cached(
+                "SELECT seq, vec, version FROM memproxy_memory_vectors
+                 WHERE uid = $1 AND model = $2 AND version > $3 ORDER BY version LIMIT 4096",
+                &[&uid, &model, &since],
+            )
+            .await
+            .map_err(backend)?;
+        if rows.len() < CATCH_UP_PAGE {
+            break rows;
         }
+        index.update(uid, model, |v| apply(v, rows));
+    };
+    let catch_up_and_score = move |v: &mut Vectors, query: &[f32]| {
+        apply(v, rows);
         v.scored(query, pool)
     };
     let large = index
