@@ -31,6 +31,21 @@ struct Faulty {
 const HOLD: u8 = 3;
 
 impl Faulty {
+    /// An embedded store in `dir`, starting in `mode`.
+    fn open(dir: &std::path::Path, mode: u8) -> Arc<Self> {
+        let opts = SqliteOptions {
+            session_ttl: Duration::ZERO,
+            session_max_messages: 10,
+            clock: Arc::new(SystemClock),
+            max_memories_per_user: 0,
+        };
+        Arc::new(Faulty {
+            inner: SqliteStore::open(dir, opts).unwrap(),
+            mode: AtomicU8::new(mode),
+            release: tokio::sync::Notify::new(),
+        })
+    }
+
     fn read<'a, T: Send + 'a>(
         &'a self,
         f: BoxFuture<'a, Result<T, StoreError>>,
@@ -137,20 +152,7 @@ async fn a_failing_or_hanging_memory_store_skips_retrieval_not_the_request() {
         &|_| None,
     )
     .unwrap();
-    let store = Arc::new(Faulty {
-        inner: SqliteStore::open(
-            &dir.path().join("faulty"),
-            SqliteOptions {
-                session_ttl: Duration::ZERO,
-                session_max_messages: 10,
-                clock: Arc::new(SystemClock),
-                max_memories_per_user: 0,
-            },
-        )
-        .unwrap(),
-        mode: AtomicU8::new(OK),
-        release: tokio::sync::Notify::new(),
-    });
+    let store = Faulty::open(&dir.path().join("faulty"), OK);
     let mut state = memproxy::AppState::new(cfg).unwrap();
     let st = Arc::get_mut(&mut state).unwrap();
     st.memory = Some(Arc::new(MemoryService::with_store(
@@ -210,20 +212,7 @@ async fn a_failing_or_hanging_memory_store_skips_retrieval_not_the_request() {
 async fn a_refused_write_is_lost_alone_not_with_its_batch() {
     use memproxy::memory::{NewMemory, QueueOptions, WriteQueue};
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Faulty {
-        inner: SqliteStore::open(
-            dir.path(),
-            SqliteOptions {
-                session_ttl: Duration::ZERO,
-                session_max_messages: 10,
-                clock: Arc::new(SystemClock),
-                max_memories_per_user: 0,
-            },
-        )
-        .unwrap(),
-        mode: AtomicU8::new(HOLD),
-        release: tokio::sync::Notify::new(),
-    });
+    let store = Faulty::open(dir.path(), HOLD);
     let q = WriteQueue::start(
         store.clone(),
         None,
