@@ -29,6 +29,12 @@ use crate::storage::batch::{Batcher, Failure, Options, Sink};
 /// How long a failing batch is retried before it is given up.
 pub const RETRY_FOR: Duration = Duration::from_secs(600);
 
+/// How long the writer waits after a write arrives before it writes what is queued. With
+/// no wait, every capture under load was a batch of its own: three thread wake-ups (this
+/// writer, the store's writer, the reply) and a transaction per request. A capture is
+/// searchable this much later.
+pub const LINGER: Duration = Duration::from_millis(10);
+
 /// How the queue drains.
 #[derive(Debug, Clone, Copy)]
 pub struct QueueOptions {
@@ -73,7 +79,7 @@ impl WriteQueue {
                 name: "memproxy-memory-writer",
                 capacity: opts.capacity,
                 batch_size: opts.batch_size,
-                linger: Duration::ZERO,
+                linger: LINGER,
                 retry_for: Some(RETRY_FOR),
                 idle_every: Some(opts.purge_every.max(Duration::from_secs(1))),
             },
