@@ -189,6 +189,52 @@ async fn memory_users_never_see_each_other(s: Stores) {
         .is_empty());
 }
 
+/// A scope read once (its first search: the embedded store then holds its terms in
+/// memory) follows every later write: additions are found, deletions and a deleted user's
+/// memories are gone at once, a user added back is read again, and other users stay apart.
+async fn memory_searches_follow_writes_after_the_first(s: Stores) {
+    let m = &s.memory;
+    m.add(vec![new("dora", "I keep bees on the roof")])
+        .await
+        .unwrap();
+    m.add(vec![new("eve", "My bees swarmed in May")])
+        .await
+        .unwrap();
+    assert_eq!(
+        contents(&m.search("dora", &query("bees", 5)).await.unwrap()),
+        ["I keep bees on the roof"]
+    );
+    let later = m
+        .add(vec![new("dora", "The bees made twenty jars of honey")])
+        .await
+        .unwrap();
+    let hits = m.search("dora", &query("bees honey", 5)).await.unwrap();
+    assert_eq!(contents(&hits)[0], "The bees made twenty jars of honey");
+    assert_eq!(hits.len(), 2);
+    m.delete("dora", &later[0].id).await.unwrap();
+    assert_eq!(
+        contents(&m.search("dora", &query("honey bees", 5)).await.unwrap()),
+        ["I keep bees on the roof"]
+    );
+    assert_eq!(m.delete_user("dora").await.unwrap(), 1);
+    assert!(m
+        .search("dora", &query("bees", 5))
+        .await
+        .unwrap()
+        .is_empty());
+    m.add(vec![new("dora", "Back with new bees")])
+        .await
+        .unwrap();
+    assert_eq!(
+        contents(&m.search("dora", &query("bees", 5)).await.unwrap()),
+        ["Back with new bees"]
+    );
+    assert_eq!(
+        contents(&m.search("eve", &query("bees", 5)).await.unwrap()),
+        ["My bees swarmed in May"]
+    );
+}
+
 /// A user's project scopes (`user#project` keys) are listed by prefix, exactly: `_` and
 /// `%` in ids are not wildcards, and a scope without memories is not listed.
 async fn memory_project_scopes_are_listed(s: Stores) {
@@ -1027,6 +1073,7 @@ macro_rules! suite {
 
 suite!(
     memory_users_never_see_each_other,
+    memory_searches_follow_writes_after_the_first,
     memory_project_scopes_are_listed,
     memory_records_come_back_unchanged,
     memory_captures_are_not_stored_twice,

@@ -15,7 +15,9 @@
 
 use std::collections::HashMap;
 
-use super::retrieve::{sort_desc, Bm25, Candidate, CorpusStats};
+use foldhash::{HashMap as FastMap, HashMapExt};
+
+use super::retrieve::{same_term, sort_desc, Bm25, Candidate, CorpusStats};
 
 /// Memories on each side of a memory that form its window (same session only).
 pub const WINDOW: i64 = 2;
@@ -86,7 +88,7 @@ pub fn own_scores(
     df: &HashMap<String, u64>,
     stats: CorpusStats,
     keys: &[i64],
-    known: &HashMap<i64, Light>,
+    known: &Known,
 ) -> Vec<(i64, f64)> {
     let candidates: Vec<Candidate<i64>> = keys
         .iter()
@@ -102,6 +104,9 @@ pub fn own_scores(
     sort_desc(&mut own);
     own
 }
+
+/// The lights a search has read, by key.
+pub type Known = FastMap<i64, Light>;
 
 /// What ranking needs of one memory, as the backends read it.
 #[derive(Debug, Clone)]
@@ -120,7 +125,7 @@ pub struct Light {
 /// [`WINDOW`] of the best [`WINDOW_SOURCES`] of `own` (best first) that have a session
 /// (`known` holds the candidates). Keys are adjacent integers in write order (a user's row
 /// ids or sequence numbers).
-pub fn window_keys(own: &[(i64, f64)], known: &HashMap<i64, Light>) -> Vec<i64> {
+pub fn window_keys(own: &[(i64, f64)], known: &Known) -> Vec<i64> {
     let mut keys: Vec<i64> = own
         .iter()
         .take(WINDOW_SOURCES)
@@ -136,13 +141,13 @@ pub fn window_keys(own: &[(i64, f64)], known: &HashMap<i64, Light>) -> Vec<i64> 
 /// Term frequencies of the query terms in `terms`, added to `tf`.
 fn count(query: &[&str], terms: &str, tf: &mut [u32]) {
     for t in terms.split_ascii_whitespace() {
-        if let Some(i) = query.iter().position(|q| *q == t) {
+        if let Some(i) = query.iter().position(|q| same_term(q, t)) {
             tf[i] += 1;
         }
     }
 }
 
-fn normalise(scores: &mut HashMap<i64, f64>) {
+fn normalise(scores: &mut FastMap<i64, f64>) {
     let max = scores.values().copied().fold(0.0, f64::max);
     if max > 0.0 {
         scores.values_mut().for_each(|s| *s /= max);
@@ -164,7 +169,7 @@ pub fn rank(
     df: &HashMap<String, u64>,
     stats: CorpusStats,
     own: &[(i64, f64)],
-    docs: &HashMap<i64, Light>,
+    docs: &Known,
 ) -> Vec<(i64, f64)> {
     if own.is_empty() {
         return vec![];
@@ -175,13 +180,13 @@ pub fn rank(
         .map(|t| Bm25::idf(df.get(*t).copied().unwrap_or(0), stats.docs))
         .collect();
     let session_of = |k: i64| docs.get(&k).and_then(|d| d.session_id.as_deref());
-    let mut total: HashMap<i64, f64> = own.iter().copied().collect();
+    let mut total: FastMap<i64, f64> = own.iter().copied().collect();
     normalise(&mut total);
 
     // Each known memory's query-term frequencies, counted once.
     let n = query.len();
     let mut arena = vec![0u32; docs.len() * n];
-    let mut slot: HashMap<i64, usize> = HashMap::with_capacity(docs.len());
+    let mut slot: FastMap<i64, usize> = FastMap::with_capacity(docs.len());
     for (i, (k, d)) in docs.iter().enumerate() {
         count(&query, &d.terms, &mut arena[i * n..(i + 1) * n]);
         slot.insert(*k, i);
@@ -190,7 +195,7 @@ pub fn rank(
 
     // Windows of the best memories and of their neighbours.
     let window_avg = stats.avg_len() * (2 * WINDOW + 1) as f64;
-    let mut window: HashMap<i64, f64> = HashMap::new();
+    let mut window: FastMap<i64, f64> = FastMap::new();
     let mut tf = vec![0u32; n];
     for &(source, _) in own.iter().take(WINDOW_SOURCES) {
         let Some(session) = session_of(source) else {
@@ -219,7 +224,7 @@ pub fn rank(
     }
 
     // Sessions, by the query terms their candidates contain.
-    let mut per_session: HashMap<&str, Vec<u32>> = HashMap::new();
+    let mut per_session: FastMap<&str, Vec<u32>> = FastMap::new();
     for &(k, _) in own {
         if let (Some(f), Some(s)) = (tf_of(k), session_of(k)) {
             let counts = per_session.entry(s).or_insert_with(|| vec![0; n]);
@@ -229,7 +234,7 @@ pub fn rank(
                 .for_each(|(c, p)| *c += u32::from(*p > 0));
         }
     }
-    let session_score: HashMap<&str, f64> = per_session
+    let session_score: FastMap<&str, f64> = per_session
         .into_iter()
         .map(|(s, counts)| {
             let v = counts
@@ -288,7 +293,7 @@ mod tests {
 
         fn rank(&self, question: &str) -> Vec<i64> {
             let q = Analyzer::default().query_terms(question);
-            let docs: HashMap<i64, Light> = self
+            let docs: Known = self
                 .texts
                 .iter()
                 .enumerate()

@@ -29,12 +29,14 @@
 pub mod context;
 pub mod embed;
 pub mod inject;
+pub mod lexicon;
 pub mod queue;
 pub mod quota;
 pub mod recall;
 pub mod reembed;
 pub mod retrieve;
 pub mod scope;
+pub mod scopes;
 pub mod store;
 pub mod text;
 pub mod vectors;

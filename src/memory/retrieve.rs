@@ -150,7 +150,7 @@ impl Bm25 {
             tf.iter_mut().for_each(|f| *f = 0);
             let mut matched = false;
             for t in c.terms.split_ascii_whitespace() {
-                if let Some(i) = idf.iter().position(|(q, _)| *q == t) {
+                if let Some(i) = idf.iter().position(|(q, _)| same_term(q, t)) {
                     tf[i] += 1;
                     matched = true;
                 }
@@ -176,6 +176,14 @@ impl Bm25 {
             })
             .sum()
     }
+}
+
+/// Whether two terms are equal, their lengths and first bytes compared first: most pairs
+/// differ there, and a search compares thousands of them (a `memcmp` call each was a
+/// quarter of a search's CPU).
+#[inline]
+pub fn same_term(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.as_bytes().first() == b.as_bytes().first() && a == b
 }
 
 /// Sorts by score, best first; ties go to the smaller key (for memories: the older one),

@@ -21,9 +21,10 @@
 
 use std::cmp::{Ordering as Order, Reverse};
 use std::collections::{BinaryHeap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::MutexGuard;
 use std::time::Instant;
+
+use super::scopes::{Held, ScopeCache};
 
 use super::retrieve::MIN_COSINE;
 
@@ -211,16 +212,17 @@ impl Vectors {
         let qfactor = qmax / 127.0 / qnorm;
         // First pass: the heads pick the candidates (partial scores, same scale).
         let first = two_passes.then(|| self.first_pass(&q[..HEAD], candidates(pool)));
-        let full = |i: usize| {
-            dot_i8(&self.data[i * self.dims..(i + 1) * self.dims], &q) as f32
-                * self.factors[i]
-                * qfactor
-        };
-        let best = match first {
-            Some(rows) => {
-                Best::of_indexed(rows.into_iter().map(|i| (i, full(i))), pool, MIN_COSINE)
-            }
-            None => Best::of_indexed((0..self.keys.len()).map(|i| (i, full(i))), pool, MIN_COSINE),
+        let scores = full_scores(
+            &self.data,
+            self.dims,
+            &self.factors,
+            &q,
+            qfactor,
+            first.as_deref(),
+        );
+        let best = match &first {
+            Some(rows) => Best::of_indexed(rows.iter().copied().zip(scores), pool, MIN_COSINE),
+            None => Best::of_indexed(scores.into_iter().enumerate(), pool, MIN_COSINE),
         };
         let mut out: Vec<(i64, f64)> = best
             .into_iter()
@@ -241,12 +243,7 @@ impl Vectors {
         let qhead: &[i8; HEAD] = qhead.try_into().expect("a head's length");
         let mut scores = std::mem::take(&mut self.scratch);
         scores.clear();
-        scores.extend(
-            self.head
-                .chunks_exact(HEAD)
-                .zip(&self.factors)
-                .map(|(h, &f)| dot_head(h.try_into().expect("a head"), qhead) as f32 * f),
-        );
+        head_scores(&self.head, &self.factors, qhead, &mut scores);
         let all = || scores.iter().copied().enumerate();
         let mut picked: Vec<(usize, f32)> = if scores.len() <= n {
             all().collect()
@@ -272,8 +269,92 @@ impl Vectors {
     }
 }
 
+/// Whether the scans below may run their AVX2 builds: the release binary targets the
+/// baseline x86-64 (SSE2), where an int8 dot product takes twice the instructions of
+/// AVX2's 256-bit registers. Checked once per scan (std caches the CPU's answer).
+#[cfg(target_arch = "x86_64")]
+fn avx2() -> bool {
+    std::arch::is_x86_feature_detected!("avx2")
+}
+
+/// Every head's partial score with `q` (its dot product times the row's factor), into
+/// `out`, in row order.
+fn head_scores(heads: &[i8], factors: &[f32], q: &[i8; HEAD], out: &mut Vec<f32>) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { head_scores_avx2(heads, factors, q, out) };
+    }
+    head_scores_with(heads, factors, q, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn head_scores_avx2(heads: &[i8], factors: &[f32], q: &[i8; HEAD], out: &mut Vec<f32>) {
+    head_scores_with(heads, factors, q, out)
+}
+
+/// [`head_scores`]' loop, inlined into each build of it.
+#[inline(always)]
+fn head_scores_with(heads: &[i8], factors: &[f32], q: &[i8; HEAD], out: &mut Vec<f32>) {
+    out.extend(
+        heads
+            .chunks_exact(HEAD)
+            .zip(factors)
+            .map(|(h, &f)| dot_head(h.try_into().expect("a head"), q) as f32 * f),
+    );
+}
+
+/// The cosines of the vectors in `rows` (of `dims` components each in `data`; `None`:
+/// all) with the quantized query `q` (whose factor is `qfactor`), in the order of `rows`.
+fn full_scores(
+    data: &[i8],
+    dims: usize,
+    factors: &[f32],
+    q: &[i8],
+    qfactor: f32,
+    rows: Option<&[usize]>,
+) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { full_scores_avx2(data, dims, factors, q, qfactor, rows) };
+    }
+    full_scores_with(data, dims, factors, q, qfactor, rows)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn full_scores_avx2(
+    data: &[i8],
+    dims: usize,
+    factors: &[f32],
+    q: &[i8],
+    qfactor: f32,
+    rows: Option<&[usize]>,
+) -> Vec<f32> {
+    full_scores_with(data, dims, factors, q, qfactor, rows)
+}
+
+/// [`full_scores`]' loop, inlined into each build of it.
+#[inline(always)]
+fn full_scores_with(
+    data: &[i8],
+    dims: usize,
+    factors: &[f32],
+    q: &[i8],
+    qfactor: f32,
+    rows: Option<&[usize]>,
+) -> Vec<f32> {
+    let score = |i: usize| dot_i8(&data[i * dims..(i + 1) * dims], q) as f32 * factors[i] * qfactor;
+    match rows {
+        Some(rows) => rows.iter().map(|&i| score(i)).collect(),
+        None => (0..factors.len()).map(score).collect(),
+    }
+}
+
 /// The dot product of two heads (fixed length: unrolled and vectorized).
-#[inline]
+#[inline(always)]
 fn dot_head(a: &[i8; HEAD], b: &[i8; HEAD]) -> i32 {
     a.iter()
         .zip(b)
@@ -332,7 +413,7 @@ impl Best {
 }
 
 /// The dot product of two int8 vectors of one length, in 16 lanes (vectorized).
-#[inline]
+#[inline(always)]
 fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     let mut lanes = [0i32; 16];
     let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
@@ -351,81 +432,51 @@ fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
 }
 
 /// One scope's vectors, locked while they are changed or scored.
-pub type Shared = Arc<Mutex<Vectors>>;
+pub type Shared = super::scopes::Shared<Vectors>;
 
 /// Locks a scope's vectors (a poisoned lock is taken over: the vectors stay usable).
 pub fn lock(v: &Shared) -> MutexGuard<'_, Vectors> {
-    v.lock().unwrap_or_else(|p| p.into_inner())
+    super::scopes::lock(v)
 }
 
-/// The index (see the module docs).
+impl Held for Vectors {
+    fn bytes(&self) -> usize {
+        Vectors::bytes(self)
+    }
+
+    fn used(&self) -> Option<Instant> {
+        self.used
+    }
+
+    fn touch(&mut self) {
+        self.used = Some(Instant::now());
+    }
+}
+
+/// The index (see the module docs): the vectors of each scope and model.
 pub struct VectorIndex {
-    scopes: Mutex<HashMap<(i64, String), Shared>>,
-    /// Bytes held over all scopes, as of their last change.
-    bytes: AtomicUsize,
-    limit: usize,
+    scopes: ScopeCache<(i64, String), Vectors>,
 }
 
 impl VectorIndex {
     /// An index holding about `limit` bytes at most.
     pub fn new(limit: usize) -> Self {
         Self {
-            scopes: Mutex::default(),
-            bytes: AtomicUsize::new(0),
-            limit,
+            scopes: ScopeCache::new(limit),
         }
-    }
-
-    fn scopes(&self) -> MutexGuard<'_, HashMap<(i64, String), Shared>> {
-        self.scopes.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The vectors of scope `uid` for `model`, made empty when not held.
-    pub fn entry(&self, uid: i64, model: &str) -> Shared {
-        self.scopes()
-            .entry((uid, model.to_string()))
-            .or_default()
-            .clone()
     }
 
     /// The vectors of scope `uid` for `model`, if held.
     pub fn get(&self, uid: i64, model: &str) -> Option<Shared> {
-        self.scopes().get(&(uid, model.to_string())).cloned()
-    }
-
-    /// Runs `f` on every held vector set of scope `uid` (one per model).
-    pub fn each(&self, uid: i64, mut f: impl FnMut(&mut Vectors)) {
-        let held: Vec<Shared> = self
-            .scopes()
-            .iter()
-            .filter(|(k, _)| k.0 == uid)
-            .map(|(_, v)| v.clone())
-            .collect();
-        for v in held {
-            let mut g = lock(&v);
-            let before = g.bytes();
-            f(&mut g);
-            self.resized(before, g.bytes());
-        }
+        self.scopes.get(&(uid, model.to_string()))
     }
 
     /// Drops the vector of memory `key` of scope `uid` (every model), or, with `None`,
     /// all of the scope's.
     pub fn forget(&self, uid: i64, key: Option<i64>) {
         match key {
-            Some(k) => self.each(uid, |v| v.remove(k)),
-            None => {
-                let gone: Vec<Shared> = {
-                    let mut scopes = self.scopes();
-                    let keys: Vec<(i64, String)> =
-                        scopes.keys().filter(|k| k.0 == uid).cloned().collect();
-                    keys.into_iter().filter_map(|k| scopes.remove(&k)).collect()
-                };
-                for v in gone {
-                    let bytes = lock(&v).bytes();
-                    self.resized(bytes, 0);
-                }
-            }
+            Some(k) => self.scopes.each(|s| s.0 == uid, |v| v.remove(k)),
+            None => self.scopes.remove(|s| s.0 == uid),
         }
     }
 
@@ -433,81 +484,22 @@ impl VectorIndex {
     /// when they are held and loaded whole (a scope not held is read whole when it is
     /// next searched), keeping the index's size up to date.
     pub fn put_if_loaded(&self, uid: i64, model: &str, key: i64, vector: &[f32]) {
-        let Some(held) = self.get(uid, model) else {
-            return;
-        };
-        let mut g = lock(&held);
-        if !g.loaded {
-            return;
-        }
-        let before = g.bytes();
-        g.upsert(key, vector);
-        let after = g.bytes();
-        drop(g);
-        self.resized(before, after);
-    }
-
-    /// Records that a scope's vectors went from `before` to `after` bytes, and evicts the
-    /// least recently searched scopes while the index is over its bound. The count never
-    /// goes below zero, and eviction recounts what is held (a scope changed after it was
-    /// evicted, through a handle taken before, is not counted twice).
-    pub fn resized(&self, before: usize, after: usize) {
-        if after >= before {
-            let grown = after - before;
-            let total = self
-                .bytes
-                .fetch_add(grown, Ordering::Relaxed)
-                .saturating_add(grown);
-            if total > self.limit {
-                self.evict();
+        self.scopes.update_held(&(uid, model.to_string()), |v| {
+            if v.loaded {
+                v.upsert(key, vector);
             }
-        } else {
-            let shrunk = before - after;
-            let _ = self
-                .bytes
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-                    Some(b.saturating_sub(shrunk))
-                });
-        }
+        });
     }
 
     /// Runs `f` on the vectors of scope `uid` for `model` (made when not held), keeping
     /// the index's size up to date.
     pub fn update<R>(&self, uid: i64, model: &str, f: impl FnOnce(&mut Vectors) -> R) -> R {
-        let v = self.entry(uid, model);
-        let mut g = lock(&v);
-        g.used = Some(Instant::now());
-        let before = g.bytes();
-        let r = f(&mut g);
-        let after = g.bytes();
-        drop(g);
-        self.resized(before, after);
-        r
+        self.scopes.update(&(uid, model.to_string()), f)
     }
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.bytes.load(Ordering::Relaxed)
-    }
-
-    fn evict(&self) {
-        let mut scopes = self.scopes();
-        let mut by_use: Vec<((i64, String), Option<Instant>, usize)> = scopes
-            .iter()
-            .filter_map(|(k, v)| v.try_lock().ok().map(|g| (k.clone(), g.used, g.bytes())))
-            .collect();
-        // Recounted from what is held (a scope locked right now counts as empty until
-        // its holder reports its change).
-        self.bytes
-            .store(by_use.iter().map(|x| x.2).sum(), Ordering::Relaxed);
-        by_use.sort_by_key(|x| x.1);
-        for (k, _, bytes) in by_use {
-            if self.bytes.load(Ordering::Relaxed) <= self.limit {
-                break;
-            }
-            scopes.remove(&k);
-            self.bytes.fetch_sub(bytes, Ordering::Relaxed);
-        }
+        self.scopes.bytes()
     }
 }
 
@@ -684,7 +676,7 @@ mod tests {
         index.forget(1, Some(7));
         index.forget(1, None);
         index.forget(1, None);
-        index.resized(1_000, 0);
+        index.scopes.resized(1_000, 0);
         assert_eq!(index.bytes(), 0);
         index.update(2, "m", |v| v.upsert(1, &row));
         assert_eq!(index.bytes(), one);

@@ -18,6 +18,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
+use crate::memory::lexicon::TermIndex;
 use crate::memory::store::{
     BoxFuture, Memory, MemoryStore, Page, ScoredMemory, SearchQuery, Session, SessionInfo,
     SessionMessage, StoreError, WriteOp,
@@ -65,8 +66,9 @@ struct Inner {
     /// One per read in progress, at most [`MAX_READERS`].
     read_permits: tokio::sync::Semaphore,
     opts: SqliteOptions,
-    /// The scopes' vectors, kept up to date by the writer.
+    /// The scopes' vectors and terms, kept up to date by the writer.
     vectors: Arc<VectorIndex>,
+    terms: Arc<TermIndex>,
 }
 
 /// A write request for the writer thread.
@@ -81,11 +83,11 @@ enum Command {
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
     DeleteUser(String, oneshot::Sender<Result<u64, StoreError>>),
-    /// Reads a scope's vectors of a model into the vector index (after the writes
-    /// before it have committed).
-    LoadVectors {
+    /// Reads a scope into the term index (unless held) and, with a model, its vectors of
+    /// that model into the vector index (after the writes before it have committed).
+    Load {
         uid: i64,
-        model: String,
+        model: Option<String>,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
     DeleteSession {
@@ -134,11 +136,12 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel();
         let writer_opts = opts.clone();
         let vectors = Arc::new(VectorIndex::new(crate::memory::vectors::DEFAULT_LIMIT));
+        let terms = Arc::new(TermIndex::new(crate::memory::lexicon::DEFAULT_LIMIT));
         std::thread::Builder::new()
             .name("memproxy-db-writer".into())
             .spawn({
-                let vectors = vectors.clone();
-                move || writer_loop(conn, rx, writer_opts, vectors)
+                let (vectors, terms) = (vectors.clone(), terms.clone());
+                move || writer_loop(conn, rx, writer_opts, vectors, terms)
             })
             .map_err(backend)?;
         Ok(Self {
@@ -148,6 +151,7 @@ impl SqliteStore {
                 readers: Mutex::new(Vec::new()),
                 read_permits: tokio::sync::Semaphore::new(MAX_READERS),
                 vectors,
+                terms,
                 opts,
             }),
         })
@@ -276,8 +280,9 @@ fn writer_loop(
     rx: mpsc::Receiver<Command>,
     opts: SqliteOptions,
     vectors: Arc<VectorIndex>,
+    terms: Arc<TermIndex>,
 ) {
-    let mut w = write::Writer::new(opts.clone(), vectors.clone());
+    let mut w = write::Writer::new(opts.clone(), vectors.clone(), terms.clone());
     // Whether the index may need merging (it may, at start: earlier runs wrote it), and
     // whether a merge is under way.
     let (mut check_index, mut merging) = (true, false);
@@ -337,7 +342,7 @@ fn writer_loop(
                  the writer goes on"
             );
             metrics::counter!("memproxy_memory_writer_panics_total").increment(1);
-            w = write::Writer::new(opts.clone(), vectors.clone());
+            w = write::Writer::new(opts.clone(), vectors.clone(), terms.clone());
         }
     }
 }
@@ -349,7 +354,7 @@ fn fail(cmd: Command, err: StoreError) {
             drop(reply.send(Err(err)))
         }
         Command::DeleteUser(_, r) | Command::Purge(r) => drop(r.send(Err(err))),
-        Command::LoadVectors { reply, .. } => drop(reply.send(Err(err))),
+        Command::Load { reply, .. } => drop(reply.send(Err(err))),
     }
 }
 
@@ -384,18 +389,24 @@ impl MemoryStore for SqliteStore {
     ) -> BoxFuture<'a, Result<Vec<ScoredMemory>, StoreError>> {
         let (user_id, query) = (Arc::<str>::from(user_id), Arc::new(query.clone()));
         Box::pin(async move {
-            // A semantic search needs the scope's vectors in the index: the writer loads
-            // them (after the writes before), then the search runs again.
-            let mut may_load = query.embedding.is_some();
+            // A search reads the scope from the indexes: the writer loads it (after the
+            // writes before), then the search runs again.
+            let mut may_load = true;
             loop {
-                let (u, q, index) = (user_id.clone(), query.clone(), self.inner.vectors.clone());
+                let (u, q, inner) = (user_id.clone(), query.clone(), self.inner.clone());
                 match self
-                    .read(move |c, _| read::search(c, &u, &q, &index, may_load))
+                    .read(move |c, _| {
+                        let indexes = read::Indexes {
+                            vectors: &inner.vectors,
+                            terms: &inner.terms,
+                        };
+                        read::search(c, &u, &q, indexes, may_load)
+                    })
                     .await?
                 {
                     read::Searched::Done(hits) => return Ok(hits),
                     read::Searched::Load(uid, model) => {
-                        self.write(|reply| Command::LoadVectors { uid, model, reply })
+                        self.write(|reply| Command::Load { uid, model, reply })
                             .await?;
                         may_load = false;
                     }

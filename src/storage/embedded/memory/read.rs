@@ -1,14 +1,17 @@
 //! Queries on a read connection: memories by id and by page, search (FTS5 candidates
 //! inside the user's row-id range, re-ranked by [`crate::memory::retrieve`]), sessions.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::schema::rid_range;
 use super::{backend, SqliteOptions};
-use crate::memory::context::{self, Light};
+use crate::memory::context::{self, Known, Light};
+use crate::memory::lexicon::{TermIndex, Terms};
 use crate::memory::retrieve::{dedup, fuse, Bm25, CorpusStats, DENSE_WEIGHT};
+use crate::memory::scopes;
 use crate::memory::store::{
     Memory, Metadata, Page, ScoredMemory, SearchQuery, Session, SessionInfo, SessionMessage,
     StoreError,
@@ -124,59 +127,93 @@ pub fn list(
     })
 }
 
-fn light(conn: &Connection, rid: i64) -> Result<Option<Light>, StoreError> {
-    conn.prepare_cached("SELECT session_id, hash, terms, nterms FROM memories WHERE rid = ?1")
-        .and_then(|mut s| {
-            s.query_row([rid], |r| {
-                Ok(Light {
-                    session_id: r.get(0)?,
-                    hash: r.get(1)?,
-                    terms: r.get(2)?,
-                    len: r.get::<_, i64>(3)?.clamp(0, u32::MAX as i64) as u32,
-                })
-            })
-            .optional()
-        })
-        .map_err(backend)
+/// A memory's light from a row of `rid, session_id, hash, terms, nterms`.
+pub(super) fn light_from_row(r: &Row<'_>) -> rusqlite::Result<(i64, Light)> {
+    Ok((
+        r.get(0)?,
+        Light {
+            session_id: r.get(1)?,
+            hash: r.get(2)?,
+            terms: r.get(3)?,
+            len: r.get::<_, i64>(4)?.clamp(0, u32::MAX as i64) as u32,
+        },
+    ))
 }
 
-/// [`light`] of many memories in one statement (those that exist), into `known`.
-fn lights(
-    conn: &Connection,
-    rids: impl IntoIterator<Item = i64>,
-    known: &mut HashMap<i64, Light>,
-) -> Result<(), StoreError> {
-    let ids: Vec<i64> = rids
-        .into_iter()
-        .filter(|r| !known.contains_key(r))
-        .collect();
-    if ids.is_empty() {
-        return Ok(());
+/// Where lexical ranking reads a scope's memories: the term index when it holds the
+/// scope whole, else the database (FTS5 and the memories' rows).
+enum Source<'a> {
+    Held(&'a Terms),
+    Db(&'a Connection),
+}
+
+impl Source<'_> {
+    /// Memory `rid`'s light, if it exists.
+    fn light(&self, rid: i64) -> Result<Option<Light>, StoreError> {
+        match self {
+            Source::Held(t) => Ok(t.light(rid).cloned()),
+            Source::Db(conn) => conn
+                .prepare_cached(
+                    "SELECT rid, session_id, hash, terms, nterms FROM memories WHERE rid = ?1",
+                )
+                .and_then(|mut s| s.query_row([rid], light_from_row).optional())
+                .map(|l| l.map(|x| x.1))
+                .map_err(backend),
+        }
     }
-    let list = serde_json::to_string(&ids).map_err(backend)?;
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT rid, session_id, hash, terms, nterms FROM memories
-             WHERE rid IN (SELECT value FROM json_each(?1))",
-        )
-        .map_err(backend)?;
-    let mut rows = stmt.query([list]).map_err(backend)?;
-    while let Some(r) = rows.next().map_err(backend)? {
-        let l = (|| {
-            Ok::<_, rusqlite::Error>((
-                r.get::<_, i64>(0)?,
-                Light {
-                    session_id: r.get(1)?,
-                    hash: r.get(2)?,
-                    terms: r.get(3)?,
-                    len: r.get::<_, i64>(4)?.clamp(0, u32::MAX as i64) as u32,
-                },
-            ))
-        })()
-        .map_err(backend)?;
-        known.insert(l.0, l.1);
+
+    /// [`Self::light`] of many memories (those that exist), into `known`; from the
+    /// database in one statement.
+    fn lights(
+        &self,
+        rids: impl IntoIterator<Item = i64>,
+        known: &mut Known,
+    ) -> Result<(), StoreError> {
+        let conn = match self {
+            Source::Held(t) => {
+                for rid in rids {
+                    if let (Entry::Vacant(slot), Some(l)) = (known.entry(rid), t.light(rid)) {
+                        slot.insert(l.clone());
+                    }
+                }
+                return Ok(());
+            }
+            Source::Db(conn) => conn,
+        };
+        let ids: Vec<i64> = rids
+            .into_iter()
+            .filter(|r| !known.contains_key(r))
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let list = serde_json::to_string(&ids).map_err(backend)?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT rid, session_id, hash, terms, nterms FROM memories
+                 WHERE rid IN (SELECT value FROM json_each(?1))",
+            )
+            .map_err(backend)?;
+        let mut rows = stmt.query([list]).map_err(backend)?;
+        while let Some(r) = rows.next().map_err(backend)? {
+            let (rid, l) = light_from_row(r).map_err(backend)?;
+            known.insert(rid, l);
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// One query term's matches in the user's memories, newest first: every match's
+    /// count and the newest [`TERM_SCAN_CAP`] (the database's count is extrapolated past
+    /// them).
+    fn scan(&self, u: &User, term: &str) -> Result<TermScan, StoreError> {
+        match self {
+            Source::Held(t) => {
+                let (df, rids) = t.matches(term, TERM_SCAN_CAP);
+                Ok(TermScan { df, rids })
+            }
+            Source::Db(conn) => scan_term(conn, u, term),
+        }
+    }
 }
 
 fn fts_query(terms: &[String]) -> String {
@@ -254,48 +291,60 @@ pub(crate) fn extrapolated_df(oldest: i64, next_seq: i64, docs: u64) -> u64 {
 /// with 1M memories and a query of common words); reading a term's row ids costs ~0.1 µs
 /// each and is capped per term by [`TERM_SCAN_CAP`].
 fn lexical(
-    conn: &Connection,
+    src: &Source<'_>,
     u: &User,
     terms: &[String],
-    known: &mut HashMap<i64, Light>,
+    known: &mut Known,
 ) -> Result<Vec<(i64, f64)>, StoreError> {
-    if terms.is_empty() || u.stats.docs == 0 {
+    let stats = match src {
+        Source::Held(t) => t.stats(),
+        Source::Db(_) => u.stats,
+    };
+    if terms.is_empty() || stats.docs == 0 {
         return Ok(vec![]);
     }
     let (lo, hi) = rid_range(u.uid);
     let mut df: HashMap<String, u64> = HashMap::with_capacity(terms.len());
     let mut matches = Vec::with_capacity(terms.len());
     for t in terms {
-        let scan = scan_term(conn, u, t)?;
-        matches.push((scan.rids, Bm25::idf(scan.df, u.stats.docs)));
+        let scan = src.scan(u, t)?;
+        matches.push((scan.rids, Bm25::idf(scan.df, stats.docs)));
         df.insert(t.clone(), scan.df);
     }
     let rids = context::preselect(&matches);
-    lights(conn, rids.iter().copied(), known)?;
+    src.lights(rids.iter().copied(), known)?;
     let bm25 = Bm25::default();
-    let own = context::own_scores(&bm25, terms, &df, u.stats, &rids, known);
+    let own = context::own_scores(&bm25, terms, &df, stats, &rids, known);
     // The neighbours whose windows are scored: row ids of this user only.
     let around = context::window_keys(&own, known)
         .into_iter()
         .filter(|n| (lo..=hi).contains(n));
-    lights(conn, around, known)?;
-    Ok(context::rank(&bm25, terms, &df, u.stats, &own, known))
+    src.lights(around, known)?;
+    Ok(context::rank(&bm25, terms, &df, stats, &own, known))
 }
 
-/// What a search came to: its hits, or the scope whose vectors the index must load first.
+/// What a search came to: its hits, or the scope (and model) the indexes must load first.
 pub enum Searched {
     Done(Vec<ScoredMemory>),
-    Load(i64, String),
+    /// Load the scope's terms, and its vectors of the model when given.
+    Load(i64, Option<String>),
 }
 
-/// A search; a semantic one scores the scope's vectors in `index`. When they are not
-/// loaded there it asks for them (`may_load`) or, on the second try (evicted meanwhile),
-/// goes on lexically.
+/// The in-memory indexes a search reads.
+pub struct Indexes<'a> {
+    pub vectors: &'a VectorIndex,
+    pub terms: &'a TermIndex,
+}
+
+/// A search. It reads the scope from the term index and scores a semantic search's
+/// vectors in the vector index; when either is not loaded there it asks for them
+/// (`may_load`) or, on the second try (evicted meanwhile), reads the database and goes on
+/// lexically.
 pub fn search(
     conn: &Connection,
     user_id: &str,
     query: &SearchQuery,
-    index: &VectorIndex,
+    index: Indexes<'_>,
     may_load: bool,
 ) -> Result<Searched, StoreError> {
     let limit = query.limit.clamp(1, 100);
@@ -303,13 +352,20 @@ pub fn search(
         return Ok(Searched::Done(vec![]));
     };
     let pool = MIN_POOL.max(limit * 5);
-    let scope = match &query.embedding {
-        Some(e) => match index.get(u.uid, &e.model) {
-            Some(v) if vectors::lock(&v).loaded => Some((v, &e.vector)),
-            _ if may_load => return Ok(Searched::Load(u.uid, e.model.clone())),
-            _ => None,
-        },
-        None => None,
+    let scope = query.embedding.as_ref().and_then(|e| {
+        let v = index.vectors.get(u.uid, &e.model)?;
+        let loaded = vectors::lock(&v).loaded;
+        loaded.then_some((v, &e.vector))
+    });
+    let held = index.terms.loaded(u.uid);
+    if may_load && (held.is_none() || (query.embedding.is_some() && scope.is_none())) {
+        let model = query.embedding.as_ref().map(|e| e.model.clone());
+        return Ok(Searched::Load(u.uid, model));
+    }
+    let held = held.as_ref().map(scopes::lock);
+    let src = match &held {
+        Some(t) => Source::Held(t),
+        None => Source::Db(conn),
     };
     // Scored under the scope's lock; evicted meanwhile, the search goes on lexically.
     let dense = |v: &vectors::Shared, q: &[f32]| {
@@ -321,19 +377,19 @@ pub fn search(
         }
     };
     let terms = Analyzer::default().query_terms(&query.text);
-    let mut known: HashMap<i64, Light> = HashMap::new();
-    let (semantic, lexical) = match scope {
-        // A large scope's vectors are scored on a second thread while this one reads the
+    let mut known = Known::default();
+    let (semantic, lexical) = match &scope {
+        // A large scope's vectors are scored on a second thread while this one ranks the
         // lexical candidates (at 100k vectors each part takes ~0.5 ms and more).
-        Some((v, q)) if vectors::lock(&v).len() >= vectors::SCORE_APART_FROM => {
+        Some((v, q)) if vectors::lock(v).len() >= vectors::SCORE_APART_FROM => {
             std::thread::scope(|s| {
-                let semantic = s.spawn(|| dense(&v, q));
-                let lexical = lexical(conn, &u, &terms, &mut known);
+                let semantic = s.spawn(|| dense(v, q));
+                let lexical = lexical(&src, &u, &terms, &mut known);
                 (semantic.join().unwrap_or_default(), lexical)
             })
         }
-        Some((v, q)) => (dense(&v, q), lexical(conn, &u, &terms, &mut known)),
-        None => (vec![], lexical(conn, &u, &terms, &mut known)),
+        Some((v, q)) => (dense(v, q), lexical(&src, &u, &terms, &mut known)),
+        None => (vec![], lexical(&src, &u, &terms, &mut known)),
     };
     let lexical = lexical?;
     let ranked = if semantic.is_empty() {
@@ -343,12 +399,12 @@ pub fn search(
         fuse(lexical, &semantic, DENSE_WEIGHT, query.alone_floor())
     };
     // De-duplicate identical contents (hashes of semantic-only hits are looked up: those
-    // of the best in one statement, any further one by one).
-    lights(conn, ranked.iter().take(limit * 4).map(|x| x.0), &mut known)?;
+    // of the best at once, any further one by one).
+    src.lights(ranked.iter().take(limit * 4).map(|x| x.0), &mut known)?;
     let mut ranked_known = Vec::with_capacity(ranked.len());
     for (rid, s) in ranked {
-        if let std::collections::hash_map::Entry::Vacant(slot) = known.entry(rid) {
-            match light(conn, rid)? {
+        if let Entry::Vacant(slot) = known.entry(rid) {
+            match src.light(rid)? {
                 Some(l) => {
                     slot.insert(l);
                 }
@@ -360,6 +416,7 @@ pub fn search(
             break;
         }
     }
+    drop(held);
     let top = dedup(ranked_known, |rid| known.get(rid).map(|l| l.hash));
     let mut stmt = conn
         .prepare_cached(&format!(

@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use super::schema::rid_range;
 use super::{backend, Command, SqliteOptions};
+use crate::memory::context::Light;
+use crate::memory::lexicon::TermIndex;
 use crate::memory::quota;
 use crate::memory::retrieve::vector_from_bytes;
 use crate::memory::retrieve::vector_to_bytes;
@@ -19,8 +21,15 @@ use crate::memory::vectors::VectorIndex;
 /// Sends a command's result once the transaction's fate is known.
 type Reply = Box<dyn FnOnce(Option<StoreError>) + Send>;
 
-/// What a command changed in the vector index, applied once its transaction committed.
+/// What a command changed in the in-memory indexes (vectors, terms), applied once its
+/// transaction committed.
 pub enum Effect {
+    /// A new memory's light, for the term index.
+    Indexed {
+        uid: i64,
+        rid: i64,
+        light: Light,
+    },
     Put {
         uid: i64,
         rid: i64,
@@ -39,14 +48,16 @@ pub struct Writer {
     analyzer: Analyzer,
     opts: SqliteOptions,
     vectors: Arc<VectorIndex>,
-    /// Vector index changes of the transaction under way.
+    terms: Arc<TermIndex>,
+    /// Index changes of the transaction under way.
     effects: Vec<Effect>,
-    /// Scopes whose vectors to load into the index after the transaction.
+    /// Scopes to load into the indexes after the transaction.
     loads: Vec<Load>,
 }
 
-/// A scope (uid) and model whose vectors are to be loaded, and who waits for it.
-type Load = (i64, String, oneshot::Sender<Result<(), StoreError>>);
+/// A scope (uid) whose terms (when not held) and vectors of a model (when given) are to
+/// be loaded, and who waits for it.
+type Load = (i64, Option<String>, oneshot::Sender<Result<(), StoreError>>);
 
 fn reply<T: Send + 'static>(
     tx: oneshot::Sender<Result<T, StoreError>>,
@@ -121,11 +132,12 @@ fn ensure_uid(tx: &Transaction<'_>, user_id: &str) -> Result<i64, StoreError> {
 }
 
 impl Writer {
-    pub fn new(opts: SqliteOptions, vectors: Arc<VectorIndex>) -> Self {
+    pub fn new(opts: SqliteOptions, vectors: Arc<VectorIndex>, terms: Arc<TermIndex>) -> Self {
         Self {
             analyzer: Analyzer::default(),
             opts,
             vectors,
+            terms,
             effects: Vec::new(),
             loads: Vec::new(),
         }
@@ -142,14 +154,17 @@ impl Writer {
         answer.0
     }
 
-    /// After the transaction: its changes go to the vector index when it committed, then
-    /// the scopes asked for are loaded (from committed data: nothing is written between).
+    /// After the transaction: its changes go to the indexes when it committed, then the
+    /// scopes asked for are loaded (from committed data: nothing is written between).
     pub fn committed(&mut self, conn: &rusqlite::Connection, ok: bool) {
         for e in self.effects.drain(..) {
             if !ok {
                 continue;
             }
             match e {
+                Effect::Indexed { uid, rid, light } => {
+                    self.terms.insert_if_loaded(uid, rid, light);
+                }
                 Effect::Put {
                     uid,
                     rid,
@@ -159,12 +174,22 @@ impl Writer {
                     // Only into a loaded scope: one not held is read whole when searched.
                     self.vectors.put_if_loaded(uid, &model, rid, &vector);
                 }
-                Effect::Remove { uid, rid } => self.vectors.forget(uid, Some(rid)),
-                Effect::RemoveScope(uid) => self.vectors.forget(uid, None),
+                Effect::Remove { uid, rid } => {
+                    self.vectors.forget(uid, Some(rid));
+                    self.terms.forget(uid, Some(rid));
+                }
+                Effect::RemoveScope(uid) => {
+                    self.vectors.forget(uid, None);
+                    self.terms.forget(uid, None);
+                }
             }
         }
         for (uid, model, r) in std::mem::take(&mut self.loads) {
-            let _ = r.send(load_vectors(conn, &self.vectors, uid, &model));
+            let loaded = load_terms(conn, &self.terms, uid).and_then(|()| match &model {
+                Some(m) => load_vectors(conn, &self.vectors, uid, m),
+                None => Ok(()),
+            });
+            let _ = r.send(loaded);
         }
     }
 
@@ -194,7 +219,7 @@ impl Writer {
                 r,
                 isolated(tx, |tx| delete_user(tx, &user_id, &mut self.effects)),
             ),
-            Command::LoadVectors { uid, model, reply } => {
+            Command::Load { uid, model, reply } => {
                 self.loads.push((uid, model, reply));
                 (Box::new(|_| {}), false)
             }
@@ -275,6 +300,7 @@ impl Writer {
         let rid = rid_range(uid).0 | seq;
         let terms = self.analyzer.terms(&m.content);
         let joined = terms.join(" ");
+        let hash = content_hash(&m.content);
         let id = format!("mem_{}", uuid::Uuid::new_v4().simple());
         let metadata = serde_json::to_string(&m.metadata).map_err(backend)?;
         tx.prepare_cached(
@@ -292,13 +318,23 @@ impl Writer {
                 now,
                 joined,
                 terms.len() as i64,
-                content_hash(&m.content)
+                hash
             ])
         })
         .map_err(backend)?;
         tx.prepare_cached("INSERT INTO memories_fts (rowid, terms) VALUES (?1, ?2)")
             .and_then(|mut s| s.execute(params![rid, joined]))
             .map_err(backend)?;
+        self.effects.push(Effect::Indexed {
+            uid,
+            rid,
+            light: Light {
+                session_id: m.session_id.clone(),
+                hash,
+                terms: joined,
+                len: terms.len() as u32,
+            },
+        });
         tx.prepare_cached(
             "UPDATE users SET doc_count = doc_count + 1, term_count = term_count + ?2 WHERE uid = ?1",
         )
@@ -544,6 +580,28 @@ fn delete_session(
 }
 
 /// Reads every vector of scope `uid` for `model` into the index (marked loaded).
+/// Reads scope `uid`'s memories into the term index, unless it holds them already.
+fn load_terms(conn: &rusqlite::Connection, index: &TermIndex, uid: i64) -> Result<(), StoreError> {
+    if index.loaded(uid).is_some() {
+        return Ok(());
+    }
+    let (lo, hi) = rid_range(uid);
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT rid, session_id, hash, terms, nterms FROM memories WHERE rid BETWEEN ?1 AND ?2",
+        )
+        .map_err(backend)?;
+    let mut rows = stmt.query(params![lo, hi]).map_err(backend)?;
+    index.update(uid, |t| {
+        while let Some(r) = rows.next().map_err(backend)? {
+            let (rid, light) = super::read::light_from_row(r).map_err(backend)?;
+            t.insert(rid, light);
+        }
+        t.loaded = true;
+        Ok(())
+    })
+}
+
 fn load_vectors(
     conn: &rusqlite::Connection,
     index: &VectorIndex,

@@ -19,7 +19,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use super::{backend, uid_of, PgMemoryStore};
-use crate::memory::context::{self, Light};
+use crate::memory::context::{self, Known, Light};
 use crate::memory::retrieve::{dedup, fuse, vector_from_bytes, Bm25, CorpusStats, DENSE_WEIGHT};
 use crate::memory::store::{
     Memory, Metadata, Page, ScoredMemory, SearchQuery, Session, SessionInfo, SessionMessage,
@@ -202,7 +202,7 @@ async fn lights(
     kept: &Lights,
     uid: i64,
     seqs: impl IntoIterator<Item = i64>,
-    known: &mut HashMap<i64, Light>,
+    known: &mut Known,
 ) -> Result<(), StoreError> {
     let mut wanted: Vec<i64> = Vec::new();
     for seq in seqs {
@@ -255,7 +255,7 @@ async fn lexical(
     kept: &Lights,
     u: &User,
     terms: &[String],
-    known: &mut HashMap<i64, Light>,
+    known: &mut Known,
 ) -> Result<Vec<(i64, f64)>, StoreError> {
     if terms.is_empty() || u.stats.docs == 0 {
         return Ok(vec![]);
@@ -307,7 +307,7 @@ pub(super) async fn search(
     };
     let pool = MIN_POOL.max(limit * 5);
     let terms = Analyzer::default().query_terms(&query.text);
-    let mut known: HashMap<i64, Light> = HashMap::new();
+    let mut known = Known::default();
     // The term scans and the vectors' catch-up are pipelined on the connection.
     let dense = async {
         match &query.embedding {
