@@ -17,7 +17,7 @@ use std::collections::HashMap;
 
 use foldhash::{HashMap as FastMap, HashMapExt};
 
-use super::retrieve::{same_term, sort_desc, Bm25, Candidate, CorpusStats};
+use super::retrieve::{same_term, sort_desc, Bm25, Candidate, CorpusStats, DENSE_WINDOW};
 
 /// Memories on each side of a memory that form its window (same session only).
 pub const WINDOW: i64 = 2;
@@ -131,6 +131,37 @@ pub fn window_keys(own: &[(i64, f64)], known: &Known) -> Vec<i64> {
         .take(WINDOW_SOURCES)
         .filter(|(k, _)| known.get(k).is_some_and(|l| l.session_id.is_some()))
         .flat_map(|&(k, _)| (k - WINDOW..=k + WINDOW).filter(move |n| *n != k))
+        .filter(|n| *n >= 0 && !known.contains_key(n))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// Each candidate's dense window (a hybrid search's [`super::retrieve::fuse`]): itself and
+/// its neighbours within [`DENSE_WINDOW`] of the same session that are in `known` (a
+/// candidate without a session is its window alone).
+pub fn dense_windows(candidates: &[i64], known: &Known) -> Vec<Vec<i64>> {
+    candidates
+        .iter()
+        .map(|&k| {
+            let session = known.get(&k).and_then(|l| l.session_id.as_deref());
+            (k - DENSE_WINDOW..=k + DENSE_WINDOW)
+                .filter(|&n| {
+                    n == k
+                        || session.is_some()
+                            && known.get(&n).and_then(|l| l.session_id.as_deref()) == session
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The keys whose lights [`dense_windows`] needs besides those `known`.
+pub fn dense_window_keys(candidates: &[i64], known: &Known) -> Vec<i64> {
+    let mut keys: Vec<i64> = candidates
+        .iter()
+        .flat_map(|&k| k - DENSE_WINDOW..=k + DENSE_WINDOW)
         .filter(|n| *n >= 0 && !known.contains_key(n))
         .collect();
     keys.sort_unstable();
@@ -374,6 +405,28 @@ mod tests {
         ]);
         assert_eq!(c.rank("Where did Jon go hiking?")[0], 1);
         assert_eq!(c.rank("Where did Mel go hiking?")[0], 0);
+    }
+
+    #[test]
+    fn dense_windows_keep_to_the_session() {
+        let light = |s: Option<&str>| Light {
+            session_id: s.map(str::to_string),
+            hash: 0,
+            terms: String::new(),
+            len: 0,
+        };
+        let known: Known = [
+            (4, light(Some("a"))),
+            (5, light(Some("a"))),
+            (6, light(Some("b"))),
+            (8, light(None)),
+            (9, light(None)),
+        ]
+        .into_iter()
+        .collect();
+        let windows = dense_windows(&[5, 8, 20], &known);
+        assert_eq!(windows, vec![vec![4, 5], vec![8], vec![20]]);
+        assert_eq!(dense_window_keys(&[5, 8, 20], &known), vec![7, 19, 20, 21]);
     }
 
     #[test]

@@ -33,14 +33,21 @@ impl Default for Bm25 {
     }
 }
 
-/// Weight of the dense (vector) scores in [`fuse`]; lexical scores weigh `1 - DENSE_WEIGHT`.
+/// Weight of the dense (vector) window scores in [`fuse`]; lexical scores weigh 1.
 ///
 /// Measured on the LoCoMo dev file with the built-in static model and the context-aware
 /// lexical ranking ([`super::context`]), recall_any@1/@5/@10: lexical alone
-/// 0.466/0.762/0.842; fused with dense weight 0.15: 0.466/0.762/0.842 (temporal questions
-/// gain, multi-hop lose); 0.4: 0.403/0.732/0.824. (Before the context ranking: lexical
-/// 0.392/0.649/0.728, dense 0.4 0.389/0.653/0.725; dense alone 0.241/0.437/0.542.)
-pub const DENSE_WEIGHT: f64 = 0.15;
+/// 0.466/0.762/0.842. Fusing each memory's own cosine (as until 2026-12-07) changed
+/// nothing at weight 0.15 and lost at 0.4 (0.403/0.732/0.824): an answer turn ("Yes,
+/// adoption agencies!") embeds poorly alone. Its *window* (the sum of its and its
+/// neighbours' vectors, [`DENSE_WINDOW`]) carries the topic: weight 0.1 0.461/0.766/0.845,
+/// 0.15 0.466/0.770/0.850, **0.2 0.462/0.770/0.851**, 0.25 0.464/0.770/0.843; a ±2
+/// window 0.845-0.849; no neighbours 0.842. The peak is narrow (tuned on the dev file; a
+/// leave-one-conversation-out fit of every lexical and dense signal reached 0.843-0.845).
+pub const DENSE_WEIGHT: f64 = 0.2;
+
+/// Memories on each side of a memory (of its session) whose vectors form its dense window.
+pub const DENSE_WINDOW: i64 = 1;
 
 /// Least cosine for a memory to enter the dense ranking: below it a vector match is
 /// noise (unrelated texts score 0.05-0.2 with the built-in model; a paraphrase can sit
@@ -48,37 +55,57 @@ pub const DENSE_WEIGHT: f64 = 0.15;
 /// query that matches nothing must not bring memories along.
 pub const MIN_COSINE: f32 = 0.2;
 
-/// Weighted score fusion of a lexical and a dense ranking (each best first, cut to the
-/// candidate pool): each list's scores are min-max normalised over the list (lexical:
-/// divided by the best, since BM25 has a natural zero), a memory missing from a list
-/// scores 0 there, and the fused score is `(1 - DENSE_WEIGHT) * lexical + DENSE_WEIGHT * dense`.
-/// Unlike rank fusion, a clearly better match in one list keeps its lead. A memory only
-/// the dense ranking found is left out below `alone_floor` (its cosine): a dense match
-/// alone must be a strong one.
-pub fn fuse<K: Copy + Eq + Hash + Ord>(
+/// The memories a hybrid search fuses: the lexical ranking's (cut to the pool before) and
+/// the dense ranking's whose own cosine reaches `alone_floor` (a dense match alone must be
+/// a strong one), in ascending key order.
+pub fn fusion_candidates<K: Copy + Ord>(
     lexical: &[(K, f64)],
     dense: &[(K, f64)],
-    dense_weight: f64,
     alone_floor: f32,
+) -> Vec<K> {
+    let mut keys: Vec<K> = lexical.iter().map(|x| x.0).collect();
+    keys.sort_unstable();
+    let alone: Vec<K> = dense
+        .iter()
+        .filter(|(k, s)| *s >= f64::from(alone_floor) && keys.binary_search(k).is_err())
+        .map(|x| x.0)
+        .collect();
+    keys.extend(alone);
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// Weighted score fusion of a lexical ranking (best first) with the dense window cosines
+/// of `candidates` (from [`fusion_candidates`]; `None`: no vector there): lexical scores
+/// divided by the best (BM25 has a natural zero), window cosines min-max normalised over
+/// the candidates (one, or all equal: each counts in full), and the fused score is
+/// `lexical + dense_weight * dense`. Unlike rank fusion, a clearly better match in one
+/// list keeps its lead.
+pub fn fuse<K: Copy + Eq + Hash + Ord>(
+    lexical: &[(K, f64)],
+    candidates: &[K],
+    window_cosines: &[Option<f64>],
+    dense_weight: f64,
 ) -> Vec<(K, f64)> {
-    let mut total: HashMap<K, f64> = HashMap::with_capacity(lexical.len() + dense.len());
+    let mut total: HashMap<K, f64> = HashMap::with_capacity(candidates.len());
     let lex_max = lexical.iter().map(|x| x.1).fold(0.0, f64::max);
     if lex_max > 0.0 {
         for &(k, s) in lexical {
-            *total.entry(k).or_default() += (1.0 - dense_weight) * s / lex_max;
+            total.insert(k, s / lex_max);
         }
     }
-    let (lo, hi) = dense.iter().fold((f64::MAX, f64::MIN), |(lo, hi), x| {
-        (lo.min(x.1), hi.max(x.1))
-    });
-    for &(k, s) in dense {
-        // Dense keys are distinct: a key held already is a lexical match.
-        if s < f64::from(alone_floor) && !total.contains_key(&k) {
-            continue;
-        }
-        // One hit, or all equal: each counts in full (a lone dense match is still a match).
-        let norm = if hi > lo { (s - lo) / (hi - lo) } else { 1.0 };
-        *total.entry(k).or_default() += dense_weight * norm;
+    let (lo, hi) = window_cosines
+        .iter()
+        .flatten()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &c| (lo.min(c), hi.max(c)));
+    for (k, c) in candidates.iter().zip(window_cosines) {
+        let norm = match c {
+            Some(c) if hi > lo => (c - lo) / (hi - lo),
+            Some(_) => 1.0,
+            None => 0.0,
+        };
+        *total.entry(*k).or_default() += dense_weight * norm;
     }
     let mut out: Vec<(K, f64)> = total.into_iter().collect();
     sort_desc(&mut out);
@@ -335,16 +362,19 @@ mod tests {
         // 1 is best lexically, 3 best densely, 2 good in both.
         let lexical = [(1, 10.0), (2, 8.0)];
         let dense = [(3, 0.9), (2, 0.85), (4, 0.5)];
-        let fused = fuse(&lexical, &dense, 0.5, MIN_COSINE);
+        let keys = fusion_candidates(&lexical, &dense, MIN_COSINE);
+        assert_eq!(keys, vec![1, 2, 3, 4]);
+        let cosines = [Some(0.5), Some(0.85), Some(0.9), None];
+        let fused = fuse(&lexical, &keys, &cosines, 1.0);
         assert_eq!(fused[0].0, 2);
         assert_eq!(fused.len(), 4);
-        // The lowest dense score normalises to 0; no dense list leaves lexical order.
+        // The lowest window cosine normalises to 0, a memory without a vector scores 0.
         assert_eq!(fused[3], (4, 0.0));
-        let only = fuse(&lexical, &[], DENSE_WEIGHT, MIN_COSINE);
-        assert_eq!(only.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 2]);
+        let only = fuse(&lexical, &[1, 2], &[None, None], DENSE_WEIGHT);
+        assert_eq!(only, vec![(1, 1.0), (2, 0.8)]);
         // A lone dense match (nothing lexical) is still found.
         assert_eq!(
-            fuse::<i32>(&[], &[(5, 0.6)], DENSE_WEIGHT, MIN_COSINE),
+            fuse::<i32>(&[], &[5], &[Some(0.6)], DENSE_WEIGHT),
             vec![(5, DENSE_WEIGHT)]
         );
     }
@@ -353,11 +383,9 @@ mod tests {
     fn a_dense_match_alone_needs_the_floor() {
         let lexical = [(1, 4.0)];
         let dense = [(2, 0.5), (1, 0.3), (3, 0.3)];
-        let fused = fuse(&lexical, &dense, 0.5, 0.45);
-        // 3 is a dense match alone below the floor; 1 keeps its dense part (normalised 0).
-        assert_eq!(fused.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 2]);
-        assert_eq!(fused[1], (2, 0.5));
-        assert!(fuse::<i32>(&[], &[(5, 0.44)], DENSE_WEIGHT, 0.45).is_empty());
+        // 3 is a dense match alone below the floor; 1 is a lexical one, whatever its cosine.
+        assert_eq!(fusion_candidates(&lexical, &dense, 0.45), vec![1, 2]);
+        assert!(fusion_candidates::<i32>(&[], &[(5, 0.44)], 0.45).is_empty());
     }
 
     #[test]

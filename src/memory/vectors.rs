@@ -181,6 +181,38 @@ impl Vectors {
         self.search(query, pool, two)
     }
 
+    /// For each group of memories (a hybrid search's dense windows), the cosine of
+    /// `query` with the sum of the group's unit vectors; `None` when none has a vector.
+    pub fn window_cosines(&self, query: &[f32], groups: &[Vec<i64>]) -> Vec<Option<f64>> {
+        let qnorm = query.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if query.len() != self.dims || self.dims == 0 || qnorm == 0.0 {
+            return vec![None; groups.len()];
+        }
+        let mut sum = vec![0f32; self.dims];
+        groups
+            .iter()
+            .map(|g| {
+                sum.iter_mut().for_each(|x| *x = 0.0);
+                let mut any = false;
+                for &i in g.iter().filter_map(|k| self.slot.get(k)) {
+                    let (f, row) = (
+                        self.factors[i],
+                        &self.data[i * self.dims..(i + 1) * self.dims],
+                    );
+                    sum.iter_mut()
+                        .zip(row)
+                        .for_each(|(s, &d)| *s += f * f32::from(d));
+                    any = true;
+                }
+                let norm = sum.iter().map(|x| x * x).sum::<f32>().sqrt();
+                (any && norm > 0.0).then(|| {
+                    let dot: f32 = sum.iter().zip(query).map(|(a, b)| a * b).sum();
+                    f64::from(dot / (norm * qnorm))
+                })
+            })
+            .collect()
+    }
+
     /// [`Vectors::scored`] always in one full pass: the exact best (to measure the two
     /// passes against).
     pub fn scored_exact(&mut self, query: &[f32], pool: usize) -> Vec<(i64, f64)> {
@@ -269,9 +301,9 @@ impl Vectors {
     }
 }
 
-/// Whether the scans below may run their AVX2 builds: the release binary targets the
-/// baseline x86-64 (SSE2), where an int8 dot product takes twice the instructions of
-/// AVX2's 256-bit registers. Checked once per scan (std caches the CPU's answer).
+/// Whether the scans below may use AVX2 ([`dot_avx2`]): the release binary targets the
+/// baseline x86-64 (SSE2), where the compiler widens int8 products to 32 bits before it
+/// multiplies. Checked once per scan (std caches the CPU's answer).
 #[cfg(target_arch = "x86_64")]
 fn avx2() -> bool {
     std::arch::is_x86_feature_detected!("avx2")
@@ -291,18 +323,23 @@ fn head_scores(heads: &[i8], factors: &[f32], q: &[i8; HEAD], out: &mut Vec<f32>
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn head_scores_avx2(heads: &[i8], factors: &[f32], q: &[i8; HEAD], out: &mut Vec<f32>) {
-    head_scores_with(heads, factors, q, out)
+    let n = factors.len().min(heads.len() / HEAD);
+    out.clear();
+    out.resize(n, 0.0);
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = dot_avx2(&heads[i * HEAD..(i + 1) * HEAD], q) as f32 * factors[i];
+    }
 }
 
-/// [`head_scores`]' loop, inlined into each build of it.
-#[inline(always)]
+/// [`head_scores`]' loop without AVX2.
 fn head_scores_with(heads: &[i8], factors: &[f32], q: &[i8; HEAD], out: &mut Vec<f32>) {
-    out.extend(
-        heads
-            .chunks_exact(HEAD)
-            .zip(factors)
-            .map(|(h, &f)| dot_head(h.try_into().expect("a head"), q) as f32 * f),
-    );
+    let n = factors.len().min(heads.len() / HEAD);
+    out.clear();
+    out.resize(n, 0.0);
+    for (i, o) in out.iter_mut().enumerate() {
+        let h: &[i8; HEAD] = heads[i * HEAD..(i + 1) * HEAD].try_into().expect("a head");
+        *o = dot_head(h, q) as f32 * factors[i];
+    }
 }
 
 /// The cosines of the vectors in `rows` (of `dims` components each in `data`; `None`:
@@ -333,11 +370,46 @@ unsafe fn full_scores_avx2(
     qfactor: f32,
     rows: Option<&[usize]>,
 ) -> Vec<f32> {
-    full_scores_with(data, dims, factors, q, qfactor, rows)
+    let n = rows.map_or(factors.len(), <[usize]>::len);
+    let mut out = vec![0f32; n];
+    for (j, o) in out.iter_mut().enumerate() {
+        let i = rows.map_or(j, |r| r[j]);
+        *o = dot_avx2(&data[i * dims..(i + 1) * dims], q) as f32 * factors[i] * qfactor;
+    }
+    out
 }
 
-/// [`full_scores`]' loop, inlined into each build of it.
-#[inline(always)]
+/// The dot product of two int8 vectors with AVX2, 32 components per step: `|a|` times
+/// `b` with `a`'s signs (unsigned × signed bytes, summed in pairs to 16 bits), pairs of
+/// those summed to 32 bits. Exact for components in ±127, as quantized here (a pair's sum
+/// is at most 2 × 127² < 2¹⁵).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn dot_avx2(a: &[i8], b: &[i8]) -> i32 {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = _mm256_setzero_si256();
+    let mut i = 0;
+    while i + 32 <= n {
+        let va = _mm256_loadu_si256(a.as_ptr().add(i).cast());
+        let vb = _mm256_loadu_si256(b.as_ptr().add(i).cast());
+        let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(va, va), _mm256_sign_epi8(vb, va));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, ones));
+        i += 32;
+    }
+    let mut lanes = [0i32; 8];
+    _mm256_storeu_si256(lanes.as_mut_ptr().cast(), acc);
+    let mut sum: i32 = lanes.iter().sum();
+    while i < n {
+        sum += i32::from(a[i]) * i32::from(b[i]);
+        i += 1;
+    }
+    sum
+}
+
+/// [`full_scores`]' loop without AVX2.
 fn full_scores_with(
     data: &[i8],
     dims: usize,
@@ -346,20 +418,23 @@ fn full_scores_with(
     qfactor: f32,
     rows: Option<&[usize]>,
 ) -> Vec<f32> {
-    let score = |i: usize| dot_i8(&data[i * dims..(i + 1) * dims], q) as f32 * factors[i] * qfactor;
-    match rows {
-        Some(rows) => rows.iter().map(|&i| score(i)).collect(),
-        None => (0..factors.len()).map(score).collect(),
+    let n = rows.map_or(factors.len(), <[usize]>::len);
+    let mut out = vec![0f32; n];
+    for (j, o) in out.iter_mut().enumerate() {
+        let i = rows.map_or(j, |r| r[j]);
+        *o = dot_i8(&data[i * dims..(i + 1) * dims], q) as f32 * factors[i] * qfactor;
     }
+    out
 }
 
 /// The dot product of two heads (fixed length: unrolled and vectorized).
 #[inline(always)]
 fn dot_head(a: &[i8; HEAD], b: &[i8; HEAD]) -> i32 {
-    a.iter()
-        .zip(b)
-        .map(|(&x, &y)| i32::from(x) * i32::from(y))
-        .sum()
+    let mut sum = 0i32;
+    for (&x, &y) in a.iter().zip(b) {
+        sum += i32::from(x) * i32::from(y);
+    }
+    sum
 }
 
 /// A score and its row in a bounded min-heap (the worst kept on top).
@@ -603,6 +678,42 @@ mod tests {
         // A vector searched for itself comes first.
         let me = pca_like(77_777, 128);
         assert_eq!(v.scored_two_passes(&me, 5)[0].0, 4_999);
+    }
+
+    #[test]
+    fn the_avx2_dot_product_is_exact() {
+        #[cfg(target_arch = "x86_64")]
+        if avx2() {
+            let mut rng = fastrand::Rng::with_seed(7);
+            for len in [0, 1, 31, 32, 33, 256, 385] {
+                let a: Vec<i8> = (0..len).map(|_| rng.i8(-127..=127)).collect();
+                let b: Vec<i8> = (0..len).map(|_| rng.i8(-127..=127)).collect();
+                // SAFETY: the CPU has AVX2 (checked above).
+                assert_eq!(unsafe { dot_avx2(&a, &b) }, dot_i8(&a, &b), "{len}");
+            }
+            let extreme = [127i8; 64];
+            let negative = [-127i8; 64];
+            // SAFETY: as above.
+            assert_eq!(unsafe { dot_avx2(&extreme, &negative) }, -127 * 127 * 64);
+        }
+    }
+
+    #[test]
+    fn window_cosines_sum_the_groups_unit_vectors() {
+        let mut v = Vectors::default();
+        v.upsert(1, &[2.0, 0.0, 0.0, 0.0]);
+        v.upsert(2, &[0.0, 0.5, 0.0, 0.0]);
+        let got = v.window_cosines(&[1.0, 1.0, 0.0, 0.0], &[vec![1], vec![1, 2], vec![9]]);
+        assert!(
+            (got[0].unwrap() - std::f64::consts::FRAC_1_SQRT_2).abs() < 0.01,
+            "{got:?}"
+        );
+        assert!(
+            (got[1].unwrap() - 1.0).abs() < 0.01,
+            "lengths do not count: {got:?}"
+        );
+        assert_eq!(got[2], None, "no vector in the group");
+        assert_eq!(v.window_cosines(&[1.0], &[vec![1]]), vec![None]);
     }
 
     #[test]

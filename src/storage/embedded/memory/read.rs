@@ -10,7 +10,7 @@ use super::schema::rid_range;
 use super::{backend, SqliteOptions};
 use crate::memory::context::{self, Known, Light};
 use crate::memory::lexicon::{TermIndex, Terms};
-use crate::memory::retrieve::{dedup, fuse, Bm25, CorpusStats, DENSE_WEIGHT};
+use crate::memory::retrieve::{dedup, fuse, fusion_candidates, Bm25, CorpusStats, DENSE_WEIGHT};
 use crate::memory::scopes;
 use crate::memory::store::{
     Memory, Metadata, Page, ScoredMemory, SearchQuery, Session, SessionInfo, SessionMessage,
@@ -392,11 +392,21 @@ pub fn search(
         None => (vec![], lexical(&src, &u, &terms, &mut known)),
     };
     let lexical = lexical?;
-    let ranked = if semantic.is_empty() {
-        lexical
-    } else {
-        let lexical = &lexical[..lexical.len().min(pool)];
-        fuse(lexical, &semantic, DENSE_WEIGHT, query.alone_floor())
+    let ranked = match &scope {
+        Some((v, q)) if !semantic.is_empty() => {
+            let lexical = &lexical[..lexical.len().min(pool)];
+            let keys = fusion_candidates(lexical, &semantic, query.alone_floor());
+            let (lo, hi) = rid_range(u.uid);
+            let around = context::dense_window_keys(&keys, &known);
+            src.lights(
+                around.into_iter().filter(|n| (lo..=hi).contains(n)),
+                &mut known,
+            )?;
+            let cosines =
+                vectors::lock(v).window_cosines(q, &context::dense_windows(&keys, &known));
+            fuse(lexical, &keys, &cosines, DENSE_WEIGHT)
+        }
+        _ => lexical,
     };
     // De-duplicate identical contents (hashes of semantic-only hits are looked up: those
     // of the best at once, any further one by one).

@@ -20,7 +20,9 @@ use tokio_postgres::Row;
 
 use super::{backend, uid_of, PgMemoryStore};
 use crate::memory::context::{self, Known, Light};
-use crate::memory::retrieve::{dedup, fuse, vector_from_bytes, Bm25, CorpusStats, DENSE_WEIGHT};
+use crate::memory::retrieve::{
+    dedup, fuse, fusion_candidates, vector_from_bytes, Bm25, CorpusStats, DENSE_WEIGHT,
+};
 use crate::memory::store::{
     Memory, Metadata, Page, ScoredMemory, SearchQuery, Session, SessionInfo, SessionMessage,
     StoreError,
@@ -317,11 +319,21 @@ pub(super) async fn search(
     };
     let (lexical, semantic) = tokio::join!(lexical(&c, &s.lights, &u, &terms, &mut known), dense);
     let (lexical, semantic) = (lexical?, semantic?);
-    let ranked = if semantic.is_empty() {
-        lexical
-    } else {
-        let lexical = &lexical[..lexical.len().min(pool)];
-        fuse(lexical, &semantic, DENSE_WEIGHT, query.alone_floor())
+    let ranked = match &query.embedding {
+        Some(e) if !semantic.is_empty() => {
+            let lexical = &lexical[..lexical.len().min(pool)];
+            let keys = fusion_candidates(lexical, &semantic, query.alone_floor());
+            let around = context::dense_window_keys(&keys, &known);
+            let around = around.into_iter().filter(|n| *n >= 1);
+            lights(&c, &s.lights, u.uid, around, &mut known).await?;
+            let windows = context::dense_windows(&keys, &known);
+            let cosines = match s.vectors.get(u.uid, &e.model) {
+                Some(v) => vectors::lock(&v).window_cosines(&e.vector, &windows),
+                None => vec![None; keys.len()],
+            };
+            fuse(lexical, &keys, &cosines, DENSE_WEIGHT)
+        }
+        _ => lexical,
     };
     // De-duplicate identical contents. Memories deleted on another instance since (a
     // stale vector or kept light) have no row: twice the limit is fetched, in order.
