@@ -317,28 +317,31 @@ fn head_scores(heads: &[i8], factors: &[f32], q: &[i8; HEAD], out: &mut Vec<f32>
         // SAFETY: the CPU has AVX2 (checked just above).
         return unsafe { head_scores_avx2(heads, factors, q, out) };
     }
-    head_scores_with(heads, factors, q, out)
+    scan_heads(heads, factors, q, out, |h, q| {
+        dot_head(h.try_into().expect("a head"), q.try_into().expect("a head"))
+    })
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn head_scores_avx2(heads: &[i8], factors: &[f32], q: &[i8; HEAD], out: &mut Vec<f32>) {
-    let n = factors.len().min(heads.len() / HEAD);
-    out.clear();
-    out.resize(n, 0.0);
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = dot_avx2(&heads[i * HEAD..(i + 1) * HEAD], q) as f32 * factors[i];
-    }
+    scan_heads(heads, factors, q, out, |h, q| dot_avx2(h, q))
 }
 
-/// [`head_scores`]' loop without AVX2.
-fn head_scores_with(heads: &[i8], factors: &[f32], q: &[i8; HEAD], out: &mut Vec<f32>) {
+/// [`head_scores`]' loop over `dot`, inlined into each build of it.
+#[inline(always)]
+fn scan_heads(
+    heads: &[i8],
+    factors: &[f32],
+    q: &[i8; HEAD],
+    out: &mut Vec<f32>,
+    dot: impl Fn(&[i8], &[i8]) -> i32,
+) {
     let n = factors.len().min(heads.len() / HEAD);
     out.clear();
     out.resize(n, 0.0);
     for (i, o) in out.iter_mut().enumerate() {
-        let h: &[i8; HEAD] = heads[i * HEAD..(i + 1) * HEAD].try_into().expect("a head");
-        *o = dot_head(h, q) as f32 * factors[i];
+        *o = dot(&heads[i * HEAD..(i + 1) * HEAD], q) as f32 * factors[i];
     }
 }
 
@@ -352,31 +355,48 @@ fn full_scores(
     qfactor: f32,
     rows: Option<&[usize]>,
 ) -> Vec<f32> {
+    let rows = Rows {
+        data,
+        dims,
+        factors,
+        rows,
+    };
     #[cfg(target_arch = "x86_64")]
     if avx2() {
         // SAFETY: the CPU has AVX2 (checked just above).
-        return unsafe { full_scores_avx2(data, dims, factors, q, qfactor, rows) };
+        return unsafe { full_scores_avx2(&rows, q, qfactor) };
     }
-    full_scores_with(data, dims, factors, q, qfactor, rows)
+    rows.scan(q, qfactor, dot_i8)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn full_scores_avx2(
-    data: &[i8],
+unsafe fn full_scores_avx2(rows: &Rows<'_>, q: &[i8], qfactor: f32) -> Vec<f32> {
+    rows.scan(q, qfactor, |a, b| dot_avx2(a, b))
+}
+
+/// The rows [`full_scores`] scores.
+struct Rows<'a> {
+    data: &'a [i8],
     dims: usize,
-    factors: &[f32],
-    q: &[i8],
-    qfactor: f32,
-    rows: Option<&[usize]>,
-) -> Vec<f32> {
-    let n = rows.map_or(factors.len(), <[usize]>::len);
-    let mut out = vec![0f32; n];
-    for (j, o) in out.iter_mut().enumerate() {
-        let i = rows.map_or(j, |r| r[j]);
-        *o = dot_avx2(&data[i * dims..(i + 1) * dims], q) as f32 * factors[i] * qfactor;
+    factors: &'a [f32],
+    /// `None`: all.
+    rows: Option<&'a [usize]>,
+}
+
+impl Rows<'_> {
+    /// [`full_scores`]' loop over `dot`, inlined into each build of it.
+    #[inline(always)]
+    fn scan(&self, q: &[i8], qfactor: f32, dot: impl Fn(&[i8], &[i8]) -> i32) -> Vec<f32> {
+        let n = self.rows.map_or(self.factors.len(), <[usize]>::len);
+        let mut out = vec![0f32; n];
+        for (j, o) in out.iter_mut().enumerate() {
+            let i = self.rows.map_or(j, |r| r[j]);
+            let row = &self.data[i * self.dims..(i + 1) * self.dims];
+            *o = dot(row, q) as f32 * self.factors[i] * qfactor;
+        }
+        out
     }
-    out
 }
 
 /// The dot product of two int8 vectors with AVX2, 32 components per step: `|a|` times
@@ -407,24 +427,6 @@ unsafe fn dot_avx2(a: &[i8], b: &[i8]) -> i32 {
         i += 1;
     }
     sum
-}
-
-/// [`full_scores`]' loop without AVX2.
-fn full_scores_with(
-    data: &[i8],
-    dims: usize,
-    factors: &[f32],
-    q: &[i8],
-    qfactor: f32,
-    rows: Option<&[usize]>,
-) -> Vec<f32> {
-    let n = rows.map_or(factors.len(), <[usize]>::len);
-    let mut out = vec![0f32; n];
-    for (j, o) in out.iter_mut().enumerate() {
-        let i = rows.map_or(j, |r| r[j]);
-        *o = dot_i8(&data[i * dims..(i + 1) * dims], q) as f32 * factors[i] * qfactor;
-    }
-    out
 }
 
 /// The dot product of two heads (fixed length: unrolled and vectorized).
