@@ -189,8 +189,8 @@ async fn memory_users_never_see_each_other(s: Stores) {
         .is_empty());
 }
 
-/// A scope read once (its first search: the embedded store then holds its terms in
-/// memory) follows every later write: additions are found, deletions and a deleted user's
+/// A scope searched once (the embedded store may then hold it in memory) follows every
+/// later write: additions are found, deletions and a deleted user's
 /// memories are gone at once, a user added back is read again, and other users stay apart.
 async fn memory_searches_follow_writes_after_the_first(s: Stores) {
     let m = &s.memory;
@@ -568,6 +568,11 @@ async fn memory_hybrid_search_uses_vectors_of_one_model(s: Stores) {
     q.embedding.as_mut().unwrap().model = "other".into();
     assert!(m.search("u", &q).await.unwrap().is_empty());
     assert!(m.search("v", &q).await.unwrap().is_empty());
+    // A deleted user's vectors are gone with them.
+    q.embedding.as_mut().unwrap().model = e.model().into();
+    q.embedding.as_mut().unwrap().vector = e.vector("dogs");
+    assert_eq!(m.delete_user("u").await.unwrap(), 2);
+    assert!(m.search("u", &q).await.unwrap().is_empty());
 }
 
 /// A scope large enough for its vectors to be scored apart from the lexical part of a
@@ -623,6 +628,20 @@ async fn memory_large_scopes_are_scored_apart(s: Stores) {
     m.delete("big", &created[4321].id).await.unwrap();
     let q = semantic("zzz", &text(4321));
     assert!(!contents(&m.search("big", &q).await.unwrap()).contains(&text(4321).as_str()));
+    // A scope this large is ranked from the term index: a write after it was loaded is
+    // found lexically at once, and gone once deleted.
+    let quokka = m
+        .add(vec![new("big", "a quokka took the ferry")])
+        .await
+        .unwrap();
+    let hits = m.search("big", &query("quokka", 5)).await.unwrap();
+    assert_eq!(contents(&hits), vec!["a quokka took the ferry"]);
+    m.delete("big", &quokka[0].id).await.unwrap();
+    assert!(m
+        .search("big", &query("quokka", 5))
+        .await
+        .unwrap()
+        .is_empty());
     m.add(vec![new("small", "hello there")]).await.unwrap();
     let theirs = m.search("small", &q).await.unwrap();
     assert!(

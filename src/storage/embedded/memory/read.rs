@@ -9,15 +9,17 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::schema::rid_range;
 use super::{backend, SqliteOptions};
 use crate::memory::context::{self, Known, Light};
-use crate::memory::lexicon::{TermIndex, Terms};
-use crate::memory::retrieve::{dedup, fuse, fusion_candidates, Bm25, CorpusStats, DENSE_WEIGHT};
+use crate::memory::lexicon::{self, TermIndex, Terms};
+use crate::memory::retrieve::{
+    dedup, fuse, fusion_candidates, vector_from_bytes_into, Bm25, CorpusStats, DENSE_WEIGHT,
+};
 use crate::memory::scopes;
 use crate::memory::store::{
     Memory, Metadata, Page, ScoredMemory, SearchQuery, Session, SessionInfo, SessionMessage,
     StoreError,
 };
 use crate::memory::text::Analyzer;
-use crate::memory::vectors::{self, VectorIndex};
+use crate::memory::vectors::{self, VectorIndex, Vectors};
 
 /// Lexical candidates taken from FTS5 before re-ranking (and vector candidates kept).
 pub(crate) const MIN_POOL: usize = 50;
@@ -336,10 +338,38 @@ pub struct Indexes<'a> {
     pub terms: &'a TermIndex,
 }
 
-/// A search. It reads the scope from the term index and scores a semantic search's
-/// vectors in the vector index; when either is not loaded there it asks for them
-/// (`may_load`) or, on the second try (evicted meanwhile), reads the database and goes on
-/// lexically.
+/// Reads every vector of scope `uid` for `model` into `v`.
+pub(super) fn scope_vectors(
+    conn: &Connection,
+    uid: i64,
+    model: &str,
+    v: &mut Vectors,
+) -> Result<(), StoreError> {
+    let (lo, hi) = rid_range(uid);
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT rid, vec FROM embeddings WHERE rid BETWEEN ?1 AND ?2 AND model = ?3",
+        )
+        .map_err(backend)?;
+    let mut rows = stmt.query(params![lo, hi, model]).map_err(backend)?;
+    let mut vector = Vec::new();
+    while let Some(r) = rows.next().map_err(backend)? {
+        let rid: i64 = r.get(0).map_err(backend)?;
+        let blob = r
+            .get_ref(1)
+            .and_then(|b| Ok(b.as_blob()?))
+            .map_err(backend)?;
+        vector_from_bytes_into(blob, &mut vector);
+        v.upsert(rid, &vector);
+    }
+    Ok(())
+}
+
+/// A search. A scope of [`lexicon::HELD_FROM`] memories or more is read from the term
+/// index and a semantic search's vectors are scored in the vector index; when either is
+/// not loaded there the search asks for them (`may_load`) or, on the second try (evicted
+/// meanwhile), reads the database and goes on lexically. A smaller scope is ranked in
+/// FTS5, and its vectors, when not held, are read here and offered to the vector index.
 pub fn search(
     conn: &Connection,
     user_id: &str,
@@ -348,17 +378,28 @@ pub fn search(
     may_load: bool,
 ) -> Result<Searched, StoreError> {
     let limit = query.limit.clamp(1, 100);
+    // Before the read transaction's first statement (see `VectorIndex::offer`).
+    let stamp = index.vectors.stamp();
     let Some(u) = user(conn, user_id)? else {
         return Ok(Searched::Done(vec![]));
     };
     let pool = MIN_POOL.max(limit * 5);
-    let scope = query.embedding.as_ref().and_then(|e| {
-        let v = index.vectors.get(u.uid, &e.model)?;
-        let loaded = vectors::lock(&v).loaded;
-        loaded.then_some((v, &e.vector))
-    });
+    let small = u.stats.docs < lexicon::HELD_FROM;
+    let scope = match &query.embedding {
+        None => None,
+        Some(e) => match index.vectors.get(u.uid, &e.model) {
+            Some(v) if vectors::lock(&v).loaded => Some((v, &e.vector)),
+            _ if small => {
+                let mut v = Vectors::default();
+                scope_vectors(conn, u.uid, &e.model, &mut v)?;
+                Some((index.vectors.offer(u.uid, &e.model, stamp, v), &e.vector))
+            }
+            _ => None,
+        },
+    };
     let held = index.terms.loaded(u.uid);
-    if may_load && (held.is_none() || (query.embedding.is_some() && scope.is_none())) {
+    let wanted = held.is_none() || (query.embedding.is_some() && scope.is_none());
+    if may_load && !small && wanted {
         let model = query.embedding.as_ref().map(|e| e.model.clone());
         return Ok(Searched::Load(u.uid, model));
     }

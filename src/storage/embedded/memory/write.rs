@@ -11,7 +11,6 @@ use super::{backend, Command, SqliteOptions};
 use crate::memory::context::Light;
 use crate::memory::lexicon::TermIndex;
 use crate::memory::quota;
-use crate::memory::retrieve::vector_from_bytes;
 use crate::memory::retrieve::vector_to_bytes;
 use crate::memory::scope::parse_key;
 use crate::memory::store::{Memory, NewMemory, StoreError, WriteOp};
@@ -579,7 +578,6 @@ fn delete_session(
     }
 }
 
-/// Reads every vector of scope `uid` for `model` into the index (marked loaded).
 /// Reads scope `uid`'s memories into the term index, unless it holds them already.
 fn load_terms(conn: &rusqlite::Connection, index: &TermIndex, uid: i64) -> Result<(), StoreError> {
     if index.loaded(uid).is_some() {
@@ -602,29 +600,18 @@ fn load_terms(conn: &rusqlite::Connection, index: &TermIndex, uid: i64) -> Resul
     })
 }
 
+/// Reads every vector of scope `uid` for `model` into the index (marked loaded).
 fn load_vectors(
     conn: &rusqlite::Connection,
     index: &VectorIndex,
     uid: i64,
     model: &str,
 ) -> Result<(), StoreError> {
-    let (lo, hi) = rid_range(uid);
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT rid, vec FROM embeddings WHERE rid BETWEEN ?1 AND ?2 AND model = ?3",
-        )
-        .map_err(backend)?;
-    let mut rows = stmt.query(params![lo, hi, model]).map_err(backend)?;
     index.update(uid, model, |v| {
-        if v.loaded {
-            return Ok(());
+        if !v.loaded {
+            super::read::scope_vectors(conn, uid, model, v)?;
+            v.loaded = true;
         }
-        while let Some(r) = rows.next().map_err(backend)? {
-            let rid: i64 = r.get(0).map_err(backend)?;
-            let blob = r.get_ref(1).map_err(backend)?;
-            v.upsert(rid, &vector_from_bytes(blob.as_blob().map_err(backend)?));
-        }
-        v.loaded = true;
         Ok(())
     })
 }
