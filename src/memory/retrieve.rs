@@ -253,18 +253,9 @@ pub fn vector_to_bytes(v: &[f32]) -> Vec<u8> {
 
 /// Reads a vector stored by [`vector_to_bytes`].
 pub fn vector_from_bytes(b: &[u8]) -> Vec<f32> {
-    let mut v = Vec::with_capacity(b.len() / 4);
-    vector_from_bytes_into(b, &mut v);
-    v
-}
-
-/// [`vector_from_bytes`] into `v` (cleared first; no allocation once it is large enough).
-pub fn vector_from_bytes_into(b: &[u8], v: &mut Vec<f32>) {
-    v.clear();
-    v.extend(
-        b.chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-    );
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 /// Why texts could not be embedded.

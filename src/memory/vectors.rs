@@ -82,6 +82,62 @@ fn max_and_norm(v: &[f32]) -> (f32, f32) {
     (max, sq.iter().sum::<f32>().sqrt())
 }
 
+/// A vector as the index holds it (and the embedded store keeps it): each component
+/// scaled by the largest |component| to ±127, and the factor that turns dot products of
+/// the components into cosines (that scale divided by the norm).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quantized {
+    pub factor: f32,
+    pub components: Vec<i8>,
+}
+
+impl Quantized {
+    pub fn of(v: &[f32]) -> Self {
+        let (max, norm) = max_and_norm(v);
+        let (scale, factor) = if max > 0.0 && norm > 0.0 {
+            (127.0 / max, max / 127.0 / norm)
+        } else {
+            (0.0, 0.0)
+        };
+        Self {
+            factor,
+            components: v.iter().map(|x| quantize(x * scale)).collect(),
+        }
+    }
+
+    /// The unit vector it stands for (within the quantization's error).
+    pub fn unit(&self) -> Vec<f32> {
+        self.components
+            .iter()
+            .map(|&c| f32::from(c) * self.factor)
+            .collect()
+    }
+
+    /// Stored form: the factor (little-endian f32), then one byte per component.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(4 + self.components.len());
+        b.extend(self.factor.to_le_bytes());
+        b.extend(self.components.iter().map(|&c| c as u8));
+        b
+    }
+
+    /// The factor and the components' bytes of a stored form (`None` when it is too
+    /// short to be one).
+    pub fn parts(bytes: &[u8]) -> Option<(f32, &[u8])> {
+        let (factor, components) = bytes.split_first_chunk::<4>()?;
+        Some((f32::from_le_bytes(*factor), components))
+    }
+
+    /// Reads a stored form.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let (factor, components) = Self::parts(bytes)?;
+        Some(Self {
+            factor,
+            components: components.iter().map(|&c| c as i8).collect(),
+        })
+    }
+}
+
 /// One scope's vectors of one model.
 #[derive(Default)]
 pub struct Vectors {
@@ -129,10 +185,33 @@ impl Vectors {
     /// Adds or replaces the vector of memory `key`. A vector of another length than the
     /// scope's first (a model change under the same name) replaces them all.
     pub fn upsert(&mut self, key: i64, v: &[f32]) {
-        if v.is_empty() {
+        let q = Quantized::of(v);
+        self.put(
+            key,
+            q.factor,
+            q.components.len(),
+            q.components.iter().copied(),
+        );
+    }
+
+    /// [`Self::upsert`] of a vector in its stored form ([`Quantized::to_bytes`]);
+    /// anything shorter than one is ignored.
+    pub fn upsert_stored(&mut self, key: i64, bytes: &[u8]) {
+        if let Some((factor, components)) = Quantized::parts(bytes) {
+            self.put(
+                key,
+                factor,
+                components.len(),
+                components.iter().map(|&c| c as i8),
+            );
+        }
+    }
+
+    fn put(&mut self, key: i64, factor: f32, dims: usize, quantized: impl Iterator<Item = i8>) {
+        if dims == 0 {
             return;
         }
-        if self.dims != v.len() {
+        if self.dims != dims {
             if !self.keys.is_empty() {
                 let (version, loaded) = (self.version, self.loaded);
                 *self = Vectors {
@@ -141,15 +220,8 @@ impl Vectors {
                     ..Default::default()
                 };
             }
-            self.dims = v.len();
+            self.dims = dims;
         }
-        let (max, norm) = max_and_norm(v);
-        let (scale, factor) = if max > 0.0 && norm > 0.0 {
-            (127.0 / max, max / 127.0 / norm)
-        } else {
-            (0.0, 0.0)
-        };
-        let quantized = v.iter().map(|x| quantize(x * scale));
         let i = match self.slot.get(&key) {
             Some(&i) => {
                 let row = &mut self.data[i * self.dims..(i + 1) * self.dims];
@@ -646,6 +718,30 @@ mod tests {
         }
         assert!(got.windows(2).all(|w| w[0].1 >= w[1].1));
         assert!(got.len() <= 10);
+    }
+
+    #[test]
+    fn the_stored_form_holds_what_the_index_scores() {
+        let v = [3.0f32, -4.0, 0.5, 0.0, 1.25, -0.01, 2.0, 7.0, -7.0];
+        let q = Quantized::of(&v);
+        assert_eq!(q.components.iter().map(|c| c.abs()).max(), Some(127));
+        assert_eq!(Quantized::from_bytes(&q.to_bytes()), Some(q.clone()));
+        assert_eq!(Quantized::from_bytes(&[1, 2]), None);
+        // The unit vector it stands for.
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        for (u, x) in q.unit().iter().zip(&v) {
+            assert!((u - x / norm).abs() < 0.01, "{u} vs {}", x / norm);
+        }
+        // Held from the stored form or from the vector: the same scores.
+        let (mut a, mut b) = (Vectors::default(), Vectors::default());
+        a.upsert(1, &v);
+        b.upsert_stored(1, &q.to_bytes());
+        b.upsert_stored(2, &[9]);
+        assert_eq!(b.len(), 1);
+        assert_eq!(a.scored(&v, 5), b.scored(&v, 5));
+        // All zeros: kept, never similar to anything.
+        let zero = Quantized::of(&[0.0; 4]);
+        assert_eq!((zero.factor, zero.components), (0.0, vec![0; 4]));
     }
 
     #[test]

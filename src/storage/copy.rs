@@ -15,7 +15,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use super::postgres::memory::{insert_memory, Insert};
 use super::postgres::{analytics::Columns, schema, Pg, PgUrl};
 use crate::analytics::Record;
+use crate::memory::retrieve::vector_to_bytes;
 use crate::memory::text::Analyzer;
+use crate::memory::vectors::Quantized;
 use crate::memory::Metadata;
 
 /// Rows read and written per transaction.
@@ -148,7 +150,7 @@ impl Copier<'_> {
 
     async fn memories(&mut self, db: &Connection) -> Result<Vec<Counted>, CopyError> {
         let total = count(db, "SELECT count(*) FROM memories")?;
-        let vectors = count(db, "SELECT count(*) FROM embeddings")?;
+        let vectors = count(db, "SELECT count(*) FROM vectors")?;
         let (last, _) = self.resume_point("memories").await?;
         let mut after: i64 = last.and_then(|l| l.parse().ok()).unwrap_or(i64::MIN);
         let mut done = count_before(db, "SELECT count(*) FROM memories WHERE rid <= ?1", after)?;
@@ -159,7 +161,7 @@ impl Copier<'_> {
                 "SELECT m.rid, m.id, u.user_id, m.content, m.metadata, m.session_id,
                         m.created_at, e.model, e.vec
                  FROM memories m JOIN users u ON u.uid = m.uid
-                 LEFT JOIN embeddings e ON e.rid = m.rid
+                 LEFT JOIN vectors e ON e.rid = m.rid
                  WHERE m.rid > ?1 ORDER BY m.rid LIMIT ?2",
             )
             .map_err(src)?;
@@ -216,14 +218,16 @@ impl Copier<'_> {
                 )
                 .await
                 .map_err(tgt)?;
-                if let (Some((uid, seq)), Some(model), Some(vec)) = (placed, model, vec) {
-                    // Stored as read: little-endian f32, the embedded store's own layout.
-                    debug_assert_eq!(vec.len() % 4, 0);
+                let vector = vec.as_deref().and_then(Quantized::from_bytes);
+                if let (Some((uid, seq)), Some(model), Some(v)) = (placed, model, vector) {
+                    // PostgreSQL keeps little-endian f32: the unit vector the int8 form of
+                    // the embedded store stands for.
+                    let vec = vector_to_bytes(&v.unit());
                     vectors_now += tx
                         .execute(
                             "INSERT INTO memproxy_memory_vectors (uid, seq, model, vec)
                              VALUES ($1, $2, $3, $4) ON CONFLICT (uid, seq) DO NOTHING",
-                            &[&uid, &seq, model, vec],
+                            &[&uid, &seq, model, &vec],
                         )
                         .await
                         .map_err(tgt)?;

@@ -10,9 +10,7 @@ use super::schema::rid_range;
 use super::{backend, SqliteOptions};
 use crate::memory::context::{self, Known, Light};
 use crate::memory::lexicon::{self, TermIndex, Terms};
-use crate::memory::retrieve::{
-    dedup, fuse, fusion_candidates, vector_from_bytes_into, Bm25, CorpusStats, DENSE_WEIGHT,
-};
+use crate::memory::retrieve::{dedup, fuse, fusion_candidates, Bm25, CorpusStats, DENSE_WEIGHT};
 use crate::memory::scopes;
 use crate::memory::store::{
     Memory, Metadata, Page, ScoredMemory, SearchQuery, Session, SessionInfo, SessionMessage,
@@ -347,20 +345,16 @@ pub(super) fn scope_vectors(
 ) -> Result<(), StoreError> {
     let (lo, hi) = rid_range(uid);
     let mut stmt = conn
-        .prepare_cached(
-            "SELECT rid, vec FROM embeddings WHERE rid BETWEEN ?1 AND ?2 AND model = ?3",
-        )
+        .prepare_cached("SELECT rid, vec FROM vectors WHERE rid BETWEEN ?1 AND ?2 AND model = ?3")
         .map_err(backend)?;
     let mut rows = stmt.query(params![lo, hi, model]).map_err(backend)?;
-    let mut vector = Vec::new();
     while let Some(r) = rows.next().map_err(backend)? {
         let rid: i64 = r.get(0).map_err(backend)?;
         let blob = r
             .get_ref(1)
             .and_then(|b| Ok(b.as_blob()?))
             .map_err(backend)?;
-        vector_from_bytes_into(blob, &mut vector);
-        v.upsert(rid, &vector);
+        v.upsert_stored(rid, blob);
     }
     Ok(())
 }
@@ -505,7 +499,7 @@ pub fn unembedded(
         .prepare_cached(
             "SELECT m.id, m.content, m.metadata, m.session_id, m.created_at, m.rid, u.user_id
              FROM memories m JOIN users u ON u.uid = m.uid
-             LEFT JOIN embeddings e ON e.rid = m.rid
+             LEFT JOIN vectors e ON e.rid = m.rid
              WHERE m.rid > ?1 AND (e.rid IS NULL OR e.model <> ?2)
              ORDER BY m.rid LIMIT ?3",
         )
@@ -529,7 +523,7 @@ pub fn unembedded(
 /// How many memories [`unembedded`] walks through for `model`.
 pub fn count_unembedded(conn: &Connection, model: &str) -> Result<u64, StoreError> {
     conn.prepare_cached(
-        "SELECT count(*) FROM memories m LEFT JOIN embeddings e ON e.rid = m.rid
+        "SELECT count(*) FROM memories m LEFT JOIN vectors e ON e.rid = m.rid
          WHERE e.rid IS NULL OR e.model <> ?1",
     )
     .and_then(|mut s| s.query_row([model], |r| r.get::<_, i64>(0)))

@@ -390,6 +390,74 @@ async fn the_vector_index_follows_writes_and_deletions_after_it_is_loaded() {
     assert_eq!(hits[0].memory.content, "vim over emacs");
 }
 
+/// A file of schema version 2 kept its vectors as f32 in `embeddings`: opening it moves
+/// them to their int8 form in `vectors`, and they find the same memories.
+#[tokio::test]
+async fn vectors_stored_as_f32_are_quantized_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = HashEmbedder::new(64);
+    let s = open(dir.path());
+    let made = s
+        .add(vec![new("u", "tabs are better"), new("u", "cats and dogs")])
+        .await
+        .unwrap();
+    s.close();
+    drop(s);
+    let path = dir.path().join(DB_FILE);
+    let conn = Connection::open(&path).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn.execute_batch(
+        "DROP TABLE vectors;
+         CREATE TABLE embeddings (rid INTEGER PRIMARY KEY, model TEXT NOT NULL, vec BLOB NOT NULL);
+         PRAGMA user_version = 2;",
+    )
+    .unwrap();
+    for m in &made {
+        let rid: i64 = conn
+            .query_row("SELECT rid FROM memories WHERE id = ?1", [&m.id], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        let v = crate::memory::retrieve::vector_to_bytes(&e.vector(&m.content));
+        conn.execute(
+            "INSERT INTO embeddings (rid, model, vec) VALUES (?1, ?2, ?3)",
+            rusqlite::params![rid, e.model(), v],
+        )
+        .unwrap();
+    }
+    drop(conn);
+
+    let s = open(dir.path());
+    let mut q = query("zzz", 5);
+    q.embedding = Some(QueryEmbedding {
+        model: e.model().into(),
+        vector: e.vector("cats and dogs"),
+        alone_floor: crate::memory::retrieve::MIN_COSINE,
+    });
+    let hits = s.search("u", &q).await.unwrap();
+    assert_eq!(
+        hits[0].memory.content, "cats and dogs",
+        "found by its vector only"
+    );
+    s.close();
+    drop(s);
+    let conn = Connection::open(&path).unwrap();
+    let (n, len): (i64, i64) = conn
+        .query_row("SELECT count(*), max(length(vec)) FROM vectors", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((n, len), (2, 4 + 64));
+    let old: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'embeddings'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(old, 0);
+}
+
 #[tokio::test]
 async fn sessions_keep_the_newest_messages_and_expire() {
     let dir = tempfile::tempdir().unwrap();

@@ -11,11 +11,10 @@ use super::{backend, Command, SqliteOptions};
 use crate::memory::context::Light;
 use crate::memory::lexicon::TermIndex;
 use crate::memory::quota;
-use crate::memory::retrieve::vector_to_bytes;
 use crate::memory::scope::parse_key;
 use crate::memory::store::{Memory, NewMemory, StoreError, WriteOp};
 use crate::memory::text::{content_hash, Analyzer};
-use crate::memory::vectors::VectorIndex;
+use crate::memory::vectors::{Quantized, VectorIndex};
 
 /// Sends a command's result once the transaction's fate is known.
 type Reply = Box<dyn FnOnce(Option<StoreError>) + Send>;
@@ -453,9 +452,9 @@ fn put_embeddings(
             .map_err(backend)?;
         if let Some(rid) = rid {
             tx.prepare_cached(
-                "INSERT OR REPLACE INTO embeddings (rid, model, vec) VALUES (?1, ?2, ?3)",
+                "INSERT OR REPLACE INTO vectors (rid, model, vec) VALUES (?1, ?2, ?3)",
             )
-            .and_then(|mut s| s.execute(params![rid, model, vector_to_bytes(&v)]))
+            .and_then(|mut s| s.execute(params![rid, model, Quantized::of(&v).to_bytes()]))
             .map_err(backend)?;
             effects.push(Effect::Put {
                 uid,
@@ -479,7 +478,7 @@ fn remove_memory(
     for sql in [
         "DELETE FROM memories WHERE rid = ?1",
         "DELETE FROM memories_fts WHERE rowid = ?1",
-        "DELETE FROM embeddings WHERE rid = ?1",
+        "DELETE FROM vectors WHERE rid = ?1",
     ] {
         tx.prepare_cached(sql)
             .and_then(|mut s| s.execute([rid]))
