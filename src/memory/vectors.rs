@@ -138,6 +138,26 @@ impl Quantized {
     }
 }
 
+/// Dot product of two float vectors over eight lanes (a sum over one lane is a chain of
+/// dependent adds the compiler may not reorder).
+fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
+    const LANES: usize = 8;
+    let mut acc = [0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..LANES {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
 /// One scope's vectors of one model.
 #[derive(Default)]
 pub struct Vectors {
@@ -301,11 +321,8 @@ impl Vectors {
                         .for_each(|(s, &d)| *s += f * f32::from(d));
                     any = true;
                 }
-                let norm = sum.iter().map(|x| x * x).sum::<f32>().sqrt();
-                (any && norm > 0.0).then(|| {
-                    let dot: f32 = sum.iter().zip(query).map(|(a, b)| a * b).sum();
-                    f64::from(dot / (norm * qnorm))
-                })
+                let norm = dot_lanes(&sum, &sum).sqrt();
+                (any && norm > 0.0).then(|| f64::from(dot_lanes(&sum, query) / (norm * qnorm)))
             })
             .collect()
     }

@@ -1,6 +1,7 @@
 //! Queries on a read connection: memories by id and by page, search (FTS5 candidates
 //! inside the user's row-id range, re-ranked by [`crate::memory::retrieve`]), sessions.
 
+use std::borrow::Cow;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
@@ -147,7 +148,7 @@ enum Source<'a> {
     Db(&'a Connection),
 }
 
-impl Source<'_> {
+impl<'a> Source<'a> {
     /// Memory `rid`'s light, if it exists.
     fn light(&self, rid: i64) -> Result<Option<Light>, StoreError> {
         match self {
@@ -167,13 +168,13 @@ impl Source<'_> {
     fn lights(
         &self,
         rids: impl IntoIterator<Item = i64>,
-        known: &mut Known,
+        known: &mut Known<'a>,
     ) -> Result<(), StoreError> {
         let conn = match self {
             Source::Held(t) => {
                 for rid in rids {
                     if let (Entry::Vacant(slot), Some(l)) = (known.entry(rid), t.light(rid)) {
-                        slot.insert(l.clone());
+                        slot.insert(Cow::Borrowed(l));
                     }
                 }
                 return Ok(());
@@ -197,7 +198,7 @@ impl Source<'_> {
         let mut rows = stmt.query([list]).map_err(backend)?;
         while let Some(r) = rows.next().map_err(backend)? {
             let (rid, l) = light_from_row(r).map_err(backend)?;
-            known.insert(rid, l);
+            known.insert(rid, Cow::Owned(l));
         }
         Ok(())
     }
@@ -290,11 +291,11 @@ pub(crate) fn extrapolated_df(oldest: i64, next_seq: i64, docs: u64) -> u64 {
 /// FTS5's own `ORDER BY rank` would score every match (~0.9 µs each: 170 ms for a user
 /// with 1M memories and a query of common words); reading a term's row ids costs ~0.1 µs
 /// each and is capped per term by [`TERM_SCAN_CAP`].
-fn lexical(
-    src: &Source<'_>,
+fn lexical<'a>(
+    src: &Source<'a>,
     u: &User,
     terms: &[String],
-    known: &mut Known,
+    known: &mut Known<'a>,
 ) -> Result<Vec<(i64, f64)>, StoreError> {
     let stats = match src {
         Source::Held(t) => t.stats(),
@@ -451,7 +452,7 @@ pub fn search(
         if let Entry::Vacant(slot) = known.entry(rid) {
             match src.light(rid)? {
                 Some(l) => {
-                    slot.insert(l);
+                    slot.insert(Cow::Owned(l));
                 }
                 None => continue,
             }
@@ -461,8 +462,9 @@ pub fn search(
             break;
         }
     }
-    drop(held);
     let top = dedup(ranked_known, |rid| known.get(rid).map(|l| l.hash));
+    drop(known);
+    drop(held);
     let mut stmt = conn
         .prepare_cached(&format!(
             "SELECT {MEMORY_COLUMNS} FROM memories WHERE rid = ?1"

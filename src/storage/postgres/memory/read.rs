@@ -11,6 +11,7 @@
 //! functions ([`crate::memory::retrieve`]) with the same constants, so both backends
 //! rank alike.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -204,7 +205,7 @@ async fn lights(
     kept: &Lights,
     uid: i64,
     seqs: impl IntoIterator<Item = i64>,
-    known: &mut Known,
+    known: &mut Known<'_>,
 ) -> Result<(), StoreError> {
     let mut wanted: Vec<i64> = Vec::new();
     for seq in seqs {
@@ -213,7 +214,7 @@ async fn lights(
         }
         match kept.get(&(uid, seq)) {
             Some(l) => {
-                known.insert(seq, l);
+                known.insert(seq, Cow::Owned(l));
             }
             None => wanted.push(seq),
         }
@@ -237,7 +238,7 @@ async fn lights(
             len: r.get::<_, i32>(4).max(0) as u32,
         };
         kept.insert((uid, r.get(0)), light.clone());
-        known.insert(r.get(0), light);
+        known.insert(r.get(0), Cow::Owned(light));
     }
     Ok(())
 }
@@ -257,7 +258,7 @@ async fn lexical(
     kept: &Lights,
     u: &User,
     terms: &[String],
-    known: &mut Known,
+    known: &mut Known<'_>,
 ) -> Result<Vec<(i64, f64)>, StoreError> {
     if terms.is_empty() || u.stats.docs == 0 {
         return Ok(vec![]);
