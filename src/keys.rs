@@ -347,6 +347,14 @@ impl Keys {
         if let Some(p) = &req.project {
             validate_project(p).map_err(|e| KeyError::Invalid(format!("project: {e}")))?;
         }
+        no_nul("key", &key)?;
+        no_nul("key_alias", req.key_alias.as_deref().unwrap_or_default())?;
+        req.models.iter().try_for_each(|m| no_nul("models", m))?;
+        if req.metadata.as_ref().is_some_and(has_nul) {
+            return Err(KeyError::Invalid(
+                "metadata: NUL characters are not allowed".into(),
+            ));
+        }
         if req.max_budget.is_some_and(|b| b.is_nan() || b < 0.0) {
             return Err(KeyError::Invalid("max_budget must be ≥ 0".into()));
         }
@@ -444,6 +452,7 @@ impl Keys {
             row.user_id = u;
         }
         if let Some(a) = change.key_alias {
+            no_nul("key_alias", a.as_deref().unwrap_or_default())?;
             row.alias = a;
         }
         if let Some(p) = change.project {
@@ -472,6 +481,7 @@ impl Keys {
             }
         }
         if let Some(m) = change.models {
+            m.iter().try_for_each(|m| no_nul("models", m))?;
             row.models = m;
         }
         store.delete(std::slice::from_ref(&row.hash)).await?;
@@ -533,6 +543,26 @@ impl Keys {
             .collect();
         all.sort_by(|a, b| (a.row.created_ms, &a.row.hash).cmp(&(b.row.created_ms, &b.row.hash)));
         all
+    }
+}
+
+/// Refuses a text field holding NUL (no text column of PostgreSQL can keep it).
+fn no_nul(field: &str, text: &str) -> Result<(), KeyError> {
+    if text.contains('\0') {
+        return Err(KeyError::Invalid(format!(
+            "{field}: NUL characters are not allowed"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether a JSON value holds NUL in a string or an object key.
+fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(has_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
     }
 }
 

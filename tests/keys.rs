@@ -343,6 +343,12 @@ async fn bad_generate_requests_are_400() {
         json!({"key": "not-sk"}),
         json!({"metadata": [1, 2]}),
         json!({"rpm_limit": 0}),
+        // NUL fits no text column of PostgreSQL: refused on every backend alike.
+        json!({"key_alias": "a\0b"}),
+        json!({"key": "sk-with-a-nul-\0"}),
+        json!({"models": ["gpt\0"]}),
+        json!({"metadata": {"team": {"name": "x\0"}}}),
+        json!({"metadata": {"k\0": 1}}),
     ] {
         let (status, resp) = generate(&proxy, body.clone()).await;
         assert_eq!(status, 400, "{body} → {resp}");
